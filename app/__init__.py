@@ -1,0 +1,1 @@
+"""Berth: a control plane for fleets of Docker hosts."""

@@ -1,0 +1,95 @@
+"""Request dependencies as `Annotated` aliases: the app context, the caller and their role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
+from app.security.roles import Role
+from app.security.tokens import hash_token
+from app.tokens.models import ApiToken
+
+
+def get_app_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Ctx = Annotated[AppContext, Depends(get_app_context)]
+
+bearer = HTTPBearer(auto_error=False, description="A Berth API token: `Bearer berth_...`")
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} ({self.token_id})"
+
+
+def authenticate(
+    request: Request,
+    context: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
+    digest = hash_token(credentials.credentials)
+    with context.db.session(write=False) as session:
+        token = session.execute(
+            select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
+                ApiToken.token_hash == digest
+            )
+        ).first()
+    if token is None:
+        raise Unauthorized("invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= utcnow():
+        raise Unauthorized("token expired")
+    principal = Principal(token_id=token.id, name=token.name, role=Role(token.role))
+    request.state.principal = principal
+    return principal
+
+
+def require(role: Role) -> object:
+    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.role.allows(role):
+            raise Forbidden(
+                f"this action needs the {role.value} role; the token has {principal.role.value}"
+            )
+        return principal
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require(Role.viewer)]
+Operator = Annotated[Principal, require(Role.operator)]
+Admin = Annotated[Principal, require(Role.admin)]
+
+
+def check_if_match(request: Request, version: int) -> None:
+    """Honour If-Match: the write goes ahead only when the stored version is the one named."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+    if "*" in wanted or str(version) in wanted:
+        return
+    raise PreconditionFailed(
+        f"resource is at version {version}; If-Match named {header}. Fetch it again and retry."
+    )
+
+
+def set_audit_resource(request: Request, resource: str) -> None:
+    """Name the resource a mutating request touched, for its audit entry."""
+    request.state.audit_resource = resource

@@ -1,0 +1,65 @@
+"""Cursor pagination over time-ordered ids: stable under inserts, no offsets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from app.core.errors import BadRequest
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (max 500).")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+]
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("malformed cursor: pass back `next_cursor` exactly as given") from exc
+
+
+def paginate(
+    session: Session,
+    statement: Select[Any],
+    key: InstrumentedAttribute[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    descending: bool = False,
+) -> tuple[Sequence[Any], str | None]:
+    """Rows after `cursor` in key order, and the cursor of the next page (None at the end)."""
+    if cursor is not None:
+        raw: Any = decode_cursor(cursor)
+        if key.type.python_type is int:
+            if not raw.lstrip("-").isdigit():
+                raise BadRequest("malformed cursor: pass back `next_cursor` exactly as given")
+            raw = int(raw)
+        statement = statement.where(key < raw if descending else key > raw)
+    statement = statement.order_by(key.desc() if descending else key).limit(limit + 1)
+    rows = session.execute(statement).scalars().all()
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(getattr(rows[-1], key.key))

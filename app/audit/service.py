@@ -1,0 +1,143 @@
+"""The audit trail: append-only and hash-chained, so that tampering shows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.audit.models import AuditEntry, AuditHead
+from app.core.db import new_id, utcnow
+
+GENESIS = "0" * 64
+_HEAD_ID = 1
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    fields = [
+        entry.seq,
+        entry.id,
+        entry.at.isoformat(),
+        entry.actor,
+        entry.action,
+        entry.method,
+        entry.path,
+        entry.resource,
+        entry.request_id,
+        entry.source,
+        entry.outcome,
+        entry.prev_hash,
+    ]
+    canonical = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    method: str,
+    path: str,
+    resource: str | None,
+    request_id: str | None,
+    source: str | None,
+    outcome: int,
+) -> AuditEntry:
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=_HEAD_ID, seq=0, hash=GENESIS)
+        session.add(head)
+    entry = AuditEntry(
+        seq=head.seq + 1,
+        id=new_id(),
+        at=utcnow(),
+        actor=actor,
+        action=action,
+        method=method,
+        path=path[:2000],
+        resource=resource,
+        request_id=request_id,
+        source=source,
+        outcome=outcome,
+        prev_hash=head.hash,
+    )
+    entry.hash = entry_hash(entry)
+    session.add(entry)
+    head.seq, head.hash = entry.seq, entry.hash
+    return entry
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries: int
+    first_bad: int | None
+    detail: str | None
+
+
+def verify(session: Session, *, batch: int = 1000) -> Verification:
+    """Walk the chain in order; report the first entry that was edited, removed or moved."""
+    expected_seq, prev_hash, count, last_seq = 1, GENESIS, 0, 0
+    while True:
+        rows = (
+            session.execute(
+                select(AuditEntry)
+                .where(AuditEntry.seq > last_seq)
+                .order_by(AuditEntry.seq)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        for entry in rows:
+            if entry.seq != expected_seq:
+                return Verification(False, count, expected_seq, f"entry {expected_seq} is missing")
+            if entry.prev_hash != prev_hash:
+                return Verification(False, count, entry.seq, "chain broken before this entry")
+            if entry_hash(entry) != entry.hash:
+                return Verification(
+                    False, count, entry.seq, "entry content does not match its hash"
+                )
+            prev_hash, last_seq = entry.hash, entry.seq
+            expected_seq += 1
+            count += 1
+        if len(rows) < batch:
+            break
+    head = session.get(AuditHead, _HEAD_ID)
+    if head is not None and (head.seq != last_seq or head.hash != prev_hash):
+        return Verification(False, count, last_seq + 1, "newest entries were removed")
+    return Verification(True, count, None, None)
+
+
+def get_all(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    actor: str | None = None,
+    action: str | None = None,
+    resource: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[Sequence[AuditEntry], str | None]:
+    statement = select(AuditEntry)
+    if actor is not None:
+        statement = statement.where(AuditEntry.actor == actor)
+    if action is not None:
+        statement = statement.where(AuditEntry.action == action)
+    if resource is not None:
+        statement = statement.where(AuditEntry.resource.startswith(resource, autoescape=True))
+    if since is not None:
+        statement = statement.where(AuditEntry.at >= since)
+    if until is not None:
+        statement = statement.where(AuditEntry.at < until)
+    return paginate(session, statement, AuditEntry.seq, limit=limit, cursor=cursor)

@@ -1,0 +1,130 @@
+"""The `berth` command: serve, worker, migrate, token create."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from app.core.config import get_settings
+from app.core.db import Database
+from app.core.logging import configure_logging
+from app.core.migrate import upgrade
+from app.security.roles import Role
+
+log = logging.getLogger("berth.cli")
+
+
+def _migrate(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        upgrade(database)
+    finally:
+        database.dispose()
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    _migrate(get_settings().database_url)
+    log.info("database at the newest schema")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    _migrate(settings.database_url)
+    app = create_app(settings, run_workers=not args.no_workers)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=False,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+def cmd_worker(_args: argparse.Namespace) -> int:
+    from app.core.context import AppContext
+    from app.runtime import background_services, prepare
+    from app.workers.loops import running
+
+    settings = get_settings()
+    _migrate(settings.database_url)
+    context = AppContext(settings)
+    prepare(context)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with running(background_services(context, kind="worker")):
+        log.info("worker running; SIGTERM or Ctrl-C stops it")
+        stop.wait()
+    context.close()
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from app.tokens import service
+
+    settings = get_settings()
+    _migrate(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        with database.session() as session:
+            token, secret = service.create(
+                session, name=args.name, role=Role(args.role), created_by="berth token create"
+            )
+            token_id = token.id
+    finally:
+        database.dispose()
+    # The secret goes to stdout alone, so `TOKEN=$(berth token create ...)` works.
+    print(secret)
+    log.info("token created", extra={"token_id": token_id, "role": args.role})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="berth", description="A control plane for Docker hosts.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (and workers); migrates first")
+    serve.add_argument("--host", help="bind address (default BERTH_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default BERTH_PORT or 8000)")
+    serve.add_argument("--no-workers", action="store_true", help="API only; run `berth worker`s")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run workers and loops only")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token and print it once")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", default="cli")
+    create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(get_settings().log_level)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

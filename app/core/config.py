@@ -1,0 +1,108 @@
+"""Typed settings, read once from `BERTH_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class Settings(BaseSettings):
+    """Every knob Berth has. Each field is `BERTH_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BERTH_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./berth.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://...",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `berth serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    key_file: Path | None = Field(
+        default=None,
+        description="Fernet key for secrets at rest; default: berth.key beside the SQLite file "
+        "(or in the working directory for PostgreSQL). Created when absent and nothing is "
+        "encrypted yet.",
+    )
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="An admin token accepted from the first start."
+    )
+
+    workers: int = Field(default=4, ge=1, le=256, description="Operations run at once per process.")
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0.5,
+        description="How long a claimed operation stays owned without a heartbeat.",
+    )
+    worker_poll_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Idle poll interval for new operations; default 0.02 on SQLite, 1.0 on "
+        "PostgreSQL (which also wakes workers with LISTEN/NOTIFY).",
+    )
+    operation_max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=60.0, ge=0)
+
+    host_probe_interval_seconds: float = Field(default=5.0, gt=0)
+    host_probe_timeout_seconds: float = Field(default=5.0, gt=0)
+    host_unreachable_after: int = Field(
+        default=3, ge=1, description="Consecutive failed probes before a host is unreachable."
+    )
+    register_local_host: bool = Field(
+        default=True, description="Register DOCKER_HOST as `local` on an empty database."
+    )
+
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, description="Largest JSON body.")
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    metrics_require_token: bool = False
+    enable_debug_operations: bool = Field(
+        default=False,
+        description="Expose POST /api/v1/debug/operations (no-op, sleep, fail, container) "
+        "for tests and benchmarks.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql:// URLs are supported")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def docker_host(self) -> str:
+        # DOCKER_HOST is the docker CLI's own variable, deliberately without the BERTH_ prefix.
+        return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+    @property
+    def effective_poll_seconds(self) -> float:
+        if self.worker_poll_seconds is not None:
+            return self.worker_poll_seconds
+        return 0.02 if self.is_sqlite else 1.0
+
+    @property
+    def effective_key_file(self) -> Path:
+        if self.key_file is not None:
+            return self.key_file
+        if self.is_sqlite:
+            db_path = self.database_url.split("///", 1)[-1].split("?", 1)[0]
+            if db_path and db_path != ":memory:":
+                return Path(db_path).resolve().parent / "berth.key"
+        return Path("berth.key").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,40 @@
+"""What a Berth process holds while it runs: settings, database, cipher, engine clients."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.engine.pool import EnginePool
+from app.security.crypto import Cipher, load_or_create_key
+
+
+class AppContext:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.engines = EnginePool()
+        self._cipher: Cipher | None = None
+
+    @property
+    def cipher(self) -> Cipher:
+        if self._cipher is None:
+            raise RuntimeError("the encryption key is not loaded yet (load_cipher at start-up)")
+        return self._cipher
+
+    def load_cipher(self) -> None:
+        """Load the key; create it only while the database holds nothing encrypted."""
+        from app.hosts.models import Host
+
+        with self.db.session(write=False) as session:
+            encrypted = session.execute(
+                select(Host.id).where(Host.tls_encrypted.is_not(None)).limit(1)
+            ).first()
+        self._cipher = load_or_create_key(
+            self.settings.effective_key_file, may_create=encrypted is None
+        )
+
+    def close(self) -> None:
+        self.engines.close()
+        self.db.dispose()

@@ -1,0 +1,47 @@
+"""Schema upgrades through Alembic, safe when several Berth processes start at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from app.core.db import Database
+
+ROOT = Path(__file__).resolve().parents[2]
+# An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent upgrades.
+_MIGRATION_LOCK_KEY = 7_231_004_117
+
+
+def alembic_config() -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    config = alembic_config()
+    with database.engine.connect() as connection:
+        if not database.is_sqlite:
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            connection.commit()
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+        finally:
+            if not database.is_sqlite:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                )
+                connection.commit()
+
+
+def downgrade(database: Database, revision: str = "base") -> None:
+    config = alembic_config()
+    with database.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        connection.commit()

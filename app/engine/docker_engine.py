@@ -1,0 +1,158 @@
+"""The only code that talks to Docker: a thin, typed wrapper over the docker SDK for one engine.
+
+Every call is blocking; callers run it in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from docker.tls import TLSConfig
+
+import docker
+from app.engine.errors import EngineError, EngineRejected, EngineUnavailable, ObjectNotFound
+from docker import errors as docker_errors
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca_cert: str | None
+    client_cert: str
+    client_key: str
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    engine_version: str
+    api_version: str
+    os: str
+    arch: str
+    cpus: int
+    memory_bytes: int
+    containers_running: int
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn docker SDK and transport errors into EngineError with a plain message."""
+    try:
+        yield
+    except docker_errors.NotFound as exc:
+        raise ObjectNotFound(f"{what}: {exc.explanation or exc}") from exc
+    except docker_errors.APIError as exc:
+        status = exc.status_code or 0
+        message = f"{what}: {exc.explanation or exc}"
+        if status >= 500:
+            raise EngineUnavailable(message) from exc
+        raise EngineRejected(message) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise EngineUnavailable(f"{what}: engine unreachable ({type(exc).__name__})") from exc
+    except docker_errors.DockerException as exc:
+        raise EngineUnavailable(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise EngineUnavailable(f"{what}: {exc}") from exc
+
+
+class DockerEngine:
+    """One Docker engine reached by URL (unix:// or tcp://, optionally with TLS client certs)."""
+
+    def __init__(self, url: str, *, tls: TlsMaterial | None = None, timeout: float = 30.0) -> None:
+        self.url = url
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        tls_config: TLSConfig | bool = False
+        base_url = url
+        if tls is not None:
+            # The SDK only takes certificate files; keep them in a private directory for the
+            # client's lifetime.
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="berth-tls-")
+            folder = Path(self._tls_dir.name)
+            folder.chmod(0o700)
+            cert, key = folder / "cert.pem", folder / "key.pem"
+            cert.write_text(tls.client_cert)
+            key.write_text(tls.client_key)
+            ca = None
+            if tls.ca_cert:
+                ca = folder / "ca.pem"
+                ca.write_text(tls.ca_cert)
+            tls_config = TLSConfig(
+                client_cert=(str(cert), str(key)),
+                ca_cert=str(ca) if ca else None,
+                verify=bool(ca),
+            )
+            base_url = url.replace("tcp://", "https://", 1)
+        with translate_errors(f"connect to {url}"):
+            self.api = docker.APIClient(
+                base_url=base_url,
+                version="auto",
+                timeout=max(1, math.ceil(timeout)),
+                tls=tls_config,
+            )
+
+    def close(self) -> None:
+        self.api.close()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+
+    def ping(self) -> None:
+        with translate_errors("ping"):
+            self.api.ping()
+
+    def facts(self) -> EngineFacts:
+        with translate_errors("info"):
+            info: dict[str, Any] = self.api.info()
+            version: dict[str, Any] = self.api.version()
+        return EngineFacts(
+            engine_version=str(version.get("Version", "")),
+            api_version=str(version.get("ApiVersion", "")),
+            os=str(info.get("OperatingSystem") or version.get("Os", "")),
+            arch=str(info.get("Architecture") or version.get("Arch", "")),
+            cpus=int(info.get("NCPU", 0)),
+            memory_bytes=int(info.get("MemTotal", 0)),
+            containers_running=int(info.get("ContainersRunning", 0)),
+        )
+
+    # Containers. Labels tie every object Berth creates to its Berth id and operation, which
+    # is how a retried operation finds what an earlier, interrupted attempt already did.
+
+    def find_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with translate_errors("list containers"):
+            found: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
+        return found
+
+    def create_container(
+        self,
+        *,
+        image: str,
+        command: list[str] | None,
+        labels: dict[str, str],
+        name: str | None = None,
+    ) -> str:
+        with translate_errors(f"create container from {image}"):
+            created: dict[str, Any] = self.api.create_container(
+                image=image, command=command, labels=labels, name=name
+            )
+        return str(created["Id"])
+
+    def start_container(self, container_id: str) -> None:
+        with translate_errors(f"start container {container_id[:12]}"):
+            self.api.start(container_id)
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        with translate_errors(f"inspect container {container_id[:12]}"):
+            details: dict[str, Any] = self.api.inspect_container(container_id)
+        return details
+
+    def remove_container(self, container_id: str, *, force: bool = False) -> None:
+        with contextlib.suppress(ObjectNotFound), translate_errors(f"remove {container_id[:12]}"):
+            self.api.remove_container(container_id, force=force)
+
+
+__all__ = ["DockerEngine", "EngineError", "EngineFacts", "TlsMaterial"]

@@ -1,0 +1,41 @@
+"""One reusable client per host, rebuilt when the host's URL or TLS material changes."""
+
+from __future__ import annotations
+
+import threading
+
+from app.engine.docker_engine import DockerEngine, TlsMaterial
+
+
+class EnginePool:
+    def __init__(self, *, timeout: float = 30.0) -> None:
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[tuple[str, TlsMaterial | None], DockerEngine]] = {}
+
+    def get(self, host_id: str, url: str, tls: TlsMaterial | None = None) -> DockerEngine:
+        identity = (url, tls)
+        with self._lock:
+            cached = self._clients.get(host_id)
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+        engine = DockerEngine(url, tls=tls, timeout=self._timeout)
+        with self._lock:
+            old = self._clients.get(host_id)
+            self._clients[host_id] = (identity, engine)
+        if old is not None:
+            old[1].close()
+        return engine
+
+    def forget(self, host_id: str) -> None:
+        with self._lock:
+            cached = self._clients.pop(host_id, None)
+        if cached is not None:
+            cached[1].close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for _, engine in clients:
+            engine.close()

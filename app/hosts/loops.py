@@ -1,0 +1,117 @@
+"""The host health loop: ping + info for every host, concurrently, with short timeouts."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from app.core.context import AppContext
+from app.core.db import new_id, utcnow
+from app.engine.docker_engine import DockerEngine, EngineFacts
+from app.engine.errors import EngineError
+from app.hosts.models import Host
+from app.hosts.service import tls_material
+from app.security.crypto import KeyUnavailable
+from app.workers import leases
+from app.workers.loops import LoopService
+
+log = logging.getLogger("berth.hosts")
+
+PROBE_LEASE = "hosts.probe"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    host_id: str
+    facts: EngineFacts | None
+    error: str | None
+
+
+class HostProber(LoopService):
+    """Keeps every host's status and figures current. One process probes at a time (a lease)."""
+
+    name = "host-prober"
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app.settings.host_probe_interval_seconds)
+        self.app = app
+        self.holder = f"prober-{new_id()}"
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="berth-probe")
+
+    def stop(self, timeout: float) -> None:
+        super().stop(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        leases.release(self.app.db, PROBE_LEASE, holder=self.holder)
+
+    def run_once(self) -> None:
+        ttl = max(3 * self.interval, 10.0)
+        if leases.acquire(self.app.db, PROBE_LEASE, holder=self.holder, ttl_seconds=ttl) is None:
+            return
+        with self.app.db.session(write=False) as session:
+            targets = session.execute(select(Host.id, Host.url, Host.tls_encrypted)).all()
+        results = list(
+            self._pool.map(lambda row: self._probe(row.id, row.url, row.tls_encrypted), targets)
+        )
+        if results:
+            self._record(results)
+
+    def _probe(self, host_id: str, url: str, tls_encrypted: str | None) -> ProbeResult:
+        settings = self.app.settings
+        try:
+            tls = tls_material(self.app.cipher, tls_encrypted)
+            # A fresh client per probe: a dead engine must not leave a pooled connection hanging.
+            engine = DockerEngine(url, tls=tls, timeout=settings.host_probe_timeout_seconds)
+            try:
+                engine.ping()
+                facts = engine.facts()
+            finally:
+                engine.close()
+        except (EngineError, KeyUnavailable) as exc:
+            return ProbeResult(host_id, None, str(exc))
+        except Exception as exc:
+            log.exception("probe crashed", extra={"host_id": host_id})
+            return ProbeResult(host_id, None, f"probe failed: {type(exc).__name__}")
+        return ProbeResult(host_id, facts, None)
+
+    def _record(self, results: list[ProbeResult]) -> None:
+        threshold = self.app.settings.host_unreachable_after
+        now = utcnow()
+        with self.app.db.session() as session:
+            hosts = {
+                h.id: h
+                for h in session.execute(
+                    select(Host).where(Host.id.in_([r.host_id for r in results]))
+                ).scalars()
+            }
+            for result in results:
+                host = hosts.get(result.host_id)
+                if host is None:  # deleted while we probed
+                    continue
+                before = host.status
+                if result.facts is not None:
+                    facts = result.facts
+                    host.status = "ready"
+                    host.error = None
+                    host.consecutive_failures = 0
+                    host.last_seen_at = now
+                    host.engine_version = facts.engine_version
+                    host.api_version = facts.api_version
+                    host.os = facts.os
+                    host.arch = facts.arch
+                    host.cpus = facts.cpus
+                    host.memory_bytes = facts.memory_bytes
+                    host.containers_running = facts.containers_running
+                else:
+                    host.consecutive_failures += 1
+                    host.error = result.error
+                    if host.consecutive_failures >= threshold:
+                        host.status = "unreachable"
+                if host.status != before:
+                    host.updated_at = now
+                    log.info(
+                        "host status changed",
+                        extra={"host_id": host.id, "from": before, "to": host.status},
+                    )

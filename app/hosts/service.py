@@ -1,0 +1,164 @@
+"""Hosts: keyword-only functions over a session the caller owns; they never commit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.errors import Conflict, NotFound
+from app.engine.docker_engine import DockerEngine, TlsMaterial
+from app.hosts.models import Host
+from app.hosts.schemas import HostCreate, HostRead, HostTls, HostUpdate
+from app.operations.models import QUEUED, RUNNING, Operation
+from app.security.crypto import Cipher
+
+
+def to_read(host: Host) -> HostRead:
+    return HostRead(
+        id=host.id,
+        name=host.name,
+        url=host.url,
+        labels=host.labels,
+        status=host.status,
+        schedulable=host.schedulable,
+        draining=host.draining,
+        tls_configured=host.tls_encrypted is not None,
+        engine_version=host.engine_version,
+        api_version=host.api_version,
+        os=host.os,
+        arch=host.arch,
+        cpus=host.cpus,
+        memory_bytes=host.memory_bytes,
+        containers_running=host.containers_running,
+        last_seen_at=host.last_seen_at,
+        error=host.error,
+        created_at=host.created_at,
+        updated_at=host.updated_at,
+        version=host.version,
+    )
+
+
+def _encrypt_tls(cipher: Cipher, tls: HostTls) -> str:
+    return cipher.encrypt(tls.model_dump_json())
+
+
+def _ensure_name_free(session: Session, name: str, *, except_id: str | None = None) -> None:
+    clash = session.execute(select(Host.id).where(Host.name == name)).scalar_one_or_none()
+    if clash is not None and clash != except_id:
+        raise Conflict(f"a host named {name!r} already exists ({clash})")
+
+
+def create(session: Session, *, data: HostCreate, cipher: Cipher) -> Host:
+    _ensure_name_free(session, data.name)
+    now = utcnow()
+    host = Host(
+        name=data.name,
+        url=data.url,
+        labels=data.labels,
+        schedulable=data.schedulable,
+        tls_encrypted=_encrypt_tls(cipher, data.tls) if data.tls else None,
+        status="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(host)
+    session.flush()
+    return host
+
+
+def get(session: Session, *, host_id: str, for_update: bool = False) -> Host:
+    statement = select(Host).where(Host.id == host_id)
+    if for_update:
+        statement = statement.with_for_update()
+    host = session.execute(statement).scalar_one_or_none()
+    if host is None:
+        raise NotFound(f"no host {host_id!r}")
+    return host
+
+
+def get_all(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    label: str | None = None,
+    name: str | None = None,
+) -> tuple[Sequence[Host], str | None]:
+    statement = select(Host)
+    if status is not None:
+        statement = statement.where(Host.status == status)
+    if name is not None:
+        statement = statement.where(Host.name == name)
+    rows, next_cursor = paginate(session, statement, Host.id, limit=limit, cursor=cursor)
+    if label is not None:
+        # Label filters are few and hosts are few: match in Python, portable across backends.
+        key, _, value = label.partition("=")
+        rows = [h for h in rows if key in h.labels and (not value or h.labels[key] == value)]
+    return rows, next_cursor
+
+
+def update(session: Session, *, host: Host, data: HostUpdate, cipher: Cipher) -> Host:
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is not None:
+        _ensure_name_free(session, changes["name"], except_id=host.id)
+        host.name = changes["name"]
+    if changes.get("url") is not None:
+        host.url = changes["url"]
+        host.status = "pending"
+    if changes.get("labels") is not None:
+        host.labels = changes["labels"]
+    if changes.get("schedulable") is not None:
+        host.schedulable = changes["schedulable"]
+        if host.schedulable:
+            host.draining = False
+    if data.tls is not None:
+        host.tls_encrypted = _encrypt_tls(cipher, data.tls)
+    host.updated_at = utcnow()
+    host.version += 1
+    return host
+
+
+def active_operations(session: Session, *, host_id: str) -> int:
+    count = session.execute(
+        select(func.count())
+        .select_from(Operation)
+        .where(Operation.host_id == host_id, Operation.status.in_((QUEUED, RUNNING)))
+    ).scalar_one()
+    return int(count)
+
+
+def delete(session: Session, *, host: Host, force: bool) -> None:
+    busy = active_operations(session, host_id=host.id)
+    if busy and not force:
+        raise Conflict(
+            f"host {host.name!r} has {busy} queued or running operations; "
+            "wait for them, or delete with ?force=true"
+        )
+    session.delete(host)
+
+
+def tls_material(cipher: Cipher, encrypted: str | None) -> TlsMaterial | None:
+    if encrypted is None:
+        return None
+    raw = json.loads(cipher.decrypt(encrypted))
+    return TlsMaterial(
+        ca_cert=raw.get("ca_cert"), client_cert=raw["client_cert"], client_key=raw["client_key"]
+    )
+
+
+def engine_for_host(app: AppContext, host_id: str) -> DockerEngine:
+    """The Docker client for a host, built from its stored URL and decrypted TLS material."""
+    with app.db.session(write=False) as session:
+        row = session.execute(
+            select(Host.url, Host.tls_encrypted).where(Host.id == host_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no host {host_id!r}")
+    return app.engines.get(host_id, row.url, tls_material(app.cipher, row.tls_encrypted))

@@ -1,0 +1,72 @@
+"""The FastAPI application: routers, middleware, one error handler, and a lifespan that runs
+the start-up chores and (unless told otherwise) the workers and loops of this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.health import router as health_router
+from app.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestContextMiddleware
+from app.audit.router import router as audit_router
+from app.core.config import Settings, get_settings
+from app.core.context import AppContext
+from app.core.errors import install_error_handlers
+from app.core.metrics import Metrics
+from app.debug.router import router as debug_router
+from app.hosts.router import router as hosts_router
+from app.operations.router import router as operations_router
+from app.runtime import background_services, prepare
+from app.tokens.router import router as tokens_router
+from app.workers.loops import running
+
+API_DESCRIPTION = """
+Berth manages images, containers and services across many Docker hosts.
+
+Every change on a host is an **operation**: the call stores the intent and answers `202` with
+`Location: /api/v1/operations/{id}`; workers carry it out durably (a crash loses nothing).
+Errors are RFC 9457 `application/problem+json`. Lists are cursor-paginated. Every resource has a
+`version` (sent as `ETag`; honour it with `If-Match`). `POST` honours `Idempotency-Key`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, run_workers: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    context = AppContext(settings)
+    metrics = Metrics(context.db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(prepare, context)
+        services = background_services(context, kind="serve") if run_workers else []
+        with running(services):
+            yield
+        context.close()
+
+    app = FastAPI(
+        title="Berth",
+        version="1.0.0",
+        summary="A control plane for fleets of Docker hosts",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.state.metrics = metrics
+    install_error_handlers(app)
+
+    api = APIRouter(prefix="/api/v1")
+    for router in (hosts_router, operations_router, tokens_router, audit_router):
+        api.include_router(router)
+    if settings.enable_debug_operations:
+        api.include_router(debug_router)
+    app.include_router(api)
+    app.include_router(health_router)
+
+    # Added last = outermost: request ids and the audit see everything, including 413s.
+    app.add_middleware(IdempotencyMiddleware, context=context)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, context=context, metrics=metrics)
+    return app

@@ -1,0 +1,22 @@
+"""Every table, imported in one place so that Alembic and the tests see the whole schema."""
+
+from app.api.models import IdempotencyRecord
+from app.audit.models import AuditEntry, AuditHead
+from app.core.db import Base
+from app.hosts.models import Host
+from app.operations.models import Operation, OperationLog
+from app.tokens.models import ApiToken
+from app.workers.models import Lease, WorkerProcess
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "AuditHead",
+    "Base",
+    "Host",
+    "IdempotencyRecord",
+    "Lease",
+    "Operation",
+    "OperationLog",
+    "WorkerProcess",
+]

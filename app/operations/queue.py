@@ -1,0 +1,339 @@
+"""The durable queue: enqueue in the caller's transaction; claim, heartbeat and finish with fencing.
+
+Claiming is one statement per batch. On PostgreSQL the candidate rows are picked with
+`FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on or take the same row; on SQLite
+the `UPDATE ... WHERE id IN (SELECT ...)` runs inside `BEGIN IMMEDIATE`, which makes it atomic.
+Every later write names the lease epoch it was claimed with, so a worker whose lease expired
+and was taken over cannot touch the operation any more.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session
+
+from app.core.db import Database, utcnow
+from app.operations.models import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Operation,
+    OperationLog,
+)
+
+NOTIFY_CHANNEL = "berth_operations"
+
+# Set after a transaction that enqueued work commits: wakes this process's workers at once.
+work_available = threading.Event()
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_local_workers(session: Session) -> None:
+    if session.info.pop("enqueued", False):
+        work_available.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_enqueued(session: Session) -> None:
+    session.info.pop("enqueued", None)
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    host_id: str | None = None,
+    created_by: str | None = None,
+    max_attempts: int = 5,
+) -> Operation:
+    """Add an operation in the caller's transaction; it becomes visible to workers on commit."""
+    operation = Operation(
+        kind=kind,
+        params=params or {},
+        target_type=target_type,
+        target_id=target_id,
+        host_id=host_id,
+        created_by=created_by,
+        max_attempts=max_attempts,
+        status=QUEUED,
+        created_at=utcnow(),
+    )
+    operation.run_after = operation.created_at
+    session.add(operation)
+    session.flush()
+    session.info["enqueued"] = True
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit, to the LISTEN connections of workers in other processes.
+        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    return operation
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An operation this worker holds, with the epoch that fences its writes."""
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    target_type: str | None
+    target_id: str | None
+    host_id: str | None
+    attempts: int
+    max_attempts: int
+    epoch: int
+    created_by: str | None
+    cancel_requested: bool
+
+
+_CLAIM_COLUMNS = (
+    Operation.id,
+    Operation.kind,
+    Operation.params,
+    Operation.target_type,
+    Operation.target_id,
+    Operation.host_id,
+    Operation.attempts,
+    Operation.max_attempts,
+    Operation.lease_epoch,
+    Operation.created_by,
+    Operation.cancel_requested,
+)
+
+
+def claim(
+    db: Database,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    include_expired: bool = True,
+) -> list[Claim]:
+    """Take up to `limit` runnable operations: queued and due, or running with an expired lease."""
+    now = utcnow()
+    claims: list[Claim] = []
+    with db.session() as session:
+        sources = [
+            select(Operation.id)
+            .where(Operation.status == QUEUED, Operation.run_after <= now)
+            .order_by(Operation.run_after)
+        ]
+        if include_expired:
+            sources.insert(
+                0,
+                select(Operation.id).where(
+                    Operation.status == RUNNING, Operation.lease_expires_at < now
+                ),
+            )
+        for source in sources:
+            wanted = limit - len(claims)
+            if wanted <= 0:
+                break
+            candidates = source.limit(wanted).with_for_update(skip_locked=True)
+            rows = session.execute(
+                update(Operation)
+                .where(Operation.id.in_(candidates.scalar_subquery()))
+                .values(
+                    status=RUNNING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    lease_epoch=Operation.lease_epoch + 1,
+                    attempts=Operation.attempts + 1,
+                    started_at=func.coalesce(Operation.started_at, now),
+                )
+                .returning(*_CLAIM_COLUMNS),
+                execution_options={"synchronize_session": False},
+            ).all()
+            claims.extend(
+                Claim(
+                    id=row.id,
+                    kind=row.kind,
+                    params=row.params,
+                    target_type=row.target_type,
+                    target_id=row.target_id,
+                    host_id=row.host_id,
+                    attempts=row.attempts,
+                    max_attempts=row.max_attempts,
+                    epoch=row.lease_epoch,
+                    created_by=row.created_by,
+                    cancel_requested=row.cancel_requested,
+                )
+                for row in rows
+            )
+    return claims
+
+
+def _fenced(claim_: Claim) -> Any:
+    return (
+        (Operation.id == claim_.id)
+        & (Operation.lease_epoch == claim_.epoch)
+        & (Operation.status == RUNNING)
+    )
+
+
+def heartbeat(
+    db: Database, *, owner: str, held: dict[str, int], lease_seconds: float
+) -> tuple[set[str], set[str]]:
+    """Extend the leases this worker holds. Returns (lost, cancel_requested) operation ids."""
+    if not held:
+        return set(), set()
+    now = utcnow()
+    with db.session() as session:
+        rows = session.execute(
+            update(Operation)
+            .where(
+                Operation.id.in_(list(held)),
+                Operation.lease_owner == owner,
+                Operation.status == RUNNING,
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(Operation.id, Operation.lease_epoch, Operation.cancel_requested),
+            execution_options={"synchronize_session": False},
+        ).all()
+    kept = {row.id for row in rows if held.get(row.id) == row.lease_epoch}
+    cancelled = {row.id for row in rows if row.cancel_requested}
+    return set(held) - kept, cancelled
+
+
+def finish(
+    db: Database,
+    claim_: Claim,
+    *,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Move a held operation to a terminal status. False if the lease was lost meanwhile."""
+    assert status in TERMINAL
+    with db.session() as session:
+        updated = session.execute(
+            update(Operation)
+            .where(_fenced(claim_))
+            .values(
+                status=status,
+                result=result,
+                error=error,
+                finished_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
+                version=Operation.version + 1,
+            )
+            .returning(Operation.id),
+            execution_options={"synchronize_session": False},
+        ).first()
+    return updated is not None
+
+
+def requeue(
+    db: Database, claim_: Claim, *, delay_seconds: float, error: str | None, count_attempt: bool
+) -> bool:
+    """Give a held operation back: to retry after a delay, or on shutdown for another worker."""
+    values: dict[str, Any] = {
+        "status": QUEUED,
+        "run_after": utcnow() + timedelta(seconds=delay_seconds),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "error": error,
+    }
+    if not count_attempt:
+        values["attempts"] = Operation.attempts - 1
+    with db.session() as session:
+        updated = session.execute(
+            update(Operation).where(_fenced(claim_)).values(**values).returning(Operation.id),
+            execution_options={"synchronize_session": False},
+        ).first()
+    return updated is not None
+
+
+def set_progress(db: Database, claim_: Claim, progress: dict[str, Any]) -> bool:
+    with db.session() as session:
+        updated = session.execute(
+            update(Operation)
+            .where(_fenced(claim_))
+            .values(progress=progress)
+            .returning(Operation.id),
+            execution_options={"synchronize_session": False},
+        ).first()
+    return updated is not None
+
+
+def verify_lease(session: Session, claim_: Claim) -> bool:
+    """Inside the caller's transaction: lock the row and check this claim still owns it."""
+    epoch = session.execute(
+        select(Operation.lease_epoch)
+        .where(Operation.id == claim_.id, Operation.status == RUNNING)
+        .with_for_update()
+    ).scalar_one_or_none()
+    return epoch == claim_.epoch
+
+
+def append_logs(
+    db: Database, operation_id: str, attempt: int, lines: list[tuple[str, str]]
+) -> None:
+    """Store log lines (level, message) of an operation."""
+    if not lines:
+        return
+    now = utcnow()
+    with db.session() as session:
+        session.add_all(
+            OperationLog(
+                operation_id=operation_id, attempt=attempt, at=now, level=level, message=message
+            )
+            for level, message in lines
+        )
+
+
+def request_cancel(session: Session, operation: Operation) -> None:
+    """Cancel a queued operation now; ask a running one to stop at its next safe point."""
+    if operation.status == QUEUED:
+        operation.status = CANCELLED
+        operation.finished_at = utcnow()
+        operation.error = "cancelled before it started"
+    else:
+        operation.cancel_requested = True
+    operation.version += 1
+
+
+def release_owned(db: Database, *, owner: str) -> int:
+    """On clean shutdown: hand back every operation this worker still holds, without penalty."""
+    with db.session() as session:
+        result = session.execute(
+            update(Operation)
+            .where(Operation.lease_owner == owner, Operation.status == RUNNING)
+            .values(
+                status=QUEUED,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=Operation.attempts - 1,
+                run_after=utcnow(),
+            )
+            .returning(Operation.id),
+            execution_options={"synchronize_session": False},
+        ).all()
+    return len(result)
+
+
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "SUCCEEDED",
+    "Claim",
+    "append_logs",
+    "claim",
+    "enqueue",
+    "finish",
+    "heartbeat",
+    "requeue",
+    "set_progress",
+    "verify_lease",
+]

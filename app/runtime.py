@@ -1,0 +1,165 @@
+"""What a Berth process runs besides the API: start-up chores and the background services.
+
+`berth serve` and `berth worker` both use this, so a separate worker process behaves exactly
+like the workers inside the API process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.models import IdempotencyRecord
+from app.core.context import AppContext
+from app.core.db import new_id, utcnow
+from app.engine.docker_engine import DockerEngine
+from app.engine.errors import EngineError
+from app.hosts.loops import HostProber
+from app.hosts.models import Host
+from app.tokens import service as tokens
+from app.workers.executor import OperationExecutor
+from app.workers.loops import LoopService, Service
+from app.workers.models import WorkerProcess
+
+log = logging.getLogger("berth.runtime")
+
+LOCAL_HOST_NAME = "local"
+_HEARTBEAT_SECONDS = 5.0
+WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
+
+
+def load_handlers() -> None:
+    """Import every module that registers operation kinds."""
+    import app.debug.handlers
+    import app.hosts.handlers  # noqa: F401
+
+
+def prepare(context: AppContext) -> None:
+    """Start-up chores, safe to repeat and to run in several processes at once."""
+    load_handlers()
+    context.load_cipher()
+    settings = context.settings
+    if settings.bootstrap_token is not None:
+        secret = settings.bootstrap_token.get_secret_value()
+        try:
+            with context.db.session() as session:
+                tokens.ensure_bootstrap(session, secret=secret)
+        except IntegrityError:
+            pass  # another process inserted it at the same moment
+    if settings.register_local_host:
+        register_local_host(context)
+
+
+def register_local_host(context: AppContext) -> None:
+    """On an empty database, register DOCKER_HOST (or the default socket) as `local`."""
+    with context.db.session(write=False) as session:
+        if session.execute(select(func.count()).select_from(Host)).scalar_one():
+            return
+    url = context.settings.docker_host
+    try:
+        engine = DockerEngine(url, timeout=3)
+        try:
+            engine.ping()
+        finally:
+            engine.close()
+    except EngineError as exc:
+        log.info(
+            "no local engine answered; not registering one", extra={"url": url, "error": str(exc)}
+        )
+        return
+    now = utcnow()
+    try:
+        with context.db.session() as session:
+            if session.execute(select(func.count()).select_from(Host)).scalar_one():
+                return
+            session.add(
+                Host(name=LOCAL_HOST_NAME, url=url, labels={}, created_at=now, updated_at=now)
+            )
+    except IntegrityError:
+        return
+    log.info("registered the local engine", extra={"url": url})
+
+
+class WorkerHeartbeat(LoopService):
+    """Records that this process runs operations, for /readyz and for operators."""
+
+    name = "worker-heartbeat"
+
+    def __init__(self, context: AppContext, *, kind: str, slots: int) -> None:
+        super().__init__(_HEARTBEAT_SECONDS)
+        self.context = context
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.kind = kind
+        self.slots = slots
+
+    def run_once(self) -> None:
+        now = utcnow()
+        with self.context.db.session() as session:
+            row = session.get(WorkerProcess, self.worker_id)
+            if row is None:
+                session.add(
+                    WorkerProcess(
+                        id=self.worker_id,
+                        kind=self.kind,
+                        hostname=socket.gethostname(),
+                        pid=os.getpid(),
+                        slots=self.slots,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+            else:
+                row.heartbeat_at = now
+
+    def stop(self, timeout: float) -> None:
+        super().stop(timeout)
+        with self.context.db.session() as session:
+            session.execute(delete(WorkerProcess).where(WorkerProcess.id == self.worker_id))
+
+
+class Housekeeping(LoopService):
+    """Forgets expired idempotency records and worker processes that stopped heartbeating."""
+
+    name = "housekeeping"
+
+    def __init__(self, context: AppContext) -> None:
+        super().__init__(60.0)
+        self.context = context
+
+    def run_once(self) -> None:
+        now = utcnow()
+        ttl = timedelta(hours=self.context.settings.idempotency_ttl_hours)
+        with self.context.db.session() as session:
+            session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - ttl)
+            )
+            session.execute(
+                delete(WorkerProcess).where(
+                    WorkerProcess.heartbeat_at < now - 10 * WORKER_STALE_AFTER
+                )
+            )
+
+
+def background_services(context: AppContext, *, kind: str) -> list[Service]:
+    executor = OperationExecutor(context)
+    return [
+        WorkerHeartbeat(context, kind=kind, slots=executor.slots),
+        Housekeeping(context),
+        HostProber(context),
+        executor,
+    ]
+
+
+def workers_alive(context: AppContext) -> int:
+    with context.db.session(write=False) as session:
+        count = session.execute(
+            select(func.count())
+            .select_from(WorkerProcess)
+            .where(WorkerProcess.heartbeat_at >= utcnow() - WORKER_STALE_AFTER)
+        ).scalar_one()
+    return int(count)

@@ -1,0 +1,45 @@
+"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256), the key in a file, not the database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+class KeyUnavailable(RuntimeError):
+    """The key file is missing while the database already holds encrypted values."""
+
+
+class Cipher:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, ciphertext: str) -> str:
+        try:
+            return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise KeyUnavailable(
+                "a stored secret does not decrypt with the configured key"
+            ) from exc
+
+
+def load_or_create_key(path: Path, *, may_create: bool) -> Cipher:
+    """Read the key; create it (mode 0600) only when nothing encrypted exists yet."""
+    if path.exists():
+        return Cipher(path.read_bytes().strip())
+    if not may_create:
+        raise KeyUnavailable(
+            f"key file {path} is missing but the database holds encrypted secrets; "
+            "restore the key file or set BERTH_KEY_FILE to it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    return Cipher(key)

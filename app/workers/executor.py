@@ -1,0 +1,243 @@
+"""The operation executor: claims operations with leases and runs their handlers in threads.
+
+One claimer thread fills free slots, one heartbeat thread keeps every held lease alive (and
+learns of cancel requests), and on PostgreSQL one listener thread wakes the claimer on NOTIFY.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from app.core.context import AppContext
+from app.core.db import new_id
+from app.core.logging import host_id_var, operation_id_var
+from app.engine.errors import EngineError
+from app.operations import queue
+from app.operations.context import (
+    Cancelled,
+    Interrupted,
+    LeaseLost,
+    OperationContext,
+    PermanentError,
+    TransientError,
+)
+from app.operations.models import CANCELLED, FAILED, SUCCEEDED
+from app.operations.registry import get_handler
+
+log = logging.getLogger("berth.executor")
+
+# How often a held operation whose lease expired elsewhere is looked for, at most.
+_EXPIRED_SCAN_SECONDS = 1.0
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: about base * 2^(attempt-1), never above cap."""
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+
+class OperationExecutor:
+    name = "executor"
+
+    def __init__(self, app: AppContext, *, slots: int | None = None) -> None:
+        self.app = app
+        self.slots = slots or app.settings.workers
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="berth-op")
+        self._running: dict[str, OperationContext] = {}
+        self._lock = threading.Lock()
+        self._slot_free = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_expired_scan = 0.0
+
+    # Lifecycle
+
+    def start(self) -> None:
+        targets: list[tuple[str, Any]] = [
+            ("claimer", self._claim_loop),
+            ("lease", self._lease_loop),
+        ]
+        if not self.app.db.is_sqlite:
+            targets.append(("listener", self._listen_loop))
+        for label, target in targets:
+            thread = threading.Thread(target=target, name=f"berth-{label}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("executor started", extra={"owner": self.owner, "slots": self.slots})
+
+    def stop(self, timeout: float) -> None:
+        """Stop claiming; interrupt handlers at their next safe point; hand back the rest."""
+        self._stop.set()
+        queue.work_available.set()
+        with self._lock:
+            for context in self._running.values():
+                context.shutting_down.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        released = queue.release_owned(self.app.db, owner=self.owner)
+        log.info("executor stopped", extra={"owner": self.owner, "released": released})
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    # Claiming
+
+    def _claim_loop(self) -> None:
+        poll = self.app.settings.effective_poll_seconds
+        while not self._stop.is_set():
+            free = self.slots - len(self._running)
+            if free <= 0:
+                self._slot_free.wait(poll)
+                self._slot_free.clear()
+                continue
+            queue.work_available.clear()
+            try:
+                claims = self._claim(free)
+            except Exception:
+                log.exception("claiming operations failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            for claim in claims:
+                context = OperationContext(self.app, claim)
+                with self._lock:
+                    self._running[claim.id] = context
+                self._pool.submit(self._run, context)
+            if len(claims) < free:
+                queue.work_available.wait(poll)
+
+    def _claim(self, limit: int) -> list[queue.Claim]:
+        now = time.monotonic()
+        scan_expired = now - self._last_expired_scan >= _EXPIRED_SCAN_SECONDS
+        if scan_expired:
+            self._last_expired_scan = now
+        return queue.claim(
+            self.app.db,
+            owner=self.owner,
+            limit=limit,
+            lease_seconds=self.app.settings.lease_seconds,
+            include_expired=scan_expired,
+        )
+
+    def _listen_loop(self) -> None:
+        """PostgreSQL only: LISTEN for enqueues made by other processes."""
+        import psycopg
+
+        url = self.app.db.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            queue.work_available.set()
+            except Exception:
+                log.warning("operation listener lost its connection; reconnecting", exc_info=True)
+                self._stop.wait(1.0)
+
+    # Leases
+
+    def _lease_loop(self) -> None:
+        interval = max(0.2, self.app.settings.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = {op_id: ctx.claim.epoch for op_id, ctx in self._running.items()}
+            try:
+                lost, cancel = queue.heartbeat(
+                    self.app.db,
+                    owner=self.owner,
+                    held=held,
+                    lease_seconds=self.app.settings.lease_seconds,
+                )
+            except Exception:
+                log.exception("lease heartbeat failed")
+                continue
+            with self._lock:
+                for op_id in lost:
+                    if op_id in self._running:
+                        self._running[op_id].lease_lost.set()
+                for op_id in cancel:
+                    if op_id in self._running:
+                        self._running[op_id].cancel_requested.set()
+
+    # Running
+
+    def _run(self, context: OperationContext) -> None:
+        claim = context.claim
+        op_token = operation_id_var.set(claim.id)
+        host_token = host_id_var.set(claim.host_id)
+        try:
+            self._execute(context)
+        except Exception:
+            log.exception("operation bookkeeping failed; its lease will expire and it will rerun")
+        finally:
+            operation_id_var.reset(op_token)
+            host_id_var.reset(host_token)
+            with self._lock:
+                self._running.pop(claim.id, None)
+            self._slot_free.set()
+
+    def _execute(self, context: OperationContext) -> None:
+        claim = context.claim
+        settings = self.app.settings
+        handler = get_handler(claim.kind)
+        if handler is None:
+            queue.finish(self.app.db, claim, status=FAILED, error=f"unknown kind {claim.kind!r}")
+            return
+        if claim.attempts > claim.max_attempts:
+            # Claimed again after its worker died on every attempt: stop the crash loop.
+            error = f"gave up after {claim.max_attempts} attempts (worker lost each time)"
+            queue.finish(self.app.db, claim, status=FAILED, error=error)
+            return
+        try:
+            context.checkpoint()
+            result = handler(context)
+        except Cancelled:
+            context.log("cancelled at a safe point")
+            queue.finish(self.app.db, claim, status=CANCELLED, error="cancelled by request")
+        except LeaseLost:
+            log.warning("lease lost; another worker owns the operation now")
+        except Interrupted:
+            queue.requeue(self.app.db, claim, delay_seconds=0, error=None, count_attempt=False)
+        except (TransientError, EngineError) as exc:
+            transient = isinstance(exc, TransientError) or exc.transient
+            message = str(exc) or type(exc).__name__
+            if transient and claim.attempts < claim.max_attempts:
+                delay = backoff_seconds(
+                    claim.attempts, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
+                )
+                context.log(
+                    f"attempt {claim.attempts} failed: {message}; retrying in {delay:.1f}s",
+                    "warning",
+                )
+                queue.requeue(
+                    self.app.db, claim, delay_seconds=delay, error=message, count_attempt=True
+                )
+            else:
+                if transient:
+                    message = f"{message} (gave up after {claim.attempts} attempts)"
+                context.log(message, "error")
+                queue.finish(self.app.db, claim, status=FAILED, error=message)
+        except PermanentError as exc:
+            context.log(str(exc), "error")
+            queue.finish(self.app.db, claim, status=FAILED, error=str(exc))
+        except Exception as exc:
+            log.exception("operation handler crashed")
+            message = f"internal error in {claim.kind}: {type(exc).__name__}: {exc}"
+            queue.finish(self.app.db, claim, status=FAILED, error=message)
+        else:
+            if not queue.finish(self.app.db, claim, status=SUCCEEDED, result=result or {}):
+                log.warning("lease lost before the result could be stored")

@@ -1,0 +1,79 @@
+"""Background loops: each is a LoopService with one `run_once`, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+log = logging.getLogger("berth.loops")
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+
+class LoopService(ABC):
+    """Runs `run_once` every `interval` seconds in its own thread; `wake()` runs it sooner."""
+
+    name = "loop"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def run_once(self) -> None: ...
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"berth-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                # A loop must outlive any one bad round; the next round starts from the facts.
+                log.exception("loop round failed", extra={"loop": self.name})
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+
+@contextmanager
+def running(services: Sequence[Service], *, stop_timeout: float = 10.0) -> Iterator[None]:
+    """Start every service, and stop them all (in reverse order) when the block ends."""
+    started: list[Service] = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+        yield
+    finally:
+        for service in reversed(started):
+            try:
+                service.stop(stop_timeout)
+            except Exception:
+                log.exception("service failed to stop", extra={"loop": service.name})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.health import router as health_router
@@ -57,13 +57,12 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     app.state.metrics = metrics
     install_error_handlers(app)
 
-    api = APIRouter(prefix="/api/v1")
-    for router in (hosts_router, operations_router, tokens_router, audit_router):
-        api.include_router(router)
+    # Each router carries its full /api/v1/... prefix, so a route's path is its whole template
+    # (used as the metrics label and in the audit trail).
+    for router in (hosts_router, operations_router, tokens_router, audit_router, health_router):
+        app.include_router(router)
     if settings.enable_debug_operations:
-        api.include_router(debug_router)
-    app.include_router(api)
-    app.include_router(health_router)
+        app.include_router(debug_router)
 
     # Added last = outermost: request ids and the audit see everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, context=context)

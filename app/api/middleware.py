@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.models import IdempotencyRecord
+from app.api.paths import API_PREFIX
 from app.audit import service as audit
 from app.core.context import AppContext
 from app.core.db import utcnow
@@ -29,7 +30,6 @@ from app.core.metrics import Metrics
 
 log = logging.getLogger("berth.http")
 
-API_PREFIX = "/api/v1"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # A placeholder left by a request that never finished (its process died) stops blocking its key.
@@ -132,10 +132,6 @@ class RequestContextMiddleware:
             log.exception("could not write the audit entry", extra={"path": path})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """413 for request bodies over the limit, whether announced by Content-Length or streamed."""
 
@@ -159,27 +155,31 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
+                if received > limit and not started:
+                    # Answer now; the app sees a client that went away and stops reading.
+                    answered = True
+                    await _send_problem(send, 413, too_large)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_problem(send, 413, too_large)
+        await self.app(scope, counting_receive, guarded_send)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import Admin, Ctx
 from app.api.pagination import Cursor, Limit, Page
+from app.api.paths import API_PREFIX
 from app.audit import service
 from app.audit.schemas import AuditEntryRead, AuditVerification
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 
 
 @router.get("", summary="Audit entries, oldest first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -11,6 +12,9 @@ from app.operations.registry import handler
 
 @handler("debug.noop")
 def noop(ctx: OperationContext) -> dict[str, Any]:
+    """Does nothing; with `record: true` it logs which process ran it (to count executions)."""
+    if ctx.params.get("record"):
+        ctx.log(f"ran in pid {os.getpid()}")
     return {}
 
 

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import Ctx, Operator, set_audit_resource
+from app.api.paths import API_PREFIX
 from app.hosts import service as hosts
 from app.operations import queue
 from app.operations.schemas import OperationRead
 from app.operations.service import to_read
 
-router = APIRouter(prefix="/debug", tags=["debug"])
+router = APIRouter(prefix=f"{API_PREFIX}/debug", tags=["debug"])
 
 
 class DebugOperationCreate(BaseModel):

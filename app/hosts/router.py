@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
+from app.api.paths import API_PREFIX
 from app.hosts import service
 from app.hosts.schemas import HostAccepted, HostCreate, HostRead, HostStatus, HostUpdate
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
 
-router = APIRouter(prefix="/hosts", tags=["hosts"])
+router = APIRouter(prefix=f"{API_PREFIX}/hosts", tags=["hosts"])
 
 
 @router.post("", status_code=201, summary="Register a Docker engine")

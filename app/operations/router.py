@@ -9,12 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
+from app.api.paths import API_PREFIX
 from app.core.errors import Conflict
 from app.operations import queue, service
 from app.operations.models import TERMINAL
 from app.operations.schemas import OperationLogRead, OperationRead, OperationStatus
 
-router = APIRouter(prefix="/operations", tags=["operations"])
+router = APIRouter(prefix=f"{API_PREFIX}/operations", tags=["operations"])
 
 _POLL_SECONDS = 0.1
 

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
+from app.api.paths import API_PREFIX
 from app.tokens import service
 from app.tokens.schemas import Me, TokenCreate, TokenCreated, TokenRead
 
-router = APIRouter(tags=["identity"])
+router = APIRouter(prefix=API_PREFIX, tags=["identity"])
 
 
 @router.post(

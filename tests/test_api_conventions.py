@@ -1,0 +1,155 @@
+"""Conventions every endpoint shares: problem+json, request ids, limits, idempotency, docs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.main import create_app
+from app.security.roles import Role
+from tests.conftest import Api
+
+
+def test_unknown_route_and_bad_json_are_problems(api: Api) -> None:
+    missing = api.get("/nothing-here")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert set(missing.json()) >= {"type", "title", "status", "detail"}
+    bad = api.post("/hosts", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 422
+    assert bad.json()["errors"]
+
+
+def test_request_id_is_echoed_or_made(api: Api) -> None:
+    echoed = api.get("/hosts", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    made = api.get("/hosts", headers={"X-Request-ID": "bad id with spaces"})
+    assert made.headers["x-request-id"] != "bad id with spaces"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+def test_oversized_bodies_get_413_and_change_nothing(api: Api, settings: Settings) -> None:
+    huge = {
+        "name": "big",
+        "url": "tcp://10.203.0.2:2375",
+        "labels": {"k": "v" * settings.max_request_bytes},
+    }
+    response = api.post("/hosts", json=huge)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "big", "url": "tcp://10.203.0.2:2375", "labels": {"k": "'
+        for _ in range(settings.max_request_bytes // 65536 + 2):
+            yield b"v" * 65536
+        yield b'"}}'
+
+    streamed = api.post("/hosts", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert api.get("/hosts").json()["items"] == []
+
+
+def test_hostile_values_are_refused_not_crashed_on(api: Api) -> None:
+    for body in (
+        {"name": "x" * 10_000, "url": "tcp://10.203.0.2:2375"},
+        {"name": "x", "url": "tcp://10.203.0.2:2375", "labels": ["not", "a", "dict"]},
+        {"name": "x", "url": "unix:///tmp/\u0000evil"},
+        {"name": None, "url": 5},
+        [],
+        "string",
+    ):
+        response = api.post("/hosts", json=body)
+        assert response.status_code == 422, (body, response.text)
+    assert api.get("/hosts").json()["items"] == []
+    assert api.get("/operations/" + "x" * 5000).status_code in (404, 414)
+
+
+def test_idempotency_key_replays_and_conflicts(api: Api) -> None:
+    key = {"Idempotency-Key": "create-h1"}
+    body = {"name": "h1", "url": "tcp://10.203.0.2:2375"}
+    first = api.post("/hosts", json=body, headers=key)
+    again = api.post("/hosts", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
+    assert len(api.get("/hosts").json()["items"]) == 1
+
+    different = api.post("/hosts", json={**body, "name": "h2"}, headers=key)
+    assert different.status_code == 409
+    assert "different request" in different.json()["detail"]
+
+    # Keys belong to their caller: another token's identical key is a new request.
+    other = api.post(
+        "/debug/operations", json={"kind": "debug.noop"}, headers=key, role=Role.operator
+    )
+    assert other.status_code == 202
+
+    # Errors are replayed too (a retry of a bad request stays the same bad request).
+    bad_key = {"Idempotency-Key": "bad-1"}
+    assert api.post("/hosts", json={"name": "!"}, headers=bad_key).status_code == 422
+    assert (
+        api.post("/hosts", json={"name": "!"}, headers=bad_key).headers["idempotent-replayed"]
+        == "true"
+    )
+    assert api.post("/hosts", json=body, headers={"Idempotency-Key": "k" * 256}).status_code == 400
+
+
+def test_idempotent_async_operation_is_queued_once(api: Api) -> None:
+    key = {"Idempotency-Key": "op-1"}
+    first = api.post("/debug/operations", json={"kind": "debug.noop"}, headers=key).json()
+    second = api.post("/debug/operations", json={"kind": "debug.noop"}, headers=key).json()
+    assert first["operation"]["id"] == second["operation"]["id"]
+    assert len(api.get("/operations").json()["items"]) == 1
+
+
+def test_openapi_describes_the_api(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    assert "/api/v1/hosts" in spec["paths"]
+    assert "/api/v1/operations/{operation_id}" in spec["paths"]
+    assert api.client.get("/docs").status_code == 200
+
+
+def test_readyz_needs_a_live_worker(
+    settings_factory: Callable[..., Settings], db: Database
+) -> None:
+    with TestClient(create_app(settings_factory(), run_workers=False)) as client:
+        assert client.get("/readyz").status_code == 503
+    with TestClient(create_app(settings_factory())) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert json.loads(ready.text)["workers"] >= 1
+
+
+def test_metrics_report_requests_queue_and_hosts(api: Api) -> None:
+    api.post("/hosts", json={"name": "h", "url": "tcp://10.203.0.2:2375"})
+    operation = api.debug_operation("debug.noop")
+    api.wait_operation(operation["id"])
+    text = api.client.get("/metrics").text
+    assert 'berth_http_requests_total{method="POST",route="/api/v1/hosts",status="201"}' in text
+    assert "berth_http_request_duration_seconds_bucket" in text
+    assert 'berth_operations{kind="debug.noop",status="succeeded"} 1.0' in text
+    assert "berth_queue_depth" in text
+    assert "berth_hosts{status=" in text
+
+
+def test_metrics_can_require_a_token(
+    settings_factory: Callable[..., Settings], db: Database
+) -> None:
+    with TestClient(create_app(settings_factory(metrics_require_token=True))) as client:
+        assert client.get("/metrics").status_code == 401
+        api = Api(client, db)
+        assert client.get("/metrics", headers=api.headers(Role.viewer)).status_code == 200
+
+
+def test_debug_operations_are_off_by_default(
+    settings_factory: Callable[..., Settings], db: Database
+) -> None:
+    with TestClient(create_app(settings_factory(enable_debug_operations=False))) as client:
+        api = Api(client, db)
+        assert api.post("/debug/operations", json={"kind": "debug.noop"}).status_code == 404

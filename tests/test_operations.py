@@ -1,0 +1,179 @@
+"""The durable queue and its executor, in one process, on the backend under test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.db import Database, utcnow
+from app.main import create_app
+from app.operations import queue
+from app.operations.models import Operation
+from tests.conftest import Api
+
+
+def test_noop_runs_to_success(api: Api) -> None:
+    operation = api.debug_operation("debug.noop")
+    assert operation["status"] == "queued"
+    done = api.wait_operation(operation["id"])
+    assert done["status"] == "succeeded"
+    assert done["attempts"] == 1
+    assert done["result"] == {}
+    assert done["started_at"] is not None and done["finished_at"] is not None
+    assert done["created_by"].startswith("bootstrap")
+
+
+def test_accepted_response_points_at_the_operation(api: Api) -> None:
+    response = api.post("/debug/operations", json={"kind": "debug.noop"})
+    assert response.status_code == 202
+    location = response.headers["location"]
+    assert location == f"/api/v1/operations/{response.json()['operation']['id']}"
+    assert api.client.get(location, headers=api.headers()).status_code == 200
+
+
+def test_transient_errors_retry_with_backoff_then_succeed(api: Api) -> None:
+    operation = api.debug_operation("debug.fail", params={"transient_failures": 2})
+    done = api.wait_operation(operation["id"])
+    assert done["status"] == "succeeded"
+    assert done["attempts"] == 3
+    logs = api.get(f"/operations/{operation['id']}/logs").json()["items"]
+    retries = [line for line in logs if "retrying in" in line["message"]]
+    assert [line["attempt"] for line in retries] == [1, 2]
+
+
+def test_transient_errors_give_up_after_max_attempts(api: Api) -> None:
+    operation = api.debug_operation("debug.fail", params={"transient_failures": 99}, max_attempts=3)
+    done = api.wait_operation(operation["id"])
+    assert done["status"] == "failed"
+    assert done["attempts"] == 3
+    assert "gave up after 3 attempts" in done["error"]
+
+
+def test_permanent_error_fails_at_once_with_its_message(api: Api) -> None:
+    operation = api.debug_operation(
+        "debug.fail", params={"permanent": True, "message": "image not found: nope:1"}
+    )
+    done = api.wait_operation(operation["id"])
+    assert done["status"] == "failed"
+    assert done["attempts"] == 1
+    assert done["error"] == "image not found: nope:1"
+
+
+def test_cancel_running_and_queued(settings_factory: Callable[..., Settings], db: Database) -> None:
+    with TestClient(create_app(settings_factory(workers=1))) as client:
+        api = Api(client, db)
+        running = api.debug_operation("debug.sleep", params={"seconds": 30})
+        api_wait = time.monotonic() + 10
+        while api.get(f"/operations/{running['id']}").json()["status"] != "running":
+            assert time.monotonic() < api_wait, "sleep operation never started"
+            time.sleep(0.05)
+        queued = api.debug_operation("debug.noop")
+
+        response = api.post(f"/operations/{queued['id']}/cancel")
+        assert response.status_code == 202
+        assert response.json()["status"] == "cancelled"
+
+        response = api.post(f"/operations/{running['id']}/cancel")
+        assert response.status_code == 202
+        assert response.json()["cancel_requested"] is True
+        started = time.monotonic()
+        done = api.wait_operation(running["id"], timeout=10)
+        assert done["status"] == "cancelled"
+        assert time.monotonic() - started < 5, "cancel must take effect at the next safe point"
+
+        again = api.post(f"/operations/{running['id']}/cancel")
+        assert again.status_code == 409
+        assert again.headers["content-type"] == "application/problem+json"
+        # A cancelled operation stays cancelled: terminal states never change.
+        assert api.get(f"/operations/{queued['id']}").json()["status"] == "cancelled"
+
+
+def test_long_poll_returns_when_done_and_bounds_wait(api: Api) -> None:
+    operation = api.debug_operation("debug.sleep", params={"seconds": 0.5})
+    started = time.monotonic()
+    response = api.get(f"/operations/{operation['id']}", params={"wait": 20})
+    assert response.json()["status"] == "succeeded"
+    assert time.monotonic() - started < 10
+    assert api.get(f"/operations/{operation['id']}", params={"wait": 61}).status_code == 422
+    assert api.get("/operations/nope").status_code == 404
+
+
+def test_operation_list_filters(api: Api) -> None:
+    first = api.debug_operation("debug.noop")
+    second = api.debug_operation("debug.fail", params={"permanent": True})
+    api.wait_operation(first["id"])
+    api.wait_operation(second["id"])
+    failed = api.get("/operations", params={"status": "failed"}).json()["items"]
+    assert [op["id"] for op in failed] == [second["id"]]
+    noops = api.get("/operations", params={"kind": "debug.noop"}).json()["items"]
+    assert [op["id"] for op in noops] == [first["id"]]
+    assert api.get("/operations", params={"status": "bogus"}).status_code == 422
+
+
+def test_expired_lease_is_taken_over_and_finished(
+    settings_factory: Callable[..., Settings], db: Database
+) -> None:
+    """A worker that claimed an operation and vanished: another finishes it after the lease."""
+    with db.session() as session:
+        operation_id = queue.enqueue(session, kind="debug.noop").id
+    (ghost,) = queue.claim(db, owner="ghost", limit=1, lease_seconds=0.5)
+    assert ghost.id == operation_id
+
+    with TestClient(create_app(settings_factory())) as client:
+        api = Api(client, db)
+        done = api.wait_operation(operation_id, timeout=15)
+    assert done["status"] == "succeeded"
+    assert done["attempts"] == 2
+    # The ghost wakes up late: its fenced write is refused.
+    assert queue.finish(db, ghost, status="failed", error="stale") is False
+    with db.session(write=False) as session:
+        assert session.get(Operation, operation_id).status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_claims_are_fenced_by_epoch(db: Database) -> None:
+    with db.session() as session:
+        queue.enqueue(session, kind="debug.noop")
+    (first,) = queue.claim(db, owner="a", limit=1, lease_seconds=0.1)
+    time.sleep(0.2)
+    (second,) = queue.claim(db, owner="b", limit=1, lease_seconds=30)
+    assert second.id == first.id and second.epoch == first.epoch + 1
+    assert queue.set_progress(db, first, {"x": 1}) is False
+    lost, _ = queue.heartbeat(db, owner="a", held={first.id: first.epoch}, lease_seconds=30)
+    assert lost == {first.id}
+    assert queue.finish(db, second, status="succeeded") is True
+    assert queue.finish(db, first, status="failed") is False
+
+
+def test_backoff_delays_a_retry(db: Database) -> None:
+    with db.session() as session:
+        queue.enqueue(session, kind="debug.noop")
+    (claim,) = queue.claim(db, owner="a", limit=1, lease_seconds=30)
+    assert queue.requeue(db, claim, delay_seconds=60, error="engine down", count_attempt=True)
+    assert queue.claim(db, owner="b", limit=1, lease_seconds=30) == []
+    with db.session() as session:
+        operation = session.get(Operation, claim.id)
+        assert operation is not None
+        assert operation.status == "queued" and operation.error == "engine down"
+        assert operation.run_after > utcnow() + timedelta(seconds=50)
+
+
+def test_operation_logs_paginate(api: Api, db: Database) -> None:
+    with db.session() as session:
+        operation_id = queue.enqueue(session, kind="debug.noop").id
+    queue.append_logs(db, operation_id, 1, [("info", f"line {i}") for i in range(7)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get(f"/operations/{operation_id}/logs", params=params).json()
+        seen += [line["message"] for line in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen[:7] == [f"line {i}" for i in range(7)]

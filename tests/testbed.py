@@ -1,0 +1,65 @@
+"""The real parts the tests run against, as `scripts/testbed.sh up` set them up.
+
+Nothing here is mocked: the engines, registries and PostgreSQL are real processes. If the
+testbed is not up, the tests fail and say how to start it; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "testbed.sh"
+
+
+@dataclass(frozen=True)
+class Testbed:
+    __test__ = False
+
+    h1_url: str
+    h2_url: str
+    registry: str
+    auth_registry: str
+    registry_user: str
+    registry_password: str
+    pg_url: str
+    image: str
+
+    def run(self, *args: str, timeout: float = 120) -> None:
+        subprocess.run([str(SCRIPT), *args], check=True, timeout=timeout, capture_output=True)
+
+    def stop_engine(self, name: str) -> None:
+        self.run("stop-engine", name)
+
+    def start_engine(self, name: str) -> None:
+        self.run("start-engine", name)
+
+
+@lru_cache
+def testbed() -> Testbed:
+    env = dict(os.environ)
+    if "BERTH_TEST_H1_URL" not in env:
+        # Run by hand (plain `pytest`): read what the script would export.
+        printed = subprocess.run(
+            [str(SCRIPT), "env"], check=True, capture_output=True, text=True
+        ).stdout
+        for line in printed.splitlines():
+            assignment = line.removeprefix("export ").strip()
+            if "=" in assignment:
+                name, _, value = assignment.partition("=")
+                env[name] = shlex.split(value)[0] if value else ""
+    return Testbed(
+        h1_url=env["BERTH_TEST_H1_URL"],
+        h2_url=env["BERTH_TEST_H2_URL"],
+        registry=env["BERTH_TEST_REGISTRY"],
+        auth_registry=env["BERTH_TEST_AUTH_REGISTRY"],
+        registry_user=env["BERTH_TEST_REGISTRY_USER"],
+        registry_password=env["BERTH_TEST_REGISTRY_PASSWORD"],
+        pg_url=env["BERTH_TEST_PG_URL"],
+        image=env.get("BERTH_TEST_IMAGE", "berth-test/busybox:latest"),
+    )

@@ -62,13 +62,13 @@ def register_local_host(context: AppContext) -> None:
             return
     url = context.settings.docker_host
     try:
-        engine = DockerEngine(url, timeout=3)
+        engine = DockerEngine(url, timeout=5)
         try:
             engine.ping()
         finally:
             engine.close()
     except EngineError as exc:
-        log.info(
+        log.warning(
             "no local engine answered; not registering one", extra={"url": url, "error": str(exc)}
         )
         return

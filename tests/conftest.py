@@ -134,7 +134,10 @@ class Api:
     ) -> httpx.Response:
         merged = self.headers(role)
         merged.update(headers or {})
-        return self.client.request(method, f"/api/v1{path}", headers=merged, **kwargs)
+        response: httpx.Response = self.client.request(
+            method, f"/api/v1{path}", headers=merged, **kwargs
+        )
+        return response
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -33,12 +34,16 @@ def host_status(api: Api, host_id: str) -> str:
     return status
 
 
+def is_ready(api: Api, host_id: str) -> bool:
+    return host_status(api, host_id) == "ready"
+
+
 def test_both_engines_become_ready_with_real_figures(api: Api, bed: Testbed) -> None:
     h1 = register(api, "h1", bed.h1_url, labels={"zone": "a"})
     h2 = register(api, "h2", bed.h2_url, labels={"zone": "b"})
     assert h1["status"] == "pending"
     for host in (h1, h2):
-        wait_for(lambda h=host: host_status(api, h["id"]) == "ready", timeout=30, what="ready")
+        wait_for(partial(is_ready, api, host["id"]), timeout=30, what=host["name"])
         ready = api.get(f"/hosts/{host['id']}").json()
         assert ready["engine_version"].startswith("20.10")
         assert ready["api_version"]
@@ -213,3 +218,19 @@ def test_list_paginates_and_filters(api: Api) -> None:
     assert api.get("/hosts", params={"limit": 501}).status_code == 422
     assert api.get("/hosts", params={"cursor": "%%%"}).status_code == 400
     assert api.get("/hosts", params={"name": "host-3"}).json()["items"][0]["name"] == "host-3"
+
+
+def test_label_filter_is_applied_before_paging(api: Api) -> None:
+    for i in range(6):
+        register(
+            api,
+            f"n{i}",
+            f"tcp://10.203.0.{50 + i}:2375",
+            labels={"tier": "db" if i >= 4 else "web"},
+        )
+    page = api.get("/hosts", params={"label": "tier=db", "limit": 2}).json()
+    assert [h["name"] for h in page["items"]] == ["n4", "n5"]
+    assert page["next_cursor"] is None
+    assert len(api.get("/hosts", params={"label": "tier"}).json()["items"]) == 6
+    assert api.get("/hosts", params={"label": "tier=nope"}).json()["items"] == []
+    assert api.get("/hosts", params={"label": "bad key!"}).status_code == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -32,12 +33,19 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
 
 
+_MALFORMED = "malformed cursor: pass back `next_cursor` exactly as given"
+_CURSOR_VALUE = re.compile(r"^[0-9a-z]{1,64}$")
+
+
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        value = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("malformed cursor: pass back `next_cursor` exactly as given") from exc
+        raise BadRequest(_MALFORMED) from exc
+    if not _CURSOR_VALUE.match(value):
+        raise BadRequest(_MALFORMED)
+    return value
 
 
 def paginate(
@@ -53,8 +61,8 @@ def paginate(
     if cursor is not None:
         raw: Any = decode_cursor(cursor)
         if key.type.python_type is int:
-            if not raw.lstrip("-").isdigit():
-                raise BadRequest("malformed cursor: pass back `next_cursor` exactly as given")
+            if not raw.isdigit():
+                raise BadRequest(_MALFORMED)
             raw = int(raw)
         statement = statement.where(key < raw if descending else key > raw)
     statement = statement.order_by(key.desc() if descending else key).limit(limit + 1)

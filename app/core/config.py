@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+_PLACEHOLDERS = {"changeme", "changethis", "secret", "password", "admin"}
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,15 @@ class Settings(BaseSettings):
         description="Expose POST /api/v1/debug/operations (no-op, sleep, fail, container) "
         "for tests and benchmarks.",
     )
+
+    @field_validator("bootstrap_token")
+    @classmethod
+    def _strong_bootstrap_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < 24 or secret.lower() in _PLACEHOLDERS:
+                raise ValueError("use at least 24 random characters (e.g. `openssl rand -hex 24`)")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 import requests
+from docker import errors as docker_errors
 from docker.tls import TLSConfig
 
-import docker
 from app.engine.errors import EngineError, EngineRejected, EngineUnavailable, ObjectNotFound
-from docker import errors as docker_errors
 
 
 @dataclass(frozen=True)

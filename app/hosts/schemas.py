@@ -17,7 +17,8 @@ from pydantic import (
 from app.operations.schemas import OperationRead
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")]
-LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}$")]
+LABEL_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}$")
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY.pattern)]
 LabelValue = Annotated[str, StringConstraints(max_length=255)]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
 Pem = Annotated[str, StringConstraints(max_length=65536, pattern=r"-----BEGIN [A-Z ]+-----")]

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from app.api.pagination import paginate
 from app.core.context import AppContext
 from app.core.db import utcnow
-from app.core.errors import Conflict, NotFound
+from app.core.errors import BadRequest, Conflict, NotFound
 from app.engine.docker_engine import DockerEngine, TlsMaterial
 from app.hosts.models import Host
-from app.hosts.schemas import HostCreate, HostRead, HostTls, HostUpdate
+from app.hosts.schemas import LABEL_KEY, HostCreate, HostRead, HostTls, HostUpdate
 from app.operations.models import QUEUED, RUNNING, Operation
 from app.security.crypto import Cipher
 
@@ -96,12 +96,14 @@ def get_all(
         statement = statement.where(Host.status == status)
     if name is not None:
         statement = statement.where(Host.name == name)
-    rows, next_cursor = paginate(session, statement, Host.id, limit=limit, cursor=cursor)
     if label is not None:
-        # Label filters are few and hosts are few: match in Python, portable across backends.
-        key, _, value = label.partition("=")
-        rows = [h for h in rows if key in h.labels and (not value or h.labels[key] == value)]
-    return rows, next_cursor
+        key, has_value, value = label.partition("=")
+        if not LABEL_KEY.match(key):
+            raise BadRequest(f"label filter {label!r}: expected `key` or `key=value`")
+        # json_extract on SQLite, ->> on PostgreSQL; the key is a bound parameter.
+        label_value = Host.labels[key].as_string()
+        statement = statement.where(label_value == value if has_value else label_value.is_not(None))
+    return paginate(session, statement, Host.id, limit=limit, cursor=cursor)
 
 
 def update(session: Session, *, host: Host, data: HostUpdate, cipher: Cipher) -> Host:

@@ -8,15 +8,15 @@ never wait for a writer. PostgreSQL uses one engine for both.
 
 from __future__ import annotations
 
-import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, Connection, DateTime, Dialect, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -111,14 +111,27 @@ class Database:
             self.read_engine = self.engine
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
-        self._pid = os.getpid()
+        # SQLite has one writer at a time. Threads of this process queue here, in Python, rather
+        # than in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        maker = self._writer if write else self._reader
-        with maker() as session, session.begin():
+        """One ORM transaction: committed when the block ends, rolled back if it raises."""
+        if not write:
+            with self._reader() as session, session.begin():
+                yield session
+            return
+        with self._write_lock, self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One Core write transaction, for hot paths where the ORM's overhead shows."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.core.db import Database, utcnow
@@ -122,7 +122,7 @@ def claim(
     """Take up to `limit` runnable operations: queued and due, or running with an expired lease."""
     now = utcnow()
     claims: list[Claim] = []
-    with db.session() as session:
+    with db.transaction() as connection:
         sources = [
             select(Operation.id)
             .where(Operation.status == QUEUED, Operation.run_after <= now)
@@ -140,7 +140,7 @@ def claim(
             if wanted <= 0:
                 break
             candidates = source.limit(wanted).with_for_update(skip_locked=True)
-            rows = session.execute(
+            rows = connection.execute(
                 update(Operation)
                 .where(Operation.id.in_(candidates.scalar_subquery()))
                 .values(
@@ -151,8 +151,7 @@ def claim(
                     attempts=Operation.attempts + 1,
                     started_at=func.coalesce(Operation.started_at, now),
                 )
-                .returning(*_CLAIM_COLUMNS),
-                execution_options={"synchronize_session": False},
+                .returning(*_CLAIM_COLUMNS)
             ).all()
             claims.extend(
                 Claim(
@@ -188,8 +187,8 @@ def heartbeat(
     if not held:
         return set(), set()
     now = utcnow()
-    with db.session() as session:
-        rows = session.execute(
+    with db.transaction() as connection:
+        rows = connection.execute(
             update(Operation)
             .where(
                 Operation.id.in_(list(held)),
@@ -197,12 +196,69 @@ def heartbeat(
                 Operation.status == RUNNING,
             )
             .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(Operation.id, Operation.lease_epoch, Operation.cancel_requested),
-            execution_options={"synchronize_session": False},
+            .returning(Operation.id, Operation.lease_epoch, Operation.cancel_requested)
         ).all()
     kept = {row.id for row in rows if held.get(row.id) == row.lease_epoch}
     cancelled = {row.id for row in rows if row.cancel_requested}
     return set(held) - kept, cancelled
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a held operation ended: a terminal status with its result or error."""
+
+    claim: Claim
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
+    """Store several outcomes in one transaction: one executemany, one commit, one fsync.
+
+    Returns the ids stored; an operation whose lease was lost meanwhile is left alone.
+    """
+    if not outcomes:
+        return set()
+    assert all(outcome.status in TERMINAL for outcome in outcomes)
+    now = utcnow()
+    statement = (
+        update(Operation)
+        .where(
+            Operation.id == bindparam("b_id"),
+            Operation.lease_epoch == bindparam("b_epoch"),
+            Operation.status == RUNNING,
+        )
+        .values(
+            status=bindparam("b_status"),
+            result=bindparam("b_result", type_=Operation.__table__.c.result.type),
+            error=bindparam("b_error"),
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            version=Operation.version + 1,
+        )
+    )
+    rows = [
+        {
+            "b_id": outcome.claim.id,
+            "b_epoch": outcome.claim.epoch,
+            "b_status": outcome.status,
+            "b_result": outcome.result,
+            "b_error": outcome.error,
+        }
+        for outcome in outcomes
+    ]
+    ids = [outcome.claim.id for outcome in outcomes]
+    with db.transaction() as connection:
+        matched = connection.execute(statement, rows).rowcount
+        if matched == len(outcomes):
+            return set(ids)
+        # Some lease was lost meanwhile (rare): find out which outcomes were stored.
+        stored = connection.execute(
+            select(Operation.id).where(Operation.id.in_(ids), Operation.finished_at == now)
+        ).scalars()
+        return set(stored)
 
 
 def finish(
@@ -214,24 +270,7 @@ def finish(
     error: str | None = None,
 ) -> bool:
     """Move a held operation to a terminal status. False if the lease was lost meanwhile."""
-    assert status in TERMINAL
-    with db.session() as session:
-        updated = session.execute(
-            update(Operation)
-            .where(_fenced(claim_))
-            .values(
-                status=status,
-                result=result,
-                error=error,
-                finished_at=utcnow(),
-                lease_owner=None,
-                lease_expires_at=None,
-                version=Operation.version + 1,
-            )
-            .returning(Operation.id),
-            execution_options={"synchronize_session": False},
-        ).first()
-    return updated is not None
+    return bool(finish_many(db, [Outcome(claim_, status, result, error)]))
 
 
 def requeue(
@@ -247,22 +286,20 @@ def requeue(
     }
     if not count_attempt:
         values["attempts"] = Operation.attempts - 1
-    with db.session() as session:
-        updated = session.execute(
-            update(Operation).where(_fenced(claim_)).values(**values).returning(Operation.id),
-            execution_options={"synchronize_session": False},
+    with db.transaction() as connection:
+        updated = connection.execute(
+            update(Operation).where(_fenced(claim_)).values(**values).returning(Operation.id)
         ).first()
     return updated is not None
 
 
 def set_progress(db: Database, claim_: Claim, progress: dict[str, Any]) -> bool:
-    with db.session() as session:
-        updated = session.execute(
+    with db.transaction() as connection:
+        updated = connection.execute(
             update(Operation)
             .where(_fenced(claim_))
             .values(progress=progress)
-            .returning(Operation.id),
-            execution_options={"synchronize_session": False},
+            .returning(Operation.id)
         ).first()
     return updated is not None
 
@@ -284,12 +321,19 @@ def append_logs(
     if not lines:
         return
     now = utcnow()
-    with db.session() as session:
-        session.add_all(
-            OperationLog(
-                operation_id=operation_id, attempt=attempt, at=now, level=level, message=message
-            )
-            for level, message in lines
+    with db.transaction() as connection:
+        connection.execute(
+            insert(OperationLog),
+            [
+                {
+                    "operation_id": operation_id,
+                    "attempt": attempt,
+                    "at": now,
+                    "level": level,
+                    "message": message,
+                }
+                for level, message in lines
+            ],
         )
 
 
@@ -306,8 +350,8 @@ def request_cancel(session: Session, operation: Operation) -> None:
 
 def release_owned(db: Database, *, owner: str) -> int:
     """On clean shutdown: hand back every operation this worker still holds, without penalty."""
-    with db.session() as session:
-        result = session.execute(
+    with db.transaction() as connection:
+        result = connection.execute(
             update(Operation)
             .where(Operation.lease_owner == owner, Operation.status == RUNNING)
             .values(
@@ -317,8 +361,7 @@ def release_owned(db: Database, *, owner: str) -> int:
                 attempts=Operation.attempts - 1,
                 run_after=utcnow(),
             )
-            .returning(Operation.id),
-            execution_options={"synchronize_session": False},
+            .returning(Operation.id)
         ).all()
     return len(result)
 
@@ -328,10 +371,12 @@ __all__ = [
     "FAILED",
     "SUCCEEDED",
     "Claim",
+    "Outcome",
     "append_logs",
     "claim",
     "enqueue",
     "finish",
+    "finish_many",
     "heartbeat",
     "requeue",
     "set_progress",

@@ -1,7 +1,12 @@
 """The operation executor: claims operations with leases and runs their handlers in threads.
 
 One claimer thread fills free slots, one heartbeat thread keeps every held lease alive (and
-learns of cancel requests), and on PostgreSQL one listener thread wakes the claimer on NOTIFY.
+learns of cancel requests), one finisher thread stores outcomes in batches (one commit for many
+operations), and on PostgreSQL one listener thread wakes the claimer on NOTIFY.
+
+A handler's slot is free as soon as its outcome is handed to the finisher; the operation stays
+leased (and heartbeated) until the outcome is committed, so a crash in between only means the
+operation runs again, which idempotent handlers make harmless.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from app.core.context import AppContext
@@ -35,6 +41,8 @@ log = logging.getLogger("berth.executor")
 
 # How often a held operation whose lease expired elsewhere is looked for, at most.
 _EXPIRED_SCAN_SECONDS = 1.0
+# Most outcomes stored in one transaction.
+_FINISH_BATCH = 256
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -52,6 +60,9 @@ class OperationExecutor:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="berth-op")
         self._running: dict[str, OperationContext] = {}
+        # Finished by a handler, outcome not yet committed: still ours, still heartbeated.
+        self._settling: dict[str, int] = {}
+        self._outcomes: SimpleQueue[queue.Outcome | None] = SimpleQueue()
         self._lock = threading.Lock()
         self._slot_free = threading.Event()
         self._stop = threading.Event()
@@ -64,6 +75,7 @@ class OperationExecutor:
         targets: list[tuple[str, Any]] = [
             ("claimer", self._claim_loop),
             ("lease", self._lease_loop),
+            ("finisher", self._finish_loop),
         ]
         if not self.app.db.is_sqlite:
             targets.append(("listener", self._listen_loop))
@@ -81,11 +93,13 @@ class OperationExecutor:
             for context in self._running.values():
                 context.shutting_down.set()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
+        # The finisher stores what the handlers finished, then ends.
+        self._outcomes.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         released = queue.release_owned(self.app.db, owner=self.owner)
         log.info("executor stopped", extra={"owner": self.owner, "released": released})
 
@@ -99,7 +113,8 @@ class OperationExecutor:
         poll = self.app.settings.effective_poll_seconds
         while not self._stop.is_set():
             free = self.slots - len(self._running)
-            if free <= 0:
+            # Back-pressure: do not outrun the finisher by more than one batch.
+            if free <= 0 or len(self._settling) >= _FINISH_BATCH:
                 self._slot_free.wait(poll)
                 self._slot_free.clear()
                 continue
@@ -155,6 +170,7 @@ class OperationExecutor:
         while not self._stop.wait(interval):
             with self._lock:
                 held = {op_id: ctx.claim.epoch for op_id, ctx in self._running.items()}
+                held.update(self._settling)
             try:
                 lost, cancel = queue.heartbeat(
                     self.app.db,
@@ -172,6 +188,46 @@ class OperationExecutor:
                 for op_id in cancel:
                     if op_id in self._running:
                         self._running[op_id].cancel_requested.set()
+
+    # Finishing
+
+    def _settle(self, outcome: queue.Outcome) -> None:
+        """Hand an outcome to the finisher (called from the handler's thread)."""
+        with self._lock:
+            self._settling[outcome.claim.id] = outcome.claim.epoch
+        self._outcomes.put(outcome)
+
+    def _finish_loop(self) -> None:
+        while True:
+            first = self._outcomes.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _FINISH_BATCH:
+                try:
+                    more = self._outcomes.get_nowait()
+                except Empty:
+                    break
+                if more is None:
+                    self._outcomes.put(None)
+                    break
+                batch.append(more)
+            try:
+                stored = queue.finish_many(self.app.db, batch)
+            except Exception:
+                # Left leased: the leases lapse and the operations run again elsewhere.
+                log.exception("storing outcomes failed", extra={"count": len(batch)})
+                stored = set()
+            with self._lock:
+                for outcome in batch:
+                    self._settling.pop(outcome.claim.id, None)
+            self._slot_free.set()
+            for outcome in batch:
+                if outcome.claim.id not in stored:
+                    log.warning(
+                        "lease lost before the outcome was stored",
+                        extra={"operation_id": outcome.claim.id},
+                    )
 
     # Running
 
@@ -195,19 +251,19 @@ class OperationExecutor:
         settings = self.app.settings
         handler = get_handler(claim.kind)
         if handler is None:
-            queue.finish(self.app.db, claim, status=FAILED, error=f"unknown kind {claim.kind!r}")
+            self._settle(queue.Outcome(claim, FAILED, error=f"unknown kind {claim.kind!r}"))
             return
         if claim.attempts > claim.max_attempts:
             # Claimed again after its worker died on every attempt: stop the crash loop.
             error = f"gave up after {claim.max_attempts} attempts (worker lost each time)"
-            queue.finish(self.app.db, claim, status=FAILED, error=error)
+            self._settle(queue.Outcome(claim, FAILED, error=error))
             return
         try:
             context.checkpoint()
             result = handler(context)
         except Cancelled:
             context.log("cancelled at a safe point")
-            queue.finish(self.app.db, claim, status=CANCELLED, error="cancelled by request")
+            self._settle(queue.Outcome(claim, CANCELLED, error="cancelled by request"))
         except LeaseLost:
             log.warning("lease lost; another worker owns the operation now")
         except Interrupted:
@@ -230,14 +286,13 @@ class OperationExecutor:
                 if transient:
                     message = f"{message} (gave up after {claim.attempts} attempts)"
                 context.log(message, "error")
-                queue.finish(self.app.db, claim, status=FAILED, error=message)
+                self._settle(queue.Outcome(claim, FAILED, error=message))
         except PermanentError as exc:
             context.log(str(exc), "error")
-            queue.finish(self.app.db, claim, status=FAILED, error=str(exc))
+            self._settle(queue.Outcome(claim, FAILED, error=str(exc)))
         except Exception as exc:
             log.exception("operation handler crashed")
             message = f"internal error in {claim.kind}: {type(exc).__name__}: {exc}"
-            queue.finish(self.app.db, claim, status=FAILED, error=message)
+            self._settle(queue.Outcome(claim, FAILED, error=message))
         else:
-            if not queue.finish(self.app.db, claim, status=SUCCEEDED, result=result or {}):
-                log.warning("lease lost before the result could be stored")
+            self._settle(queue.Outcome(claim, SUCCEEDED, result=result or {}))

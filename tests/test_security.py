@@ -205,7 +205,7 @@ def test_key_file_is_private_and_required_once_secrets_exist(
     }
     assert (
         api.post(
-            "/hosts", json={"name": "t", "url": "tcp://10.203.0.2:2376", "tls": tls}
+            "/hosts", json={"name": "t", "url": "tcp://127.0.0.1:2376", "tls": tls}
         ).status_code
         == 201
     )

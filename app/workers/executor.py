@@ -82,24 +82,30 @@ class OperationExecutor:
         for label, target in targets:
             thread = threading.Thread(target=target, name=f"berth-{label}", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            # The listener ends on its own within a second of stop(); nothing to wait for.
+            if label != "listener":
+                self._threads.append(thread)
         log.info("executor started", extra={"owner": self.owner, "slots": self.slots})
 
     def stop(self, timeout: float) -> None:
         """Stop claiming; interrupt handlers at their next safe point; hand back the rest."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         queue.work_available.set()
+        self._slot_free.set()
+        claimer, *others = self._threads
+        claimer.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             for context in self._running.values():
                 context.shutting_down.set()
-        deadline = time.monotonic() + timeout
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False)
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
         # The finisher stores what the handlers finished, then ends.
         self._outcomes.put(None)
-        for thread in self._threads:
+        for thread in others:
             thread.join(max(0.0, deadline - time.monotonic()))
+        # Whatever is still ours (interrupted, or claimed as we stopped) goes back to the queue.
         released = queue.release_owned(self.app.db, owner=self.owner)
         log.info("executor stopped", extra={"owner": self.owner, "released": released})
 
@@ -125,6 +131,8 @@ class OperationExecutor:
                 log.exception("claiming operations failed; retrying")
                 self._stop.wait(1.0)
                 continue
+            if self._stop.is_set():
+                break  # stop() hands these back with everything else this worker holds
             for claim in claims:
                 context = OperationContext(self.app, claim)
                 with self._lock:

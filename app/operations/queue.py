@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from app.core.db import Database, utcnow
+from app.core.db import Database, UTCDateTime, new_id, utcnow
 from app.operations.models import (
     CANCELLED,
     FAILED,
@@ -57,8 +57,14 @@ def enqueue(
     created_by: str | None = None,
     max_attempts: int = 5,
 ) -> Operation:
-    """Add an operation in the caller's transaction; it becomes visible to workers on commit."""
+    """Add an operation in the caller's transaction; it becomes visible to workers on commit.
+
+    Every column is set here rather than by defaults at flush, so the caller can answer with
+    the operation before commit and many enqueues go out as one batched INSERT.
+    """
+    now = utcnow()
     operation = Operation(
+        id=new_id(),
         kind=kind,
         params=params or {},
         target_type=target_type,
@@ -67,13 +73,17 @@ def enqueue(
         created_by=created_by,
         max_attempts=max_attempts,
         status=QUEUED,
-        created_at=utcnow(),
+        attempts=0,
+        run_after=now,
+        cancel_requested=False,
+        lease_epoch=0,
+        created_at=now,
+        version=1,
     )
-    operation.run_after = operation.created_at
     session.add(operation)
-    session.flush()
+    first_in_transaction = not session.info.get("enqueued")
     session.info["enqueued"] = True
-    if session.get_bind().dialect.name == "postgresql":
+    if first_in_transaction and session.get_bind().dialect.name == "postgresql":
         # Delivered at commit, to the LISTEN connections of workers in other processes.
         session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
     return operation
@@ -111,6 +121,38 @@ _CLAIM_COLUMNS = (
 )
 
 
+def _claim_statement(candidates: Select[Any]) -> Any:
+    """UPDATE ... WHERE id IN (candidates) RETURNING ..., built once with bound parameters."""
+    now = bindparam("now", type_=UTCDateTime())
+    chosen = candidates.limit(bindparam("limit")).with_for_update(skip_locked=True)
+    return (
+        update(Operation)
+        .where(Operation.id.in_(chosen.scalar_subquery()))
+        .values(
+            status=RUNNING,
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+            lease_epoch=Operation.lease_epoch + 1,
+            attempts=Operation.attempts + 1,
+            started_at=func.coalesce(Operation.started_at, now),
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+
+
+_CLAIM_DUE = _claim_statement(
+    select(Operation.id)
+    .where(Operation.status == QUEUED, Operation.run_after <= bindparam("now", type_=UTCDateTime()))
+    .order_by(Operation.run_after)
+)
+_CLAIM_EXPIRED = _claim_statement(
+    select(Operation.id).where(
+        Operation.status == RUNNING,
+        Operation.lease_expires_at < bindparam("now", type_=UTCDateTime()),
+    )
+)
+
+
 def claim(
     db: Database,
     *,
@@ -121,37 +163,16 @@ def claim(
 ) -> list[Claim]:
     """Take up to `limit` runnable operations: queued and due, or running with an expired lease."""
     now = utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
     claims: list[Claim] = []
+    statements = [_CLAIM_EXPIRED, _CLAIM_DUE] if include_expired else [_CLAIM_DUE]
     with db.transaction() as connection:
-        sources = [
-            select(Operation.id)
-            .where(Operation.status == QUEUED, Operation.run_after <= now)
-            .order_by(Operation.run_after)
-        ]
-        if include_expired:
-            sources.insert(
-                0,
-                select(Operation.id).where(
-                    Operation.status == RUNNING, Operation.lease_expires_at < now
-                ),
-            )
-        for source in sources:
+        for statement in statements:
             wanted = limit - len(claims)
             if wanted <= 0:
                 break
-            candidates = source.limit(wanted).with_for_update(skip_locked=True)
             rows = connection.execute(
-                update(Operation)
-                .where(Operation.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status=RUNNING,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    lease_epoch=Operation.lease_epoch + 1,
-                    attempts=Operation.attempts + 1,
-                    started_at=func.coalesce(Operation.started_at, now),
-                )
-                .returning(*_CLAIM_COLUMNS)
+                statement, {"now": now, "limit": wanted, "owner": owner, "expires": expires}
             ).all()
             claims.extend(
                 Claim(

@@ -39,7 +39,18 @@ def load_or_create_key(path: Path, *, may_create: bool) -> Cipher:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a private name, then published with link(), which fails if the file
+    # exists: processes starting together agree on one key and never read a half-written one.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return Cipher(path.read_bytes().strip())
+    finally:
+        draft.unlink()
     return Cipher(key)

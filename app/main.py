@@ -18,7 +18,10 @@ from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.debug.router import router as debug_router
 from app.hosts.router import router as hosts_router
+from app.images.router import BUILD_PATH
+from app.images.router import router as images_router
 from app.operations.router import router as operations_router
+from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
@@ -59,13 +62,24 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
 
     # Each router carries its full /api/v1/... prefix, so a route's path is its whole template
     # (used as the metrics label and in the audit trail).
-    for router in (hosts_router, operations_router, tokens_router, audit_router, health_router):
+    routers = (
+        hosts_router,
+        operations_router,
+        registries_router,
+        images_router,
+        tokens_router,
+        audit_router,
+        health_router,
+    )
+    for router in routers:
         app.include_router(router)
     if settings.enable_debug_operations:
         app.include_router(debug_router)
 
     # Added last = outermost: request ids and the audit see everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, context=context)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Multipart framing adds a little to the context itself.
+    uploads = {BUILD_PATH: settings.max_build_context_bytes + 64 * 1024}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(RequestContextMiddleware, context=context, metrics=metrics)
     return app

@@ -4,7 +4,9 @@ from app.api.models import IdempotencyRecord
 from app.audit.models import AuditEntry, AuditHead
 from app.core.db import Base
 from app.hosts.models import Host
+from app.images.models import Blob, Image
 from app.operations.models import Operation, OperationLog
+from app.registries.models import Registry
 from app.tokens.models import ApiToken
 from app.workers.models import Lease, WorkerProcess
 
@@ -13,10 +15,13 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "Blob",
     "Host",
     "IdempotencyRecord",
+    "Image",
     "Lease",
     "Operation",
     "OperationLog",
+    "Registry",
     "WorkerProcess",
 ]

@@ -21,6 +21,8 @@ from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
+from app.images.loops import ImageInventory
+from app.images.models import Blob
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
 from app.workers.loops import LoopService, Service
@@ -31,12 +33,14 @@ log = logging.getLogger("berth.runtime")
 LOCAL_HOST_NAME = "local"
 _HEARTBEAT_SECONDS = 5.0
 WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
+_BLOB_TTL = timedelta(days=7)
 
 
 def load_handlers() -> None:
     """Import every module that registers operation kinds."""
     import app.debug.handlers
-    import app.hosts.handlers  # noqa: F401
+    import app.hosts.handlers
+    import app.images.handlers  # noqa: F401
 
 
 def prepare(context: AppContext) -> None:
@@ -143,6 +147,8 @@ class Housekeeping(LoopService):
                     WorkerProcess.heartbeat_at < now - 10 * WORKER_STALE_AFTER
                 )
             )
+            # Uploads whose build never reached an outcome (its operation was lost or purged).
+            session.execute(delete(Blob).where(Blob.created_at < now - _BLOB_TTL))
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:
@@ -151,6 +157,7 @@ def background_services(context: AppContext, *, kind: str) -> list[Service]:
         WorkerHeartbeat(context, kind=kind, slots=executor.slots),
         Housekeeping(context),
         HostProber(context),
+        ImageInventory(context),
         executor,
     ]
 

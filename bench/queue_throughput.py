@@ -593,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pg-admin-url",
         default=os.environ.get("BERTH_BENCH_PG_ADMIN_URL", PG_ADMIN_URL),
-        help="libpq URL of a superuser connection used to drop/create the database "
+        help="libpq URL of a connection (CREATEDB) used to drop/create the database "
         f"{PG_BENCH_DATABASE} (env BERTH_BENCH_PG_ADMIN_URL; default {PG_ADMIN_URL})",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw-database figures")

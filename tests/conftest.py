@@ -92,6 +92,7 @@ def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "retry_base_seconds": 0.05,
             "retry_max_seconds": 0.2,
             "lease_seconds": 5,
+            "image_sync_interval_seconds": 1,
             "log_level": "WARNING",
         }
         values.update(overrides)

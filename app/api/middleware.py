@@ -133,17 +133,21 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over the limit, whether announced by Content-Length or streamed."""
+    """413 for request bodies over the limit, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    `uploads` gives larger limits to the few paths that take files (build contexts).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, uploads: dict[str, int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in MUTATING:
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.uploads.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
         too_large = f"request body larger than {limit} bytes"
         if declared is not None:

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     )
 
     max_request_bytes: int = Field(default=1_048_576, ge=1024, description="Largest JSON body.")
+    max_build_context_bytes: int = Field(
+        default=256 * 2**20, ge=1024, description="Largest build context upload (tar or tar.gz)."
+    )
+    allowed_registries: str = Field(
+        default="",
+        description="Comma-separated registry hosts (e.g. `docker.io,10.0.0.5:5000`) that pulls, "
+        "builds (FROM) and pushes may use; empty allows all.",
+    )
+    image_sync_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often each host's image inventory is re-read."
+    )
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     metrics_require_token: bool = False
     enable_debug_operations: bool = Field(
@@ -86,6 +97,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("only sqlite:// and postgresql:// URLs are supported")
         return value
+
+    @property
+    def registry_allow_list(self) -> list[str]:
+        return [
+            entry.strip().lower() for entry in self.allowed_registries.split(",") if entry.strip()
+        ]
 
     @property
     def is_sqlite(self) -> bool:

@@ -26,10 +26,14 @@ class AppContext:
     def load_cipher(self) -> None:
         """Load the key; create it only while the database holds nothing encrypted."""
         from app.hosts.models import Host
+        from app.registries.models import Registry
 
         with self.db.session(write=False) as session:
             encrypted = session.execute(
-                select(Host.id).where(Host.tls_encrypted.is_not(None)).limit(1)
+                select(Host.id)
+                .where(Host.tls_encrypted.is_not(None))
+                .union_all(select(Registry.id).where(Registry.password_encrypted.is_not(None)))
+                .limit(1)
             ).first()
         self._cipher = load_or_create_key(
             self.settings.effective_key_file, may_create=encrypted is None

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import requests
@@ -65,6 +65,7 @@ class DockerEngine:
 
     def __init__(self, url: str, *, tls: TlsMaterial | None = None, timeout: float = 30.0) -> None:
         self.url = url
+        self._tls = tls
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         tls_config: TLSConfig | bool = False
         base_url = url
@@ -153,6 +154,85 @@ class DockerEngine:
     def remove_container(self, container_id: str, *, force: bool = False) -> None:
         with contextlib.suppress(ObjectNotFound), translate_errors(f"remove {container_id[:12]}"):
             self.api.remove_container(container_id, force=force)
+
+    # Images. Pulls, pushes and builds stream JSON events; the caller reads them as they come.
+
+    def list_images(self) -> list[dict[str, Any]]:
+        with translate_errors("list images"):
+            images: list[dict[str, Any]] = self.api.images()
+        return images
+
+    def inspect_image(self, reference: str) -> dict[str, Any]:
+        with translate_errors(f"inspect image {reference}"):
+            details: dict[str, Any] = self.api.inspect_image(reference)  # type: ignore[no-untyped-call]
+        return details
+
+    def image_history(self, reference: str) -> list[dict[str, Any]]:
+        with translate_errors(f"history of image {reference}"):
+            history: list[dict[str, Any]] = self.api.history(reference)  # type: ignore[no-untyped-call]
+        return history
+
+    def containers_by_image(self) -> dict[str, int]:
+        """How many containers (running or not) use each image id."""
+        with translate_errors("list containers"):
+            containers: list[dict[str, Any]] = self.api.containers(all=True)
+        counts: dict[str, int] = {}
+        for container in containers:
+            image_id = str(container.get("ImageID", ""))
+            counts[image_id] = counts.get(image_id, 0) + 1
+        return counts
+
+    def pull(
+        self, repository: str, tag: str, auth: dict[str, str] | None
+    ) -> Iterator[dict[str, Any]]:
+        with translate_errors(f"pull {repository}:{tag}"):
+            yield from self.api.pull(
+                repository, tag=tag, stream=True, decode=True, auth_config=auth
+            )
+
+    def push(
+        self, repository: str, tag: str, auth: dict[str, str] | None
+    ) -> Iterator[dict[str, Any]]:
+        with translate_errors(f"push {repository}:{tag}"):
+            yield from self.api.push(
+                repository, tag=tag, stream=True, decode=True, auth_config=auth
+            )
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str,
+        tag: str | None,
+        build_args: dict[str, str],
+        labels: dict[str, str],
+    ) -> Iterator[dict[str, Any]]:
+        """Build from a tar (or compressed tar) context; the engine detects the compression."""
+        with translate_errors("build"):
+            yield from self.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=tag,
+                buildargs=build_args,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+
+    def tag_image(self, source: str, repository: str, tag: str) -> None:
+        with translate_errors(f"tag {source} as {repository}:{tag}"):
+            self.api.tag(source, repository, tag=tag)
+
+    def remove_image(self, reference: str, *, force: bool) -> None:
+        with contextlib.suppress(ObjectNotFound), translate_errors(f"remove image {reference}"):
+            self.api.remove_image(reference, force=force)
+
+    def streaming(self, timeout: float = 3600.0) -> DockerEngine:
+        """A second client for long streams (builds, pulls): a generous read timeout, so a
+        silent build step is not mistaken for a dead engine. Close it when done."""
+        return DockerEngine(self.url, tls=self._tls, timeout=timeout)
 
 
 __all__ = ["DockerEngine", "EngineError", "EngineFacts", "TlsMaterial"]

@@ -1,0 +1,279 @@
+"""Operation kinds for images: pull, build, push, tag, delete. Each ends by re-reading the
+host's inventory, so the API shows the result as soon as the operation succeeds."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from app.engine.docker_engine import DockerEngine
+from app.engine.errors import EngineError
+from app.images.inventory import sync_host
+from app.images.models import Blob
+from app.images.reference import parse_reference
+from app.operations.context import Cancelled, OperationContext, PermanentError
+from app.operations.registry import handler
+from app.registries import service as registries
+from app.registries.service import Credentials
+
+_AUTH_FAILURE = re.compile(r"unauthorized|authentication required|denied|incorrect username", re.I)
+_NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|no such", re.I)
+# Registry errors that another attempt will not fix.
+_DONE_FRAMES = {
+    "Pull complete",
+    "Already exists",
+    "Download complete",
+    "Pushed",
+    "Layer already exists",
+}
+
+
+def _credentials(ctx: OperationContext, host: str) -> Credentials | None:
+    with ctx.app.db.session(write=False) as session:
+        return registries.credentials(
+            session, ctx.app.cipher, registry_id=ctx.params.get("registry_id"), host=host
+        )
+
+
+def registry_failure(
+    message: str, *, reference: str, registry: str, authenticated: bool
+) -> Exception:
+    """A plain-words error for what a registry said; permanent where retrying cannot help."""
+    if _AUTH_FAILURE.search(message):
+        how = "with the stored credentials" if authenticated else "without credentials"
+        return PermanentError(f"authentication failed for registry {registry} ({how}): {message}")
+    if _NOT_FOUND.search(message):
+        return PermanentError(f"image {reference} not found in registry {registry}: {message}")
+    return PermanentError(message)
+
+
+class LayerProgress:
+    """Folds a pull or push event stream into progress figures and a few log lines."""
+
+    def __init__(self, ctx: OperationContext, verb: str) -> None:
+        self.ctx = ctx
+        self.verb = verb
+        self.layers: dict[str, str] = {}
+        self.current: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+
+    def feed(self, event: dict[str, Any]) -> None:
+        layer, status = event.get("id"), str(event.get("status", ""))
+        detail = event.get("progressDetail") or {}
+        if layer and len(str(layer)) == 12:  # a layer's short id, not a tag line
+            layer = str(layer)
+            before = self.layers.get(layer)
+            self.layers[layer] = status
+            if detail.get("total"):
+                self.total[layer] = int(detail["total"])
+                self.current[layer] = int(detail.get("current", 0))
+            if status in _DONE_FRAMES:
+                self.current[layer] = self.total.get(layer, 0)
+                if before != status:
+                    self.ctx.log(f"{layer}: {status}")
+        elif status:
+            self.ctx.log(status)
+        done = sum(1 for s in self.layers.values() if s in _DONE_FRAMES)
+        self.ctx.progress(
+            {
+                "phase": self.verb,
+                "layers_done": done,
+                "layers_total": len(self.layers),
+                "bytes_done": sum(self.current.values()),
+                "bytes_total": sum(self.total.values()),
+            }
+        )
+
+
+def _refresh(ctx: OperationContext, engine: DockerEngine) -> None:
+    assert ctx.claim.host_id is not None
+    sync_host(ctx.app.db, engine, ctx.claim.host_id)
+
+
+@handler("image.pull")
+def pull(ctx: OperationContext) -> dict[str, Any]:
+    reference = parse_reference(str(ctx.params["reference"]))
+    credentials = _credentials(ctx, reference.registry_host)
+    engine = ctx.engine()
+    tag = reference.digest or reference.tag or "latest"
+    ctx.log(f"pulling {reference}" + (" with stored credentials" if credentials else ""))
+    progress = LayerProgress(ctx, "pull")
+    stream = engine.streaming()
+    try:
+        for event in stream.pull(
+            reference.name, tag, credentials.auth_config() if credentials else None
+        ):
+            ctx.checkpoint()
+            if "error" in event:
+                raise registry_failure(
+                    str(event["error"]),
+                    reference=str(reference),
+                    registry=reference.registry_host,
+                    authenticated=credentials is not None,
+                )
+            progress.feed(event)
+    except EngineError as exc:
+        if exc.transient and not (_AUTH_FAILURE.search(str(exc)) or _NOT_FOUND.search(str(exc))):
+            raise
+        raise registry_failure(
+            str(exc),
+            reference=str(reference),
+            registry=reference.registry_host,
+            authenticated=credentials is not None,
+        ) from exc
+    finally:
+        stream.close()
+    details = engine.inspect_image(
+        f"{reference.name}@{reference.digest}" if reference.digest else f"{reference.name}:{tag}"
+    )
+    _refresh(ctx, engine)
+    ctx.progress({**progress_summary(progress), "phase": "done"}, force=True)
+    return {
+        "reference": str(reference),
+        "docker_id": details["Id"],
+        "repo_digests": details.get("RepoDigests", []),
+    }
+
+
+def progress_summary(progress: LayerProgress) -> dict[str, Any]:
+    return {
+        "layers_done": len(progress.layers),
+        "layers_total": len(progress.layers),
+        "bytes_done": sum(progress.total.values()),
+        "bytes_total": sum(progress.total.values()),
+    }
+
+
+@handler("image.push")
+def push(ctx: OperationContext) -> dict[str, Any]:
+    reference = parse_reference(str(ctx.params["reference"]))
+    credentials = _credentials(ctx, reference.registry_host)
+    engine = ctx.engine()
+    ctx.log(f"pushing {reference}" + (" with stored credentials" if credentials else ""))
+    progress = LayerProgress(ctx, "push")
+    digest = None
+    stream = engine.streaming()
+    try:
+        for event in stream.push(
+            reference.name,
+            reference.tag or "latest",
+            credentials.auth_config() if credentials else None,
+        ):
+            ctx.checkpoint()
+            if "error" in event:
+                raise registry_failure(
+                    str(event["error"]),
+                    reference=str(reference),
+                    registry=reference.registry_host,
+                    authenticated=credentials is not None,
+                )
+            aux = event.get("aux") or {}
+            digest = aux.get("Digest", digest)
+            progress.feed(event)
+    except EngineError as exc:
+        if exc.transient and not _AUTH_FAILURE.search(str(exc)):
+            raise
+        raise registry_failure(
+            str(exc),
+            reference=str(reference),
+            registry=reference.registry_host,
+            authenticated=credentials is not None,
+        ) from exc
+    finally:
+        stream.close()
+    _refresh(ctx, engine)
+    return {"reference": str(reference), "digest": digest}
+
+
+@handler("image.build")
+def build(ctx: OperationContext) -> dict[str, Any]:
+    blob_id = str(ctx.params["blob_id"])
+    try:
+        result = _build(ctx, blob_id)
+    except (PermanentError, Cancelled):
+        _forget_context(ctx, blob_id)
+        raise
+    _forget_context(ctx, blob_id)
+    return result
+
+
+def _forget_context(ctx: OperationContext, blob_id: str) -> None:
+    """The upload is no longer needed once the build has an outcome that will not be retried."""
+    with ctx.app.db.session() as session:
+        session.execute(delete(Blob).where(Blob.id == blob_id))
+
+
+def _build(ctx: OperationContext, blob_id: str) -> dict[str, Any]:
+    tags = [str(t) for t in ctx.params.get("tags", [])]
+    with ctx.app.db.session(write=False) as session:
+        data = session.execute(select(Blob.data).where(Blob.id == blob_id)).scalar_one_or_none()
+    if data is None:
+        raise PermanentError("the uploaded build context is gone (was the operation run before?)")
+    engine = ctx.engine()
+    stream = engine.streaming()
+    step = "before the first step"
+    image_id = None
+    try:
+        events = stream.build(
+            io.BytesIO(data),
+            dockerfile=str(ctx.params.get("dockerfile", "Dockerfile")),
+            tag=tags[0] if tags else None,
+            build_args={str(k): str(v) for k, v in ctx.params.get("build_args", {}).items()},
+            labels={"berth.operation": ctx.id},
+        )
+        pending: list[tuple[str, str]] = []
+        for event in events:
+            ctx.checkpoint()
+            if "stream" in event:
+                for line in str(event["stream"]).splitlines():
+                    if line.strip():
+                        pending.append(("info", line))
+                        if line.startswith("Step "):
+                            step = line
+            if "error" in event:
+                ctx.log_lines(pending)
+                raise PermanentError(f"build failed at {step}: {str(event['error']).strip()}")
+            aux = event.get("aux") or {}
+            image_id = aux.get("ID", image_id)
+            if len(pending) >= 20:
+                ctx.log_lines(pending)
+                pending = []
+        ctx.log_lines(pending)
+    finally:
+        stream.close()
+    if image_id is None:
+        raise PermanentError(f"the build ended without an image (last: {step})")
+    for extra in tags[1:]:
+        target = parse_reference(extra)
+        engine.tag_image(image_id, target.name, target.tag or "latest")
+    _refresh(ctx, engine)
+    return {"docker_id": image_id, "tags": tags}
+
+
+@handler("image.tag")
+def tag(ctx: OperationContext) -> dict[str, Any]:
+    source = str(ctx.params["source"])
+    target = parse_reference(str(ctx.params["target"]))
+    engine = ctx.engine()
+    engine.tag_image(source, target.name, target.tag or "latest")
+    ctx.log(f"tagged {source} as {target}")
+    _refresh(ctx, engine)
+    return {"source": source, "target": str(target)}
+
+
+@handler("image.delete")
+def remove(ctx: OperationContext) -> dict[str, Any]:
+    docker_id = str(ctx.params["docker_id"])
+    engine = ctx.engine()
+    try:
+        engine.remove_image(docker_id, force=bool(ctx.params.get("force", False)))
+    except EngineError as exc:
+        if exc.transient:
+            raise
+        raise PermanentError(f"the engine refused to delete the image: {exc}") from exc
+    ctx.log(f"deleted image {docker_id[:19]}")
+    _refresh(ctx, engine)
+    return {"docker_id": docker_id}

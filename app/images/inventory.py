@@ -1,0 +1,110 @@
+"""What images each host really holds: read from the engine, written to the database.
+
+Called by the inventory loop on an interval and by every image operation when it finishes,
+so `GET /images` is served from the database and is never more than one interval stale.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from app.core.db import Database, utcnow
+from app.engine.docker_engine import DockerEngine
+from app.images.models import Image
+
+_UNTAGGED = {"<none>:<none>", "<none>@<none>"}
+
+
+def _metadata_only(entry: dict[str, Any]) -> bool:
+    """History entries of the classic builder that made no layer (ENV, CMD, LABEL, ...)."""
+    created_by = str(entry.get("CreatedBy", ""))
+    if "#(nop)" not in created_by:
+        return False
+    return not any(f"#(nop) {verb}" in created_by for verb in ("COPY", "ADD"))
+
+
+def layer_sizes(layer_digests: list[str], history: list[dict[str, Any]]) -> list[int]:
+    """The size of each layer, matched from the image's history (which lists newest first).
+
+    The engine reports sizes per history entry, not per layer, and some entries make no layer.
+    Entries that made a layer are matched in order; when no rule gives exactly one entry per
+    layer, the layers without a match count as empty (the total stays right in the usual case).
+    """
+    oldest_first = list(reversed(history))
+    by_builder = [int(e.get("Size", 0)) for e in oldest_first if not _metadata_only(e)]
+    if len(by_builder) == len(layer_digests):
+        return by_builder
+    nonzero = [int(e.get("Size", 0)) for e in oldest_first if int(e.get("Size", 0)) > 0]
+    if len(nonzero) == len(layer_digests):
+        return nonzero
+    nonzero = nonzero[-len(layer_digests) :] if layer_digests else []
+    return [0] * (len(layer_digests) - len(nonzero)) + nonzero
+
+
+def references_text(tags: list[str], digests: list[str]) -> str:
+    return "\n" + "".join(f"{reference}\n" for reference in [*tags, *digests])
+
+
+def _describe(engine: DockerEngine, docker_id: str) -> dict[str, Any]:
+    details = engine.inspect_image(docker_id)
+    digests = [str(d) for d in details.get("RootFS", {}).get("Layers", [])]
+    sizes = layer_sizes(digests, engine.image_history(docker_id))
+    created = details.get("Created")
+    created_at = None
+    if isinstance(created, str) and created:
+        created_at = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").astimezone(UTC)
+    return {
+        "layers": [{"digest": d, "size_bytes": s} for d, s in zip(digests, sizes, strict=True)],
+        "size_bytes": sum(sizes),
+        "image_created_at": created_at,
+    }
+
+
+def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
+    """Make the database's images of one host match the engine. Returns how many it holds."""
+    summaries = engine.list_images()
+    usage = engine.containers_by_image()
+    with db.session(write=False) as session:
+        known = set(
+            session.execute(select(Image.docker_id).where(Image.host_id == host_id)).scalars()
+        )
+    # Layers and sizes only for images new to us: an image id's content never changes.
+    described = {
+        str(s["Id"]): _describe(engine, str(s["Id"]))
+        for s in summaries
+        if str(s["Id"]) not in known
+    }
+    now = utcnow()
+    present = set()
+    with db.session() as session:
+        rows = {
+            row.docker_id: row
+            for row in session.execute(select(Image).where(Image.host_id == host_id)).scalars()
+        }
+        for summary in summaries:
+            docker_id = str(summary["Id"])
+            present.add(docker_id)
+            tags = sorted(t for t in summary.get("RepoTags") or [] if t not in _UNTAGGED)
+            digests = sorted(d for d in summary.get("RepoDigests") or [] if d not in _UNTAGGED)
+            row = rows.get(docker_id)
+            if row is None:
+                if docker_id not in described:
+                    continue  # appeared between the two reads; the next round adds it
+                row = Image(host_id=host_id, docker_id=docker_id, **described[docker_id])
+                session.add(row)
+            elif row.repo_tags != tags or row.repo_digests != digests:
+                row.version += 1
+            row.repo_tags = tags
+            row.repo_digests = digests
+            row.references = references_text(tags, digests)
+            row.containers = usage.get(docker_id, 0)
+            row.observed_at = now
+        gone = [docker_id for docker_id in rows if docker_id not in present]
+        if gone:
+            session.execute(
+                delete(Image).where(Image.host_id == host_id, Image.docker_id.in_(gone))
+            )
+    return len(present)

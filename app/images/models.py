@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, JSONType, new_id, utcnow
+
+
+class Image(Base):
+    """An image as a host really holds it, kept in sync by the inventory loop."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("host_id", "docker_id"),)
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    host_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("hosts.id", ondelete="CASCADE"), index=True
+    )
+    docker_id: Mapped[str] = mapped_column(String(80))
+    repo_tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    repo_digests: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # Tags and digests as "\n<ref>\n<ref>\n", so that a reference filter is a portable LIKE.
+    references: Mapped[str] = mapped_column(Text, default="\n")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    layers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    containers: Mapped[int] = mapped_column(default=0)
+    image_created_at: Mapped[datetime | None]
+    observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class Blob(Base):
+    """Uploaded bytes waiting for a worker (a build context); deleted once the work is done."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,126 @@
+"""Registries and the one way every pull and push finds its credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.core.db import utcnow
+from app.core.errors import Conflict, NotFound
+from app.registries.models import Registry
+from app.registries.schemas import RegistryCreate, RegistryRead, RegistryUpdate, registry_host
+from app.security.crypto import Cipher
+
+
+@dataclass(frozen=True)
+class Credentials:
+    registry_id: str
+    server: str
+    username: str
+    password: str
+
+    def auth_config(self) -> dict[str, str]:
+        """The docker SDK's auth_config. Never log it."""
+        return {"username": self.username, "password": self.password, "serveraddress": self.server}
+
+    def __repr__(self) -> str:  # keeps the password out of tracebacks and logs
+        return f"Credentials(registry_id={self.registry_id!r}, server={self.server!r})"
+
+
+def to_read(registry: Registry) -> RegistryRead:
+    return RegistryRead(
+        id=registry.id,
+        name=registry.name,
+        url=registry.url,
+        host=registry.host,
+        username=registry.username,
+        password_set=registry.password_encrypted is not None,
+        created_at=registry.created_at,
+        updated_at=registry.updated_at,
+        version=registry.version,
+    )
+
+
+def _ensure_name_free(session: Session, name: str, *, except_id: str | None = None) -> None:
+    clash = session.execute(select(Registry.id).where(Registry.name == name)).scalar_one_or_none()
+    if clash is not None and clash != except_id:
+        raise Conflict(f"a registry named {name!r} already exists ({clash})")
+
+
+def create(session: Session, *, data: RegistryCreate, cipher: Cipher) -> Registry:
+    _ensure_name_free(session, data.name)
+    now = utcnow()
+    registry = Registry(
+        name=data.name,
+        url=data.url,
+        host=registry_host(data.url),
+        username=data.username,
+        password_encrypted=(
+            cipher.encrypt(data.password.get_secret_value()) if data.password else None
+        ),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(registry)
+    session.flush()
+    return registry
+
+
+def get(session: Session, *, registry_id: str, for_update: bool = False) -> Registry:
+    statement = select(Registry).where(Registry.id == registry_id)
+    if for_update:
+        statement = statement.with_for_update()
+    registry = session.execute(statement).scalar_one_or_none()
+    if registry is None:
+        raise NotFound(f"no registry {registry_id!r}")
+    return registry
+
+
+def get_all(
+    session: Session, *, limit: int, cursor: str | None
+) -> tuple[Sequence[Registry], str | None]:
+    return paginate(session, select(Registry), Registry.id, limit=limit, cursor=cursor)
+
+
+def update(session: Session, *, registry: Registry, data: RegistryUpdate, cipher: Cipher) -> None:
+    if data.name is not None:
+        _ensure_name_free(session, data.name, except_id=registry.id)
+        registry.name = data.name
+    if data.url is not None:
+        registry.url = data.url
+        registry.host = registry_host(data.url)
+    if data.username is not None:
+        registry.username = data.username
+    if data.password is not None:
+        registry.password_encrypted = cipher.encrypt(data.password.get_secret_value())
+    registry.updated_at = utcnow()
+    registry.version += 1
+
+
+def delete(session: Session, *, registry: Registry) -> None:
+    session.delete(registry)
+
+
+def credentials(
+    session: Session, cipher: Cipher, *, registry_id: str | None, host: str
+) -> Credentials | None:
+    """Credentials for a pull or push: the registry named, else the one whose host matches."""
+    registry: Registry | None
+    if registry_id is not None:
+        registry = get(session, registry_id=registry_id)
+    else:
+        registry = session.execute(
+            select(Registry).where(Registry.host == host.lower()).order_by(Registry.id).limit(1)
+        ).scalar_one_or_none()
+    if registry is None or registry.username is None or registry.password_encrypted is None:
+        return None
+    return Credentials(
+        registry_id=registry.id,
+        server=registry.host,
+        username=registry.username,
+        password=cipher.decrypt(registry.password_encrypted),
+    )

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.health import router as health_router
 from app.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestContextMiddleware
 from app.audit.router import router as audit_router
+from app.containers.router import router as containers_router
 from app.core.config import Settings, get_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         operations_router,
         registries_router,
         images_router,
+        containers_router,
         tokens_router,
         audit_router,
         health_router,

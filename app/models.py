@@ -2,6 +2,7 @@
 
 from app.api.models import IdempotencyRecord
 from app.audit.models import AuditEntry, AuditHead
+from app.containers.models import Container, PortClaim
 from app.core.db import Base
 from app.hosts.models import Host
 from app.images.models import Blob, Image
@@ -16,12 +17,14 @@ __all__ = [
     "AuditHead",
     "Base",
     "Blob",
+    "Container",
     "Host",
     "IdempotencyRecord",
     "Image",
     "Lease",
     "Operation",
     "OperationLog",
+    "PortClaim",
     "Registry",
     "WorkerProcess",
 ]

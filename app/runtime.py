@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.models import IdempotencyRecord
+from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.docker_engine import DockerEngine
@@ -38,6 +39,7 @@ _BLOB_TTL = timedelta(days=7)
 
 def load_handlers() -> None:
     """Import every module that registers operation kinds."""
+    import app.containers.handlers
     import app.debug.handlers
     import app.hosts.handlers
     import app.images.handlers  # noqa: F401
@@ -158,6 +160,7 @@ def background_services(context: AppContext, *, kind: str) -> list[Service]:
         Housekeeping(context),
         HostProber(context),
         ImageInventory(context),
+        ContainerWatcher(context),
         executor,
     ]
 

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
         description="Comma-separated registry hosts (e.g. `docker.io,10.0.0.5:5000`) that pulls, "
         "builds (FROM) and pushes may use; empty allows all.",
     )
+    allow_privileged: bool = Field(
+        default=False, description="Relax the policy: allow privileged containers."
+    )
+    allow_host_namespaces: bool = Field(
+        default=False, description="Relax the policy: allow host network, PID and IPC modes."
+    )
+    allowed_capabilities: str = Field(
+        default="", description="Comma-separated capabilities containers may add (cap_add)."
+    )
+    allow_devices: bool = Field(default=False, description="Relax the policy: allow host devices.")
+    allowed_bind_paths: str = Field(
+        default="",
+        description="Comma-separated host directories under which bind mounts are allowed; "
+        "empty: no bind mounts (named volumes only).",
+    )
     image_sync_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )
@@ -103,6 +118,19 @@ class Settings(BaseSettings):
         return [
             entry.strip().lower() for entry in self.allowed_registries.split(",") if entry.strip()
         ]
+
+    @property
+    def capability_allow_list(self) -> set[str]:
+        entries = (
+            entry.strip().upper().removeprefix("CAP_")
+            for entry in self.allowed_capabilities.split(",")
+        )
+        return {entry for entry in entries if entry}
+
+    @property
+    def bind_path_allow_list(self) -> list[str]:
+        entries = (entry.strip().rstrip("/") for entry in self.allowed_bind_paths.split(","))
+        return [entry for entry in entries if entry.startswith("/")]
 
     @property
     def is_sqlite(self) -> bool:

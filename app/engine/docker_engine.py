@@ -151,9 +151,67 @@ class DockerEngine:
             details: dict[str, Any] = self.api.inspect_container(container_id)
         return details
 
-    def remove_container(self, container_id: str, *, force: bool = False) -> None:
+    def remove_container(
+        self, container_id: str, *, force: bool = False, volumes: bool = False
+    ) -> None:
         with contextlib.suppress(ObjectNotFound), translate_errors(f"remove {container_id[:12]}"):
-            self.api.remove_container(container_id, force=force)
+            self.api.remove_container(container_id, force=force, v=volumes)
+
+    def create_container_raw(self, name: str | None, config: dict[str, Any]) -> str:
+        """POST /containers/create with a full Engine API body (Config + HostConfig + ...)."""
+        with translate_errors(f"create container {name or ''}".strip()):
+            created: dict[str, Any] = self.api.create_container_from_config(  # type: ignore[no-untyped-call]
+                config, name=name
+            )
+        return str(created["Id"])
+
+    def list_containers(self, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+        with translate_errors("list containers"):
+            found: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
+        return found
+
+    def stop_container(self, container_id: str, *, timeout: int) -> None:
+        with translate_errors(f"stop container {container_id[:12]}"):
+            self.api.stop(container_id, timeout=timeout)
+
+    def restart_container(self, container_id: str, *, timeout: int) -> None:
+        with translate_errors(f"restart container {container_id[:12]}"):
+            self.api.restart(container_id, timeout=timeout)
+
+    def kill_container(self, container_id: str, *, signal: str) -> None:
+        with translate_errors(f"kill container {container_id[:12]}"):
+            self.api.kill(container_id, signal=signal)
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
+        """Create the named volume if missing. True if it was created."""
+        try:
+            with translate_errors(f"inspect volume {name}"):
+                self.api.inspect_volume(name)
+            return False
+        except ObjectNotFound:
+            with translate_errors(f"create volume {name}"):
+                self.api.create_volume(name, labels=labels)
+            return True
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create the named bridge network if missing. True if it was created."""
+        with translate_errors(f"list networks {name}"):
+            found = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
+        if found:
+            return False
+        with translate_errors(f"create network {name}"):
+            self.api.create_network(name, driver="bridge", labels=labels)
+        return True
+
+    def connect_network(self, network: str, container_id: str) -> None:
+        with translate_errors(f"connect {container_id[:12]} to {network}"):
+            self.api.connect_container_to_network(container_id, network)
+
+    def events(self, *, since: int | None = None) -> Any:
+        """The engine's container event stream (blocking; `.close()` it from another thread)."""
+        with translate_errors("events"):
+            return self.api.events(since=since, decode=True, filters={"type": ["container"]})
 
     # Images. Pulls, pushes and builds stream JSON events; the caller reads them as they come.
 

@@ -13,7 +13,7 @@ from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
 from app.images.inventory import sync_host
 from app.images.models import Blob
-from app.images.reference import parse_reference
+from app.images.reference import ImageReference, parse_reference
 from app.operations.context import Cancelled, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.registries import service as registries
@@ -31,11 +31,9 @@ _DONE_FRAMES = {
 }
 
 
-def _credentials(ctx: OperationContext, host: str) -> Credentials | None:
+def _credentials(ctx: OperationContext, host: str, registry_id: str | None) -> Credentials | None:
     with ctx.app.db.session(write=False) as session:
-        return registries.credentials(
-            session, ctx.app.cipher, registry_id=ctx.params.get("registry_id"), host=host
-        )
+        return registries.credentials(session, ctx.app.cipher, registry_id=registry_id, host=host)
 
 
 def registry_failure(
@@ -93,11 +91,15 @@ def _refresh(ctx: OperationContext, engine: DockerEngine) -> None:
     sync_host(ctx.app.db, engine, ctx.claim.host_id)
 
 
-@handler("image.pull")
-def pull(ctx: OperationContext) -> dict[str, Any]:
-    reference = parse_reference(str(ctx.params["reference"]))
-    credentials = _credentials(ctx, reference.registry_host)
-    engine = ctx.engine()
+def pull_image(
+    ctx: OperationContext,
+    engine: DockerEngine,
+    reference: ImageReference,
+    registry_id: str | None,
+) -> dict[str, Any]:
+    """Pull with progress and logs; credentials resolved the one way every pull uses.
+    Shared by `image.pull` and by containers whose image is missing on their host."""
+    credentials = _credentials(ctx, reference.registry_host, registry_id)
     tag = reference.digest or reference.tag or "latest"
     ctx.log(f"pulling {reference}" + (" with stored credentials" if credentials else ""))
     progress = LayerProgress(ctx, "pull")
@@ -129,13 +131,21 @@ def pull(ctx: OperationContext) -> dict[str, Any]:
     details = engine.inspect_image(
         f"{reference.name}@{reference.digest}" if reference.digest else f"{reference.name}:{tag}"
     )
-    _refresh(ctx, engine)
-    ctx.progress({**progress_summary(progress), "phase": "done"}, force=True)
+    ctx.progress({**progress_summary(progress), "phase": "pulled"}, force=True)
     return {
         "reference": str(reference),
         "docker_id": details["Id"],
         "repo_digests": details.get("RepoDigests", []),
     }
+
+
+@handler("image.pull")
+def pull(ctx: OperationContext) -> dict[str, Any]:
+    reference = parse_reference(str(ctx.params["reference"]))
+    engine = ctx.engine()
+    result = pull_image(ctx, engine, reference, ctx.params.get("registry_id"))
+    _refresh(ctx, engine)
+    return result
 
 
 def progress_summary(progress: LayerProgress) -> dict[str, Any]:
@@ -150,7 +160,7 @@ def progress_summary(progress: LayerProgress) -> dict[str, Any]:
 @handler("image.push")
 def push(ctx: OperationContext) -> dict[str, Any]:
     reference = parse_reference(str(ctx.params["reference"]))
-    credentials = _credentials(ctx, reference.registry_host)
+    credentials = _credentials(ctx, reference.registry_host, ctx.params.get("registry_id"))
     engine = ctx.engine()
     ctx.log(f"pushing {reference}" + (" with stored credentials" if credentials else ""))
     progress = LayerProgress(ctx, "push")

@@ -1,0 +1,112 @@
+"""A container spec as the Engine API's `POST /containers/create` body. Pure: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.containers.schemas import ContainerSpec
+
+_NANOS = 1_000_000_000
+
+
+def labels_for(
+    container_id: str, operation_id: str, spec: ContainerSpec, extra: dict[str, str]
+) -> dict[str, str]:
+    """The user's labels plus Berth's own, which tie the Docker object to its Berth id."""
+    return {
+        **spec.labels,
+        **extra,
+        "berth.managed": "true",
+        "berth.container": container_id,
+        "berth.operation": operation_id,
+    }
+
+
+def restart_policy(value: str) -> dict[str, Any]:
+    name, _, count = value.partition(":")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+
+
+def _device(text: str) -> dict[str, str]:
+    """`/dev/x[:/dev/in-container[:rwm]]` as the Engine API's device mapping."""
+    host, _, rest = text.partition(":")
+    inside, _, permissions = rest.partition(":")
+    return {
+        "PathOnHost": host,
+        "PathInContainer": inside or host,
+        "CgroupPermissions": permissions or "rwm",
+    }
+
+
+def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> dict[str, Any]:
+    exposed: dict[str, dict[str, Any]] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in spec.ports:
+        key = f"{port.container_port}/{port.protocol}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append(
+            {"HostIp": port.host_ip, "HostPort": str(port.host_port) if port.host_port else ""}
+        )
+    mounts = [
+        {
+            "Type": "bind" if volume.is_bind else "volume",
+            "Source": volume.source,
+            "Target": volume.target,
+            "ReadOnly": volume.read_only,
+        }
+        for volume in spec.volumes
+    ]
+    network_mode = spec.network_mode or (spec.networks[0] if spec.networks else "bridge")
+    host_config: dict[str, Any] = {
+        "PortBindings": bindings,
+        "Mounts": mounts,
+        "RestartPolicy": restart_policy(spec.restart_policy),
+        "NetworkMode": network_mode,
+        "Privileged": spec.privileged,
+        "CapAdd": spec.cap_add or None,
+        "Devices": [_device(d) for d in spec.devices] or None,
+    }
+    if spec.pid_mode:
+        host_config["PidMode"] = spec.pid_mode
+    if spec.ipc_mode:
+        host_config["IpcMode"] = spec.ipc_mode
+    if spec.resources.cpus:
+        host_config["NanoCpus"] = int(spec.resources.cpus * _NANOS)
+    if spec.resources.memory_bytes:
+        host_config["Memory"] = spec.resources.memory_bytes
+    body: dict[str, Any] = {
+        "Image": image,
+        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "HostConfig": host_config,
+    }
+    if spec.command is not None:
+        body["Cmd"] = spec.command
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = spec.entrypoint
+    if spec.user:
+        body["User"] = spec.user
+    if spec.healthcheck is not None:
+        check = spec.healthcheck
+        body["Healthcheck"] = {
+            "Test": check.test,
+            "Interval": int(check.interval_s * _NANOS),
+            "Timeout": int(check.timeout_s * _NANOS),
+            "Retries": check.retries,
+            "StartPeriod": int(check.start_period_s * _NANOS),
+        }
+    return body
+
+
+def observed(details: dict[str, Any]) -> dict[str, Any]:
+    """What `GET /containers/{id}/json` says about a container's state, as Container columns."""
+    state = details.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    health = (state.get("Health") or {}).get("Status")
+    return {
+        "docker_id": details.get("Id"),
+        "state": status,
+        "health": health,
+        "exit_code": int(state.get("ExitCode", 0)) if status in ("exited", "dead") else None,
+    }

@@ -1,0 +1,187 @@
+"""Operation kinds for containers. Every one is idempotent: the Docker container carries
+`berth.container=<id>`, so a retry finds what an earlier attempt made instead of making more."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.containers.engine_config import create_body, labels_for, observed
+from app.containers.models import Container
+from app.containers.schemas import ContainerSpec
+from app.core.db import utcnow
+from app.engine.docker_engine import DockerEngine
+from app.engine.errors import EngineError, ObjectNotFound
+from app.images.handlers import pull_image
+from app.images.reference import parse_reference
+from app.operations.context import OperationContext, PermanentError
+from app.operations.registry import handler
+
+
+def _row(session: Session, ctx: OperationContext) -> Container:
+    container = session.get(Container, ctx.claim.target_id, with_for_update=True)
+    if container is None:
+        raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
+    return container
+
+
+def _spec(ctx: OperationContext) -> tuple[ContainerSpec, str]:
+    with ctx.app.db.session(write=False) as session:
+        container = session.get(Container, ctx.claim.target_id)
+        if container is None:
+            raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
+        return ContainerSpec.model_validate(container.spec), container.name
+
+
+def find(engine: DockerEngine, container_id: str) -> str | None:
+    """The Docker id of the container Berth made for `container_id`, if it exists."""
+    found = engine.list_containers(labels={"berth.container": container_id})
+    return str(found[0]["Id"]) if found else None
+
+
+def record(
+    ctx: OperationContext, engine: DockerEngine, docker_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    """Store what the engine says about the container now; returns it for the result."""
+    state: dict[str, Any] = {
+        "docker_id": None,
+        "state": "missing",
+        "health": None,
+        "exit_code": None,
+    }
+    if docker_id is not None:
+        with contextlib.suppress(ObjectNotFound):
+            state = observed(engine.inspect_container(docker_id))
+    with ctx.session() as session:
+        container = _row(session, ctx)
+        for key, value in {**state, **extra}.items():
+            setattr(container, key, value)
+        container.observed_at = utcnow()
+    return state
+
+
+def _ensure_image(ctx: OperationContext, engine: DockerEngine, spec: ContainerSpec) -> None:
+    try:
+        engine.inspect_image(spec.image)
+    except ObjectNotFound:
+        pull_image(ctx, engine, parse_reference(spec.image), spec.registry_id)
+
+
+@handler("container.create")
+def create(ctx: OperationContext) -> dict[str, Any]:
+    container_id = str(ctx.claim.target_id)
+    spec, name = _spec(ctx)
+    engine = ctx.engine()
+    docker_id = find(engine, container_id)
+    if docker_id is None:
+        _ensure_image(ctx, engine, spec)
+        berth_labels = {"berth.managed": "true"}
+        for volume in spec.volumes:
+            if not volume.is_bind and engine.ensure_volume(volume.source, berth_labels):
+                ctx.log(f"created volume {volume.source}")
+        for network in spec.networks:
+            if engine.ensure_network(network, berth_labels):
+                ctx.log(f"created network {network}")
+        labels = labels_for(container_id, ctx.id, spec, {})
+        try:
+            docker_id = engine.create_container_raw(
+                name, create_body(spec, labels=labels, image=spec.image)
+            )
+        except EngineError as exc:
+            if exc.transient:
+                raise
+            raise PermanentError(f"the engine refused to create the container: {exc}") from exc
+        for network in spec.networks[1:]:
+            engine.connect_network(network, docker_id)
+        ctx.log(f"created container {docker_id[:12]} as {name}")
+    else:
+        ctx.log(f"found container {docker_id[:12]} from an earlier attempt")
+    record(ctx, engine, docker_id, error=None)
+    with ctx.app.db.session(write=False) as session:
+        desired = session.get(Container, container_id)
+        wanted = desired.desired_state if desired is not None else "removed"
+    if wanted == "running":
+        state = engine.inspect_container(docker_id)["State"]
+        if state.get("Status") != "running":
+            _start(ctx, engine, docker_id)
+    return record(ctx, engine, docker_id)
+
+
+def _start(ctx: OperationContext, engine: DockerEngine, docker_id: str) -> None:
+    try:
+        engine.start_container(docker_id)
+    except EngineError as exc:
+        if exc.transient:
+            raise
+        message = f"the container failed to start: {exc}"
+        record(ctx, engine, docker_id, error=message)
+        raise PermanentError(message) from exc
+    ctx.log("started")
+
+
+def _existing(ctx: OperationContext, engine: DockerEngine) -> str:
+    docker_id = find(engine, str(ctx.claim.target_id))
+    if docker_id is None:
+        record(ctx, engine, None)
+        raise PermanentError("the container is missing on its host (removed outside Berth?)")
+    return docker_id
+
+
+@handler("container.start")
+def start(ctx: OperationContext) -> dict[str, Any]:
+    engine = ctx.engine()
+    docker_id = _existing(ctx, engine)
+    if engine.inspect_container(docker_id)["State"].get("Status") != "running":
+        _start(ctx, engine, docker_id)
+    return record(ctx, engine, docker_id, error=None)
+
+
+@handler("container.stop")
+def stop(ctx: OperationContext) -> dict[str, Any]:
+    engine = ctx.engine()
+    docker_id = _existing(ctx, engine)
+    engine.stop_container(docker_id, timeout=int(ctx.params.get("timeout_s", 10)))
+    ctx.log("stopped")
+    return record(ctx, engine, docker_id)
+
+
+@handler("container.restart")
+def restart(ctx: OperationContext) -> dict[str, Any]:
+    engine = ctx.engine()
+    docker_id = _existing(ctx, engine)
+    engine.restart_container(docker_id, timeout=int(ctx.params.get("timeout_s", 10)))
+    ctx.log("restarted")
+    return record(ctx, engine, docker_id, error=None)
+
+
+@handler("container.kill")
+def kill(ctx: OperationContext) -> dict[str, Any]:
+    engine = ctx.engine()
+    docker_id = _existing(ctx, engine)
+    signal = str(ctx.params.get("signal", "SIGKILL"))
+    try:
+        engine.kill_container(docker_id, signal=signal)
+    except EngineError as exc:
+        if exc.transient:
+            raise
+        # Killing a container that is not running is done already.
+        if "is not running" not in str(exc):
+            raise PermanentError(str(exc)) from exc
+    ctx.log(f"sent {signal}")
+    return record(ctx, engine, docker_id)
+
+
+@handler("container.delete")
+def delete(ctx: OperationContext) -> dict[str, Any]:
+    engine = ctx.engine()
+    docker_id = find(engine, str(ctx.claim.target_id))
+    if docker_id is not None:
+        engine.remove_container(docker_id, force=True, volumes=bool(ctx.params.get("volumes")))
+        ctx.log(f"removed container {docker_id[:12]}")
+    with ctx.session() as session:
+        container = session.get(Container, ctx.claim.target_id)
+        if container is not None:
+            session.delete(container)
+    return {"docker_id": docker_id, "removed": True}

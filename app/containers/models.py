@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, JSONType, new_id, utcnow
+
+
+class Container(Base):
+    """A container: its spec and desired state (Berth's), and its observed state (the host's).
+
+    `managed` is False for containers Berth found on a host but did not create; those are
+    listed, followed, and never changed.
+    """
+
+    __tablename__ = "containers"
+    __table_args__ = (
+        UniqueConstraint("host_id", "name"),
+        Index("ix_containers_host_docker_id", "host_id", "docker_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    host_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("hosts.id", ondelete="CASCADE"), index=True
+    )
+    service_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    # The whole ContainerSpec as given (validated), so handlers can act on exactly that.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    image: Mapped[str] = mapped_column(String(512))
+    managed: Mapped[bool] = mapped_column(default=True)
+
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    health: Mapped[str | None] = mapped_column(String(16))
+    exit_code: Mapped[int | None]
+    docker_id: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    observed_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class PortClaim(Base):
+    """A host port a managed container publishes. The unique key makes two containers that
+    want the same port on the same host a conflict the database refuses, not a race."""
+
+    __tablename__ = "port_claims"
+    __table_args__ = (UniqueConstraint("host_id", "host_ip", "host_port", "protocol"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    container_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("containers.id", ondelete="CASCADE"), index=True
+    )
+    host_id: Mapped[str] = mapped_column(String(26))
+    host_ip: Mapped[str] = mapped_column(String(45))
+    host_port: Mapped[int]
+    protocol: Mapped[str] = mapped_column(String(8))

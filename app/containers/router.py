@@ -1,0 +1,324 @@
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.pagination import Cursor, Limit, Page
+from app.api.paths import API_PREFIX
+from app.containers import service
+from app.containers.models import Container
+from app.containers.schemas import (
+    ContainerAccepted,
+    ContainerCreate,
+    ContainerRead,
+    ContainerStatsRead,
+    KillRequest,
+    StopRequest,
+)
+from app.core.context import AppContext
+from app.core.errors import Conflict, HostUnavailable
+from app.engine.errors import EngineRejected, EngineUnavailable, ObjectNotFound
+from app.engine.live import LiveEngine
+from app.hosts.models import Host
+from app.hosts.service import tls_material
+from app.operations import queue
+from app.operations.models import Operation
+from app.operations.service import to_read as operation_to_read
+
+router = APIRouter(prefix=f"{API_PREFIX}/containers", tags=["containers"])
+
+
+def _accepted(response: Response, operation: Operation, container: Container) -> ContainerAccepted:
+    body = ContainerAccepted(
+        operation=operation_to_read(operation), container=service.to_read(container)
+    )
+    response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
+    return body
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Create (and start) a container; without host_id the scheduler picks a host",
+)
+def create_container(
+    data: ContainerCreate, request: Request, response: Response, context: Ctx, principal: Operator
+) -> ContainerAccepted:
+    with context.db.session() as session:
+        container = service.create(session, data=data, settings=context.settings)
+        operation = queue.enqueue(
+            session,
+            kind="container.create",
+            target_type="container",
+            target_id=container.id,
+            host_id=container.host_id,
+            created_by=principal.actor,
+            max_attempts=context.settings.operation_max_attempts,
+        )
+        body = _accepted(response, operation, container)
+    set_audit_resource(request, f"containers/{container.id}")
+    return body
+
+
+@router.get("", summary="List containers (served from the database, kept in sync with the hosts)")
+def list_containers(
+    context: Ctx,
+    _: Viewer,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    host_id: Annotated[str | None, Query(max_length=26)] = None,
+    service_id: Annotated[str | None, Query(max_length=26)] = None,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    label: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}(=.*)?$",
+            description="`key` or `key=value`",
+        ),
+    ] = None,
+) -> Page[ContainerRead]:
+    with context.db.session(write=False) as session:
+        rows, next_cursor = service.get_all(
+            session,
+            limit=limit,
+            cursor=cursor,
+            host_id=host_id,
+            service_id=service_id,
+            state=state,
+            label=label,
+        )
+        return Page(items=[service.to_read(c) for c in rows], next_cursor=next_cursor)
+
+
+@router.get("/{container_id}", summary="Get a container")
+def get_container(container_id: str, response: Response, context: Ctx, _: Viewer) -> ContainerRead:
+    with context.db.session(write=False) as session:
+        read = service.to_read(service.get(session, container_id=container_id))
+    response.headers["ETag"] = f'"{read.version}"'
+    return read
+
+
+def _act(
+    context: AppContext,
+    request: Request,
+    response: Response,
+    principal: Principal,
+    container_id: str,
+    *,
+    kind: str,
+    desired: str | None,
+    params: dict[str, object] | None = None,
+) -> ContainerAccepted:
+    set_audit_resource(request, f"containers/{container_id}")
+    with context.db.session() as session:
+        container = service.get(session, container_id=container_id, for_update=True)
+        check_if_match(request, container.version)
+        service.require_managed(container)
+        if container.desired_state == "removed":
+            raise Conflict(f"container {container.name!r} is being removed")
+        if desired is not None and desired != container.desired_state:
+            container.desired_state = desired
+            container.version += 1
+        operation = queue.enqueue(
+            session,
+            kind=kind,
+            params=dict(params or {}),
+            target_type="container",
+            target_id=container.id,
+            host_id=container.host_id,
+            created_by=principal.actor,
+            max_attempts=context.settings.operation_max_attempts,
+        )
+        return _accepted(response, operation, container)
+
+
+@router.post("/{container_id}/start", status_code=202, summary="Start a container")
+def start_container(
+    container_id: str, request: Request, response: Response, context: Ctx, principal: Operator
+) -> ContainerAccepted:
+    return _act(
+        context,
+        request,
+        response,
+        principal,
+        container_id,
+        kind="container.start",
+        desired="running",
+    )
+
+
+@router.post(
+    "/{container_id}/stop",
+    status_code=202,
+    summary="Stop a container (SIGTERM, then SIGKILL after timeout_s)",
+)
+def stop_container(
+    container_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    data: StopRequest | None = None,
+) -> ContainerAccepted:
+    timeout = (data or StopRequest()).timeout_s
+    return _act(
+        context,
+        request,
+        response,
+        principal,
+        container_id,
+        kind="container.stop",
+        desired="stopped",
+        params={"timeout_s": timeout},
+    )
+
+
+@router.post("/{container_id}/restart", status_code=202, summary="Restart a container")
+def restart_container(
+    container_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    data: StopRequest | None = None,
+) -> ContainerAccepted:
+    timeout = (data or StopRequest()).timeout_s
+    return _act(
+        context,
+        request,
+        response,
+        principal,
+        container_id,
+        kind="container.restart",
+        desired="running",
+        params={"timeout_s": timeout},
+    )
+
+
+@router.post("/{container_id}/kill", status_code=202, summary="Send a signal (default SIGKILL)")
+def kill_container(
+    container_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    data: KillRequest | None = None,
+) -> ContainerAccepted:
+    signal = (data or KillRequest()).signal
+    return _act(
+        context,
+        request,
+        response,
+        principal,
+        container_id,
+        kind="container.kill",
+        desired=None,
+        params={"signal": signal},
+    )
+
+
+@router.delete(
+    "/{container_id}",
+    status_code=202,
+    summary="Remove a container (and its anonymous volumes with ?volumes=true)",
+)
+def delete_container(
+    container_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    volumes: Annotated[bool, Query(description="Also remove its anonymous volumes")] = False,
+) -> ContainerAccepted:
+    return _act(
+        context,
+        request,
+        response,
+        principal,
+        container_id,
+        kind="container.delete",
+        desired="removed",
+        params={"volumes": volumes},
+    )
+
+
+async def _live(context: AppContext, container_id: str) -> tuple[LiveEngine, str]:
+    def load() -> tuple[str, str | None, str]:
+        with context.db.session(write=False) as session:
+            container = service.get(session, container_id=container_id)
+            host = session.execute(
+                select(Host.url, Host.tls_encrypted).where(Host.id == container.host_id)
+            ).one()
+            if container.docker_id is None or container.state == "missing":
+                raise Conflict(
+                    f"container {container.name!r} does not exist on its host "
+                    f"(state {container.state})"
+                )
+            return host.url, host.tls_encrypted, container.docker_id
+
+    url, tls_encrypted, docker_id = await run_in_threadpool(load)
+    return LiveEngine(url, tls=tls_material(context.cipher, tls_encrypted)), docker_id
+
+
+@router.get(
+    "/{container_id}/logs",
+    summary="Stream the container's output (text/plain); follow=true keeps streaming",
+    response_class=StreamingResponse,
+)
+async def container_logs(
+    container_id: str,
+    context: Ctx,
+    _: Viewer,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = 100,
+    since: datetime | None = None,
+    follow: bool = False,
+    timestamps: bool = False,
+) -> StreamingResponse:
+    engine, docker_id = await _live(context, container_id)
+    stream: AsyncGenerator[bytes, None] = engine.logs(
+        docker_id, tail=tail, since=since, follow=follow, timestamps=timestamps
+    )
+    try:
+        first = await anext(stream, None)
+    except ObjectNotFound as exc:
+        await engine.aclose()
+        raise Conflict("the container is gone from its host") from exc
+    except EngineUnavailable as exc:
+        await engine.aclose()
+        raise HostUnavailable(f"the container's host did not answer: {exc}") from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield first
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+            await engine.aclose()
+
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/{container_id}/stats", summary="One sample of CPU, memory, network and block I/O")
+async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStatsRead:
+    engine, docker_id = await _live(context, container_id)
+    try:
+        sample = await engine.stats(docker_id)
+    except ObjectNotFound as exc:
+        raise Conflict("the container is gone from its host") from exc
+    except EngineRejected as exc:
+        raise Conflict(str(exc)) from exc
+    except EngineUnavailable as exc:
+        raise HostUnavailable(f"the container's host did not answer: {exc}") from exc
+    finally:
+        await engine.aclose()
+    return ContainerStatsRead(**sample.__dict__)

@@ -1,0 +1,292 @@
+"""The container spec and its validation: every field is checked before any work is queued."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.hosts.schemas import LabelKey, LabelValue
+from app.operations.schemas import OperationRead
+
+ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
+VolumeName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
+NetworkName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")]
+Arg = Annotated[str, StringConstraints(max_length=8192)]
+_RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]{0,3})?)$")
+_USER = re.compile(r"^[a-zA-Z0-9_.-]{1,64}(:[a-zA-Z0-9_.-]{1,64})?$")
+_CAPABILITY = re.compile(r"^[A-Z_]{2,40}$")
+
+
+class PortMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    container_port: int = Field(ge=1, le=65535)
+    host_port: int | None = Field(
+        default=None, ge=1, le=65535, description="None: the engine picks a free port"
+    )
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    host_ip: Annotated[str, StringConstraints(max_length=45)] = Field(
+        default="", description="Address to publish on; empty: all of the host's addresses"
+    )
+
+    @field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        import ipaddress
+
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+
+class VolumeMount(BaseModel):
+    """`source` is a named volume, or an absolute host path (a bind mount, under the policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    target: Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/")]
+    read_only: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value.startswith("/"):
+            if "\x00" in value or any(part == ".." for part in value.split("/")):
+                raise ValueError("a bind mount source must be an absolute path without '..'")
+            return value
+        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$", value):
+            raise ValueError(
+                "a volume name is letters, digits, '_', '.', '-' (or use /an/absolute/path)"
+            )
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if "\x00" in value or any(part == ".." for part in value.split("/")) or value == "/":
+            raise ValueError("the target must be an absolute path other than '/', without '..'")
+        return value
+
+    @property
+    def is_bind(self) -> bool:
+        return self.source.startswith("/")
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
+    memory_bytes: int | None = Field(default=None, ge=6 * 2**20, description="At least 6 MiB")
+
+
+class HealthCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test: Annotated[list[Arg], Field(min_length=1, max_length=100)] = Field(
+        description='["CMD", "wget", "-q", "..."], ["CMD-SHELL", "wget ... || exit 1"], or ["NONE"]'
+    )
+    interval_s: float = Field(default=30, ge=0.001, le=86400)
+    timeout_s: float = Field(default=30, ge=0.001, le=86400)
+    retries: int = Field(default=3, ge=0, le=100)
+    start_period_s: float = Field(default=0, ge=0, le=86400)
+
+    @field_validator("test")
+    @classmethod
+    def _test(cls, value: list[str]) -> list[str]:
+        if value[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise ValueError('the first element is "CMD", "CMD-SHELL" or "NONE"')
+        if value[0] != "NONE" and len(value) < 2:
+            raise ValueError("name the command to run after CMD / CMD-SHELL")
+        return value
+
+
+class Placement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    constraints: Annotated[list[str], Field(max_length=32)] = Field(
+        default_factory=list, description='Host label rules: "zone==a", "disk!=hdd"'
+    )
+
+    @field_validator("constraints")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}\s*(==|!=)\s*[^\s].{0,254}$", rule):
+                raise ValueError(f"{rule!r}: a constraint is label==value or label!=value")
+        return value
+
+
+class ContainerSpec(BaseModel):
+    """What to run. Shared by containers and (later) each replica of a service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    command: Annotated[list[Arg], Field(max_length=1000)] | None = None
+    entrypoint: Annotated[list[Arg], Field(max_length=1000)] | None = None
+    env: Annotated[
+        dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]], Field(max_length=1000)
+    ] = Field(default_factory=dict)
+    ports: Annotated[list[PortMapping], Field(max_length=100)] = Field(default_factory=list)
+    volumes: Annotated[list[VolumeMount], Field(max_length=100)] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    restart_policy: str = Field(
+        default="no", description="no | always | unless-stopped | on-failure[:N]"
+    )
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+    healthcheck: HealthCheck | None = None
+    networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
+    privileged: bool = False
+    network_mode: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="bridge (default), none, host, or container:<name>"
+    )
+    pid_mode: Literal["host"] | None = None
+    ipc_mode: Literal["private", "shareable", "host", "none"] | None = None
+    cap_add: Annotated[list[str], Field(max_length=64)] = Field(default_factory=list)
+    devices: Annotated[
+        list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)
+    ] = Field(default_factory=list)
+    user: str | None = None
+    registry_id: str | None = Field(default=None, description="Credentials for pulling the image")
+
+    @field_validator("restart_policy")
+    @classmethod
+    def _restart(cls, value: str) -> str:
+        if not _RESTART.match(value):
+            raise ValueError("no, always, unless-stopped or on-failure[:N]")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError("user is name|uid[:group|gid]")
+        return value
+
+    @field_validator("cap_add")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        for capability in value:
+            if not _CAPABILITY.match(capability.removeprefix("CAP_")):
+                raise ValueError(f"{capability!r} is not a capability name")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _no_berth_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = [key for key in value if key.startswith("berth.")]
+        if reserved:
+            raise ValueError(f"labels starting with 'berth.' are Berth's own: {reserved}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ContainerSpec:
+        seen: set[tuple[str, int, str]] = set()
+        for port in self.ports:
+            if port.host_port is None:
+                continue
+            key = (port.host_ip, port.host_port, port.protocol)
+            if key in seen:
+                raise ValueError(f"host port {port.host_port}/{port.protocol} is published twice")
+            seen.add(key)
+        targets = [v.target for v in self.volumes]
+        if len(targets) != len(set(targets)):
+            raise ValueError("two volumes mount on the same target")
+        if self.network_mode not in (None, "bridge", "none", "host", "default") and not (
+            self.network_mode.startswith("container:")
+        ):
+            raise ValueError("network_mode is bridge, none, host or container:<name>")
+        if self.networks and self.network_mode in ("host", "none"):
+            raise ValueError(f"networks cannot be joined with network_mode {self.network_mode}")
+        return self
+
+
+class ContainerCreate(ContainerSpec):
+    name: ContainerName | None = Field(default=None, description="Default: generated")
+    host_id: str | None = Field(default=None, description="Default: the scheduler picks a host")
+    placement: Placement = Field(default_factory=Placement)
+    start: bool = Field(default=True, description="Start it once created (desired_state running)")
+
+
+class ContainerRead(BaseModel):
+    id: str
+    name: str
+    host_id: str
+    service_id: str | None
+    image: str
+    command: list[str] | None
+    entrypoint: list[str] | None
+    env: dict[str, str]
+    ports: list[PortMapping]
+    volumes: list[VolumeMount]
+    resources: Resources
+    restart_policy: str
+    labels: dict[str, str]
+    healthcheck: HealthCheck | None
+    networks: list[str]
+    privileged: bool
+    network_mode: str | None
+    pid_mode: str | None
+    ipc_mode: str | None
+    cap_add: list[str]
+    devices: list[str]
+    user: str | None
+    managed: bool = Field(description="False for containers Berth did not create (never changed)")
+    desired_state: Literal["running", "stopped", "removed"]
+    state: str = Field(description="What the host reports; `missing` when it is gone")
+    health: str | None
+    exit_code: int | None
+    docker_id: str | None
+    error: str | None
+    created_at: datetime
+    observed_at: datetime | None
+    version: int
+
+
+class ContainerAccepted(BaseModel):
+    operation: OperationRead
+    container: ContainerRead
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: int = Field(default=10, ge=0, le=3600)
+
+
+class KillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signal: Annotated[str, StringConstraints(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}$|^[0-9]{1,2}$")] = (
+        "SIGKILL"
+    )
+
+
+class ContainerStatsRead(BaseModel):
+    cpu_percent: float
+    memory_used_bytes: int
+    memory_limit_bytes: int
+    memory_percent: float
+    network_rx_bytes: int
+    network_tx_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+    pids: int
+    read_at: datetime

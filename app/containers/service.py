@@ -1,0 +1,229 @@
+"""Containers: the checks before anything is queued, and reads served from the database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.containers import scheduler
+from app.containers.models import Container, PortClaim
+from app.containers.schemas import ContainerCreate, ContainerRead, ContainerSpec
+from app.core.config import Settings
+from app.core.db import new_id, utcnow
+from app.core.errors import Conflict, Invalid, NotFound
+from app.hosts import service as hosts
+from app.hosts.models import Host
+from app.images.service import checked_reference
+from app.registries import service as registries
+from app.security import policy
+
+SPEC_FIELDS = tuple(ContainerSpec.model_fields)
+
+
+_SPEC_DEFAULTS: dict[str, Any] = {
+    "command": None,
+    "entrypoint": None,
+    "env": {},
+    "ports": [],
+    "volumes": [],
+    "resources": {},
+    "restart_policy": "no",
+    "healthcheck": None,
+    "networks": [],
+    "privileged": False,
+    "network_mode": None,
+    "pid_mode": None,
+    "ipc_mode": None,
+    "cap_add": [],
+    "devices": [],
+    "user": None,
+}
+
+
+def to_read(container: Container) -> ContainerRead:
+    # Foreign containers carry only what a listing shows, so fill the rest with defaults.
+    spec = {**_SPEC_DEFAULTS, **{k: v for k, v in container.spec.items() if k in _SPEC_DEFAULTS}}
+    return ContainerRead(
+        id=container.id,
+        name=container.name,
+        host_id=container.host_id,
+        service_id=container.service_id,
+        image=container.image,
+        labels=container.labels,
+        **spec,
+        managed=container.managed,
+        desired_state=container.desired_state,
+        state=container.state,
+        health=container.health,
+        exit_code=container.exit_code,
+        docker_id=container.docker_id,
+        error=container.error,
+        created_at=container.created_at,
+        observed_at=container.observed_at,
+        version=container.version,
+    )
+
+
+def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:
+    statement = select(Container).where(Container.id == container_id)
+    if for_update:
+        statement = statement.with_for_update()
+    container = session.execute(statement).scalar_one_or_none()
+    if container is None:
+        raise NotFound(f"no container {container_id!r}")
+    return container
+
+
+def get_all(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    host_id: str | None = None,
+    service_id: str | None = None,
+    state: str | None = None,
+    label: str | None = None,
+) -> tuple[Sequence[Container], str | None]:
+    statement = select(Container)
+    if host_id is not None:
+        statement = statement.where(Container.host_id == host_id)
+    if service_id is not None:
+        statement = statement.where(Container.service_id == service_id)
+    if state is not None:
+        statement = statement.where(Container.state == state)
+    if label is not None:
+        key, has_value, value = label.partition("=")
+        label_value = Container.labels[key].as_string()
+        statement = statement.where(label_value == value if has_value else label_value.is_not(None))
+    return paginate(session, statement, Container.id, limit=limit, cursor=cursor)
+
+
+def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:
+    """Everything about a spec that needs settings or the database: the image reference and
+    its registry, the security policy, the credentials named."""
+    checked_reference(spec.image, settings, field="body.image", action="running an image")
+    policy.check_container(spec, settings)
+    if spec.registry_id is not None:
+        try:
+            registries.get(session, registry_id=spec.registry_id)
+        except NotFound as exc:
+            raise Invalid(
+                exc.detail, errors=[{"loc": "body.registry_id", "msg": exc.detail}]
+            ) from exc
+
+
+def choose_host(session: Session, data: ContainerCreate) -> Host:
+    if data.host_id is not None:
+        try:
+            return hosts.get(session, host_id=data.host_id)
+        except NotFound as exc:
+            raise Invalid(exc.detail, errors=[{"loc": "body.host_id", "msg": exc.detail}]) from exc
+    placement = scheduler.place(session, data, data.placement.constraints)
+    if placement.host is None:
+        why = "; ".join(f"{name}: {reason}" for name, reason in placement.reasons.items())
+        raise Conflict(f"no host can run this container ({why or 'no hosts registered'})")
+    return placement.host
+
+
+def claim_ports(session: Session, container: Container, spec: ContainerSpec) -> None:
+    """Reserve the host ports; a port another container on the host publishes is a 409."""
+    for index, port in enumerate(spec.ports):
+        if port.host_port is None:
+            continue
+        statement = (
+            select(Container.name)
+            .join(PortClaim, PortClaim.container_id == Container.id)
+            .where(
+                PortClaim.host_id == container.host_id,
+                PortClaim.host_port == port.host_port,
+                PortClaim.protocol == port.protocol,
+            )
+        )
+        if port.host_ip:
+            # An empty address is every address: it clashes with any specific one.
+            statement = statement.where(PortClaim.host_ip.in_((port.host_ip, "")))
+        holders = session.execute(statement).scalars().first()
+        if holders is not None:
+            raise Conflict(
+                f"host port {port.host_port}/{port.protocol} is already published by container "
+                f"{holders!r} on this host",
+                errors=[{"loc": f"body.ports.{index}.host_port", "msg": "already published"}],
+            )
+        try:
+            with session.begin_nested():
+                session.add(
+                    PortClaim(
+                        container_id=container.id,
+                        host_id=container.host_id,
+                        host_ip=port.host_ip,
+                        host_port=port.host_port,
+                        protocol=port.protocol,
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict(
+                f"host port {port.host_port}/{port.protocol} was just taken on this host",
+                errors=[{"loc": f"body.ports.{index}.host_port", "msg": "already published"}],
+            ) from exc
+
+
+def default_name(spec: ContainerSpec, container_id: str) -> str:
+    repository = spec.image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    return f"{repository}-{container_id[-6:]}"
+
+
+def create(
+    session: Session,
+    *,
+    data: ContainerCreate,
+    settings: Settings,
+    service_id: str | None = None,
+) -> Container:
+    validate_spec(session, data, settings)
+    host = choose_host(session, data)
+    container_id = new_id()
+    spec = ContainerSpec.model_validate(data.model_dump(include=set(SPEC_FIELDS)))
+    name = data.name or default_name(spec, container_id)
+    clash = session.execute(
+        select(Container.id).where(Container.host_id == host.id, Container.name == name)
+    ).scalar_one_or_none()
+    if clash is not None:
+        raise Conflict(
+            f"a container named {name!r} already exists on host {host.name!r} ({clash})",
+            errors=[{"loc": "body.name", "msg": "name taken on this host"}],
+        )
+    container = Container(
+        id=container_id,
+        name=name,
+        host_id=host.id,
+        service_id=service_id,
+        spec=spec.model_dump(mode="json"),
+        image=spec.image,
+        labels=spec.labels,
+        managed=True,
+        desired_state="running" if data.start else "stopped",
+        state="pending",
+        created_at=utcnow(),
+        version=1,
+    )
+    session.add(container)
+    session.flush()
+    claim_ports(session, container, spec)
+    return container
+
+
+def require_managed(container: Container) -> None:
+    if not container.managed:
+        raise Conflict(
+            f"container {container.name!r} was not created by Berth; Berth lists it but never "
+            "changes it"
+        )
+
+
+def operation_params(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}

@@ -1,0 +1,321 @@
+"""Live container state: a follower per host reads the engine's event stream and re-lists the
+host's containers on every (re)connect, so state follows reality within a second or two and a
+missed event is repaired by the next re-list. One process follows each host (a lease per host).
+
+Managed containers (labelled `berth.container=<id>`) get their observed state updated; a managed
+container that vanished shows `missing`. Containers Berth did not create are listed with
+`managed: false` and only ever observed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from app.containers.engine_config import observed
+from app.containers.models import Container
+from app.core.context import AppContext
+from app.core.db import new_id, utcnow
+from app.engine.docker_engine import DockerEngine
+from app.engine.errors import EngineError, ObjectNotFound
+from app.hosts.models import Host
+from app.hosts.service import tls_material
+from app.workers import leases
+from app.workers.loops import LoopService
+
+log = logging.getLogger("berth.containers")
+
+_LEASE_SECONDS = 15.0
+# A silent event stream is re-opened (and the host re-listed) after this long.
+_SILENCE_SECONDS = 30
+_EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+_ACTIONS = {
+    "create",
+    "start",
+    "die",
+    "stop",
+    "kill",
+    "destroy",
+    "pause",
+    "unpause",
+    "restart",
+    "oom",
+    "rename",
+    "update",
+}
+
+
+def _summary_state(summary: dict[str, Any]) -> dict[str, Any]:
+    """State from a `GET /containers/json` entry, without an inspect per container."""
+    state = str(summary.get("State", "unknown"))
+    status = str(summary.get("Status", ""))
+    exit_code = _EXIT_CODE.match(status)
+    health = _HEALTH.search(status)
+    return {
+        "docker_id": summary.get("Id"),
+        "state": state,
+        "health": None if health is None else health.group(1).replace("health: ", ""),
+        "exit_code": int(exit_code.group(1)) if exit_code and state in ("exited", "dead") else None,
+    }
+
+
+def _foreign_spec(summary: dict[str, Any]) -> dict[str, Any]:
+    ports = [
+        {
+            "container_port": int(p["PrivatePort"]),
+            "host_port": int(p["PublicPort"]) if p.get("PublicPort") else None,
+            "protocol": p.get("Type", "tcp"),
+            "host_ip": p.get("IP", "") if p.get("PublicPort") else "",
+        }
+        for p in summary.get("Ports") or []
+    ]
+    command = summary.get("Command")
+    return {
+        "image": str(summary.get("Image", "")),
+        "command": [command] if command else None,
+        "ports": ports,
+    }
+
+
+def _name(summary: dict[str, Any]) -> str:
+    names = summary.get("Names") or [str(summary.get("Id", ""))[:12]]
+    return str(names[0]).lstrip("/")[:128]
+
+
+class StateWriter:
+    """Applies what an engine says to the containers table of one host."""
+
+    def __init__(self, app: AppContext, host_id: str) -> None:
+        self.app = app
+        self.host_id = host_id
+
+    def relist(self, engine: DockerEngine) -> None:
+        summaries = engine.list_containers()
+        now = utcnow()
+        seen: set[str] = set()
+        with self.app.db.session() as session:
+            rows = list(
+                session.execute(
+                    select(Container).where(Container.host_id == self.host_id)
+                ).scalars()
+            )
+            managed = {row.id: row for row in rows if row.managed}
+            foreign = {row.docker_id: row for row in rows if not row.managed}
+            for summary in summaries:
+                docker_id = str(summary["Id"])
+                seen.add(docker_id)
+                labels = summary.get("Labels") or {}
+                row = managed.get(str(labels.get("berth.container", "")))
+                if row is None:
+                    row = foreign.get(docker_id)
+                    if row is None:
+                        row = self._add_foreign(summary)
+                        session.add(row)
+                for key, value in _summary_state(summary).items():
+                    setattr(row, key, value)
+                row.observed_at = now
+            for row in managed.values():
+                if (
+                    row.docker_id is not None
+                    and row.docker_id not in seen
+                    and row.desired_state != "removed"
+                ):
+                    row.state, row.health, row.observed_at = "missing", None, now
+            gone = [docker_id for docker_id in foreign if docker_id not in seen]
+            if gone:
+                session.execute(
+                    delete(Container).where(
+                        Container.host_id == self.host_id,
+                        Container.managed.is_(False),
+                        Container.docker_id.in_(gone),
+                    )
+                )
+
+    def _add_foreign(self, summary: dict[str, Any]) -> Container:
+        spec = _foreign_spec(summary)
+        labels = {str(k): str(v) for k, v in (summary.get("Labels") or {}).items()}
+        return Container(
+            id=new_id(),
+            name=_name(summary),
+            host_id=self.host_id,
+            spec=spec,
+            image=spec["image"][:512],
+            labels=labels,
+            managed=False,
+            desired_state="running",
+            state="unknown",
+            created_at=utcnow(),
+            version=1,
+        )
+
+    def apply_event(self, engine: DockerEngine, event: dict[str, Any]) -> None:
+        """Re-read one container after an event about it (level-triggered: the event only says
+        where to look)."""
+        docker_id = str(event.get("id") or (event.get("Actor") or {}).get("ID", ""))
+        if not docker_id:
+            return
+        try:
+            details = engine.inspect_container(docker_id)
+        except ObjectNotFound:
+            self._vanished(docker_id)
+            return
+        labels = (details.get("Config") or {}).get("Labels") or {}
+        state = observed(details)
+        now = utcnow()
+        with self.app.db.session() as session:
+            row = None
+            berth_id = labels.get("berth.container")
+            if berth_id:
+                row = session.get(Container, berth_id)
+                if row is not None and (row.host_id != self.host_id or not row.managed):
+                    row = None
+            if row is None:
+                row = session.execute(
+                    select(Container).where(
+                        Container.host_id == self.host_id, Container.docker_id == docker_id
+                    )
+                ).scalar_one_or_none()
+            if row is None:
+                if berth_id and session.get(Container, berth_id) is not None:
+                    return  # ours, just created: the create operation records it
+                summary = {
+                    "Id": docker_id,
+                    "Names": [details.get("Name", docker_id[:12])],
+                    "Image": (details.get("Config") or {}).get("Image", ""),
+                    "Labels": labels,
+                }
+                row = self._add_foreign(summary)
+                session.add(row)
+            for key, value in state.items():
+                setattr(row, key, value)
+            row.observed_at = now
+
+    def _vanished(self, docker_id: str) -> None:
+        with self.app.db.session() as session:
+            for row in session.execute(
+                select(Container).where(
+                    Container.host_id == self.host_id, Container.docker_id == docker_id
+                )
+            ).scalars():
+                if not row.managed:
+                    session.delete(row)
+                elif row.desired_state != "removed":
+                    row.state, row.health, row.observed_at = "missing", None, utcnow()
+
+
+class HostFollower:
+    """Follows one host's events in a thread until stopped."""
+
+    def __init__(self, app: AppContext, host_id: str) -> None:
+        self.app = app
+        self.host_id = host_id
+        self.writer = StateWriter(app, host_id)
+        self._stop = threading.Event()
+        self._stream: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"berth-follow-{host_id[-6:]}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            # Closing a stream that already broke may raise; it is closed either way.
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _engine(self) -> DockerEngine | None:
+        with self.app.db.session(write=False) as session:
+            row = session.execute(
+                select(Host.url, Host.tls_encrypted).where(Host.id == self.host_id)
+            ).first()
+        if row is None:
+            return None
+        return DockerEngine(
+            row.url, tls=tls_material(self.app.cipher, row.tls_encrypted), timeout=_SILENCE_SECONDS
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            engine = None
+            try:
+                engine = self._engine()
+                if engine is None:
+                    return
+                # Open the stream first, then re-list: nothing can happen in between unseen.
+                self._stream = engine.events(since=int(time.time()) - 1)
+                self.writer.relist(engine)
+                for event in self._stream:
+                    if self._stop.is_set():
+                        break
+                    if event.get("Type") == "container" and event.get("Action", "").split(":")[
+                        0
+                    ] in _ACTIONS | {"health_status"}:
+                        self.writer.apply_event(engine, event)
+            except (EngineError, OSError, ValueError) as exc:
+                log.debug(
+                    "event stream ended; re-listing",
+                    extra={"host_id": self.host_id, "error": str(exc)},
+                )
+            except Exception:
+                log.exception("container follower failed", extra={"host_id": self.host_id})
+            finally:
+                if engine is not None:
+                    engine.close()
+            self._stop.wait(1.0)
+
+
+class ContainerWatcher(LoopService):
+    """Starts and stops a follower per host, holding a lease per host so that one process
+    follows each host; renews the leases every round."""
+
+    name = "container-watcher"
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(2.0)
+        self.app = app
+        self.holder = f"watcher-{new_id()}"
+        self.followers: dict[str, HostFollower] = {}
+
+    def run_once(self) -> None:
+        with self.app.db.session(write=False) as session:
+            hosts = set(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
+        for host_id in list(self.followers):
+            follower = self.followers[host_id]
+            if host_id not in hosts or not follower.alive:
+                follower.stop()
+                del self.followers[host_id]
+        for host_id in hosts:
+            lease = f"containers.follow.{host_id}"
+            if (
+                leases.acquire(self.app.db, lease, holder=self.holder, ttl_seconds=_LEASE_SECONDS)
+                is None
+            ):
+                if host_id in self.followers:
+                    self.followers.pop(host_id).stop()
+                continue
+            if host_id not in self.followers:
+                follower = HostFollower(self.app, host_id)
+                follower.start()
+                self.followers[host_id] = follower
+
+    def stop(self, timeout: float) -> None:
+        super().stop(timeout)
+        for host_id, follower in self.followers.items():
+            follower.stop()
+            leases.release(self.app.db, f"containers.follow.{host_id}", holder=self.holder)
+        self.followers.clear()

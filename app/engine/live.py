@@ -1,0 +1,414 @@
+"""Live data from an engine, read on the event loop: container logs (streamed, maybe followed
+for hours by many readers at once) and one stats sample.
+
+DockerEngine is blocking and every call there costs a worker thread; a followed log stream can
+last for hours, so that would be a thread per reader. LiveEngine speaks the Engine HTTP API
+directly with httpx.AsyncClient instead: a reader is a coroutine holding one HTTP connection.
+
+Close log iterators you stop reading early (`contextlib.aclosing(engine.logs(...))`, or cancel
+the task): that closes the HTTP response, and with it the engine's side of the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import struct
+import tempfile
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from app.engine.docker_engine import TlsMaterial
+from app.engine.errors import EngineError, EngineRejected, EngineUnavailable, ObjectNotFound
+
+MIN_API_VERSION = (1, 41)
+# From this version on the engine says in Content-Type whether a log stream is multiplexed.
+CONTENT_TYPE_API_VERSION = (1, 42)
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+RAW_STREAM = "application/vnd.docker.raw-stream"
+
+STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
+_HEADER = struct.Struct(">BxxxL")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One sample, computed the way `docker stats` computes its columns."""
+
+    cpu_percent: float
+    memory_used_bytes: int
+    memory_limit_bytes: int
+    memory_percent: float
+    network_rx_bytes: int
+    network_tx_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+    pids: int
+    read_at: datetime
+
+
+def demultiplex(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Take every complete frame of a multiplexed stream off the front of `buffer`.
+
+    A frame is an 8-byte header (stream type: 0 stdin, 1 stdout, 2 stderr, 3 engine error;
+    three zero bytes; big-endian uint32 payload length) and then the payload. Returns
+    (stream type, payload) pairs; a partial frame stays in the buffer for the next chunk.
+    Raises ValueError on a header that cannot be one (the stream is not multiplexed).
+    """
+    frames: list[tuple[int, bytes]] = []
+    offset = 0
+    available = len(buffer)
+    while available - offset >= _HEADER.size:
+        if buffer[offset] > SYSTEMERR or any(buffer[offset + 1 : offset + 4]):
+            raise ValueError(
+                f"not a multiplexed stream frame header: {bytes(buffer[offset : offset + 8])!r}"
+            )
+        stream, length = _HEADER.unpack_from(buffer, offset)
+        end = offset + _HEADER.size + length
+        if end > available:
+            break
+        frames.append((stream, bytes(buffer[offset + _HEADER.size : end])))
+        offset = end
+    if offset:
+        del buffer[:offset]
+    return frames
+
+
+class LiveEngine:
+    """An async client for one engine's live data (unix:// or tcp://, optionally with TLS)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: TlsMaterial | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_connections: int | None = None,
+    ) -> None:
+        """`read_timeout` bounds the wait for data on every request but followed log streams,
+        which may be silent for hours. `max_connections` caps open connections (one per log
+        reader); a request that finds none free within `connect_timeout` fails as
+        EngineUnavailable. Unlimited by default."""
+        self.url = url
+        self._version: str | None = None
+        self._version_lock = anyio.Lock()
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
+        self._stream_timeout = httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=10)
+        transport: httpx.AsyncHTTPTransport
+        if url.startswith("unix://"):
+            path = url.removeprefix("unix://")
+            path = path if path.startswith("/") else f"/{path}"
+            transport = httpx.AsyncHTTPTransport(uds=path, limits=limits)
+            base_url = "http://docker"
+        elif url.startswith(("tcp://", "http://", "https://")):
+            address = url.split("://", 1)[1].rstrip("/")
+            if tls is not None:
+                transport = httpx.AsyncHTTPTransport(verify=_ssl_context(tls), limits=limits)
+                base_url = f"https://{address}"
+            else:
+                transport = httpx.AsyncHTTPTransport(limits=limits)
+                base_url = f"http://{address}"
+        else:
+            raise EngineRejected(f"connect to {url}: unsupported engine URL scheme")
+        # trust_env=False: an engine is never reached through the environment's HTTP proxy.
+        self._client = httpx.AsyncClient(
+            transport=transport, base_url=base_url, timeout=self._timeout, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> LiveEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def api_version(self) -> str:
+        """The engine's API version, asked once (GET /version) and then remembered."""
+        if self._version is not None:
+            return self._version
+        async with self._version_lock:
+            if self._version is None:
+                body = await self._get_json("/version", "version")
+                version = str(body.get("ApiVersion", ""))
+                if _version_tuple(version) < MIN_API_VERSION:
+                    minimum = ".".join(map(str, MIN_API_VERSION))
+                    raise EngineRejected(
+                        f"engine API version {version or '?'} is older than {minimum}"
+                    )
+                self._version = version
+            return self._version
+
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None,
+        since: datetime | None,
+        follow: bool,
+        timestamps: bool,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        """A container's log output, yielded as it arrives (one piece per engine frame, which
+        is a line for line-oriented output; raw chunks for TTY containers).
+
+        `tail=None` means all lines; `since` (naive means UTC) skips older ones; `follow`
+        keeps the stream open for new output until the container stops. Errors are raised
+        on first iteration: ObjectNotFound, EngineRejected, EngineUnavailable.
+        """
+        what = f"logs of {container_id[:12]}"
+        version = await self.api_version()
+        tty: bool | None = None
+        if _version_tuple(version) < CONTENT_TYPE_API_VERSION:
+            tty = await self._tty(container_id, what)
+        params = {
+            "follow": _flag(follow),
+            "timestamps": _flag(timestamps),
+            "stdout": _flag(stdout),
+            "stderr": _flag(stderr),
+            "tail": "all" if tail is None else str(max(0, tail)),
+        }
+        if since is not None:
+            params["since"] = _unix_time(since)
+        path = f"/v{version}/containers/{quote(container_id, safe='')}/logs"
+        timeout = self._stream_timeout if follow else self._timeout
+        with _translate(what):
+            async with self._client.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for_status(response, what)
+                if tty is None:
+                    content_type = response.headers.get("content-type", "").split(";")[0].strip()
+                    if content_type == MULTIPLEXED_STREAM:
+                        tty = False
+                    elif content_type == RAW_STREAM:
+                        tty = True
+                    else:
+                        tty = await self._tty(container_id, what)
+                if tty:
+                    async for chunk in response.aiter_raw():
+                        if chunk:
+                            yield chunk
+                    return
+                buffer = bytearray()
+                async for chunk in response.aiter_raw():
+                    buffer += chunk
+                    try:
+                        frames = demultiplex(buffer)
+                    except ValueError as exc:
+                        raise EngineUnavailable(f"{what}: {exc}") from exc
+                    for stream, payload in frames:
+                        if stream == SYSTEMERR:
+                            message = payload.decode(errors="replace").strip()
+                            raise EngineUnavailable(f"{what}: error from engine: {message}")
+                        if payload:
+                            yield payload
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """One stats sample of a running container; takes the engine one to two seconds (it
+        samples twice, so the CPU figure is a rate). A container not running is rejected."""
+        what = f"stats of {container_id[:12]}"
+        version = await self.api_version()
+        body = await self._get_json(
+            f"/v{version}/containers/{quote(container_id, safe='')}/stats",
+            what,
+            params={"stream": "0"},
+        )
+        return _container_stats(body, what)
+
+    # Internals.
+
+    async def _get_json(
+        self, path: str, what: str, *, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        with _translate(what):
+            response = await self._client.get(path, params=params)
+        _raise_for_status(response, what)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise EngineUnavailable(f"{what}: engine answered with invalid JSON") from exc
+        if not isinstance(body, dict):
+            raise EngineUnavailable(f"{what}: engine answered with unexpected JSON")
+        return body
+
+    async def _tty(self, container_id: str, what: str) -> bool:
+        version = await self.api_version()
+        details = await self._get_json(
+            f"/v{version}/containers/{quote(container_id, safe='')}/json", what
+        )
+        return bool((details.get("Config") or {}).get("Tty"))
+
+
+def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
+    """A client context with the certificate and key loaded. The ssl module only reads them
+    from files, so they go through a private directory that is gone once they are loaded."""
+    if tls.ca_cert:
+        context = ssl.create_default_context(cadata=tls.ca_cert)
+    else:
+        # As DockerEngine does: without a CA the engine's certificate is not verified.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with tempfile.TemporaryDirectory(prefix="berth-tls-") as name:
+        folder = Path(name)
+        folder.chmod(0o700)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        cert.write_text(tls.client_cert)
+        key.touch(mode=0o600)
+        key.write_text(tls.client_key)
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except ssl.SSLError as exc:
+            raise EngineRejected(f"TLS client certificate or key unusable: {exc}") from exc
+    return context
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        detail = str(exc) or type(exc).__name__
+        raise EngineUnavailable(f"{what}: engine unreachable ({detail})") from exc
+    except OSError as exc:
+        raise EngineUnavailable(f"{what}: {exc}") from exc
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    message = response.text.strip()
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict) and body.get("message"):
+            message = str(body["message"])
+    text = f"{what}: {message or f'HTTP {status}'}"
+    if status == 404:
+        raise ObjectNotFound(text)
+    if status >= 500:
+        raise EngineUnavailable(text)
+    raise EngineRejected(text)
+
+
+def _container_stats(body: dict[str, Any], what: str) -> ContainerStats:
+    read_at = _parse_time(str(body.get("read") or ""))
+    memory: dict[str, Any] = body.get("memory_stats") or {}
+    if read_at is None or read_at.year <= 1 or not memory:
+        # A stopped container's one-shot stats are all zero, with a zero read time.
+        raise EngineRejected(f"{what}: container is not running")
+
+    cpu: dict[str, Any] = body.get("cpu_stats") or {}
+    precpu: dict[str, Any] = body.get("precpu_stats") or {}
+    cpu_usage: dict[str, Any] = cpu.get("cpu_usage") or {}
+    cpu_delta = _int(cpu_usage.get("total_usage")) - _int(
+        (precpu.get("cpu_usage") or {}).get("total_usage")
+    )
+    system_delta = _int(cpu.get("system_cpu_usage")) - _int(precpu.get("system_cpu_usage"))
+    online_cpus = _int(cpu.get("online_cpus")) or len(cpu_usage.get("percpu_usage") or [])
+    cpu_percent = 0.0
+    if system_delta > 0 and cpu_delta > 0:
+        cpu_percent = cpu_delta / system_delta * online_cpus * 100.0
+
+    # As the docker CLI does: page cache that can be reclaimed does not count as used.
+    usage = _int(memory.get("usage"))
+    details: dict[str, Any] = memory.get("stats") or {}
+    used = usage
+    if "total_inactive_file" in details:  # cgroup v1
+        inactive = _int(details["total_inactive_file"])
+    else:  # cgroup v2
+        inactive = _int(details.get("inactive_file"))
+    if inactive < usage:
+        used = usage - inactive
+    limit = _int(memory.get("limit"))
+    memory_percent = used / limit * 100.0 if limit else 0.0
+
+    rx = tx = 0
+    for network in (body.get("networks") or {}).values():
+        rx += _int((network or {}).get("rx_bytes"))
+        tx += _int((network or {}).get("tx_bytes"))
+
+    block_read = block_write = 0
+    for entry in (body.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
+        op = str((entry or {}).get("op", "")).lower()
+        if op == "read":
+            block_read += _int(entry.get("value"))
+        elif op == "write":
+            block_write += _int(entry.get("value"))
+
+    return ContainerStats(
+        cpu_percent=cpu_percent,
+        memory_used_bytes=used,
+        memory_limit_bytes=limit,
+        memory_percent=memory_percent,
+        network_rx_bytes=rx,
+        network_tx_bytes=tx,
+        block_read_bytes=block_read,
+        block_write_bytes=block_write,
+        pids=_int((body.get("pids_stats") or {}).get("current")),
+        read_at=read_at,
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _parse_time(value: str) -> datetime | None:
+    """RFC 3339 with up to nanoseconds, as the engine writes it."""
+    if not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    main, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{main}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _unix_time(moment: datetime) -> str:
+    """Seconds since the epoch with nanoseconds, the form the engine's `since` takes."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    delta = max(aware - _EPOCH, _EPOCH - _EPOCH)
+    seconds = delta.days * 86400 + delta.seconds
+    return f"{seconds}.{delta.microseconds:06d}000"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+__all__ = ["ContainerStats", "EngineError", "LiveEngine", "demultiplex"]

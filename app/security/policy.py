@@ -1,0 +1,70 @@
+"""The container security policy: what would let a container own its host is refused unless an
+admin setting allows it. Every violation is reported, each naming its rule and field."""
+
+from __future__ import annotations
+
+import posixpath
+
+from app.containers.schemas import ContainerSpec
+from app.core.config import Settings
+from app.core.errors import PolicyViolation
+
+# Even under an allowed path: a mounted engine socket is root on the host.
+_ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock")
+
+
+def _within(path: str, roots: list[str]) -> bool:
+    normal = posixpath.normpath(path)
+    return any(normal == root or normal.startswith(root + "/") for root in roots)
+
+
+def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body") -> None:
+    problems: list[dict[str, str]] = []
+
+    def refuse(field: str, message: str) -> None:
+        problems.append({"loc": f"{loc}.{field}", "msg": message})
+
+    if spec.privileged and not settings.allow_privileged:
+        refuse("privileged", "privileged containers are refused (rule: BERTH_ALLOW_PRIVILEGED)")
+    if not settings.allow_host_namespaces:
+        for field, value in (
+            ("network_mode", spec.network_mode),
+            ("pid_mode", spec.pid_mode),
+            ("ipc_mode", spec.ipc_mode),
+        ):
+            if value == "host":
+                refuse(field, f"{field} host is refused (rule: BERTH_ALLOW_HOST_NAMESPACES)")
+    allowed_caps = settings.capability_allow_list
+    for capability in spec.cap_add:
+        name = capability.upper().removeprefix("CAP_")
+        if name == "ALL" or name not in allowed_caps:
+            refuse(
+                "cap_add",
+                f"adding capability {capability} is refused (rule: BERTH_ALLOWED_CAPABILITIES)",
+            )
+    if spec.devices and not settings.allow_devices:
+        refuse("devices", "host devices are refused (rule: BERTH_ALLOW_DEVICES)")
+    roots = settings.bind_path_allow_list
+    for index, volume in enumerate(spec.volumes):
+        if not volume.is_bind:
+            continue
+        source = posixpath.normpath(volume.source)
+        if source in _ENGINE_SOCKETS or source.endswith("/docker.sock"):
+            if not settings.allow_privileged:
+                refuse(
+                    f"volumes.{index}.source",
+                    f"mounting the engine socket {source} is refused "
+                    "(rule: BERTH_ALLOW_PRIVILEGED)",
+                )
+        elif not _within(source, roots):
+            allowed = ", ".join(roots) or "none"
+            refuse(
+                f"volumes.{index}.source",
+                f"bind mount of {source} is outside the allowed host paths ({allowed}) "
+                "(rule: BERTH_ALLOWED_BIND_PATHS)",
+            )
+    if problems:
+        summary = "; ".join(p["msg"] for p in problems)
+        raise PolicyViolation(
+            f"refused by the container security policy: {summary}", errors=problems
+        )

@@ -1,0 +1,514 @@
+"""Containers on the testbed's two real engines: lifecycle, live state, logs, stats, policy."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.main import create_app
+from app.security.roles import Role
+from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
+from tests.testbed import Testbed
+
+HTTPD = [
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; mkdir -p /www; echo hello-from-$HOSTNAME > /www/index.html; "
+    "httpd -f -p 8080 -h /www & wait",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Fleet:
+    """Both engines registered and ready, and everything a test made removed afterwards."""
+
+    def __init__(self, api: Api, bed: Testbed) -> None:
+        self.api = api
+        self.bed = bed
+        self.hosts: dict[str, str] = {}
+        self.engines: dict[str, docker.DockerClient] = {}
+        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
+            response = api.post("/hosts", json={"name": name, "url": url, "labels": {"name": name}})
+            self.hosts[name] = response.json()["id"]
+            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
+        for host_id in self.hosts.values():
+            wait_for(
+                lambda h=host_id: api.get(f"/hosts/{h}").json()["status"] == "ready",  # type: ignore[misc]
+                timeout=30,
+                what="hosts ready",
+            )
+
+    def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
+        spec.setdefault("image", self.bed.image)
+        spec.setdefault("name", f"t-{uuid.uuid4().hex[:8]}")
+        response = self.api.post("/containers", json=spec)
+        assert response.status_code == expect, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def run(self, **spec: Any) -> dict[str, Any]:
+        body = self.create(**spec)
+        done = self.api.wait_operation(body["operation"]["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        container: dict[str, Any] = self.api.get(f"/containers/{body['container']['id']}").json()
+        return container
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.get(f"/containers/{container_id}").json()
+        return body
+
+    def wait_state(self, container_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+        result: dict[str, Any] = wait_for(
+            lambda: (c := self.state(container_id))["state"] == state and c,
+            timeout=timeout,
+            what=f"state {state}",
+        )
+        return result
+
+    def act(self, container_id: str, action: str, **body: Any) -> dict[str, Any]:
+        response = self.api.post(f"/containers/{container_id}/{action}", json=body or None)
+        assert response.status_code == 202, response.text
+        done = self.api.wait_operation(response.json()["operation"]["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        return done
+
+    def cleanup(self) -> None:
+        for engine in self.engines.values():
+            for container in engine.containers.list(
+                all=True, filters={"label": "berth.managed=true"}
+            ):
+                container.remove(force=True, v=True)
+            for volume in engine.volumes.list(filters={"label": "berth.managed=true"}):
+                volume.remove(force=True)
+            for network in engine.networks.list(filters={"label": "berth.managed=true"}):
+                network.remove()
+            engine.close()
+
+
+@pytest.fixture
+def fleet(api: Api, bed: Testbed) -> Iterator[Fleet]:
+    helper = Fleet(api, bed)
+    yield helper
+    helper.cleanup()
+
+
+def fetch(url: str) -> str:
+    def answer() -> str | None:
+        try:
+            return httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            return None
+
+    text: str = wait_for(answer, timeout=15, what=f"an answer from {url}")
+    return text
+
+
+@pytest.mark.parametrize("host", ["h1", "h2"])
+def test_httpd_lifecycle_on_each_engine(fleet: Fleet, host: str) -> None:
+    port = free_port()
+    address = "127.0.0.1" if host == "h1" else "10.203.0.2"
+    container = fleet.run(
+        host_id=fleet.hosts[host],
+        command=HTTPD,
+        ports=[{"container_port": 8080, "host_port": port, "host_ip": address}],
+    )
+    assert container["state"] == "running" and container["managed"] is True
+    assert container["docker_id"]
+    page = fetch(f"http://{address}:{port}/")
+    assert page.startswith("hello-from-")
+
+    cid = container["id"]
+    fleet.act(cid, "stop", timeout_s=5)
+    stopped = fleet.wait_state(cid, "exited")
+    assert stopped["desired_state"] == "stopped" and stopped["exit_code"] == 0
+    fleet.act(cid, "start")
+    fleet.wait_state(cid, "running")
+    fetch(f"http://{address}:{port}/")
+    fleet.act(cid, "restart", timeout_s=5)
+    fleet.wait_state(cid, "running")
+    fleet.act(cid, "kill", signal="SIGKILL")
+    killed = fleet.wait_state(cid, "exited")
+    assert killed["exit_code"] == 137
+    response = fleet.api.delete(f"/containers/{cid}")
+    assert response.status_code == 202
+    fleet.api.wait_operation(response.json()["operation"]["id"])
+    assert fleet.api.get(f"/containers/{cid}").status_code == 404
+    assert not fleet.engines[host].containers.list(
+        all=True, filters={"label": f"berth.container={cid}"}
+    )
+
+
+def test_removed_behind_berths_back_shows_missing(fleet: Fleet) -> None:
+    container = fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"])
+    fleet.engines["h1"].containers.get(container["docker_id"]).remove(force=True)
+    fleet.wait_state(container["id"], "missing", timeout=10)
+
+
+def test_crashing_container_shows_its_exit_code(fleet: Fleet) -> None:
+    container = fleet.run(host_id=fleet.hosts["h2"], command=["sh", "-c", "exit 3"])
+    crashed = fleet.wait_state(container["id"], "exited")
+    assert crashed["exit_code"] == 3
+
+
+def test_foreign_containers_are_listed_and_never_touched(fleet: Fleet) -> None:
+    engine = fleet.engines["h1"]
+    foreign = engine.containers.run(
+        fleet.bed.image, ["sleep", "300"], detach=True, labels={"berth.test": "foreign"}
+    )
+    try:
+        found = wait_for(
+            lambda: [
+                c
+                for c in fleet.api.get("/containers", params={"host_id": fleet.hosts["h1"]}).json()[
+                    "items"
+                ]
+                if c["docker_id"] == foreign.id
+            ],
+            timeout=10,
+            what="the foreign container to be listed",
+        )
+        assert found[0]["managed"] is False and found[0]["state"] == "running"
+        refused = fleet.api.post(f"/containers/{found[0]['id']}/stop")
+        assert refused.status_code == 409
+        assert fleet.api.delete(f"/containers/{found[0]['id']}").status_code == 409
+        foreign.reload()
+        assert foreign.status == "running"
+    finally:
+        foreign.remove(force=True)
+    wait_for(
+        lambda: (
+            not [
+                c
+                for c in fleet.api.get("/containers").json()["items"]
+                if c["docker_id"] == foreign.id
+            ]
+        ),
+        timeout=10,
+        what="the foreign container to drop off the list",
+    )
+
+
+def test_stats_sample(fleet: Fleet) -> None:
+    container = fleet.run(
+        host_id=fleet.hosts["h1"], command=["sleep", "300"], resources={"memory_bytes": 64 * 2**20}
+    )
+    stats = fleet.api.get(f"/containers/{container['id']}/stats")
+    assert stats.status_code == 200, stats.text
+    sample = stats.json()
+    assert sample["memory_used_bytes"] > 0
+    assert sample["memory_limit_bytes"] == 64 * 2**20
+    assert sample["cpu_percent"] >= 0 and sample["pids"] >= 1
+
+
+@pytest.fixture
+def server(settings: Settings, db: Database) -> Iterator[str]:
+    """The app behind a real uvicorn, for streams that outlive one request."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_follow_logs_with_two_followers_and_a_disconnect(server: str, bed: Testbed) -> None:
+    headers = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
+    with httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as client:
+        host = client.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
+        accepted = client.post(
+            "/containers",
+            json={
+                "image": bed.image,
+                "host_id": host,
+                "command": [
+                    "sh",
+                    "-c",
+                    "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done",
+                ],
+            },
+        ).json()
+        container_id = accepted["container"]["id"]
+        engine = docker.DockerClient(base_url=bed.h1_url)
+        try:
+            op = client.get(
+                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
+            ).json()
+            assert op["status"] == "succeeded", op
+            lines: dict[str, list[str]] = {"a": [], "b": []}
+
+            def follow(name: str, count: int) -> None:
+                with (
+                    httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as own,
+                    own.stream(
+                        "GET",
+                        f"/containers/{container_id}/logs",
+                        params={"follow": "true", "tail": 0},
+                    ) as response,
+                ):
+                    assert response.status_code == 200
+                    assert response.headers["content-type"].startswith("text/plain")
+                    for line in response.iter_lines():
+                        if line.strip():
+                            lines[name].append(line)
+                        if len(lines[name]) >= count:
+                            return  # leaving the block disconnects this follower
+
+            short = threading.Thread(target=follow, args=("a", 2))
+            long = threading.Thread(target=follow, args=("b", 4))
+            short.start()
+            long.start()
+            short.join(30)
+            long.join(30)
+            assert len(lines["a"]) == 2 and len(lines["b"]) == 4
+            assert all(line.startswith("line-") for line in lines["a"] + lines["b"])
+            numbers = [int(line.split("-")[1]) for line in lines["b"]]
+            assert numbers == sorted(numbers) and numbers[-1] - numbers[0] == 3
+            # The server still answers promptly after a follower went away.
+            assert client.get("/containers", params={"host_id": host}).status_code == 200
+            tail = client.get(
+                f"/containers/{container_id}/logs", params={"tail": 2, "timestamps": "true"}
+            )
+            assert len(tail.text.strip().splitlines()) == 2
+            assert tail.text[:4].isdigit()  # an RFC 3339 timestamp leads each line
+        finally:
+            for container in engine.containers.list(
+                all=True, filters={"label": f"berth.container={container_id}"}
+            ):
+                container.remove(force=True)
+            engine.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "rule"),
+    [
+        ({"privileged": True}, "body.privileged", "BERTH_ALLOW_PRIVILEGED"),
+        ({"network_mode": "host"}, "body.network_mode", "BERTH_ALLOW_HOST_NAMESPACES"),
+        ({"pid_mode": "host"}, "body.pid_mode", "BERTH_ALLOW_HOST_NAMESPACES"),
+        ({"ipc_mode": "host"}, "body.ipc_mode", "BERTH_ALLOW_HOST_NAMESPACES"),
+        ({"cap_add": ["SYS_ADMIN"]}, "body.cap_add", "BERTH_ALLOWED_CAPABILITIES"),
+        ({"devices": ["/dev/fuse"]}, "body.devices", "BERTH_ALLOW_DEVICES"),
+        (
+            {"volumes": [{"source": "/etc", "target": "/host-etc"}]},
+            "body.volumes.0.source",
+            "BERTH_ALLOWED_BIND_PATHS",
+        ),
+        (
+            {"volumes": [{"source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}]},
+            "body.volumes.0.source",
+            "BERTH_ALLOW_PRIVILEGED",
+        ),
+        ({"image": "evil.example.com/miner:1"}, "body.image", "BERTH_ALLOWED_REGISTRIES"),
+    ],
+)
+def test_security_policy_refuses_each_rule(
+    settings_factory: Callable[..., Settings],
+    db: Database,
+    bed: Testbed,
+    spec: dict[str, Any],
+    field: str,
+    rule: str,
+) -> None:
+    settings = settings_factory(allowed_registries=f"docker.io,{bed.registry}")
+    with TestClient(create_app(settings)) as client:
+        api = Api(client, db)
+        host = api.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
+        body = {"image": "busybox:1.36", "host_id": host, **spec}
+        response = api.post("/containers", json=body)
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert rule in problem["detail"]
+        assert field in [error["loc"] for error in problem["errors"]]
+        assert api.get("/containers").json()["items"] == []
+        assert api.get("/operations").json()["items"] == []
+
+
+def test_an_admin_setting_relaxes_a_rule(
+    settings_factory: Callable[..., Settings], db: Database, bed: Testbed, tmp_path: Any
+) -> None:
+    settings = settings_factory(allowed_bind_paths=str(tmp_path), allowed_capabilities="NET_ADMIN")
+    with TestClient(create_app(settings)) as client:
+        api = Api(client, db)
+        host = api.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
+        body = {
+            "image": bed.image,
+            "host_id": host,
+            "start": False,
+            "cap_add": ["NET_ADMIN"],
+            "volumes": [{"source": str(tmp_path / "data"), "target": "/data", "read_only": True}],
+        }
+        response = api.post("/containers", json=body)
+        assert response.status_code == 202, response.text
+        engine = docker.DockerClient(base_url=bed.h1_url)
+        try:
+            api.wait_operation(response.json()["operation"]["id"])
+        finally:
+            for container in engine.containers.list(
+                all=True, filters={"label": "berth.managed=true"}
+            ):
+                container.remove(force=True)
+            engine.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"ports": [{"container_port": 0}]}, "body.ports.0.container_port"),
+        ({"ports": [{"container_port": 80, "host_port": 70000}]}, "body.ports.0.host_port"),
+        ({"ports": [{"container_port": 80, "host_ip": "not-an-ip"}]}, "body.ports.0.host_ip"),
+        ({"name": "bad name"}, "body.name"),
+        ({"env": {"1BAD": "x"}}, "body.env.1BAD.[key]"),
+        ({"resources": {"memory_bytes": 1000}}, "body.resources.memory_bytes"),
+        ({"resources": {"cpus": -1}}, "body.resources.cpus"),
+        ({"restart_policy": "sometimes"}, "body.restart_policy"),
+        ({"healthcheck": {"test": ["RUN", "x"]}}, "body.healthcheck.test"),
+        ({"volumes": [{"source": "data", "target": "relative"}]}, "body.volumes.0.target"),
+        ({"image": "UPPER:case"}, "body.image"),
+        ({"labels": {"berth.container": "x"}}, "body.labels"),
+        ({"unknown_field": 1}, "body.unknown_field"),
+    ],
+)
+def test_invalid_specs_name_the_field(fleet: Fleet, spec: dict[str, Any], field: str) -> None:
+    body = fleet.create(expect=422, host_id=fleet.hosts["h1"], **spec)
+    assert field in [error["loc"] for error in body["errors"]], body
+    assert fleet.api.get("/operations").json()["items"] == []
+
+
+def test_viewer_cannot_create(fleet: Fleet) -> None:
+    response = fleet.api.post("/containers", role=Role.viewer, json={"image": fleet.bed.image})
+    assert response.status_code == 403
+
+
+def test_port_clash_on_a_host_is_refused(fleet: Fleet) -> None:
+    port = free_port()
+    ports = [{"container_port": 8080, "host_port": port, "host_ip": "127.0.0.1"}]
+    fleet.create(host_id=fleet.hosts["h1"], command=["sleep", "300"], ports=ports)
+    clash = fleet.create(
+        expect=409,
+        host_id=fleet.hosts["h1"],
+        command=["sleep", "300"],
+        ports=[{"container_port": 9090, "host_port": port}],
+    )
+    assert "already published" in clash["detail"]
+    # Another host is another set of ports.
+    fleet.create(host_id=fleet.hosts["h2"], command=["sleep", "300"], ports=ports)
+
+
+def test_scheduler_places_by_constraints_and_fewest_containers(fleet: Fleet) -> None:
+    on_h2 = fleet.create(command=["sleep", "300"], placement={"constraints": ["name==h2"]})
+    assert on_h2["container"]["host_id"] == fleet.hosts["h2"]
+    # h1 now runs fewer containers, so it gets the next one; and the one after goes to h2 again.
+    first = fleet.create(command=["sleep", "300"])
+    second = fleet.create(command=["sleep", "300"])
+    assert first["container"]["host_id"] == fleet.hosts["h1"]
+    assert second["container"]["host_id"] in (fleet.hosts["h1"], fleet.hosts["h2"])
+    nowhere = fleet.create(
+        expect=409, command=["sleep", "300"], placement={"constraints": ["name==h9"]}
+    )
+    assert "constraint name==h9 not met" in nowhere["detail"]
+    too_big = fleet.create(expect=409, command=["sleep", "300"], resources={"cpus": 512})
+    assert "not enough CPU" in too_big["detail"]
+
+
+def test_named_volume_and_network_are_created_on_the_host(fleet: Fleet) -> None:
+    volume = f"berth-test-vol-{uuid.uuid4().hex[:6]}"
+    network = f"berth-test-net-{uuid.uuid4().hex[:6]}"
+    container = fleet.run(
+        host_id=fleet.hosts["h2"],
+        command=["sh", "-c", "echo kept > /data/file; sleep 300"],
+        volumes=[{"source": volume, "target": "/data"}],
+        networks=[network],
+        healthcheck={"test": ["CMD-SHELL", "test -f /data/file"], "interval_s": 0.5, "retries": 2},
+    )
+    engine = fleet.engines["h2"]
+    assert engine.volumes.get(volume).attrs["Labels"]["berth.managed"] == "true"
+    assert (
+        network
+        in engine.containers.get(container["docker_id"]).attrs["NetworkSettings"]["Networks"]
+    )
+    healthy = wait_for(
+        lambda: fleet.state(container["id"])["health"] == "healthy", timeout=15, what="healthy"
+    )
+    assert healthy
+
+
+def test_missing_image_is_pulled_first_with_the_registry_credentials(
+    fleet: Fleet, bed: Testbed
+) -> None:
+    engine = fleet.engines["h1"]
+    reference = f"{bed.auth_registry}/berth-test/run-{uuid.uuid4().hex[:8]}:1"
+    image = engine.images.get(bed.image)
+    image.tag(reference)
+    auth = {"username": bed.registry_user, "password": bed.registry_password}
+    for line in engine.images.push(reference, auth_config=auth, stream=True, decode=True):
+        assert "error" not in line, line
+    engine.images.remove(reference)
+    fleet.api.post(
+        "/registries",
+        json={
+            "name": "auth",
+            "url": f"http://{bed.auth_registry}",
+            "username": bed.registry_user,
+            "password": bed.registry_password,
+        },
+    )
+    try:
+        container = fleet.run(host_id=fleet.hosts["h1"], image=reference, command=["sleep", "300"])
+        assert container["state"] == "running"
+        operations = fleet.api.get("/operations", params={"target_id": container["id"]}).json()[
+            "items"
+        ]
+        logs = fleet.api.get(f"/operations/{operations[0]['id']}/logs").json()["items"]
+        assert any("with stored credentials" in line["message"] for line in logs)
+    finally:
+        for leftover in engine.containers.list(all=True, filters={"label": "berth.managed=true"}):
+            leftover.remove(force=True)
+        engine.images.remove(reference, force=True)
+
+
+def test_create_is_idempotent_across_a_retry(fleet: Fleet, db: Database) -> None:
+    """A second run of the create operation (as after a crash) finds the first's container."""
+    from app.operations import queue
+
+    container = fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"])
+    with db.session() as session:
+        queue.enqueue(
+            session,
+            kind="container.create",
+            target_type="container",
+            target_id=container["id"],
+            host_id=fleet.hosts["h1"],
+        )
+    time.sleep(0.1)
+    operations = fleet.api.get("/operations", params={"target_id": container["id"]}).json()["items"]
+    done = fleet.api.wait_operation(operations[-1]["id"])
+    assert done["status"] == "succeeded"
+    assert (
+        len(
+            fleet.engines["h1"].containers.list(
+                all=True, filters={"label": f"berth.container={container['id']}"}
+            )
+        )
+        == 1
+    )

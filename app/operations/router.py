@@ -14,10 +14,11 @@ from app.core.errors import Conflict
 from app.operations import queue, service
 from app.operations.models import TERMINAL
 from app.operations.schemas import OperationLogRead, OperationRead, OperationStatus
+from app.operations.waiters import waiters
 
 router = APIRouter(prefix=f"{API_PREFIX}/operations", tags=["operations"])
 
-_POLL_SECONDS = 0.1
+_POLL_SECONDS = 0.5
 
 
 @router.get("", summary="List operations")
@@ -62,10 +63,16 @@ async def get_operation(
             return service.to_read(service.get(session, operation_id=operation_id))
 
     deadline = time.monotonic() + wait
-    operation = await run_in_threadpool(read)
-    while operation.status not in TERMINAL and time.monotonic() < deadline:
-        await anyio.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    finished = waiters.register(operation_id)
+    try:
         operation = await run_in_threadpool(read)
+        while operation.status not in TERMINAL and time.monotonic() < deadline:
+            # Woken at once when this process finishes it; the poll catches other processes.
+            with anyio.move_on_after(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
+                await finished.wait()
+            operation = await run_in_threadpool(read)
+    finally:
+        waiters.unregister(operation_id, finished)
     response.headers["ETag"] = f'"{operation.version}"'
     return operation
 

@@ -36,6 +36,7 @@ from app.operations.context import (
 )
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED
 from app.operations.registry import get_handler
+from app.operations.waiters import waiters
 
 log = logging.getLogger("berth.executor")
 
@@ -230,6 +231,7 @@ class OperationExecutor:
                 for outcome in batch:
                     self._settling.pop(outcome.claim.id, None)
             self._slot_free.set()
+            waiters.notify(stored)
             for outcome in batch:
                 if outcome.claim.id not in stored:
                     log.warning(

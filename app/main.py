@@ -24,6 +24,7 @@ from app.images.router import router as images_router
 from app.operations.router import router as operations_router
 from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare
+from app.services.router import router as services_router
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         registries_router,
         images_router,
         containers_router,
+        services_router,
         tokens_router,
         audit_router,
         health_router,

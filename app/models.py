@@ -8,6 +8,7 @@ from app.hosts.models import Host
 from app.images.models import Blob, Image
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
+from app.services.models import Service, ServiceRevision
 from app.tokens.models import ApiToken
 from app.workers.models import Lease, WorkerProcess
 
@@ -26,5 +27,7 @@ __all__ = [
     "OperationLog",
     "PortClaim",
     "Registry",
+    "Service",
+    "ServiceRevision",
     "WorkerProcess",
 ]

@@ -24,6 +24,7 @@ from app.hosts.loops import HostProber
 from app.hosts.models import Host
 from app.images.loops import ImageInventory
 from app.images.models import Blob
+from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
 from app.workers.loops import LoopService, Service
@@ -42,7 +43,8 @@ def load_handlers() -> None:
     import app.containers.handlers
     import app.debug.handlers
     import app.hosts.handlers
-    import app.images.handlers  # noqa: F401
+    import app.images.handlers
+    import app.services.handlers  # noqa: F401
 
 
 def prepare(context: AppContext) -> None:
@@ -161,6 +163,7 @@ def background_services(context: AppContext, *, kind: str) -> list[Service]:
         HostProber(context),
         ImageInventory(context),
         ContainerWatcher(context),
+        ServiceReconciler(context),
         executor,
     ]
 

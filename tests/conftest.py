@@ -93,6 +93,8 @@ def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "retry_max_seconds": 0.2,
             "lease_seconds": 5,
             "image_sync_interval_seconds": 1,
+            "reconcile_interval_seconds": 0.5,
+            "host_down_grace_seconds": 3,
             "log_level": "WARNING",
         }
         values.update(overrides)

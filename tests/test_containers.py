@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import docker
@@ -20,7 +22,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.security.roles import Role
 from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
-from tests.testbed import Testbed
+from tests.testbed import Testbed, remove_containers
 
 HTTPD = [
     "sh",
@@ -37,6 +39,11 @@ def free_port() -> int:
         return port
 
 
+def host_ready(api: Api, host_id: str) -> bool:
+    status: str = api.get(f"/hosts/{host_id}").json()["status"]
+    return status == "ready"
+
+
 class Fleet:
     """Both engines registered and ready, and everything a test made removed afterwards."""
 
@@ -50,11 +57,7 @@ class Fleet:
             self.hosts[name] = response.json()["id"]
             self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
         for host_id in self.hosts.values():
-            wait_for(
-                lambda h=host_id: api.get(f"/hosts/{h}").json()["status"] == "ready",  # type: ignore[misc]
-                timeout=30,
-                what="hosts ready",
-            )
+            wait_for(partial(host_ready, api, host_id), timeout=30, what="hosts ready")
 
     def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
         spec.setdefault("image", self.bed.image)
@@ -92,14 +95,13 @@ class Fleet:
 
     def cleanup(self) -> None:
         for engine in self.engines.values():
-            for container in engine.containers.list(
-                all=True, filters={"label": "berth.managed=true"}
-            ):
-                container.remove(force=True, v=True)
+            remove_containers(engine, "berth.managed=true")
             for volume in engine.volumes.list(filters={"label": "berth.managed=true"}):
-                volume.remove(force=True)
+                with contextlib.suppress(docker.errors.DockerException):
+                    volume.remove(force=True)
             for network in engine.networks.list(filters={"label": "berth.managed=true"}):
-                network.remove()
+                with contextlib.suppress(docker.errors.DockerException):
+                    network.remove()
             engine.close()
 
 
@@ -293,10 +295,7 @@ def test_follow_logs_with_two_followers_and_a_disconnect(server: str, bed: Testb
             assert len(tail.text.strip().splitlines()) == 2
             assert tail.text[:4].isdigit()  # an RFC 3339 timestamp leads each line
         finally:
-            for container in engine.containers.list(
-                all=True, filters={"label": f"berth.container={container_id}"}
-            ):
-                container.remove(force=True)
+            remove_containers(engine, f"berth.container={container_id}")
             engine.close()
 
 
@@ -364,10 +363,7 @@ def test_an_admin_setting_relaxes_a_rule(
         try:
             api.wait_operation(response.json()["operation"]["id"])
         finally:
-            for container in engine.containers.list(
-                all=True, filters={"label": "berth.managed=true"}
-            ):
-                container.remove(force=True)
+            remove_containers(engine, "berth.managed=true")
             engine.close()
 
 
@@ -482,8 +478,7 @@ def test_missing_image_is_pulled_first_with_the_registry_credentials(
         logs = fleet.api.get(f"/operations/{operations[0]['id']}/logs").json()["items"]
         assert any("with stored credentials" in line["message"] for line in logs)
     finally:
-        for leftover in engine.containers.list(all=True, filters={"label": "berth.managed=true"}):
-            leftover.remove(force=True)
+        remove_containers(engine, "berth.managed=true")
         engine.images.remove(reference, force=True)
 
 

@@ -6,12 +6,14 @@ testbed is not up, the tests fail and say how to start it; they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "testbed.sh"
@@ -63,3 +65,12 @@ def testbed() -> Testbed:
         pg_url=env["BERTH_TEST_PG_URL"],
         image=env.get("BERTH_TEST_IMAGE", "berth-test/busybox:latest"),
     )
+
+
+def remove_containers(engine: Any, label: str) -> None:
+    """Remove every container with `label` (key=value), ignoring ones Berth removes meanwhile."""
+    import docker
+
+    for container in engine.containers.list(all=True, filters={"label": label}):
+        with contextlib.suppress(docker.errors.DockerException):
+            container.remove(force=True, v=True)

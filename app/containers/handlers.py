@@ -27,12 +27,20 @@ def _row(session: Session, ctx: OperationContext) -> Container:
     return container
 
 
-def _spec(ctx: OperationContext) -> tuple[ContainerSpec, str]:
+def _spec(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str]]:
+    """The spec, the name, and the labels that tie a service's replica to its service."""
     with ctx.app.db.session(write=False) as session:
         container = session.get(Container, ctx.claim.target_id)
         if container is None:
             raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
-        return ContainerSpec.model_validate(container.spec), container.name
+        extra = {}
+        if container.service_id is not None:
+            extra = {
+                "berth.service": container.service_id,
+                "berth.slot": str(container.slot),
+                "berth.revision": str(container.revision),
+            }
+        return ContainerSpec.model_validate(container.spec), container.name, extra
 
 
 def find(engine: DockerEngine, container_id: str) -> str | None:
@@ -72,7 +80,7 @@ def _ensure_image(ctx: OperationContext, engine: DockerEngine, spec: ContainerSp
 @handler("container.create")
 def create(ctx: OperationContext) -> dict[str, Any]:
     container_id = str(ctx.claim.target_id)
-    spec, name = _spec(ctx)
+    spec, name, service_labels = _spec(ctx)
     engine = ctx.engine()
     docker_id = find(engine, container_id)
     if docker_id is None:
@@ -84,7 +92,7 @@ def create(ctx: OperationContext) -> dict[str, Any]:
         for network in spec.networks:
             if engine.ensure_network(network, berth_labels):
                 ctx.log(f"created network {network}")
-        labels = labels_for(container_id, ctx.id, spec, {})
+        labels = labels_for(container_id, ctx.id, spec, service_labels)
         try:
             docker_id = engine.create_container_raw(
                 name, create_body(spec, labels=labels, image=spec.image)

@@ -28,6 +28,11 @@ class Container(Base):
         String(26), ForeignKey("hosts.id", ondelete="CASCADE"), index=True
     )
     service_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    # For a service's task: which replica it is and which revision of the spec it runs.
+    slot: Mapped[int | None]
+    revision: Mapped[int | None]
+    # When the reconciler first saw it running (and healthy, with a health check).
+    ready_at: Mapped[datetime | None]
     # The whole ContainerSpec as given (validated), so handlers can act on exactly that.
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     image: Mapped[str] = mapped_column(String(512))

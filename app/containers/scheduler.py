@@ -70,7 +70,12 @@ def place(
     constraints: Sequence[str],
     *,
     exclude: Sequence[str] = (),
+    spread: dict[str, int] | None = None,
+    max_per_host: int | None = None,
 ) -> Placement:
+    """Choose a host. `spread` counts a service's replicas per host: fewer wins first, and
+    `max_per_host` caps it."""
+    spread = spread or {}
     rules = [Constraint.parse(rule) for rule in constraints]
     hosts = list(session.execute(select(Host).order_by(Host.name, Host.id)).scalars())
     result = Placement(host=None)
@@ -84,6 +89,8 @@ def place(
             result.reasons[host.name] = "host is not schedulable"
         elif unmet := [str(rule) for rule in rules if not rule.allows(host.labels)]:
             result.reasons[host.name] = f"constraint {', '.join(unmet)} not met"
+        elif max_per_host is not None and spread.get(host.id, 0) >= max_per_host:
+            result.reasons[host.name] = f"max_per_host {max_per_host} reached"
         else:
             candidates.append(host)
     usage = _usage(session, [h.id for h in candidates])
@@ -98,7 +105,7 @@ def place(
             ).where(PortClaim.host_id.in_([h.id for h in candidates]))
         ):
             claimed.setdefault(host_id, set()).add((ip, port, protocol))
-    fitting: list[tuple[int, str, str, Host]] = []
+    fitting: list[tuple[int, int, str, str, Host]] = []
     for host in candidates:
         count, cpus, memory = usage[host.id]
         want_cpus = spec.resources.cpus or 0.0
@@ -114,9 +121,9 @@ def place(
         elif clash := _clashes(wanted_ports, claimed.get(host.id, set())):
             result.reasons[host.name] = f"host port {clash} already published"
         else:
-            fitting.append((count, host.name, host.id, host))
+            fitting.append((spread.get(host.id, 0), count, host.name, host.id, host))
     if fitting:
-        result.host = min(fitting, key=lambda entry: entry[:3])[3]
+        result.host = min(fitting, key=lambda entry: entry[:4])[4]
     return result
 
 

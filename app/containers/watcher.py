@@ -26,6 +26,7 @@ from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError, ObjectNotFound
 from app.hosts.models import Host
 from app.hosts.service import tls_material
+from app.services import reconciler
 from app.workers import leases
 from app.workers.loops import LoopService
 
@@ -196,6 +197,9 @@ class StateWriter:
             for key, value in state.items():
                 setattr(row, key, value)
             row.observed_at = now
+            replica = row.service_id is not None
+        if replica:
+            reconciler.wake()
 
     def _vanished(self, docker_id: str) -> None:
         with self.app.db.session() as session:
@@ -208,6 +212,7 @@ class StateWriter:
                     session.delete(row)
                 elif row.desired_state != "removed":
                     row.state, row.health, row.observed_at = "missing", None, utcnow()
+        reconciler.wake()
 
 
 class HostFollower:

@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         description="Comma-separated host directories under which bind mounts are allowed; "
         "empty: no bind mounts (named volumes only).",
     )
+    host_down_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a host may stay unreachable before its service replicas are "
+        "started elsewhere.",
+    )
+    reconcile_interval_seconds: float = Field(
+        default=2.0, gt=0, description="Safety-net interval of the service reconciler."
+    )
     image_sync_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )

@@ -32,6 +32,15 @@ class LeaseLost(Exception):
     """Another worker owns the operation now; stop without writing anything."""
 
 
+class Deferred(Exception):
+    """Not done, nothing to do now: look again after `seconds`, without holding a worker slot.
+    The operation stays `running`; its attempt is not counted."""
+
+    def __init__(self, seconds: float, note: str = "") -> None:
+        super().__init__(note)
+        self.seconds = seconds
+
+
 class Interrupted(Exception):
     """This worker is shutting down; hand the operation back for another worker."""
 

@@ -314,6 +314,23 @@ def requeue(
     return updated is not None
 
 
+def defer(db: Database, claim_: Claim, *, seconds: float) -> bool:
+    """Release a held operation that is waiting on something else, still `running`: the lease
+    ends after `seconds`, when any worker takes it up again (not counted as a new attempt)."""
+    with db.transaction() as connection:
+        updated = connection.execute(
+            update(Operation)
+            .where(_fenced(claim_))
+            .values(
+                lease_owner=None,
+                lease_expires_at=utcnow() + timedelta(seconds=seconds),
+                attempts=Operation.attempts - 1,
+            )
+            .returning(Operation.id)
+        ).first()
+    return updated is not None
+
+
 def set_progress(db: Database, claim_: Claim, progress: dict[str, Any]) -> bool:
     with db.transaction() as connection:
         updated = connection.execute(

@@ -28,6 +28,7 @@ from app.engine.errors import EngineError
 from app.operations import queue
 from app.operations.context import (
     Cancelled,
+    Deferred,
     Interrupted,
     LeaseLost,
     OperationContext,
@@ -278,6 +279,8 @@ class OperationExecutor:
             log.warning("lease lost; another worker owns the operation now")
         except Interrupted:
             queue.requeue(self.app.db, claim, delay_seconds=0, error=None, count_attempt=False)
+        except Deferred as deferred:
+            queue.defer(self.app.db, claim, seconds=deferred.seconds)
         except (TransientError, EngineError) as exc:
             transient = isinstance(exc, TransientError) or exc.transient
             message = str(exc) or type(exc).__name__

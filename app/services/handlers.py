@@ -1,0 +1,53 @@
+"""`service.converge`: the operation a service change answers with. It does no work on hosts
+(the reconciler does); it follows the service until it settles at the revision asked for, and
+reports the outcome: done, rolled back, paused, or superseded by a later change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.db import utcnow
+from app.operations.context import Deferred, OperationContext, PermanentError
+from app.operations.registry import handler
+from app.services import service as services
+from app.services.models import Service
+
+_LOOK_AGAIN_SECONDS = 0.5
+
+
+@handler("service.converge")
+def converge(ctx: OperationContext) -> dict[str, Any]:
+    target = int(ctx.params.get("revision", 0))
+    with ctx.app.db.session(write=False) as session:
+        service = session.get(Service, ctx.claim.target_id)
+        if service is None:
+            if ctx.params.get("removing"):
+                return {"removed": True}
+            raise PermanentError("the service was deleted")
+        read = services.to_read(session, service)
+    progress = {
+        "status": read.status,
+        "revision": read.revision,
+        "desired": read.replicas.desired,
+        "running": read.replicas.running,
+        "healthy": read.replicas.healthy,
+        "detail": read.status_detail,
+    }
+    ctx.progress(progress)
+    if ctx.params.get("removing"):
+        raise Deferred(_LOOK_AGAIN_SECONDS)
+    rollout = read.rollout or {}
+    if rollout.get("phase") == "rolling_back" and rollout.get("from") == target:
+        raise PermanentError(
+            f"revision {target} failed and is being rolled back: {rollout.get('reason')}"
+        )
+    if read.revision != target and not rollout:
+        if read.status_detail and read.status_detail.startswith("rolled back"):
+            raise PermanentError(read.status_detail)
+        raise PermanentError(f"superseded: the service is now at revision {read.revision}")
+    if read.status == "paused":
+        raise PermanentError(f"the update is paused: {read.status_detail}")
+    if read.status == "running" and read.revision == target:
+        ctx.progress(progress, force=True)
+        return {**progress, "settled_at": utcnow().isoformat()}
+    raise Deferred(_LOOK_AGAIN_SECONDS)

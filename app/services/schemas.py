@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.containers.schemas import (
+    Arg,
+    EnvName,
+    HealthCheck,
+    NetworkName,
+    Placement,
+    PortMapping,
+    Resources,
+    VolumeMount,
+)
+from app.hosts.schemas import LabelKey, LabelValue, Name
+from app.operations.schemas import OperationRead
+
+
+class ServicePlacement(Placement):
+    max_per_host: int | None = Field(default=None, ge=1, le=1000)
+
+
+class UpdateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parallelism: int = Field(default=1, ge=1, le=1000, description="Replicas replaced at once")
+    delay_s: float = Field(default=0, ge=0, le=3600, description="Pause between batches")
+    order: Literal["stop-first", "start-first"] = "start-first"
+    failure_action: Literal["rollback", "pause"] = "rollback"
+    monitor_s: float = Field(
+        default=5, ge=0, le=3600, description="How long a new replica must stay up to count"
+    )
+
+
+class SecretReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    target: str | None = None
+    env: EnvName | None = None
+
+
+class ServiceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: Annotated[str, Field(min_length=1, max_length=512)]
+    command: Annotated[list[Arg], Field(max_length=1000)] | None = None
+    entrypoint: Annotated[list[Arg], Field(max_length=1000)] | None = None
+    env: Annotated[dict[EnvName, str], Field(max_length=1000)] = Field(default_factory=dict)
+    secrets: Annotated[list[SecretReference], Field(max_length=0)] = Field(
+        default_factory=list, description="Not yet supported: secrets arrive with their own API"
+    )
+    ports: Annotated[list[PortMapping], Field(max_length=100)] = Field(default_factory=list)
+    volumes: Annotated[list[VolumeMount], Field(max_length=100)] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: int = Field(default=1, ge=0, le=1000)
+    healthcheck: HealthCheck | None = None
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+    networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
+    placement: ServicePlacement = Field(default_factory=ServicePlacement)
+    update_config: UpdateConfig = Field(default_factory=UpdateConfig)
+    restart_policy: Literal["any", "on-failure", "none"] = Field(
+        default="any",
+        description="When a replica ends: replace it always (any), only after a non-zero exit "
+        "(on-failure), or never (none). Replacements back off exponentially.",
+    )
+    registry_id: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _no_berth_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = [key for key in value if key.startswith("berth.")]
+        if reserved:
+            raise ValueError(f"labels starting with 'berth.' are Berth's own: {reserved}")
+        return value
+
+
+class ServiceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    spec: ServiceSpec
+
+
+class ServiceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: ServiceSpec
+
+
+class ServicePatch(BaseModel):
+    """Fields of the spec to change; the rest stays as in the current revision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any]
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=1000)
+
+
+class ReplicaCounts(BaseModel):
+    desired: int
+    running: int
+    healthy: int
+
+
+class Task(BaseModel):
+    slot: int | None
+    container_id: str
+    host_id: str
+    state: str
+    health: str | None
+    revision: int | None
+    desired_state: str
+
+
+class ServiceRead(BaseModel):
+    id: str
+    name: str
+    stack_id: str | None
+    spec: ServiceSpec
+    revision: int
+    status: Literal[
+        "converging", "running", "updating", "rolling_back", "paused", "degraded", "removing"
+    ]
+    status_detail: str | None
+    replicas: ReplicaCounts
+    rollout: dict[str, Any] | None
+    tasks: list[Task]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class RevisionRead(BaseModel):
+    revision: int
+    spec: ServiceSpec
+    created_at: datetime
+    created_by: str | None
+
+
+class ServiceAccepted(BaseModel):
+    operation: OperationRead
+    service: ServiceRead
+
+
+class PlannedChange(BaseModel):
+    slot: int
+    host_id: str | None
+    host_name: str | None
+    container_id: str | None = None
+    reason: str
+
+
+class Plan(BaseModel):
+    revision_change: bool
+    start: list[PlannedChange]
+    stop: list[PlannedChange]
+    replace: list[PlannedChange]
+    unplaceable: list[PlannedChange]

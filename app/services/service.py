@@ -1,0 +1,266 @@
+"""Services: requests become revisions and intent; the reconciler turns intent into tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.containers import service as containers
+from app.containers.models import Container
+from app.containers.schemas import ContainerSpec
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import Conflict, Invalid, NotFound
+from app.hosts.models import Host
+from app.services.models import Service, ServiceRevision
+from app.services.schemas import (
+    ReplicaCounts,
+    RevisionRead,
+    ServiceRead,
+    ServiceSpec,
+    Task,
+)
+
+
+def container_spec(spec: ServiceSpec) -> ContainerSpec:
+    """What each replica runs. The engine never restarts a replica itself (restart policy
+    "no"): the reconciler replaces it, on another host if need be, with backoff."""
+    return ContainerSpec(
+        image=spec.image,
+        command=spec.command,
+        entrypoint=spec.entrypoint,
+        env=spec.env,
+        ports=spec.ports,
+        volumes=spec.volumes,
+        resources=spec.resources,
+        restart_policy="no",
+        labels=spec.labels,
+        healthcheck=spec.healthcheck,
+        networks=spec.networks,
+        registry_id=spec.registry_id,
+    )
+
+
+def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
+    containers.validate_spec(session, container_spec(spec), settings)
+
+
+def tasks_of(session: Session, service_id: str) -> list[Container]:
+    return list(
+        session.execute(
+            select(Container)
+            .where(Container.service_id == service_id)
+            .order_by(Container.slot, Container.id)
+        ).scalars()
+    )
+
+
+def is_ready(task: Container, spec: ServiceSpec) -> bool:
+    """Running, and healthy if it has a health check (the spec's or the image's own)."""
+    if task.state != "running" or task.desired_state != "running":
+        return False
+    if task.health is None:
+        return spec.healthcheck is None
+    return task.health == "healthy"
+
+
+def to_read(session: Session, service: Service) -> ServiceRead:
+    spec = ServiceSpec.model_validate(service.spec)
+    tasks = [t for t in tasks_of(session, service.id) if t.desired_state != "removed"]
+    # A replica on a host that does not answer is not known to run, whatever it last said.
+    reachable = set(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
+    current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
+    running = sum(1 for t in current if t.state == "running")
+    healthy = sum(1 for t in current if is_ready(t, spec))
+    return ServiceRead(
+        id=service.id,
+        name=service.name,
+        stack_id=service.stack_id,
+        spec=spec.model_copy(update={"replicas": service.replicas}),
+        revision=service.revision,
+        status=service.status,
+        status_detail=service.status_detail,
+        replicas=ReplicaCounts(desired=service.replicas, running=running, healthy=healthy),
+        rollout=service.rollout,
+        tasks=[
+            Task(
+                slot=t.slot,
+                container_id=t.id,
+                host_id=t.host_id,
+                state=t.state,
+                health=t.health,
+                revision=t.revision,
+                desired_state=t.desired_state,
+            )
+            for t in tasks
+        ],
+        created_at=service.created_at,
+        updated_at=service.updated_at,
+        version=service.version,
+    )
+
+
+def get(session: Session, *, service_id: str, for_update: bool = False) -> Service:
+    statement = select(Service).where(Service.id == service_id)
+    if for_update:
+        statement = statement.with_for_update()
+    service = session.execute(statement).scalar_one_or_none()
+    if service is None:
+        raise NotFound(f"no service {service_id!r}")
+    return service
+
+
+def get_all(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    stack_id: str | None = None,
+    name: str | None = None,
+) -> tuple[Sequence[Service], str | None]:
+    statement = select(Service)
+    if stack_id is not None:
+        statement = statement.where(Service.stack_id == stack_id)
+    if name is not None:
+        statement = statement.where(Service.name == name)
+    return paginate(session, statement, Service.id, limit=limit, cursor=cursor)
+
+
+def create(
+    session: Session,
+    *,
+    name: str,
+    spec: ServiceSpec,
+    settings: Settings,
+    created_by: str,
+    stack_id: str | None = None,
+) -> Service:
+    if session.execute(select(Service.id).where(Service.name == name)).scalar_one_or_none():
+        raise Conflict(
+            f"a service named {name!r} already exists",
+            errors=[{"loc": "body.name", "msg": "taken"}],
+        )
+    validate(session, spec, settings)
+    now = utcnow()
+    service = Service(
+        name=name,
+        stack_id=stack_id,
+        spec=spec.model_dump(mode="json"),
+        revision=1,
+        replicas=spec.replicas,
+        status="converging",
+        slots={},
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(service)
+    session.flush()
+    session.add(
+        ServiceRevision(
+            service_id=service.id,
+            revision=1,
+            spec=service.spec,
+            created_at=now,
+            created_by=created_by,
+        )
+    )
+    return service
+
+
+def new_revision(
+    session: Session, *, service: Service, spec: ServiceSpec, settings: Settings, created_by: str
+) -> bool:
+    """Make `spec` the service's next revision (a rolling update). False if nothing changed
+    but the replica count (which scales without a new revision)."""
+    if service.removing:
+        raise Conflict(f"service {service.name!r} is being removed")
+    validate(session, spec, settings)
+    current = ServiceSpec.model_validate(service.spec)
+    service.replicas = spec.replicas
+    service.updated_at = utcnow()
+    service.version += 1
+    if spec.model_copy(update={"replicas": 0}) == current.model_copy(update={"replicas": 0}):
+        service.spec = {**service.spec, "replicas": spec.replicas}
+        return False
+    latest = session.execute(
+        select(func.max(ServiceRevision.revision)).where(ServiceRevision.service_id == service.id)
+    ).scalar_one()
+    revision = int(latest or 0) + 1
+    service.rollout = {
+        "phase": "updating",
+        "from": service.revision,
+        "to": revision,
+        "started_at": utcnow().isoformat(),
+        "failures": 0,
+    }
+    service.revision = revision
+    service.spec = spec.model_dump(mode="json")
+    service.status = "updating"
+    service.status_detail = None
+    session.add(
+        ServiceRevision(
+            service_id=service.id,
+            revision=revision,
+            spec=service.spec,
+            created_at=utcnow(),
+            created_by=created_by,
+        )
+    )
+    return True
+
+
+def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
+    merged = {**service.spec, "replicas": service.replicas, **changes}
+    try:
+        return ServiceSpec.model_validate(merged)
+    except ValidationError as exc:
+        errors = [
+            {
+                "loc": "body.spec." + ".".join(str(part) for part in error["loc"]),
+                "msg": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+        raise Invalid(f"invalid spec: {summary}", errors=errors) from exc
+
+
+def previous_spec(session: Session, service: Service) -> ServiceSpec:
+    previous = session.execute(
+        select(ServiceRevision)
+        .where(
+            ServiceRevision.service_id == service.id, ServiceRevision.revision < service.revision
+        )
+        .order_by(ServiceRevision.revision.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if previous is None:
+        raise Conflict(f"service {service.name!r} has no revision before {service.revision}")
+    return ServiceSpec.model_validate({**previous.spec, "replicas": service.replicas})
+
+
+def revisions(
+    session: Session, *, service_id: str, limit: int, cursor: str | None
+) -> tuple[list[RevisionRead], str | None]:
+    rows, next_cursor = paginate(
+        session,
+        select(ServiceRevision).where(ServiceRevision.service_id == service_id),
+        ServiceRevision.id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [
+        RevisionRead(
+            revision=r.revision,
+            spec=ServiceSpec.model_validate(r.spec),
+            created_at=r.created_at,
+            created_by=r.created_by,
+        )
+        for r in rows
+    ], next_cursor

@@ -139,9 +139,10 @@ def remove_bench_containers(api: docker.APIClient) -> int:
 
 def settle(api: docker.APIClient) -> None:
     """Between runs: no container of ours left, and a moment for the engine to calm down."""
+    started = time.perf_counter()
     left = remove_bench_containers(api)
     if left:
-        say(f"    removed {left} leftover container(s)")
+        say(f"    removed {left} container(s) in {time.perf_counter() - started:.1f}s (untimed)")
     time.sleep(SETTLE_SECONDS)
 
 
@@ -581,7 +582,7 @@ def print_summary(
     if compose is not None:
         say(f"Compose:            {compose.seconds:6.2f} s")
     if best is not None:
-        say(f"best raw loop:      {best.seconds:6.2f} s  ({best.label.split(', ')[-1]})")
+        say(f"best raw loop:      {best.seconds:6.2f} s  ({best.label.split(', ')[-1].strip()})")
     for item in berth:
         run = item.run
         parts = [f"Berth workers={item.workers:<3} {run.seconds:6.2f} s"]

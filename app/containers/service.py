@@ -16,6 +16,7 @@ from app.containers.schemas import ContainerCreate, ContainerRead, ContainerSpec
 from app.core.config import Settings
 from app.core.db import new_id, utcnow
 from app.core.errors import Conflict, Invalid, NotFound
+from app.core.lookup import get_or_404
 from app.hosts import service as hosts
 from app.hosts.models import Host
 from app.images.service import checked_reference
@@ -70,13 +71,7 @@ def to_read(container: Container) -> ContainerRead:
 
 
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:
-    statement = select(Container).where(Container.id == container_id)
-    if for_update:
-        statement = statement.with_for_update()
-    container = session.execute(statement).scalar_one_or_none()
-    if container is None:
-        raise NotFound(f"no container {container_id!r}")
-    return container
+    return get_or_404(session, Container, container_id, what="container", for_update=for_update)
 
 
 def get_all(

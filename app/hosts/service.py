@@ -12,6 +12,7 @@ from app.api.pagination import paginate
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
+from app.core.lookup import get_or_404
 from app.engine.docker_engine import DockerEngine, TlsMaterial
 from app.hosts.models import Host
 from app.hosts.schemas import LABEL_KEY, HostCreate, HostRead, HostTls, HostUpdate
@@ -73,13 +74,7 @@ def create(session: Session, *, data: HostCreate, cipher: Cipher) -> Host:
 
 
 def get(session: Session, *, host_id: str, for_update: bool = False) -> Host:
-    statement = select(Host).where(Host.id == host_id)
-    if for_update:
-        statement = statement.with_for_update()
-    host = session.execute(statement).scalar_one_or_none()
-    if host is None:
-        raise NotFound(f"no host {host_id!r}")
-    return host
+    return get_or_404(session, Host, host_id, what="host", for_update=for_update)
 
 
 def get_all(

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.config import Settings
-from app.core.errors import Invalid, NotFound, PolicyViolation
+from app.core.errors import Invalid, PolicyViolation
+from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.models import Image
 from app.images.reference import ImageReference, InvalidReference, parse_reference, registry_allowed
@@ -35,10 +36,7 @@ def to_read(image: Image) -> ImageRead:
 
 
 def get(session: Session, *, image_id: str) -> Image:
-    image = session.get(Image, image_id)
-    if image is None:
-        raise NotFound(f"no image {image_id!r}")
-    return image
+    return get_or_404(session, Image, image_id, what="image")
 
 
 def get_all(

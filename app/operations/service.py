@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
-from app.core.errors import NotFound
+from app.core.lookup import get_or_404
 from app.operations.models import QUEUED, Operation, OperationLog
 from app.operations.schemas import OperationRead
 
@@ -38,13 +38,7 @@ def to_read(operation: Operation) -> OperationRead:
 
 
 def get(session: Session, *, operation_id: str, for_update: bool = False) -> Operation:
-    statement = select(Operation).where(Operation.id == operation_id)
-    if for_update:
-        statement = statement.with_for_update()
-    operation = session.execute(statement).scalar_one_or_none()
-    if operation is None:
-        raise NotFound(f"no operation {operation_id!r}")
-    return operation
+    return get_or_404(session, Operation, operation_id, what="operation", for_update=for_update)
 
 
 def get_all(

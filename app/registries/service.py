@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.db import utcnow
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict
+from app.core.lookup import get_or_404
 from app.registries.models import Registry
 from app.registries.schemas import RegistryCreate, RegistryRead, RegistryUpdate, registry_host
 from app.security.crypto import Cipher
@@ -71,13 +72,7 @@ def create(session: Session, *, data: RegistryCreate, cipher: Cipher) -> Registr
 
 
 def get(session: Session, *, registry_id: str, for_update: bool = False) -> Registry:
-    statement = select(Registry).where(Registry.id == registry_id)
-    if for_update:
-        statement = statement.with_for_update()
-    registry = session.execute(statement).scalar_one_or_none()
-    if registry is None:
-        raise NotFound(f"no registry {registry_id!r}")
-    return registry
+    return get_or_404(session, Registry, registry_id, what="registry", for_update=for_update)
 
 
 def get_all(

@@ -15,7 +15,8 @@ from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import Conflict, Invalid, NotFound
+from app.core.errors import Conflict, Invalid
+from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.services.models import Service, ServiceRevision
 from app.services.schemas import (
@@ -106,13 +107,7 @@ def to_read(session: Session, service: Service) -> ServiceRead:
 
 
 def get(session: Session, *, service_id: str, for_update: bool = False) -> Service:
-    statement = select(Service).where(Service.id == service_id)
-    if for_update:
-        statement = statement.with_for_update()
-    service = session.execute(statement).scalar_one_or_none()
-    if service is None:
-        raise NotFound(f"no service {service_id!r}")
-    return service
+    return get_or_404(session, Service, service_id, what="service", for_update=for_update)
 
 
 def get_all(

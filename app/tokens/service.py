@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.db import utcnow
-from app.core.errors import Invalid, NotFound
+from app.core.errors import Invalid
+from app.core.lookup import get_or_404
 from app.security.roles import Role
 from app.security.tokens import generate_token, hash_token
 from app.tokens.models import ApiToken
@@ -58,10 +59,7 @@ def ensure_bootstrap(session: Session, *, secret: str) -> None:
 
 
 def get(session: Session, *, token_id: str) -> ApiToken:
-    token = session.get(ApiToken, token_id)
-    if token is None:
-        raise NotFound(f"no token {token_id!r}")
-    return token
+    return get_or_404(session, ApiToken, token_id, what="token")
 
 
 def get_all(

@@ -507,3 +507,32 @@ def test_create_is_idempotent_across_a_retry(fleet: Fleet, db: Database) -> None
         )
         == 1
     )
+
+
+def test_list_items_match_single_reads(fleet: Fleet) -> None:
+    """Lists are serialised on a fast path; they must say exactly what a single read says."""
+    made = fleet.run(
+        host_id=fleet.hosts["h1"],
+        command=["sleep", "300"],
+        healthcheck=HEALTHY_CHECK,
+        resources={"cpus": 0.5},
+    )
+    foreign = fleet.engines["h1"].containers.run(
+        fleet.bed.image, ["sleep", "300"], detach=True, labels={"berth.test": "list"}
+    )
+    try:
+        wait_for(
+            lambda: len(fleet.api.get("/containers").json()["items"]) >= 2,
+            timeout=10,
+            what="both listed",
+        )
+        for item in fleet.api.get("/containers").json()["items"]:
+            assert item == fleet.api.get(f"/containers/{item['id']}").json()
+        assert any(
+            item["id"] == made["id"] for item in fleet.api.get("/containers").json()["items"]
+        )
+    finally:
+        foreign.remove(force=True)
+
+
+HEALTHY_CHECK = {"test": ["CMD-SHELL", "true"], "interval_s": 1}

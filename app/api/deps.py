@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,6 +24,8 @@ def get_app_context(request: Request) -> AppContext:
 
 
 Ctx = Annotated[AppContext, Depends(get_app_context)]
+
+PRINCIPAL_TTL_SECONDS = 5.0
 
 bearer = HTTPBearer(auto_error=False, description="A Berth API token: `Bearer berth_...`")
 
@@ -46,17 +49,23 @@ def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
     digest = hash_token(credentials.credentials)
-    with context.db.session(write=False) as session:
-        token = session.execute(
-            select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
-                ApiToken.token_hash == digest
-            )
-        ).first()
-    if token is None:
-        raise Unauthorized("invalid or revoked token")
-    if token.expires_at is not None and token.expires_at <= utcnow():
+    cached = context.principals.get(digest)
+    if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
+        with context.db.session(write=False) as session:
+            token = session.execute(
+                select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
+                    ApiToken.token_hash == digest
+                )
+            ).first()
+        if token is None:
+            context.principals.pop(digest, None)
+            raise Unauthorized("invalid or revoked token")
+        cached = (time.monotonic(), token.id, token.name, token.role, token.expires_at)
+        context.principals[digest] = cached
+    _, token_id, name, role, expires_at = cached
+    if expires_at is not None and expires_at <= utcnow():
         raise Unauthorized("token expired")
-    principal = Principal(token_id=token.id, name=token.name, role=Role(token.role))
+    principal = Principal(token_id=token_id, name=name, role=Role(role))
     request.state.principal = principal
     return principal
 

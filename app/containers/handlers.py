@@ -27,8 +27,9 @@ def _row(session: Session, ctx: OperationContext) -> Container:
     return container
 
 
-def _spec(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str]]:
-    """The spec, the name, and the labels that tie a service's replica to its service."""
+def _intent(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str], str]:
+    """The spec, the name, the labels that tie a service's replica to its service, and the
+    desired state, in one read."""
     with ctx.app.db.session(write=False) as session:
         container = session.get(Container, ctx.claim.target_id)
         if container is None:
@@ -40,7 +41,8 @@ def _spec(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str]]:
                 "berth.slot": str(container.slot),
                 "berth.revision": str(container.revision),
             }
-        return ContainerSpec.model_validate(container.spec), container.name, extra
+        spec = ContainerSpec.model_validate(container.spec)
+        return spec, container.name, extra, container.desired_state
 
 
 def find(engine: DockerEngine, container_id: str) -> str | None:
@@ -70,51 +72,61 @@ def record(
     return state
 
 
-def _ensure_image(ctx: OperationContext, engine: DockerEngine, spec: ContainerSpec) -> None:
+def _create_once(
+    ctx: OperationContext,
+    engine: DockerEngine,
+    spec: ContainerSpec,
+    name: str,
+    service_labels: dict[str, str],
+) -> tuple[str, bool]:
+    """Create the container, or find the one an earlier attempt made: (docker id, fresh).
+
+    The name is unique per host, so a create that an earlier attempt already did fails with a
+    name conflict, and the label finds that container; no lookup is needed on the fast path.
+    """
+    container_id = str(ctx.claim.target_id)
+    berth_labels = {"berth.managed": "true"}
+    for volume in spec.volumes:
+        if not volume.is_bind and engine.ensure_volume(volume.source, berth_labels):
+            ctx.log(f"created volume {volume.source}")
+    for network in spec.networks:
+        if engine.ensure_network(network, berth_labels):
+            ctx.log(f"created network {network}")
+    labels = labels_for(container_id, ctx.id, spec, service_labels)
+    body = create_body(spec, labels=labels, image=spec.image)
     try:
-        engine.inspect_image(spec.image)
-    except ObjectNotFound:
-        pull_image(ctx, engine, parse_reference(spec.image), spec.registry_id)
+        try:
+            docker_id = engine.create_container_raw(name, body)
+        except ObjectNotFound:
+            # The image is not on the host: pull it (with the registry's credentials), once.
+            pull_image(ctx, engine, parse_reference(spec.image), spec.registry_id)
+            docker_id = engine.create_container_raw(name, body)
+    except EngineError as exc:
+        if exc.transient:
+            raise
+        earlier = find(engine, container_id)
+        if earlier is not None:
+            ctx.log(f"found container {earlier[:12]} from an earlier attempt")
+            return earlier, False
+        raise PermanentError(f"the engine refused to create the container: {exc}") from exc
+    for network in spec.networks[1:]:
+        engine.connect_network(network, docker_id)
+    return docker_id, True
 
 
 @handler("container.create")
 def create(ctx: OperationContext) -> dict[str, Any]:
-    container_id = str(ctx.claim.target_id)
-    spec, name, service_labels = _spec(ctx)
+    spec, name, service_labels, desired = _intent(ctx)
     engine = ctx.engine()
-    docker_id = find(engine, container_id)
-    if docker_id is None:
-        _ensure_image(ctx, engine, spec)
-        berth_labels = {"berth.managed": "true"}
-        for volume in spec.volumes:
-            if not volume.is_bind and engine.ensure_volume(volume.source, berth_labels):
-                ctx.log(f"created volume {volume.source}")
-        for network in spec.networks:
-            if engine.ensure_network(network, berth_labels):
-                ctx.log(f"created network {network}")
-        labels = labels_for(container_id, ctx.id, spec, service_labels)
-        try:
-            docker_id = engine.create_container_raw(
-                name, create_body(spec, labels=labels, image=spec.image)
-            )
-        except EngineError as exc:
-            if exc.transient:
-                raise
-            raise PermanentError(f"the engine refused to create the container: {exc}") from exc
-        for network in spec.networks[1:]:
-            engine.connect_network(network, docker_id)
-        ctx.log(f"created container {docker_id[:12]} as {name}")
-    else:
-        ctx.log(f"found container {docker_id[:12]} from an earlier attempt")
-    record(ctx, engine, docker_id, error=None)
-    with ctx.app.db.session(write=False) as session:
-        desired = session.get(Container, container_id)
-        wanted = desired.desired_state if desired is not None else "removed"
-    if wanted == "running":
-        state = engine.inspect_container(docker_id)["State"]
-        if state.get("Status") != "running":
-            _start(ctx, engine, docker_id)
-    return record(ctx, engine, docker_id)
+    docker_id, fresh = _create_once(ctx, engine, spec, name, service_labels)
+    if desired == "running" and (
+        fresh or engine.inspect_container(docker_id)["State"].get("Status") != "running"
+    ):
+        _start(ctx, engine, docker_id)
+    ctx.log(
+        f"container {docker_id[:12]} is {name}" + (" (started)" if desired == "running" else "")
+    )
+    return record(ctx, engine, docker_id, error=None)
 
 
 def _start(ctx: OperationContext, engine: DockerEngine, docker_id: str) -> None:
@@ -126,7 +138,6 @@ def _start(ctx: OperationContext, engine: DockerEngine, docker_id: str) -> None:
         message = f"the container failed to start: {exc}"
         record(ctx, engine, docker_id, error=message)
         raise PermanentError(message) from exc
-    ctx.log("started")
 
 
 def _existing(ctx: OperationContext, engine: DockerEngine) -> str:

@@ -4,6 +4,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -67,7 +68,11 @@ def create_container(
     return body
 
 
-@router.get("", summary="List containers (served from the database, kept in sync with the hosts)")
+@router.get(
+    "",
+    summary="List containers (served from the database, kept in sync with the hosts)",
+    response_model=Page[ContainerRead],
+)
 def list_containers(
     context: Ctx,
     _: Viewer,
@@ -84,7 +89,7 @@ def list_containers(
             description="`key` or `key=value`",
         ),
     ] = None,
-) -> Page[ContainerRead]:
+) -> Response:
     with context.db.session(write=False) as session:
         rows, next_cursor = service.get_all(
             session,
@@ -95,7 +100,9 @@ def list_containers(
             state=state,
             label=label,
         )
-        return Page(items=[service.to_read(c) for c in rows], next_cursor=next_cursor)
+    # Serialised in one pass: per-row models cost more than the query on this, the hottest read.
+    body = {"items": [service.read_dict(row) for row in rows], "next_cursor": next_cursor}
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 @router.get("/{container_id}", summary="Get a container")

@@ -46,28 +46,57 @@ _SPEC_DEFAULTS: dict[str, Any] = {
 }
 
 
-def to_read(container: Container) -> ContainerRead:
+READ_COLUMNS = (
+    Container.id,
+    Container.name,
+    Container.host_id,
+    Container.service_id,
+    Container.image,
+    Container.labels,
+    Container.spec,
+    Container.managed,
+    Container.desired_state,
+    Container.state,
+    Container.health,
+    Container.exit_code,
+    Container.docker_id,
+    Container.error,
+    Container.created_at,
+    Container.observed_at,
+    Container.version,
+)
+
+
+def read_dict(row: Any) -> dict[str, Any]:
+    """A container as the API shows it, from an ORM object or a row of READ_COLUMNS. The spec
+    was validated when stored, so lists can skip validating it again row by row."""
+    stored = row.spec
     # Foreign containers carry only what a listing shows, so fill the rest with defaults.
-    spec = {**_SPEC_DEFAULTS, **{k: v for k, v in container.spec.items() if k in _SPEC_DEFAULTS}}
-    return ContainerRead(
-        id=container.id,
-        name=container.name,
-        host_id=container.host_id,
-        service_id=container.service_id,
-        image=container.image,
-        labels=container.labels,
+    spec = {**_SPEC_DEFAULTS, **{k: v for k, v in stored.items() if k in _SPEC_DEFAULTS}}
+    spec["resources"] = {"cpus": None, "memory_bytes": None, **(spec["resources"] or {})}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "host_id": row.host_id,
+        "service_id": row.service_id,
+        "image": row.image,
         **spec,
-        managed=container.managed,
-        desired_state=container.desired_state,
-        state=container.state,
-        health=container.health,
-        exit_code=container.exit_code,
-        docker_id=container.docker_id,
-        error=container.error,
-        created_at=container.created_at,
-        observed_at=container.observed_at,
-        version=container.version,
-    )
+        "labels": row.labels,
+        "managed": row.managed,
+        "desired_state": row.desired_state,
+        "state": row.state,
+        "health": row.health,
+        "exit_code": row.exit_code,
+        "docker_id": row.docker_id,
+        "error": row.error,
+        "created_at": row.created_at,
+        "observed_at": row.observed_at,
+        "version": row.version,
+    }
+
+
+def to_read(container: Container) -> ContainerRead:
+    return ContainerRead.model_validate(read_dict(container))
 
 
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:
@@ -83,8 +112,9 @@ def get_all(
     service_id: str | None = None,
     state: str | None = None,
     label: str | None = None,
-) -> tuple[Sequence[Container], str | None]:
-    statement = select(Container)
+) -> tuple[Sequence[Any], str | None]:
+    """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path)."""
+    statement = select(*READ_COLUMNS)
     if host_id is not None:
         statement = statement.where(Container.host_id == host_id)
     if service_id is not None:
@@ -95,7 +125,7 @@ def get_all(
         key, has_value, value = label.partition("=")
         label_value = Container.labels[key].as_string()
         statement = statement.where(label_value == value if has_value else label_value.is_not(None))
-    return paginate(session, statement, Container.id, limit=limit, cursor=cursor)
+    return paginate(session, statement, Container.id, limit=limit, cursor=cursor, entities=False)
 
 
 def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:

@@ -239,6 +239,10 @@ class HostFollower:
             with contextlib.suppress(Exception):
                 stream.close()
 
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -320,7 +324,10 @@ class ContainerWatcher(LoopService):
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
-        for host_id, follower in self.followers.items():
+        for follower in self.followers.values():
             follower.stop()
+        # Wait for them: a follower mid re-list must not write after its process stopped.
+        for host_id, follower in self.followers.items():
+            follower.join(timeout)
             leases.release(self.app.db, f"containers.follow.{host_id}", holder=self.holder)
         self.followers.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 
 from app.core.config import Settings
@@ -16,6 +18,9 @@ class AppContext:
         self.db = db or Database(settings.database_url)
         self.engines = EnginePool()
         self._cipher: Cipher | None = None
+        # token hash -> (looked up at, token id, name, role, expires at): spares a query per
+        # request. Revocation is immediate in this process, within PRINCIPAL_TTL in others.
+        self.principals: dict[str, tuple[float, str, str, str, datetime | None]] = {}
 
     @property
     def cipher(self) -> Cipher:

@@ -47,6 +47,7 @@ def delete_token(token_id: str, request: Request, context: Ctx, _: Admin) -> Res
         token = service.get(session, token_id=token_id)
         check_if_match(request, token.version)
         service.delete(session, token=token)
+        context.principals.pop(token.token_hash, None)
     return Response(status_code=204)
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from app.containers.engine_config import observed
 from app.containers.models import Container
@@ -90,6 +90,17 @@ def _name(summary: dict[str, Any]) -> str:
     return str(names[0]).lstrip("/")[:128]
 
 
+_STATE_COLUMNS = (
+    Container.id,
+    Container.docker_id,
+    Container.managed,
+    Container.desired_state,
+    Container.state,
+    Container.health,
+    Container.exit_code,
+)
+
+
 class StateWriter:
     """Applies what an engine says to the containers table of one host."""
 
@@ -98,38 +109,49 @@ class StateWriter:
         self.host_id = host_id
 
     def relist(self, engine: DockerEngine) -> None:
+        """Compare the engine's list with the stored state (read without a write lock) and
+        write only what differs, in one short transaction."""
         summaries = engine.list_containers()
         now = utcnow()
+        with self.app.db.session(write=False) as session:
+            stored = session.execute(
+                select(*_STATE_COLUMNS).where(Container.host_id == self.host_id)
+            ).all()
+        managed = {row.id: row for row in stored if row.managed}
+        foreign = {row.docker_id: row for row in stored if not row.managed}
         seen: set[str] = set()
+        changes: dict[str, dict[str, Any]] = {}
+        added: list[Container] = []
+        for summary in summaries:
+            docker_id = str(summary["Id"])
+            seen.add(docker_id)
+            labels = summary.get("Labels") or {}
+            row = managed.get(str(labels.get("berth.container", ""))) or foreign.get(docker_id)
+            state = _summary_state(summary)
+            if row is None:
+                fresh = self._add_foreign(summary)
+                for key, value in state.items():
+                    setattr(fresh, key, value)
+                fresh.observed_at = now
+                added.append(fresh)
+            elif any(getattr(row, key) != value for key, value in state.items()):
+                changes[row.id] = state
+        for row in managed.values():
+            vanished = row.docker_id is not None and row.docker_id not in seen
+            if vanished and row.desired_state != "removed" and row.state != "missing":
+                changes[row.id] = {"state": "missing", "health": None}
+        gone = [docker_id for docker_id in foreign if docker_id not in seen]
+        if not (changes or added or gone):
+            return
         with self.app.db.session() as session:
-            rows = list(
+            for row_id, values in changes.items():
                 session.execute(
-                    select(Container).where(Container.host_id == self.host_id)
-                ).scalars()
-            )
-            managed = {row.id: row for row in rows if row.managed}
-            foreign = {row.docker_id: row for row in rows if not row.managed}
-            for summary in summaries:
-                docker_id = str(summary["Id"])
-                seen.add(docker_id)
-                labels = summary.get("Labels") or {}
-                row = managed.get(str(labels.get("berth.container", "")))
-                if row is None:
-                    row = foreign.get(docker_id)
-                    if row is None:
-                        row = self._add_foreign(summary)
-                        session.add(row)
-                for key, value in _summary_state(summary).items():
-                    setattr(row, key, value)
-                row.observed_at = now
-            for row in managed.values():
-                if (
-                    row.docker_id is not None
-                    and row.docker_id not in seen
-                    and row.desired_state != "removed"
-                ):
-                    row.state, row.health, row.observed_at = "missing", None, now
-            gone = [docker_id for docker_id in foreign if docker_id not in seen]
+                    update(Container)
+                    .where(Container.id == row_id)
+                    .values(**values, observed_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            session.add_all(added)
             if gone:
                 session.execute(
                     delete(Container).where(
@@ -138,6 +160,8 @@ class StateWriter:
                         Container.docker_id.in_(gone),
                     )
                 )
+        if any(managed.get(row_id) is not None for row_id in changes):
+            reconciler.wake()
 
     def _add_foreign(self, summary: dict[str, Any]) -> Container:
         spec = _foreign_spec(summary)

@@ -514,13 +514,13 @@ def print_start_latency(results: StartResults) -> None:
     say("")
     say("Berth against the docker SDK baseline (the engine itself):")
     say(
-        f"  p50: {ratio:.2f}x, +{p50_over:.1f} ms   "
+        f"  p50: {ratio:.2f}x, {p50_over:+.1f} ms   "
         f"(goal: adds <= {GOAL_OVERHEAD_RATIO:.0%} or <= {GOAL_OVERHEAD_MS:.0f} ms: {ok(met)})"
     )
-    say(f"  p90: {percentile(berth, 90) / percentile(sdk, 90):.2f}x, +{p90_over:.1f} ms")
+    say(f"  p90: {percentile(berth, 90) / percentile(sdk, 90):.2f}x, {p90_over:+.1f} ms")
     say(
-        f"  paired per round (Berth - SDK): p50 +{percentile(paired, 50):.1f} ms, "
-        f"p90 +{percentile(paired, 90):.1f} ms"
+        f"  paired per round (Berth - SDK): p50 {percentile(paired, 50):+.1f} ms, "
+        f"p90 {percentile(paired, 90):+.1f} ms"
     )
     say("")
     say("Where Berth's time goes (p50 of each segment, ms; from the operation's timestamps):")

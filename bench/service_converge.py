@@ -11,10 +11,11 @@ One run measures, on the testbed's engine h1, how long it takes until N replicas
   registered as host `local`) per BERTH_WORKERS value, timed from `POST /api/v1/services` until
   `GET /api/v1/services/{id}` says status `running` with N replicas running (polled every 50 ms).
 
-Runs alternate between Berth and the others, and every run starts from an engine without any
-of the benchmark's containers (removed between runs, outside the timed region).
+Runs alternate between Berth and the others, the second round in the reverse order of the
+first, and every run starts from an engine without any of the benchmark's containers (removed
+between runs, outside the timed region).
 
-    .venv/bin/python -m bench.service_converge [--replicas 50] [--workers 4,8,12]
+    .venv/bin/python -m bench.service_converge [--replicas 50] [--workers 4,8,12] [--rounds 2]
 
 See bench/README.md for how to read the output.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -60,6 +62,7 @@ API = "/api/v1"
 GOAL_VS_COMPOSE = 0.7
 GOAL_VS_RAW = 1.1
 RAW_PARALLELISM = (1, 4, 8, 16)
+DEFAULT_ROUNDS = 2
 BUSY_LOAD = 1.5
 
 POLL_SECONDS = 0.05
@@ -90,8 +93,32 @@ def ok(flag: bool) -> str:
     return "ok" if flag else "MISS"
 
 
-def load1() -> float:
-    return os.getloadavg()[0]
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    except OSError:
+        return math.nan, math.nan
+    values = [float(value) for value in fields]
+    # user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How busy all CPUs together were between two `machine_cpu()` readings (0..1)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else math.nan
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far (/proc/PID/stat)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = text[text.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of the file (utime, stime); the list starts at field 3.
+    return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -151,11 +178,15 @@ def settle(api: docker.APIClient) -> None:
 
 @dataclass(frozen=True)
 class Run:
+    key: str  # "compose", "raw:4", "berth:8": what is compared across rounds
     label: str
+    round: int
     seconds: float
     running: int
-    load: float
-    note: str = ""
+    cpu_busy: float  # share of all the machine's CPUs busy during the timed region
+    # CPU seconds of the orchestrating process in the timed region: docker-compose, this
+    # process's threads for the raw loop, the `berth serve` process for Berth.
+    own_cpu: float
 
 
 @dataclass(frozen=True)
@@ -173,11 +204,13 @@ class OperationTimes:
 @dataclass
 class BerthRun:
     workers: int
-    run: Run
+    round: int
     post_seconds: float
     posted_wall: float
-    observed_wall: float
-    status_changed: datetime | None
+    run: Run | None = None
+    observed_wall: float = math.nan
+    status_changed: datetime | None = None
+    server_cpu_seconds: float = math.nan
     operations: list[OperationTimes] = field(default_factory=list)
     failed_or_retried: int = 0
     polls: int = 0
@@ -226,7 +259,12 @@ def compose_down(compose: str, compose_file: Path, project: str, docker_host: st
 
 
 def run_compose(
-    api: docker.APIClient, compose: str, workdir: Path, docker_host: str, replicas: int
+    api: docker.APIClient,
+    compose: str,
+    workdir: Path,
+    docker_host: str,
+    replicas: int,
+    round_number: int,
 ) -> Run:
     compose_file = workdir / "compose.yaml"
     compose_file.write_text(
@@ -239,8 +277,9 @@ def run_compose(
     )
     project = f"berthbench{secrets.token_hex(3)}"
     project_args = [compose, "-p", project, "-f", str(compose_file)]
-    load = load1()
     try:
+        cpu = machine_cpu()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(
             [*project_args, "up", "-d", "--scale", f"app={replicas}"],
@@ -251,6 +290,9 @@ def run_compose(
             timeout=COMPOSE_TIMEOUT,
         )
         seconds = time.perf_counter() - start
+        cpu_busy = busy_share(cpu, machine_cpu())
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         if done.returncode != 0:
             raise RuntimeError(
                 f"docker-compose up: exit {done.returncode}: {done.stderr.strip()[-1500:]}"
@@ -258,13 +300,17 @@ def run_compose(
         running = count_running(api, **{"com.docker.compose.project": project})
     finally:
         compose_down(compose, compose_file, project, docker_host)
-    return Run("Compose: docker-compose up -d --scale", seconds, running, load)
+    return Run(
+        "compose", "Compose: up -d --scale", round_number, seconds, running, cpu_busy, own_cpu
+    )
 
 
 # (b) The raw loop
 
 
-def run_raw(api: docker.APIClient, docker_host: str, replicas: int, parallelism: int) -> Run:
+def run_raw(
+    api: docker.APIClient, docker_host: str, replicas: int, parallelism: int, round_number: int
+) -> Run:
     """create_container + start for every replica from `parallelism` threads, each with its own
     APIClient (made before the clock starts)."""
     version = str(api.version()["ApiVersion"])
@@ -295,17 +341,28 @@ def run_raw(api: docker.APIClient, docker_host: str, replicas: int, parallelism:
         )
         engine.start(created["Id"])
 
-    load = load1()
     try:
+        cpu = machine_cpu()
+        own = time.process_time()
         start = time.perf_counter()
         with ThreadPoolExecutor(parallelism) as pool:
             list(pool.map(one, range(replicas)))
         seconds = time.perf_counter() - start
+        own_cpu = time.process_time() - own
+        cpu_busy = busy_share(cpu, machine_cpu())
     finally:
         for made in clients:
             made.close()
     running = count_running(api)
-    return Run(f"raw loop: SDK create+start, {parallelism:>2} thread(s)", seconds, running, load)
+    return Run(
+        f"raw:{parallelism}",
+        f"raw loop, {parallelism:>2} thread(s)",
+        round_number,
+        seconds,
+        running,
+        cpu_busy,
+        own_cpu,
+    )
 
 
 # (c) Berth
@@ -335,6 +392,11 @@ class BerthServer:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def start(self) -> None:
         self._log = self.log_path.open("wb")
@@ -442,15 +504,19 @@ def wait_converged(
 
 
 def log_times(client: httpx.Client, operation_id: str) -> dict[str, datetime]:
-    """When the handler logged 'created container' and 'started' (the first of each)."""
+    """When the handler logged that it created the container ("created container ...", if it
+    says so on its own line) and that it started it ("started", or a line ending in
+    "(started)"): the first of each."""
     response = client.get(f"{API}/operations/{operation_id}/logs")
     response.raise_for_status()
     found: dict[str, datetime] = {}
     for line in response.json()["items"]:
         message = str(line["message"])
-        for key, prefix in (("created", "created container"), ("started", "started")):
-            if message.startswith(prefix) and key not in found:
-                found[key] = parse_time(line["at"])
+        at = parse_time(line["at"])
+        if message.startswith("created container"):
+            found.setdefault("created", at)
+        if message == "started" or message.endswith("(started)"):
+            found.setdefault("started", at)
     return found
 
 
@@ -497,7 +563,12 @@ def delete_service(client: httpx.Client, api: docker.APIClient, service_id: str)
 
 
 def run_berth(
-    api: docker.APIClient, docker_host: str, replicas: int, workers: int, workdir: Path
+    api: docker.APIClient,
+    docker_host: str,
+    replicas: int,
+    workers: int,
+    workdir: Path,
+    round_number: int,
 ) -> BerthRun:
     with (
         running_server(workdir, docker_host, workers) as server,
@@ -509,7 +580,8 @@ def run_berth(
             f"    berth serve (BERTH_WORKERS={workers}) ready in {time.perf_counter() - began:.1f}s"
         )
         time.sleep(SETTLE_SECONDS)  # let the start-up's own work (image sync, ...) pass
-        load = load1()
+        server_cpu = process_cpu_seconds(server.pid)
+        cpu = machine_cpu()
         posted_wall = time.time()
         start = time.perf_counter()
         response = client.post(f"{API}/services", json=service_body(replicas))
@@ -518,20 +590,25 @@ def run_berth(
             raise RuntimeError(f"POST /services: {response.status_code} {response.text[:500]}")
         service_id = str(response.json()["service"]["id"])
         run = BerthRun(
-            workers=workers,
-            run=Run("", 0.0, 0, load),
-            post_seconds=post_seconds,
-            posted_wall=posted_wall,
-            observed_wall=0.0,
-            status_changed=None,
+            workers=workers, round=round_number, post_seconds=post_seconds, posted_wall=posted_wall
         )
         try:
             read = wait_converged(client, server, service_id, replicas, run)
             seconds = time.perf_counter() - start
             run.observed_wall = time.time()
+            cpu_busy = busy_share(cpu, machine_cpu())
+            run.server_cpu_seconds = process_cpu_seconds(server.pid) - server_cpu
             # Outside the timed region: check the engine agrees, and read the operations.
             running = count_running(api, **{"berth.service": service_id})
-            run.run = Run(f"Berth: BERTH_WORKERS={workers:<2}", seconds, running, load)
+            run.run = Run(
+                f"berth:{workers}",
+                f"Berth, BERTH_WORKERS={workers}",
+                round_number,
+                seconds,
+                running,
+                cpu_busy,
+                run.server_cpu_seconds,
+            )
             run.status_changed = parse_time(read["updated_at"])
             run.operations = create_operations(client)
             run.failed_or_retried = sum(
@@ -545,129 +622,172 @@ def run_berth(
 # The schedule
 
 
-def interleave(first: list[str], second: list[str]) -> list[str]:
-    """a1 b1 a2 b2 ...: the rest of the longer list at the end."""
-    order: list[str] = []
-    for index in range(max(len(first), len(second))):
-        order.extend(first[index : index + 1])
-        order.extend(second[index : index + 1])
-    return order
+def schedule(others: list[str], berth: list[str], rounds: int) -> list[list[str]]:
+    """Round 1 alternates the others with Berth (a1 b1 a2 b2 ..., the rest of the longer list
+    at the end); every second round runs the same in reverse, so that on average each approach
+    sits at the same place in the sequence."""
+    first: list[str] = []
+    for index in range(max(len(others), len(berth))):
+        first.extend(others[index : index + 1])
+        first.extend(berth[index : index + 1])
+    return [first if number % 2 == 0 else first[::-1] for number in range(rounds)]
 
 
 # Report
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def by_key(runs: list[Run]) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(run.key, []).append(run)
+    return grouped
 
 
 def print_runs(runs: list[Run], replicas: int) -> None:
     say("")
     say(f"Converging {replicas} replicas of {IMAGE} ({' '.join(COMMAND)}) on one engine")
     header = (
-        f"{'#':>2}  {'approach':<44} {'seconds':>8} {'per replica':>11} {'running':>8} {'load1':>6}"
+        f"{'#':>2} {'round':>5}  {'approach':<28} {'seconds':>8} {'per replica':>11} "
+        f"{'running':>7} {'cpu busy':>8} {'own cpu s':>9}"
     )
     say(header)
     say("-" * len(header))
     for number, run in enumerate(runs, 1):
         say(
-            f"{number:>2}  {run.label:<44} {run.seconds:>8.2f} "
-            f"{run.seconds / replicas * 1000:>8.0f} ms {run.running:>8} {run.load:>6.2f}"
-            + (f"  {run.note}" if run.note else "")
+            f"{number:>2} {run.round:>5}  {run.label:<28} {run.seconds:>8.2f} "
+            f"{run.seconds / replicas * 1000:>8.0f} ms {run.running:>7} {run.cpu_busy:>8.0%} "
+            f"{run.own_cpu:>9.2f}"
         )
-    say("(# is the order the runs were made in; load1: 1-minute load average as the run began)")
+    say(
+        "(# is the order of the runs; cpu busy: share of all the machine's CPUs busy during the "
+        "timed region; own cpu s: CPU seconds of docker-compose, of this process's raw-loop "
+        "threads, or of `berth serve`, in the timed region)"
+    )
 
 
-def print_summary(
-    compose: Run | None, raw: list[Run], berth: list[BerthRun], replicas: int
-) -> None:
+def print_summary(runs: list[Run]) -> None:
+    grouped = by_key(runs)
+    means = {key: mean([r.seconds for r in group]) for key, group in grouped.items()}
+
+    def values(key: str) -> str:
+        return " / ".join(f"{r.seconds:.2f}" for r in grouped[key])
+
     say("")
-    best = min(raw, key=lambda r: r.seconds) if raw else None
+    say("Mean over the rounds (each round's figure in brackets), seconds:")
+    compose = means.get("compose")
     if compose is not None:
-        say(f"Compose:            {compose.seconds:6.2f} s")
-    if best is not None:
-        say(f"best raw loop:      {best.seconds:6.2f} s  ({best.label.split(', ')[-1].strip()})")
-    for item in berth:
-        run = item.run
-        parts = [f"Berth workers={item.workers:<3} {run.seconds:6.2f} s"]
+        say(f"  {'Compose':<26} {compose:6.2f}  ({values('compose')})")
+    raw_keys = sorted((k for k in means if k.startswith("raw:")), key=lambda k: int(k[4:]))
+    for key in raw_keys:
+        say(f"  {f'raw loop, {key[4:]} thread(s)':<26} {means[key]:6.2f}  ({values(key)})")
+    best_key = min(raw_keys, key=lambda k: means[k]) if raw_keys else None
+    best = means[best_key] if best_key else None
+    if best_key is not None:
+        say(f"  best raw parallelism: {best_key[4:]} thread(s), {best:.2f} s")
+    berth_keys = sorted((k for k in means if k.startswith("berth:")), key=lambda k: int(k[6:]))
+    for key in berth_keys:
+        seconds = means[key]
+        parts = [f"  {f'Berth, BERTH_WORKERS={key[6:]}':<26} {seconds:6.2f}  ({values(key)})"]
         if compose is not None:
-            ratio = run.seconds / compose.seconds
+            ratio = seconds / compose
             parts.append(
-                f"Berth/Compose {ratio:.2f} (goal <= {GOAL_VS_COMPOSE:.1f} "
+                f"Berth/Compose {ratio:.2f} (goal <= {GOAL_VS_COMPOSE:.1f}: "
                 f"{ok(ratio <= GOAL_VS_COMPOSE)})"
             )
         if best is not None:
-            ratio = run.seconds / best.seconds
+            ratio = seconds / best
             parts.append(
-                f"Berth/best raw {ratio:.2f} (goal <= {GOAL_VS_RAW:.1f} {ok(ratio <= GOAL_VS_RAW)})"
+                f"Berth/best raw {ratio:.2f} (goal <= {GOAL_VS_RAW:.1f}: "
+                f"{ok(ratio <= GOAL_VS_RAW)})"
             )
         say("   ".join(parts))
-    if berth:
-        fastest = min(berth, key=lambda b: b.run.seconds)
-        say(f"fastest Berth: BERTH_WORKERS={fastest.workers} ({fastest.run.seconds:.2f} s)")
-
-
-def print_breakdown(item: BerthRun, replicas: int) -> None:
-    ops = item.operations
-    say("")
-    say(
-        f"Where Berth's time goes, BERTH_WORKERS={item.workers} "
-        f"({len(ops)} container.create operations, {item.failed_or_retried} failed or retried; "
-        f"{item.polls} GET /services polls), seconds from the POST:"
-    )
-    if not ops:
-        say("  (no finished container.create operations to read)")
-        return
-    t0 = item.posted_wall
-    first_created = min(op.created for op in ops)
-    last_created = max(op.created for op in ops)
-    first_started = min(op.started for op in ops)
-    last_started = max(op.started for op in ops)
-    last_finished = max(op.finished for op in ops)
-    waits = [seconds_since(op.created, op.started) for op in ops]
-    handlers = [seconds_since(op.started, op.finished) for op in ops]
-    busy = sum(handlers)
-    span = seconds_since(first_started, last_finished)
-
-    def row(label: str, value: float) -> None:
-        say(f"  {label:<62} {value:>7.2f}")
-
-    row("POST /services round trip (202 received)", item.post_seconds)
-    row(
-        "first container.create created_at (reconciler's first pass)",
-        seconds_since(t0, first_created),
-    )
-    row("last container.create created_at", seconds_since(t0, last_created))
-    row("first started_at (claimed by a worker)", seconds_since(t0, first_started))
-    row("last started_at", seconds_since(t0, last_started))
-    row("last finished_at", seconds_since(t0, last_finished))
-    if item.status_changed is not None:
-        row("service status -> running (its updated_at)", seconds_since(t0, item.status_changed))
-    row("seen by the client (GET /services every 50 ms)", seconds_since(t0, item.observed_wall))
-    say("  per operation (p50 / p90 / max, seconds):")
-
-    def spread(label: str, values: Sequence[float]) -> None:
+    if berth_keys:
+        fastest = min(berth_keys, key=lambda k: means[k])
+        say(f"  fastest Berth: BERTH_WORKERS={fastest[6:]} ({means[fastest]:.2f} s)")
+    if compose is not None and best is not None:
         say(
-            f"    {label:<60} {percentile(values, 50):>6.3f} {percentile(values, 90):>6.3f} "
-            f"{max(values):>6.3f}"
+            f"  (the Compose goal means <= {GOAL_VS_COMPOSE * compose:.2f} s, the raw goal "
+            f"<= {GOAL_VS_RAW * best:.2f} s)"
         )
 
-    spread("queue wait: created_at -> started_at", waits)
-    spread("handler: started_at -> finished_at", handlers)
-    pre = [seconds_since(op.started, op.created_log) for op in ops if op.created_log]
-    mid = [
-        seconds_since(op.created_log, op.started_log)
-        for op in ops
-        if op.created_log and op.started_log
-    ]
-    post = [seconds_since(op.started_log, op.finished) for op in ops if op.started_log]
-    if pre:
-        spread("  started_at -> 'created container' (spec, find, image, create)", pre)
-    if mid:
-        spread("  'created container' -> 'started' (record, inspect, start)", mid)
-    if post:
-        spread("  'started' -> finished_at (inspect, record, finish)", post)
+
+def breakdown_rows(item: BerthRun) -> dict[str, float]:
+    """Seconds from the POST to each milestone, and per-operation medians."""
+    ops = item.operations
+    t0 = item.posted_wall
+    rows: dict[str, float] = {"POST /services (202 received)": item.post_seconds}
+    if ops:
+        handlers = [seconds_since(op.started, op.finished) for op in ops]
+        first_started = min(op.started for op in ops)
+        last_finished = max(op.finished for op in ops)
+        span = seconds_since(first_started, last_finished)
+        rows.update(
+            {
+                "first create enqueued (created_at)": seconds_since(
+                    t0, min(op.created for op in ops)
+                ),
+                "last create enqueued": seconds_since(t0, max(op.created for op in ops)),
+                "first create started (started_at)": seconds_since(t0, first_started),
+                "last create started": seconds_since(t0, max(op.started for op in ops)),
+                "last create finished (finished_at)": seconds_since(t0, last_finished),
+            }
+        )
+    if item.status_changed is not None:
+        rows["service status -> running (updated_at)"] = seconds_since(t0, item.status_changed)
+    rows["seen by the client (the figure above)"] = seconds_since(t0, item.observed_wall)
+    if ops:
+        rows["per op: queue wait p50 (created->started)"] = percentile(
+            [seconds_since(op.created, op.started) for op in ops], 50
+        )
+        rows["per op: queue wait max"] = max(seconds_since(op.created, op.started) for op in ops)
+        rows["per op: handler p50 (started->finished)"] = percentile(handlers, 50)
+        rows["per op: handler p90"] = percentile(handlers, 90)
+        created = [seconds_since(op.started, op.created_log) for op in ops if op.created_log]
+        to_started = [seconds_since(op.started, op.started_log) for op in ops if op.started_log]
+        after = [seconds_since(op.started_log, op.finished) for op in ops if op.started_log]
+        if created:
+            rows["  p50 started_at -> 'created container' log"] = percentile(created, 50)
+        if to_started:
+            rows["  p50 started_at -> 'started' log line"] = percentile(to_started, 50)
+            rows["  p50 'started' log -> finished_at"] = percentile(after, 50)
+        rows["handlers busy on average (sum / span)"] = sum(handlers) / span if span else math.nan
+        rows["creates per second (ops / span)"] = len(ops) / span if span else math.nan
+    return rows
+
+
+def print_breakdown(berth: list[BerthRun], raw: list[Run], replicas: int) -> None:
+    if not berth:
+        return
+    say("")
     say(
-        f"  handler time summed {busy:.2f} s over {span:.2f} s from first start to last finish: "
-        f"{busy / span if span else math.nan:.1f} handlers busy on average "
-        f"(of {item.workers} slots)"
+        "Where Berth's time goes: seconds from the POST to each milestone, from the "
+        "container.create operations' timestamps and log lines (one column per Berth run)"
     )
+    columns = [breakdown_rows(item) for item in berth]
+    names = [f"w={item.workers} r{item.round}" for item in berth]
+    header = f"  {'':<46}" + "".join(f"{name:>10}" for name in names)
+    say(header)
+    labels = list(dict.fromkeys(label for column in columns for label in column))
+    for label in labels:
+        cells = "".join(
+            f"{column[label]:>10.2f}" if label in column else f"{'-':>10}" for column in columns
+        )
+        say(f"  {label:<46}{cells}")
+    counts = "".join(
+        f"{f'{len(item.operations)}/{item.failed_or_retried}/{item.polls}':>10}" for item in berth
+    )
+    say(f"  {'create ops / failed or retried / client polls':<46}{counts}")
+    if raw:
+        grouped = by_key(raw)
+        rates = ", ".join(
+            f"{key[4:]} thread(s) {replicas / mean([r.seconds for r in group]):.1f}/s"
+            for key, group in sorted(grouped.items(), key=lambda item: int(item[0][4:]))
+        )
+        say(f"  for comparison, raw loop containers per second (mean time): {rates}")
 
 
 def parse_list(text: str) -> list[int]:
@@ -692,35 +812,36 @@ def main(argv: list[str] | None = None) -> int:
         help="threads for the raw loop (1,4,8,16)",
     )
     parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds of every run (2)"
+    )
+    parser.add_argument(
         "--docker-host",
         default=os.environ.get("BERTH_BENCH_DOCKER_HOST", DEFAULT_DOCKER_HOST),
-        help="the engine (env BERTH_BENCH_DOCKER_HOST; default {DEFAULT_DOCKER_HOST})",
+        help=f"the engine (env BERTH_BENCH_DOCKER_HOST; default {DEFAULT_DOCKER_HOST})",
     )
-    parser.add_argument("--no-compose", action="store_true", help="skip the Compose run")
+    parser.add_argument("--no-compose", action="store_true", help="skip the Compose runs")
     args = parser.parse_args(argv)
-    if args.replicas < 1:
-        parser.error("--replicas must be positive")
+    if args.replicas < 1 or args.rounds < 1:
+        parser.error("--replicas and --rounds must be positive")
 
     # SIGTERM unwinds like Ctrl-C, so servers are stopped and containers removed.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     began = time.perf_counter()
     compose = None if args.no_compose else shutil.which("docker-compose")
     if not args.no_compose and compose is None:
-        say("docker-compose not found (apt-get install -y docker-compose); no Compose run")
-    load = load1()
+        say("docker-compose not found (apt-get install -y docker-compose); no Compose runs")
+    load = os.getloadavg()
     say(
-        f"load average {load:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
-        f"on {os.cpu_count()} CPUs"
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+        + (f"; `docker-compose version`: {compose_version(compose)}" if compose else "")
     )
-    if load > BUSY_LOAD:
+    if load[0] > BUSY_LOAD:
         say(
-            f"WARNING: the machine is not quiet (1-minute load {load:.2f} > {BUSY_LOAD}): "
+            f"WARNING: the machine is not quiet (1-minute load {load[0]:.2f} > {BUSY_LOAD}): "
             "the figures will be slower and noisier than on an idle machine"
         )
     api = docker.APIClient(base_url=args.docker_host, timeout=120)
     runs: list[Run] = []
-    raw: list[Run] = []
-    compose_run: Run | None = None
     berth: list[BerthRun] = []
     try:
         stale = remove_bench_containers(api)
@@ -733,40 +854,49 @@ def main(argv: list[str] | None = None) -> int:
         version = api.version()
         say(
             f"engine {args.docker_host}: Docker {version.get('Version', '?')} "
-            f"(API {version.get('ApiVersion', '?')}); "
-            + (f"docker-compose {compose_version(compose)}" if compose else "no Compose")
+            f"(API {version.get('ApiVersion', '?')})"
         )
         say(f"warm-up: {WARMUP_REPLICAS} containers from 4 threads (untimed)")
-        run_raw(api, args.docker_host, WARMUP_REPLICAS, 4)
+        run_raw(api, args.docker_host, WARMUP_REPLICAS, 4, 0)
         settle(api)
 
         others = (["compose"] if compose else []) + [f"raw:{p}" for p in args.raw_parallelism]
-        order = interleave(others, [f"berth:{w}" for w in args.workers])
+        rounds = schedule(others, [f"berth:{w}" for w in args.workers], args.rounds)
+        total = sum(len(steps) for steps in rounds)
         with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
             workdir = Path(tmp)
-            for step in order:
-                kind, _, value = step.partition(":")
-                say(f"[{len(runs) + 1}/{len(order)}] {step}")
-                if kind == "compose":
-                    assert compose is not None
-                    compose_run = run_compose(
-                        api, compose, workdir, args.docker_host, args.replicas
-                    )
-                    result = compose_run
-                elif kind == "raw":
-                    result = run_raw(api, args.docker_host, args.replicas, int(value))
-                    raw.append(result)
-                else:
-                    serverdir = workdir / f"berth-{value}"
-                    serverdir.mkdir()
-                    item = run_berth(api, args.docker_host, args.replicas, int(value), serverdir)
-                    berth.append(item)
-                    result = item.run
-                runs.append(result)
-                say(f"    {result.seconds:.2f}s, {result.running} running")
-                if result.running != args.replicas:
-                    say(f"    WARNING: {result.running} running, not {args.replicas}")
-                settle(api)
+            for round_number, steps in enumerate(rounds, 1):
+                for step in steps:
+                    kind, _, value = step.partition(":")
+                    say(f"[{len(runs) + 1}/{total}] round {round_number}: {step}")
+                    if kind == "compose":
+                        assert compose is not None
+                        result = run_compose(
+                            api, compose, workdir, args.docker_host, args.replicas, round_number
+                        )
+                    elif kind == "raw":
+                        result = run_raw(
+                            api, args.docker_host, args.replicas, int(value), round_number
+                        )
+                    else:
+                        serverdir = workdir / f"berth-{value}-{round_number}"
+                        serverdir.mkdir()
+                        item = run_berth(
+                            api,
+                            args.docker_host,
+                            args.replicas,
+                            int(value),
+                            serverdir,
+                            round_number,
+                        )
+                        berth.append(item)
+                        assert item.run is not None
+                        result = item.run
+                    runs.append(result)
+                    say(f"    {result.seconds:.2f}s, {result.running} running")
+                    if result.running != args.replicas:
+                        say(f"    WARNING: {result.running} running, not {args.replicas}")
+                    settle(api)
     finally:
         try:
             left = remove_bench_containers(api)
@@ -776,9 +906,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"clean-up failed: {exc}")
         api.close()
     print_runs(runs, args.replicas)
-    print_summary(compose_run, raw, berth, args.replicas)
-    for item in berth:
-        print_breakdown(item, args.replicas)
+    print_summary(runs)
+    print_breakdown(berth, [r for r in runs if r.key.startswith("raw:")], args.replicas)
     say(f"\n(total run time {time.perf_counter() - began:.0f}s on {os.cpu_count()} CPUs)")
     return 0
 

@@ -39,6 +39,7 @@ log = logging.getLogger("berth.services")
 ACTOR = "reconciler"
 _FAILED_STATES = ("exited", "dead", "missing")
 _BACKOFF_BASE, _BACKOFF_CAP = 0.5, 30.0
+_COALESCE_SECONDS = 0.1
 _reconcilers: list[LoopService] = []
 
 
@@ -59,10 +60,14 @@ class Pass:
     busy: set[str] = field(default_factory=set)
     hosts: dict[str, Host] = field(default_factory=dict)
     unplaceable: list[str] = field(default_factory=list)
+    _spec: tuple[int, ServiceSpec] | None = None
 
     @property
     def spec(self) -> ServiceSpec:
-        return ServiceSpec.model_validate(self.service.spec)
+        # Validated once per revision in a pass, not on every use (a rollback changes it).
+        if self._spec is None or self._spec[0] != self.service.revision:
+            self._spec = (self.service.revision, ServiceSpec.model_validate(self.service.spec))
+        return self._spec[1]
 
     def lost(self, task: Container) -> bool:
         host = self.hosts.get(task.host_id)
@@ -406,6 +411,8 @@ class ServiceReconciler(LoopService):
         super().stop(timeout)
 
     def run_once(self) -> None:
+        # A burst of container events is one reason to look, not one pass each.
+        self._stop.wait(_COALESCE_SECONDS)
         with self.app.db.session(write=False) as session:
             service_ids = list(session.execute(select(Service.id)).scalars())
         ttl = max(10.0, 5 * self.interval)

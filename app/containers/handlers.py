@@ -13,10 +13,10 @@ from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.db import utcnow
 from app.engine.docker_engine import DockerEngine
-from app.engine.errors import EngineError, ObjectNotFound
+from app.engine.errors import EngineError, EngineRejected, ObjectNotFound
 from app.images.handlers import pull_image
 from app.images.reference import parse_reference
-from app.operations.context import OperationContext, PermanentError
+from app.operations.context import OperationContext, PermanentError, TransientError
 from app.operations.registry import handler
 
 
@@ -197,7 +197,13 @@ def delete(ctx: OperationContext) -> dict[str, Any]:
     engine = ctx.engine()
     docker_id = find(engine, str(ctx.claim.target_id))
     if docker_id is not None:
-        engine.remove_container(docker_id, force=True, volumes=bool(ctx.params.get("volumes")))
+        try:
+            engine.remove_container(docker_id, force=True, volumes=bool(ctx.params.get("volumes")))
+        except EngineRejected as exc:
+            # Someone else is removing it right now: that is the outcome asked for; look again.
+            if "already in progress" not in str(exc):
+                raise PermanentError(f"the engine refused to remove the container: {exc}") from exc
+            raise TransientError("the engine is already removing the container") from exc
         ctx.log(f"removed container {docker_id[:12]}")
     with ctx.session() as session:
         container = session.get(Container, ctx.claim.target_id)

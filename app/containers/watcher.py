@@ -183,8 +183,14 @@ class StateWriter:
     def apply_event(self, engine: DockerEngine, event: dict[str, Any]) -> None:
         """Re-read one container after an event about it (level-triggered: the event only says
         where to look)."""
-        docker_id = str(event.get("id") or (event.get("Actor") or {}).get("ID", ""))
+        actor = event.get("Actor") or {}
+        docker_id = str(event.get("id") or actor.get("ID", ""))
         if not docker_id:
+            return
+        action = str(event.get("Action", "")).split(":")[0]
+        if action == "create" and (actor.get("Attributes") or {}).get("berth.container"):
+            # One of Berth's own, just made by a create operation, which records it; a
+            # re-list repairs anything that operation does not live to record.
             return
         try:
             details = engine.inspect_container(docker_id)
@@ -218,11 +224,12 @@ class StateWriter:
                 }
                 row = self._add_foreign(summary)
                 session.add(row)
+            changed = any(getattr(row, key) != value for key, value in state.items())
             for key, value in state.items():
                 setattr(row, key, value)
             row.observed_at = now
             replica = row.service_id is not None
-        if replica:
+        if replica and changed:
             reconciler.wake()
 
     def _vanished(self, docker_id: str) -> None:

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
+from app.api.deps import Ctx, Operator, Principal, Viewer, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
+from app.core.context import AppContext
 from app.core.db import new_id
 from app.core.errors import Conflict, Invalid
 from app.hosts import service as hosts
@@ -30,6 +32,29 @@ def _accepted(response: Response, operations: list[Operation]) -> ImageAccepted:
     reads = [operation_to_read(op) for op in operations]
     response.headers["Location"] = f"{API_PREFIX}/operations/{reads[0].id}"
     return ImageAccepted(operation=reads[0], operations=reads)
+
+
+def _enqueue(
+    session: Session,
+    context: AppContext,
+    principal: Principal,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    target_id: str | None,
+    host_id: str,
+) -> Operation:
+    """Every image request queues its work the same way: one operation on one host."""
+    return queue.enqueue(
+        session,
+        kind=kind,
+        params=params,
+        target_type="image",
+        target_id=target_id,
+        host_id=host_id,
+        created_by=principal.actor,
+        max_attempts=context.settings.operation_max_attempts,
+    )
 
 
 @router.get("", summary="Images the hosts hold (kept in sync with the engines)")
@@ -79,15 +104,14 @@ def delete_image(
                 f"{image.containers} container(s) on the host use this image; "
                 "remove them first, or delete with ?force=true"
             )
-        operation = queue.enqueue(
+        operation = _enqueue(
             session,
+            context,
+            principal,
             kind="image.delete",
             params={"docker_id": image.docker_id, "force": force},
-            target_type="image",
             target_id=image.id,
             host_id=image.host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
         )
         return _accepted(response, [operation])
 
@@ -106,15 +130,14 @@ def pull_image(
             session, host_id=data.host_id, host_ids=data.host_ids, all_hosts=data.all_hosts
         )
         operations = [
-            queue.enqueue(
+            _enqueue(
                 session,
+                context,
+                principal,
                 kind="image.pull",
                 params={"reference": str(reference), "registry_id": data.registry_id},
-                target_type="image",
                 target_id=str(reference),
                 host_id=host.id,
-                created_by=principal.actor,
-                max_attempts=context.settings.operation_max_attempts,
             )
             for host in targets
         ]
@@ -134,15 +157,14 @@ def push_image(
         hosts.get(session, host_id=data.host_id)
         if data.registry_id is not None:
             registries.get(session, registry_id=data.registry_id)
-        operation = queue.enqueue(
+        operation = _enqueue(
             session,
+            context,
+            principal,
             kind="image.push",
             params={"reference": str(reference), "registry_id": data.registry_id},
-            target_type="image",
             target_id=str(reference),
             host_id=data.host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
         )
         accepted = _accepted(response, [operation])
     set_audit_resource(request, f"images/{reference}")
@@ -158,15 +180,14 @@ def tag_image(
     )
     with context.db.session() as session:
         hosts.get(session, host_id=data.host_id)
-        operation = queue.enqueue(
+        operation = _enqueue(
             session,
+            context,
+            principal,
             kind="image.tag",
             params={"source": data.source, "target": str(target)},
-            target_type="image",
             target_id=str(target),
             host_id=data.host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
         )
         accepted = _accepted(response, [operation])
     set_audit_resource(request, f"images/{target}")
@@ -233,8 +254,10 @@ def build_image(
             id=new_id(), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), data=data
         )
         session.add(blob)
-        operation = queue.enqueue(
+        operation = _enqueue(
             session,
+            context,
+            principal,
             kind="image.build",
             params={
                 "blob_id": blob.id,
@@ -242,11 +265,8 @@ def build_image(
                 "tags": [str(r) for r in references],
                 "build_args": build_args,
             },
-            target_type="image",
             target_id=str(references[0]) if references else None,
             host_id=host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
         )
         accepted = _accepted(response, [operation])
     set_audit_resource(request, f"images/{references[0]}" if references else "images")

@@ -18,13 +18,18 @@ from app.core.context import AppContext
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.debug.router import router as debug_router
+from app.events.router import router as events_router
+from app.events.stream import EventHub
 from app.hosts.router import router as hosts_router
 from app.images.router import BUILD_PATH
 from app.images.router import router as images_router
 from app.operations.router import router as operations_router
 from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare
+from app.secrets.router import router as secrets_router
 from app.services.router import router as services_router
+from app.stacks.router import STACKS_PATH
+from app.stacks.router import router as stacks_router
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
 
@@ -42,13 +47,16 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     settings = settings or get_settings()
     context = AppContext(settings)
     metrics = Metrics(context.db)
+    events = EventHub(context.db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(prepare, context)
+        await events.start()
         services = background_services(context, kind="serve") if run_workers else []
         with running(services):
             yield
+        await events.close()
         context.close()
 
     app = FastAPI(
@@ -60,6 +68,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     )
     app.state.context = context
     app.state.metrics = metrics
+    app.state.events = events
     install_error_handlers(app)
 
     # Each router carries its full /api/v1/... prefix, so a route's path is its whole template
@@ -71,6 +80,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         images_router,
         containers_router,
         services_router,
+        secrets_router,
+        stacks_router,
+        events_router,
         tokens_router,
         audit_router,
         health_router,
@@ -83,7 +95,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     # Added last = outermost: request ids and the audit see everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, context=context)
     # Multipart framing adds a little to the context itself.
-    uploads = {BUILD_PATH: settings.max_build_context_bytes + 64 * 1024}
+    upload = settings.max_build_context_bytes + 64 * 1024
+    uploads = {BUILD_PATH: upload, STACKS_PATH: upload}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(RequestContextMiddleware, context=context, metrics=metrics)
     return app

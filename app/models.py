@@ -4,11 +4,14 @@ from app.api.models import IdempotencyRecord
 from app.audit.models import AuditEntry, AuditHead
 from app.containers.models import Container, PortClaim
 from app.core.db import Base
+from app.events.models import Event
 from app.hosts.models import Host
 from app.images.models import Blob, Image
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
+from app.secrets.models import Secret
 from app.services.models import Service, ServiceRevision
+from app.stacks.models import Stack
 from app.tokens.models import ApiToken
 from app.workers.models import Lease, WorkerProcess
 
@@ -19,6 +22,7 @@ __all__ = [
     "Base",
     "Blob",
     "Container",
+    "Event",
     "Host",
     "IdempotencyRecord",
     "Image",
@@ -27,7 +31,9 @@ __all__ = [
     "OperationLog",
     "PortClaim",
     "Registry",
+    "Secret",
     "Service",
     "ServiceRevision",
+    "Stack",
     "WorkerProcess",
 ]

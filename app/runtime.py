@@ -20,6 +20,8 @@ from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
+from app.events import tracked  # noqa: F401  (every process records the same events)
+from app.events.models import Event
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
 from app.images.loops import ImageInventory
@@ -44,7 +46,8 @@ def load_handlers() -> None:
     import app.debug.handlers
     import app.hosts.handlers
     import app.images.handlers
-    import app.services.handlers  # noqa: F401
+    import app.services.handlers
+    import app.stacks.handlers  # noqa: F401
 
 
 def prepare(context: AppContext) -> None:
@@ -131,7 +134,8 @@ class WorkerHeartbeat(LoopService):
 
 
 class Housekeeping(LoopService):
-    """Forgets expired idempotency records and worker processes that stopped heartbeating."""
+    """Forgets expired idempotency records and events, and worker processes that stopped
+    heartbeating."""
 
     name = "housekeeping"
 
@@ -153,6 +157,8 @@ class Housekeeping(LoopService):
             )
             # Uploads whose build never reached an outcome (its operation was lost or purged).
             session.execute(delete(Blob).where(Blob.created_at < now - _BLOB_TTL))
+            retention = timedelta(hours=self.context.settings.event_retention_hours)
+            session.execute(delete(Event).where(Event.at < now - retention))
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:

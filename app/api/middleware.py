@@ -143,11 +143,18 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.uploads = uploads
 
+    def _limit(self, path: str) -> int:
+        # A key is a path, and the prefix of its sub-resources (/stacks and /stacks/{id}).
+        for prefix, limit in self.uploads.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.max_bytes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in MUTATING:
             await self.app(scope, receive, send)
             return
-        limit = self.uploads.get(scope["path"], self.max_bytes)
+        limit = self._limit(scope["path"])
         declared = _header(scope, b"content-length")
         too_large = f"request body larger than {limit} bytes"
         if declared is not None:

@@ -81,6 +81,10 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
         "ExposedPorts": exposed,
         "HostConfig": host_config,
     }
+    if spec.networks and spec.network_aliases:
+        body["NetworkingConfig"] = {
+            "EndpointsConfig": {spec.networks[0]: {"Aliases": spec.network_aliases}}
+        }
     if spec.command is not None:
         body["Cmd"] = spec.command
     if spec.entrypoint is not None:

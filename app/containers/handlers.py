@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import tarfile
+import time
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,6 +21,8 @@ from app.images.handlers import pull_image
 from app.images.reference import parse_reference
 from app.operations.context import OperationContext, PermanentError, TransientError
 from app.operations.registry import handler
+from app.secrets import service as secrets
+from app.secrets.schemas import SecretReference
 
 
 def _row(session: Session, ctx: OperationContext) -> Container:
@@ -94,6 +99,10 @@ def _create_once(
             ctx.log(f"created network {network}")
     labels = labels_for(container_id, ctx.id, spec, service_labels)
     body = create_body(spec, labels=labels, image=spec.image)
+    secret_values = _secret_values(ctx, spec)
+    body["Env"] += [
+        f"{ref.env}={secret_values[ref.name]}" for ref in spec.secrets if ref.env is not None
+    ]
     try:
         try:
             docker_id = engine.create_container_raw(name, body)
@@ -110,8 +119,50 @@ def _create_once(
             return earlier, False
         raise PermanentError(f"the engine refused to create the container: {exc}") from exc
     for network in spec.networks[1:]:
-        engine.connect_network(network, docker_id)
+        engine.connect_network(network, docker_id, spec.network_aliases)
+    _deliver_secret_files(ctx, engine, docker_id, spec, secret_values)
     return docker_id, True
+
+
+def _deliver_secret_files(
+    ctx: OperationContext,
+    engine: DockerEngine,
+    docker_id: str,
+    spec: ContainerSpec,
+    values: dict[str, str],
+) -> None:
+    files = [ref for ref in spec.secrets if ref.env is None]
+    if files:
+        # Into the container's own filesystem before it starts: the value is never in its
+        # environment, its config or the image. Only the worker ever holds it in plain text.
+        engine.put_archive(docker_id, "/", secret_files(files, values))
+        ctx.log(f"delivered {len(files)} secret file(s)")
+
+
+def _secret_values(ctx: OperationContext, spec: ContainerSpec) -> dict[str, str]:
+    if not spec.secrets:
+        return {}
+    with ctx.app.db.session(write=False) as session:
+        found = secrets.values(session, ctx.app.cipher, (ref.name for ref in spec.secrets))
+    missing = sorted({ref.name for ref in spec.secrets} - set(found))
+    if missing:
+        raise PermanentError(f"secret(s) {', '.join(missing)} no longer exist")
+    return found
+
+
+def secret_files(refs: list[SecretReference], values: dict[str, str]) -> bytes:
+    """A tar of the secret files, with their owners and modes (parents made by the engine)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for ref in refs:
+            content = values[ref.name].encode()
+            member = tarfile.TarInfo(ref.path.lstrip("/"))
+            member.size = len(content)
+            member.mode = ref.mode
+            member.uid, member.gid = ref.uid, ref.gid
+            member.mtime = int(time.time())
+            archive.addfile(member, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 @handler("container.create")
@@ -119,9 +170,11 @@ def create(ctx: OperationContext) -> dict[str, Any]:
     spec, name, service_labels, desired = _intent(ctx)
     engine = ctx.engine()
     docker_id, fresh = _create_once(ctx, engine, spec, name, service_labels)
-    if desired == "running" and (
-        fresh or engine.inspect_container(docker_id)["State"].get("Status") != "running"
-    ):
+    running = not fresh and engine.inspect_container(docker_id)["State"].get("Status") == "running"
+    if not fresh and not running:
+        # An earlier attempt may have stopped between the create and the secret files.
+        _deliver_secret_files(ctx, engine, docker_id, spec, _secret_values(ctx, spec))
+    if desired == "running" and not running:
         _start(ctx, engine, docker_id)
     ctx.log(
         f"container {docker_id[:12]} is {name}" + (" (started)" if desired == "running" else "")

@@ -37,6 +37,11 @@ class Constraint:
         return f"{self.label}{'==' if self.equal else '!='}{self.value}"
 
 
+def _facts(host: Host) -> dict[str, str]:
+    """What constraints can name: the host's labels, and `host.id` / `host.name`."""
+    return {**host.labels, "host.id": host.id, "host.name": host.name}
+
+
 @dataclass
 class Placement:
     host: Host | None
@@ -87,7 +92,7 @@ def place(
             result.reasons[host.name] = f"host is {host.status}"
         elif not host.schedulable or host.draining:
             result.reasons[host.name] = "host is not schedulable"
-        elif unmet := [str(rule) for rule in rules if not rule.allows(host.labels)]:
+        elif unmet := [str(rule) for rule in rules if not rule.allows(_facts(host))]:
             result.reasons[host.name] = f"constraint {', '.join(unmet)} not met"
         elif max_per_host is not None and spread.get(host.id, 0) >= max_per_host:
             result.reasons[host.name] = f"max_per_host {max_per_host} reached"

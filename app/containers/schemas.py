@@ -15,13 +15,14 @@ from pydantic import (
     model_validator,
 )
 
-from app.hosts.schemas import LabelKey, LabelValue
+from app.hosts.schemas import EnvName, LabelKey, LabelValue
 from app.operations.schemas import OperationRead
+from app.secrets.schemas import SecretReference
 
 ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 VolumeName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")]
+NetworkAlias = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
 Arg = Annotated[str, StringConstraints(max_length=8192)]
 _RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]{0,3})?)$")
 _USER = re.compile(r"^[a-zA-Z0-9_.-]{1,64}(:[a-zA-Z0-9_.-]{1,64})?$")
@@ -119,7 +120,8 @@ class Placement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     constraints: Annotated[list[str], Field(max_length=32)] = Field(
-        default_factory=list, description='Host label rules: "zone==a", "disk!=hdd"'
+        default_factory=list,
+        description='Host label rules: "zone==a", "disk!=hdd"; also "host.name==h1", "host.id==…"',
     )
 
     @field_validator("constraints")
@@ -165,6 +167,13 @@ class ContainerSpec(BaseModel):
     ] = Field(default_factory=list)
     user: str | None = None
     registry_id: str | None = Field(default=None, description="Credentials for pulling the image")
+    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+        default_factory=list,
+        description="Delivered when the container is created: files (default) or env values",
+    )
+    network_aliases: Annotated[list[NetworkAlias], Field(max_length=16)] = Field(
+        default_factory=list, description="Extra DNS names on each of `networks`"
+    )
 
     @field_validator("restart_policy")
     @classmethod
@@ -215,6 +224,12 @@ class ContainerSpec(BaseModel):
             raise ValueError("network_mode is bridge, none, host or container:<name>")
         if self.networks and self.network_mode in ("host", "none"):
             raise ValueError(f"networks cannot be joined with network_mode {self.network_mode}")
+        paths = [ref.path for ref in self.secrets if ref.env is None]
+        if len(paths) != len(set(paths)):
+            raise ValueError("two secrets are delivered to the same file")
+        clashing = [ref.env for ref in self.secrets if ref.env is not None and ref.env in self.env]
+        if clashing:
+            raise ValueError(f"secrets and env both set {clashing}")
         return self
 
 

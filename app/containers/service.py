@@ -21,6 +21,7 @@ from app.hosts import service as hosts
 from app.hosts.models import Host
 from app.images.service import checked_reference
 from app.registries import service as registries
+from app.secrets import service as secrets
 from app.security import policy
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
@@ -140,6 +141,9 @@ def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> 
             raise Invalid(
                 exc.detail, errors=[{"loc": "body.registry_id", "msg": exc.detail}]
             ) from exc
+    secrets.check_exist(
+        session, ((f"body.secrets.{i}.name", ref.name) for i, ref in enumerate(spec.secrets))
+    )
 
 
 def choose_host(session: Session, data: ContainerCreate) -> Host:

@@ -24,6 +24,7 @@ from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError, ObjectNotFound
+from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.services import reconciler
@@ -153,13 +154,30 @@ class StateWriter:
                 )
             session.add_all(added)
             if gone:
-                session.execute(
-                    delete(Container).where(
+                removed = session.execute(
+                    delete(Container)
+                    .where(
                         Container.host_id == self.host_id,
                         Container.managed.is_(False),
                         Container.docker_id.in_(gone),
                     )
+                    .returning(Container.id, Container.name)
+                ).all()
+                events.emit(
+                    session,
+                    (
+                        events.row("container.deleted", "container", r.id, {"name": r.name})
+                        for r in removed
+                    ),
                 )
+            # Written with Core for speed, so the event stream hears of them here.
+            events.emit(
+                session,
+                (
+                    events.row("container.updated", "container", row_id, values)
+                    for row_id, values in changes.items()
+                ),
+            )
         if any(managed.get(row_id) is not None for row_id in changes):
             reconciler.wake()
 

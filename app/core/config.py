@@ -99,6 +99,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    event_retention_hours: float = Field(
+        default=72.0, gt=0, description="How long the event stream can be replayed from a cursor."
+    )
     metrics_require_token: bool = False
     enable_debug_operations: bool = Field(
         default=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 
 from app.core.config import Settings
 from app.core.db import Database
@@ -32,13 +32,15 @@ class AppContext:
         """Load the key; create it only while the database holds nothing encrypted."""
         from app.hosts.models import Host
         from app.registries.models import Registry
+        from app.secrets.models import Secret
 
         with self.db.session(write=False) as session:
             encrypted = session.execute(
-                select(Host.id)
-                .where(Host.tls_encrypted.is_not(None))
-                .union_all(select(Registry.id).where(Registry.password_encrypted.is_not(None)))
-                .limit(1)
+                union_all(
+                    select(Host.id).where(Host.tls_encrypted.is_not(None)),
+                    select(Registry.id).where(Registry.password_encrypted.is_not(None)),
+                    select(Secret.id),
+                ).limit(1)
             ).first()
         self._cipher = load_or_create_key(
             self.settings.effective_key_file, may_create=encrypted is None

@@ -200,13 +200,50 @@ class DockerEngine:
             found = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
         if found:
             return False
-        with translate_errors(f"create network {name}"):
-            self.api.create_network(name, driver="bridge", labels=labels)
+        try:
+            with translate_errors(f"create network {name}"):
+                # Without the duplicate check the engine makes a second network of the same
+                # name when two replicas create it at once, and they cannot see each other.
+                self.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+        except EngineRejected as exc:
+            if "already exists" not in str(exc):
+                raise
+            return False
         return True
 
-    def connect_network(self, network: str, container_id: str) -> None:
+    def remove_network(self, name: str) -> bool:
+        """Remove a network Berth created; False if there is none (or it is not Berth's)."""
+        with translate_errors(f"list networks {name}"):
+            found = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
+        ours = [n for n in found if (n.get("Labels") or {}).get("berth.managed") == "true"]
+        for network in ours:
+            with translate_errors(f"remove network {name}"):
+                self.api.remove_network(network["Id"])
+        return bool(ours)
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a volume Berth created; False if there is none (or it is not Berth's)."""
+        try:
+            with translate_errors(f"inspect volume {name}"):
+                details: dict[str, Any] = self.api.inspect_volume(name)
+        except ObjectNotFound:
+            return False
+        if (details.get("Labels") or {}).get("berth.managed") != "true":
+            return False
+        with translate_errors(f"remove volume {name}"):
+            self.api.remove_volume(name)
+        return True
+
+    def connect_network(
+        self, network: str, container_id: str, aliases: list[str] | None = None
+    ) -> None:
         with translate_errors(f"connect {container_id[:12]} to {network}"):
-            self.api.connect_container_to_network(container_id, network)
+            self.api.connect_container_to_network(container_id, network, aliases=aliases or None)
+
+    def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        """Unpack a tar archive into a (created, not yet started) container's filesystem."""
+        with translate_errors(f"copy files into {container_id[:12]}"):
+            self.api.put_archive(container_id, path, data)
 
     def events(self, *, since: int | None = None) -> Any:
         """The engine's container event stream (blocking; `.close()` it from another thread)."""

@@ -20,6 +20,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,9
 LABEL_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}$")
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY.pattern)]
 LabelValue = Annotated[str, StringConstraints(max_length=255)]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
 Pem = Annotated[str, StringConstraints(max_length=65536, pattern=r"-----BEGIN [A-Z ]+-----")]
 

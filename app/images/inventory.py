@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 
 from app.core.db import Database, utcnow
 from app.engine.docker_engine import DockerEngine
+from app.events import recorder as events
 from app.images.models import Image
 
 _UNTAGGED = {"<none>:<none>", "<none>@<none>"}
@@ -104,7 +105,16 @@ def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
             row.observed_at = now
         gone = [docker_id for docker_id in rows if docker_id not in present]
         if gone:
-            session.execute(
-                delete(Image).where(Image.host_id == host_id, Image.docker_id.in_(gone))
+            removed = session.execute(
+                delete(Image)
+                .where(Image.host_id == host_id, Image.docker_id.in_(gone))
+                .returning(Image.id)
+            ).scalars()
+            events.emit(
+                session,
+                (
+                    events.row("image.deleted", "image", image_id, {"host_id": host_id})
+                    for image_id in removed
+                ),
             )
     return len(present)

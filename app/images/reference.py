@@ -83,9 +83,14 @@ def normalise_registry_host(host: str) -> str:
     return DOCKER_HUB if value in _HUB_ALIASES else value
 
 
+# The registry part of the images Berth builds for stacks. They exist only on the host that
+# built them and are never pulled, so the registry allow-list has nothing to say about them.
+LOCAL_BUILD_REGISTRY = "berth.local"
+
+
 def registry_allowed(ref: ImageReference, allowed: Sequence[str]) -> bool:
     """Whether `ref` comes from one of the `allowed` registry hosts; an empty list allows all."""
-    if not allowed:
+    if not allowed or ref.registry_host == LOCAL_BUILD_REGISTRY:
         return True
     host = ref.registry_host
     return any(normalise_registry_host(entry) == host for entry in allowed)

@@ -15,9 +15,11 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.core.db import Database, UTCDateTime, new_id, utcnow
+from app.events import recorder
 from app.operations.models import (
     CANCELLED,
     FAILED,
@@ -164,33 +166,58 @@ def claim(
     """Take up to `limit` runnable operations: queued and due, or running with an expired lease."""
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
-    claims: list[Claim] = []
-    statements = [_CLAIM_EXPIRED, _CLAIM_DUE] if include_expired else [_CLAIM_DUE]
+    params = {"now": now, "owner": owner, "expires": expires}
     with db.transaction() as connection:
-        for statement in statements:
-            wanted = limit - len(claims)
-            if wanted <= 0:
-                break
-            rows = connection.execute(
-                statement, {"now": now, "limit": wanted, "owner": owner, "expires": expires}
-            ).all()
-            claims.extend(
-                Claim(
-                    id=row.id,
-                    kind=row.kind,
-                    params=row.params,
-                    target_type=row.target_type,
-                    target_id=row.target_id,
-                    host_id=row.host_id,
-                    attempts=row.attempts,
-                    max_attempts=row.max_attempts,
-                    epoch=row.lease_epoch,
-                    created_by=row.created_by,
-                    cancel_requested=row.cancel_requested,
-                )
-                for row in rows
-            )
-    return claims
+        # Taking over an expired lease (a dead worker's, or a deferred wait's) changes no state
+        # anyone watches; only queued -> running is an event.
+        resumed = _claim_rows(connection, _CLAIM_EXPIRED, limit, params) if include_expired else []
+        started = _claim_rows(connection, _CLAIM_DUE, limit - len(resumed), params)
+        recorder.write(
+            connection,
+            [_event(c, RUNNING, {"attempts": c.attempts, "host_id": c.host_id}) for c in started],
+        )
+    if started:
+        recorder.notify_listeners()
+    return resumed + started
+
+
+def _event(claim_: Claim, status: str, data: dict[str, Any]) -> dict[str, Any]:
+    return recorder.row(
+        f"operation.{status}",
+        "operation",
+        claim_.id,
+        {
+            "status": status,
+            "kind": claim_.kind,
+            "target_type": claim_.target_type,
+            "target_id": claim_.target_id,
+            **data,
+        },
+    )
+
+
+def _claim_rows(
+    connection: Connection, statement: Any, limit: int, params: dict[str, Any]
+) -> list[Claim]:
+    if limit <= 0:
+        return []
+    rows = connection.execute(statement, {**params, "limit": limit}).all()
+    return [
+        Claim(
+            id=row.id,
+            kind=row.kind,
+            params=row.params,
+            target_type=row.target_type,
+            target_id=row.target_id,
+            host_id=row.host_id,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            epoch=row.lease_epoch,
+            created_by=row.created_by,
+            cancel_requested=row.cancel_requested,
+        )
+        for row in rows
+    ]
 
 
 def _fenced(claim_: Claim) -> Any:
@@ -273,13 +300,24 @@ def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
     ids = [outcome.claim.id for outcome in outcomes]
     with db.transaction() as connection:
         matched = connection.execute(statement, rows).rowcount
-        if matched == len(outcomes):
-            return set(ids)
-        # Some lease was lost meanwhile (rare): find out which outcomes were stored.
-        stored = connection.execute(
-            select(Operation.id).where(Operation.id.in_(ids), Operation.finished_at == now)
-        ).scalars()
-        return set(stored)
+        stored = set(ids)
+        if matched != len(outcomes):
+            # Some lease was lost meanwhile (rare): find out which outcomes were stored.
+            stored = set(
+                connection.execute(
+                    select(Operation.id).where(Operation.id.in_(ids), Operation.finished_at == now)
+                ).scalars()
+            )
+        recorder.write(
+            connection,
+            [
+                _event(o.claim, o.status, {"error": o.error})
+                for o in outcomes
+                if o.claim.id in stored
+            ],
+        )
+    recorder.notify_listeners()
+    return stored
 
 
 def finish(
@@ -311,6 +349,9 @@ def requeue(
         updated = connection.execute(
             update(Operation).where(_fenced(claim_)).values(**values).returning(Operation.id)
         ).first()
+        if updated is not None:
+            recorder.write(connection, [_event(claim_, QUEUED, {"error": error})])
+    recorder.notify_listeners()
     return updated is not None
 
 
@@ -399,8 +440,25 @@ def release_owned(db: Database, *, owner: str) -> int:
                 attempts=Operation.attempts - 1,
                 run_after=utcnow(),
             )
-            .returning(Operation.id)
+            .returning(Operation.id, Operation.kind, Operation.target_type, Operation.target_id)
         ).all()
+        recorder.write(
+            connection,
+            [
+                recorder.row(
+                    f"operation.{QUEUED}",
+                    "operation",
+                    r.id,
+                    {
+                        "status": QUEUED,
+                        "kind": r.kind,
+                        "target_type": r.target_type,
+                        "target_id": r.target_id,
+                    },
+                )
+                for r in result
+            ],
+        )
     return len(result)
 
 

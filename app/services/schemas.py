@@ -7,16 +7,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.containers.schemas import (
     Arg,
-    EnvName,
     HealthCheck,
+    NetworkAlias,
     NetworkName,
     Placement,
     PortMapping,
     Resources,
     VolumeMount,
 )
-from app.hosts.schemas import LabelKey, LabelValue, Name
+from app.hosts.schemas import EnvName, LabelKey, LabelValue
 from app.operations.schemas import OperationRead
+from app.secrets.schemas import SecretReference
 
 
 class ServicePlacement(Placement):
@@ -35,14 +36,6 @@ class UpdateConfig(BaseModel):
     )
 
 
-class SecretReference(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    target: str | None = None
-    env: EnvName | None = None
-
-
 class ServiceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,8 +43,10 @@ class ServiceSpec(BaseModel):
     command: Annotated[list[Arg], Field(max_length=1000)] | None = None
     entrypoint: Annotated[list[Arg], Field(max_length=1000)] | None = None
     env: Annotated[dict[EnvName, str], Field(max_length=1000)] = Field(default_factory=dict)
-    secrets: Annotated[list[SecretReference], Field(max_length=0)] = Field(
-        default_factory=list, description="Not yet supported: secrets arrive with their own API"
+    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+        default_factory=list,
+        description="Secrets by name: a file under /run/secrets (default) or an env value. "
+        "Rotating a secret rolls the services that use it.",
     )
     ports: Annotated[list[PortMapping], Field(max_length=100)] = Field(default_factory=list)
     volumes: Annotated[list[VolumeMount], Field(max_length=100)] = Field(default_factory=list)
@@ -62,6 +57,11 @@ class ServiceSpec(BaseModel):
         default_factory=dict
     )
     networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
+    aliases: Annotated[list[NetworkAlias], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="DNS names every replica answers to on `networks` (stacks: the Compose name)",
+    )
+    user: str | None = Field(default=None, description="name|uid[:group|gid]")
     placement: ServicePlacement = Field(default_factory=ServicePlacement)
     update_config: UpdateConfig = Field(default_factory=UpdateConfig)
     restart_policy: Literal["any", "on-failure", "none"] = Field(

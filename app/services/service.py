@@ -43,7 +43,10 @@ def container_spec(spec: ServiceSpec) -> ContainerSpec:
         labels=spec.labels,
         healthcheck=spec.healthcheck,
         networks=spec.networks,
+        network_aliases=spec.aliases,
+        user=spec.user,
         registry_id=spec.registry_id,
+        secrets=spec.secrets,
     )
 
 
@@ -169,10 +172,17 @@ def create(
 
 
 def new_revision(
-    session: Session, *, service: Service, spec: ServiceSpec, settings: Settings, created_by: str
+    session: Session,
+    *,
+    service: Service,
+    spec: ServiceSpec,
+    settings: Settings,
+    created_by: str,
+    force: bool = False,
 ) -> bool:
     """Make `spec` the service's next revision (a rolling update). False if nothing changed
-    but the replica count (which scales without a new revision)."""
+    but the replica count (which scales without a new revision), unless `force`d: a rotated
+    secret rolls the replicas with the same spec."""
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
     validate(session, spec, settings)
@@ -180,7 +190,9 @@ def new_revision(
     service.replicas = spec.replicas
     service.updated_at = utcnow()
     service.version += 1
-    if spec.model_copy(update={"replicas": 0}) == current.model_copy(update={"replicas": 0}):
+    scaled_only = {"replicas": 0}
+    unchanged = spec.model_copy(update=scaled_only) == current.model_copy(update=scaled_only)
+    if unchanged and not force:
         service.spec = {**service.spec, "replicas": spec.replicas}
         return False
     latest = session.execute(

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import Viewer
+from app.api.paths import API_PREFIX
+from app.core.errors import BerthError, Invalid
+from app.events.stream import CursorExpired, EventHub, Filter
+
+router = APIRouter(prefix=f"{API_PREFIX}/events", tags=["events"])
+
+_CSV = Annotated[str | None, Query(max_length=2000)]
+
+
+class Gone(BerthError):
+    status, kind = 410, "cursor-expired"
+
+
+def _cursor(value: str | None, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise Invalid(
+            f"{field}: a cursor is the decimal `cursor` of an event",
+            errors=[{"loc": field, "msg": "not a cursor"}],
+        )
+    return int(value)
+
+
+def _set(value: str | None) -> frozenset[str]:
+    return frozenset(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@router.get(
+    "",
+    summary="Server-Sent Events: every change of every resource and operation",
+    description="Each message is `id: <cursor>`, `event: <type>` and `data: {cursor, type, "
+    "resource_type, resource_id, data, at}`. Types are `<resource_type>.created|updated|"
+    "deleted`, and `operation.<status>` for operations. Resume after a disconnect with "
+    "`?since=<cursor>` or the `Last-Event-ID` header: every later event arrives exactly once, "
+    "in order. Without either, the stream starts with the next event; `since=0` replays all "
+    "that are kept (BERTH_EVENT_RETENTION_HOURS). A cursor older than that → 410. Filters take "
+    "comma-separated values. A comment line is sent every 15 s while nothing happens.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    request: Request,
+    _: Viewer,
+    since: Annotated[str | None, Query(max_length=20)] = None,
+    resource_type: _CSV = None,
+    resource_id: _CSV = None,
+    type: _CSV = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    hub: EventHub = request.app.state.events
+    cursor = _cursor(since, "query.since")
+    if cursor is None:
+        cursor = _cursor(last_event_id, "header.last-event-id")
+    if cursor is not None:
+        try:
+            await hub.check_cursor(cursor)
+        except CursorExpired as exc:
+            raise Gone(str(exc)) from exc
+    matches = Filter(_set(resource_type), _set(resource_id), _set(type))
+
+    async def messages() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        async for message in hub.subscribe(cursor, matches):
+            yield message
+
+    return StreamingResponse(
+        messages(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

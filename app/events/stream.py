@@ -1,0 +1,204 @@
+"""The event stream's fan-out: one poller per process, any number of subscribers.
+
+The poller reads new events once (woken at once by local commits, and polling for other
+processes' commits) into a bounded in-memory window; every subscriber serves itself from that
+window, so a thousand subscribers cost one query per poll, not a thousand. A subscriber resuming
+from a cursor older than the window reads its backlog from the database in pages first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select
+
+from app.core.db import Database
+from app.events import recorder
+from app.events.models import Event
+
+_PAGE = 500
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    cursor: int
+    type: str
+    resource_type: str
+    resource_id: str
+    message: bytes  # the whole SSE message, encoded once for every subscriber
+
+    @classmethod
+    def from_row(cls, row: Any) -> StreamEvent:
+        body = {
+            "cursor": str(row.id),
+            "type": row.type,
+            "resource_type": row.resource_type,
+            "resource_id": row.resource_id,
+            "data": row.data,
+            "at": row.at.isoformat().replace("+00:00", "Z"),
+        }
+        message = f"id: {row.id}\nevent: {row.type}\ndata: ".encode() + orjson.dumps(body) + b"\n\n"
+        return cls(row.id, row.type, row.resource_type, row.resource_id, message)
+
+
+@dataclass(frozen=True)
+class Filter:
+    resource_types: frozenset[str] = frozenset()
+    resource_ids: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+
+    def __call__(self, event: StreamEvent) -> bool:
+        return (
+            (not self.resource_types or event.resource_type in self.resource_types)
+            and (not self.resource_ids or event.resource_id in self.resource_ids)
+            and (not self.types or event.type in self.types)
+        )
+
+
+class CursorExpired(Exception):
+    """The events after this cursor were pruned: the client must resynchronise."""
+
+
+class EventHub:
+    def __init__(self, db: Database, *, window: int = 10_000, poll_interval: float = 0.5) -> None:
+        self.db = db
+        self.window = window
+        self.poll_interval = poll_interval
+        self._events: deque[StreamEvent] = deque()
+        # Every event with a cursor above `_floor` is in `_events` (or not yet read).
+        self._floor = 0
+        self._last = 0
+        self._changed: asyncio.Condition | None = None
+        self._wake: asyncio.Event | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.subscribers = 0
+
+    @property
+    def last_cursor(self) -> int:
+        return self._last
+
+    async def start(self) -> None:
+        if self._poller is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        wake = self._wake
+
+        def wake_soon() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
+                loop.call_soon_threadsafe(wake.set)
+
+        self._unsubscribe = recorder.on_commit(wake_soon)
+        self._last = self._floor = await asyncio.to_thread(self._newest)
+        self._poller = asyncio.create_task(self._poll(), name="event-hub")
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    def _newest(self) -> int:
+        with self.db.session(write=False) as session:
+            return int(session.execute(select(func.max(Event.id))).scalar_one() or 0)
+
+    def _oldest(self) -> int | None:
+        with self.db.session(write=False) as session:
+            oldest = session.execute(select(func.min(Event.id))).scalar_one()
+        return int(oldest) if oldest is not None else None
+
+    def _read(self, after: int, limit: int) -> list[StreamEvent]:
+        with self.db.session(write=False) as session:
+            rows = session.execute(
+                select(Event).where(Event.id > after).order_by(Event.id).limit(limit)
+            ).scalars()
+            return [StreamEvent.from_row(row) for row in rows]
+
+    async def _poll(self) -> None:
+        assert self._wake is not None and self._changed is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                fresh = await asyncio.to_thread(self._read, self._last, _PAGE)
+            except Exception:  # the database is away for a moment: try again next round
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if not fresh:
+                continue
+            self._events.extend(fresh)
+            self._last = fresh[-1].cursor
+            while len(self._events) > self.window:
+                self._floor = self._events.popleft().cursor
+            if len(fresh) == _PAGE:
+                self._wake.set()  # more are waiting
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _after(self, cursor: int) -> list[StreamEvent]:
+        # From the newest end: a subscriber that keeps up needs only the last few.
+        batch = []
+        for event in reversed(self._events):
+            if event.cursor <= cursor:
+                break
+            batch.append(event)
+        batch.reverse()
+        return batch
+
+    async def check_cursor(self, since: int) -> None:
+        """Raise CursorExpired if events after `since` were pruned already."""
+        if since >= self._floor:
+            return
+        oldest = await asyncio.to_thread(self._oldest)
+        if oldest is not None and since < oldest - 1:
+            raise CursorExpired(f"events after cursor {since} were pruned; the oldest is {oldest}")
+
+    async def subscribe(
+        self, since: int | None, matches: Filter, *, keepalive: float = 15.0
+    ) -> AsyncIterator[bytes]:
+        """SSE messages after `since` (default: from now on), then live ones; a comment line
+        every `keepalive` seconds so proxies and clients know the stream is alive."""
+        assert self._changed is not None
+        cursor = self._last if since is None else since
+        self.subscribers += 1
+        try:
+            while True:
+                if cursor < self._floor:
+                    backlog = await asyncio.to_thread(self._read, cursor, _PAGE)
+                    for event in backlog:
+                        if matches(event):
+                            yield event.message
+                        cursor = event.cursor
+                    if backlog:
+                        continue
+                batch = self._after(cursor)
+                if batch:
+                    for event in batch:
+                        if matches(event):
+                            yield event.message
+                    cursor = batch[-1].cursor
+                    continue
+                quiet = False
+                async with self._changed:
+                    if self._last > cursor:
+                        continue  # arrived while this subscriber was sending
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), keepalive)
+                    except TimeoutError:
+                        quiet = True
+                if quiet:
+                    yield b": keep-alive\n\n"
+        finally:
+            self.subscribers -= 1

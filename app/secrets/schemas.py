@@ -1,0 +1,75 @@
+"""Secrets as the API shows them (never the value) and as services reference them."""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.hosts.schemas import EnvName
+
+SecretName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+SECRETS_DIR = "/run/secrets"
+# At most 500 KiB, as Docker Swarm allows: a secret is a credential or a certificate, not data.
+MAX_SECRET_BYTES = 500 * 1024
+
+
+class SecretReference(BaseModel):
+    """How one container receives one secret: a file (the default) or an environment value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SecretName
+    target: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        default=None,
+        description="File path in the container; relative paths are under /run/secrets. "
+        "Default: /run/secrets/<name>",
+    )
+    env: EnvName | None = Field(
+        default=None, description="Deliver as this environment variable instead of a file"
+    )
+    uid: int = Field(default=0, ge=0, le=2**31 - 1)
+    gid: int = Field(default=0, ge=0, le=2**31 - 1)
+    mode: int = Field(default=0o444, ge=0, le=0o777, description="File mode (decimal)")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "\x00" in value or ".." in value.split("/"):
+            raise ValueError("a secret target is a path without '..'")
+        path = posixpath.normpath(posixpath.join(SECRETS_DIR, value))
+        if path in ("/", SECRETS_DIR):
+            raise ValueError("a secret target names a file")
+        return path
+
+    @property
+    def path(self) -> str:
+        return self.target or f"{SECRETS_DIR}/{self.name}"
+
+
+class SecretCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: SecretName
+    value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)] = Field(
+        description="Write-only: stored encrypted, never returned"
+    )
+
+
+class SecretRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)]
+
+
+class SecretRead(BaseModel):
+    id: str
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    used_by: list[str] = Field(description="Names of the services that reference it")

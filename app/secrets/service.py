@@ -1,0 +1,111 @@
+"""Secrets: stored encrypted, resolved only by the worker that starts a container."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.core.db import utcnow
+from app.core.errors import Conflict, Invalid
+from app.core.lookup import get_or_404
+from app.secrets.models import Secret
+from app.secrets.schemas import SecretRead
+from app.security.crypto import Cipher
+from app.services.models import Service
+
+
+def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
+    return SecretRead(
+        id=secret.id,
+        name=secret.name,
+        version=secret.version,
+        created_at=secret.created_at,
+        updated_at=secret.updated_at,
+        used_by=used_by,
+    )
+
+
+def users(session: Session, name: str) -> list[Service]:
+    """The services whose current spec references the secret `name`."""
+    services = session.execute(select(Service).order_by(Service.name)).scalars()
+    return [
+        s
+        for s in services
+        if not s.removing and any(ref.get("name") == name for ref in s.spec.get("secrets", []))
+    ]
+
+
+def get(session: Session, *, secret_id: str, for_update: bool = False) -> Secret:
+    return get_or_404(session, Secret, secret_id, what="secret", for_update=for_update)
+
+
+def get_all(
+    session: Session, *, limit: int, cursor: str | None
+) -> tuple[Sequence[Secret], str | None]:
+    return paginate(session, select(Secret), Secret.id, limit=limit, cursor=cursor)
+
+
+def create(session: Session, *, name: str, value: str, cipher: Cipher, created_by: str) -> Secret:
+    if session.execute(select(Secret.id).where(Secret.name == name)).scalar_one_or_none():
+        raise Conflict(
+            f"a secret named {name!r} already exists",
+            errors=[{"loc": "body.name", "msg": "taken"}],
+        )
+    now = utcnow()
+    secret = Secret(
+        name=name,
+        value_encrypted=cipher.encrypt(value),
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        version=1,
+    )
+    session.add(secret)
+    session.flush()
+    return secret
+
+
+def rotate(session: Session, *, secret: Secret, value: str, cipher: Cipher) -> None:
+    secret.value_encrypted = cipher.encrypt(value)
+    secret.version += 1
+    secret.updated_at = utcnow()
+
+
+def delete(session: Session, *, secret: Secret) -> None:
+    using = [s.name for s in users(session, secret.name)]
+    if using:
+        raise Conflict(
+            f"secret {secret.name!r} is used by service(s) {', '.join(using)}; "
+            "remove it from their specs first"
+        )
+    session.delete(secret)
+
+
+def check_exist(session: Session, names: Iterable[tuple[str, str]]) -> None:
+    """422 naming every (location, secret name) that does not exist."""
+    wanted = list(names)
+    if not wanted:
+        return
+    known = set(
+        session.execute(
+            select(Secret.name).where(Secret.name.in_({name for _, name in wanted}))
+        ).scalars()
+    )
+    errors = [
+        {"loc": loc, "msg": f"no secret named {name!r} (create it with POST /api/v1/secrets)"}
+        for loc, name in wanted
+        if name not in known
+    ]
+    if errors:
+        raise Invalid("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors=errors)
+
+
+def values(session: Session, cipher: Cipher, names: Iterable[str]) -> dict[str, str]:
+    """Decrypted values by name, for the worker that delivers them; missing names are absent."""
+    rows = session.execute(
+        select(Secret.name, Secret.value_encrypted).where(Secret.name.in_(set(names)))
+    ).all()
+    return {name: cipher.decrypt(encrypted) for name, encrypted in rows}

@@ -1,0 +1,217 @@
+"""`stack.deploy` and `stack.remove`: each pass looks at where the stack is and takes the next
+step, then waits (Deferred, holding no worker) — builds first, then every service once the
+services it depends on are started (or healthy), then until all of them run. A pass repeated
+after a crash finds its earlier steps done: services are found by name, specs compared."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.containers.models import Container
+from app.core.db import utcnow
+from app.engine.errors import EngineError, ObjectNotFound
+from app.images.reference import LOCAL_BUILD_REGISTRY
+from app.operations.context import Deferred, OperationContext, PermanentError, TransientError
+from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
+from app.operations.registry import handler
+from app.services import reconciler
+from app.services import service as services
+from app.services.models import Service
+from app.services.schemas import ServiceSpec
+from app.stacks.models import Stack
+from app.stacks.service import members
+
+_LOOK_AGAIN_SECONDS = 0.5
+ACTOR = "stack"
+
+
+def _stack(ctx: OperationContext, session: Session) -> Stack:
+    stack = session.get(Stack, ctx.claim.target_id, with_for_update=True)
+    if stack is None:
+        raise PermanentError("the stack was deleted")
+    return stack
+
+
+def _fail(ctx: OperationContext, message: str) -> PermanentError:
+    with ctx.session() as session:
+        stack = _stack(ctx, session)
+        if stack.generation == int(ctx.params["generation"]) and not stack.removing:
+            stack.status, stack.status_detail = "failed", message
+            stack.updated_at = utcnow()
+            stack.version += 1
+    return PermanentError(message)
+
+
+def _builds_done(ctx: OperationContext, plan: dict[str, Any]) -> str | None:
+    """None when every build succeeded; else what is still building. Raises on a failure."""
+    waiting, failed = [], []
+    with ctx.app.db.session(write=False) as session:
+        for item in plan["services"]:
+            build = item.get("build")
+            if not build:
+                continue
+            operation = session.get(Operation, build["operation_id"])
+            if operation is None or operation.status in (FAILED, CANCELLED):
+                reason = operation.error if operation is not None else "its operation is gone"
+                failed.append(f"building {item['compose_name']} failed: {reason}")
+            elif operation.status != SUCCEEDED:
+                waiting.append(item["compose_name"])
+    if failed:
+        raise _fail(ctx, "; ".join(failed))
+    return f"building {', '.join(waiting)}" if waiting else None
+
+
+def _ready(session: Session, service: Service | None, condition: str) -> bool:
+    """Compose's conditions: started = a replica runs; healthy = every replica is ready."""
+    if service is None:
+        return False
+    if condition == "service_healthy":
+        return service.status == "running" and service.rollout is None
+    started = session.execute(
+        select(Container.id)
+        .where(Container.service_id == service.id, Container.state == "running")
+        .limit(1)
+    ).first()
+    return started is not None or service.replicas == 0
+
+
+@handler("stack.deploy")
+def deploy(ctx: OperationContext) -> dict[str, Any]:
+    generation = int(ctx.params["generation"])
+    with ctx.app.db.session(write=False) as session:
+        stack = session.get(Stack, ctx.claim.target_id)
+        if stack is None or stack.removing:
+            raise PermanentError("the stack is being removed")
+        if stack.generation != generation:
+            raise PermanentError(f"superseded by generation {stack.generation} of the stack")
+        plan = stack.plan
+    building = _builds_done(ctx, plan)
+    if building:
+        ctx.progress({"step": building})
+        raise Deferred(_LOOK_AGAIN_SECONDS)
+
+    waiting: list[str] = []
+    done: list[str] = []  # logged once the transaction is over (a log line is its own write)
+    changed = False
+    with ctx.session() as session:
+        stack = _stack(ctx, session)
+        existing = {s.name: s for s in members(session, stack.id)}
+        by_compose = {item["compose_name"]: existing.get(item["name"]) for item in plan["services"]}
+        for item in plan["services"]:
+            unmet = [
+                f"{dep} ({condition.removeprefix('service_')})"
+                for dep, condition in item["depends_on"].items()
+                if not _ready(session, by_compose.get(dep), condition)
+            ]
+            if unmet:
+                waiting.append(f"{item['compose_name']} waits for {', '.join(unmet)}")
+                continue
+            service = existing.get(item["name"])
+            spec = ServiceSpec.model_validate(item["spec"])
+            if service is None:
+                service = services.create(
+                    session,
+                    name=item["name"],
+                    spec=spec,
+                    settings=ctx.app.settings,
+                    created_by=ACTOR,
+                    stack_id=stack.id,
+                )
+                done.append(f"created service {item['name']}")
+                by_compose[item["compose_name"]] = service
+                changed = True
+            elif service.removing:
+                waiting.append(f"{item['name']} is still being removed")
+            elif spec != ServiceSpec.model_validate({**service.spec, "replicas": service.replicas}):
+                rolled = services.new_revision(
+                    session,
+                    service=service,
+                    spec=spec,
+                    settings=ctx.app.settings,
+                    created_by=ACTOR,
+                )
+                done.append(
+                    f"service {item['name']}: "
+                    + (f"revision {service.revision}" if rolled else f"{spec.replicas} replicas")
+                )
+                changed = True
+        planned = {item["name"] for item in plan["services"]}
+        for name, service in existing.items():
+            if name not in planned and not service.removing:
+                service.removing, service.status = True, "removing"
+                service.version += 1
+                done.append(f"removing service {name} (no longer in the Compose file)")
+                changed = True
+        unsettled = [
+            f"{s.name}: {s.status}" + (f" ({s.status_detail})" if s.status_detail else "")
+            for s in by_compose.values()
+            if s is not None and (s.status != "running" or s.rollout is not None)
+        ]
+        broken = [
+            s
+            for s in by_compose.values()
+            if s is not None
+            and (s.status == "paused" or (s.rollout or {}).get("phase") == "rolling_back")
+        ]
+        leftover = [s.name for s in existing.values() if s.name not in planned]
+        if not (waiting or unsettled or leftover or changed):
+            stack.status, stack.status_detail = "running", None
+            stack.updated_at = utcnow()
+            stack.version += 1
+    if done:
+        ctx.log_lines([("info", line) for line in done])
+    if changed:
+        reconciler.wake()
+    if broken:
+        raise _fail(ctx, "; ".join(f"{s.name}: {s.status_detail or s.status}" for s in broken))
+    if waiting or unsettled or leftover or changed:
+        ctx.progress({"step": "; ".join([*waiting, *unsettled]) or "converging"})
+        raise Deferred(_LOOK_AGAIN_SECONDS)
+    return {"generation": generation, "services": sorted(planned)}
+
+
+@handler("stack.remove")
+def remove(ctx: OperationContext) -> dict[str, Any]:
+    with ctx.app.db.session(write=False) as session:
+        stack = session.get(Stack, ctx.claim.target_id)
+        if stack is None:
+            return {"removed": True}
+        remaining = [s.name for s in members(session, stack.id)]
+        plan, name = stack.plan, stack.name
+    if remaining:
+        ctx.progress({"step": f"removing services {', '.join(remaining)}"})
+        raise Deferred(_LOOK_AGAIN_SECONDS)
+    engine = ctx.engine()
+    removed: list[str] = []
+    try:
+        for network in plan.get("networks", []):
+            if engine.remove_network(network):
+                removed.append(f"network {network}")
+        if ctx.params.get("volumes"):
+            for volume in plan.get("volumes", []):
+                if engine.remove_volume(volume):
+                    removed.append(f"volume {volume}")
+        # Every image built for the stack, earlier generations' too (kept until now so that
+        # a rollback could use them).
+        prefix = f"{LOCAL_BUILD_REGISTRY}/{name}/"
+        for image in engine.list_images():
+            for tag in image.get("RepoTags") or []:
+                if tag.startswith(prefix):
+                    with contextlib.suppress(ObjectNotFound):
+                        engine.remove_image(tag, force=False)
+                    removed.append(f"image {tag}")
+    except EngineError as exc:
+        if exc.transient:
+            raise
+        raise TransientError(str(exc)) from exc
+    for line in removed:
+        ctx.log(f"removed {line}")
+    with ctx.session() as session:
+        stack = session.get(Stack, ctx.claim.target_id)
+        if stack is not None:
+            session.delete(stack)
+    return {"removed": removed}

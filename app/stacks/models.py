@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, JSONType, new_id, utcnow
+
+
+class Stack(Base):
+    """A Compose project: the file as given and what it became (one service per Compose
+    service, all on one host, on the networks and volumes it declares).
+
+    `plan` is the parsed file, fixed when the request is accepted: the `stack.deploy` operation
+    of `generation` carries it out (builds, then services in `depends_on` order).
+    """
+
+    __tablename__ = "stacks"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(41), unique=True)
+    compose: Mapped[str] = mapped_column(Text)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    host_id: Mapped[str] = mapped_column(String(26), index=True)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    generation: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default="deploying")
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    removing: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(default=1)

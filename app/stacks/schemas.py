@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.hosts.schemas import EnvName
+from app.operations.schemas import OperationRead
+
+StackName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")]
+ComposeText = Annotated[str, StringConstraints(min_length=1, max_length=512 * 1024)]
+Variables = Annotated[
+    dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]], Field(max_length=1000)
+]
+EnvFiles = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=500)],
+        Annotated[str, StringConstraints(max_length=256 * 1024)],
+    ],
+    Field(max_length=50),
+]
+
+
+class StackUpdate(BaseModel):
+    """A new Compose file for the stack: only the services whose spec changed roll."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compose: ComposeText = Field(description="The Compose file (YAML), as written")
+    variables: Variables = Field(
+        default_factory=dict, description="Values for ${VAR} interpolation in the file"
+    )
+    env_files: EnvFiles = Field(
+        default_factory=dict,
+        description="The content of each `env_file` the file names, by the path it uses",
+    )
+
+
+class StackCreate(StackUpdate):
+    name: StackName = Field(description="Prefix of the stack's services, networks and volumes")
+    host_id: str | None = Field(
+        default=None,
+        description="The host that runs the whole stack (its services share bridge networks). "
+        "Default: the ready host with the fewest containers.",
+    )
+
+
+class StackServiceRef(BaseModel):
+    compose_name: str
+    service_id: str
+    name: str
+    status: str
+
+
+class StackRead(BaseModel):
+    id: str
+    name: str
+    compose: str
+    variables: dict[str, str]
+    host_id: str
+    services: list[str] = Field(description="Ids of the stack's services")
+    service_details: list[StackServiceRef]
+    networks: list[str]
+    volumes: list[str]
+    status: Literal["deploying", "running", "failed", "removing"]
+    status_detail: str | None
+    generation: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class StackAccepted(BaseModel):
+    operation: OperationRead
+    stack: StackRead

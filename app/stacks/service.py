@@ -1,0 +1,261 @@
+"""Stacks: a Compose file becomes a plan (one service spec per Compose service, the images to
+build, the networks and volumes), checked in full before anything is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.pagination import paginate
+from app.containers.models import Container
+from app.core.config import Settings
+from app.core.errors import Conflict, Invalid
+from app.core.lookup import get_or_404
+from app.hosts.models import Host
+from app.images.build_context import InvalidContext, inspect_context
+from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_base_images
+from app.images.service import enforce_registry_policy
+from app.services import service as services
+from app.services.models import Service
+from app.services.schemas import ServiceSpec
+from app.stacks import compose
+from app.stacks.models import Stack
+from app.stacks.schemas import StackRead, StackServiceRef, StackUpdate
+
+
+@dataclass(frozen=True)
+class Build:
+    """An image to build from an uploaded context before the service that runs it starts."""
+
+    compose_name: str
+    tag: str
+    context: bytes
+    dockerfile: str
+    args: dict[str, str]
+
+
+def context_field(compose_name: str) -> str:
+    """The multipart field that carries a service's build context."""
+    return f"context.{compose_name}"
+
+
+def _invalid(errors: list[dict[str, str]]) -> Invalid:
+    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+    return Invalid(f"invalid Compose file: {summary}", errors=errors)
+
+
+def _path(parts: Sequence[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) -> ServiceSpec:
+    """The Compose service as a Berth service spec, under every rule a service obeys, with
+    errors located in the Compose file."""
+    where = f"compose.services.{name}"
+    try:
+        spec = ServiceSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(
+            [{"loc": where + _path(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
+        ) from exc
+    try:
+        services.validate(session, spec, settings)
+    except Invalid as exc:
+        errors = [
+            {
+                "loc": where
+                + _path(
+                    [
+                        int(p) if p.isdigit() else p
+                        for p in str(e["loc"]).removeprefix("body.").split(".")
+                    ]
+                ),
+                "msg": str(e["msg"]),
+            }
+            for e in exc.errors or []
+        ] or [{"loc": where, "msg": exc.detail}]
+        raise _invalid(errors) from exc
+    return spec
+
+
+def _build(
+    name: str, stack: str, build: compose.BuildSpec, data: bytes | None, settings: Settings
+) -> Build:
+    where = f"compose.services.{name}.build"
+    if data is None:
+        raise _invalid(
+            [
+                {
+                    "loc": where,
+                    "msg": f"upload the build context ({build.context}) as a tar or tar.gz in "
+                    f"the multipart field {context_field(name)!r}",
+                }
+            ]
+        )
+    try:
+        inspected = inspect_context(io.BytesIO(data), dockerfile_path=build.dockerfile)
+        bases = dockerfile_base_images(inspected.dockerfile, build.args)
+    except (InvalidContext, InvalidReference) as exc:
+        raise _invalid([{"loc": where, "msg": str(exc)}]) from exc
+    for base in bases:
+        enforce_registry_policy(base, settings, field=where, action="building FROM")
+    digest = hashlib.sha256(data)
+    digest.update(repr((build.dockerfile, sorted(build.args.items()))).encode())
+    # The tag names the content: an unchanged context is an unchanged spec (nothing rolls).
+    tag = f"{LOCAL_BUILD_REGISTRY}/{stack}/{name.lower()}:{digest.hexdigest()[:16]}"
+    return Build(name, tag, data, build.dockerfile, build.args)
+
+
+def parse(stack_name: str, data: StackUpdate) -> compose.ComposeProject:
+    """The Compose file as a project; a 422 locating every problem in the file."""
+    try:
+        return compose.parse(
+            data.compose, project=stack_name, variables=data.variables, env_files=data.env_files
+        )
+    except compose.ComposeError as exc:
+        raise _invalid(exc.errors) from exc
+
+
+def plan(
+    session: Session,
+    *,
+    stack_name: str,
+    stack_id: str | None,
+    project: compose.ComposeProject,
+    host: Host,
+    contexts: dict[str, bytes],
+    settings: Settings,
+) -> tuple[dict[str, Any], list[Build]]:
+    """Check the whole parsed file against Berth's rules; nothing is stored here."""
+    unknown = set(contexts) - {s.name for s in project.services if s.build is not None}
+    if unknown:
+        raise _invalid(
+            [
+                {"loc": f"body.{context_field(n)}", "msg": "no Compose service builds from it"}
+                for n in sorted(unknown)
+            ]
+        )
+    builds: list[Build] = []
+    planned = []
+    for item in project.services:
+        raw = dict(item.spec)
+        build = None
+        if item.build is not None:
+            build = _build(item.name, stack_name, item.build, contexts.get(item.name), settings)
+            builds.append(build)
+            raw["image"] = build.tag
+        # Compose's default: the old replica stops before the new one starts (both would
+        # want the same host ports on the stack's one host).
+        raw["update_config"] = {"order": "stop-first", **(raw.get("update_config") or {})}
+        placement = dict(raw.get("placement") or {})
+        placement["constraints"] = [*placement.get("constraints", []), f"host.id=={host.id}"]
+        raw["placement"] = placement
+        spec = _spec(session, settings, item.name, raw)
+        name = compose.berth_service_name(stack_name, item.name)
+        taken = session.execute(select(Service.stack_id).where(Service.name == name)).first()
+        if taken is not None and (stack_id is None or taken.stack_id != stack_id):
+            raise Conflict(
+                f"a service named {name!r} exists outside this stack",
+                errors=[{"loc": f"compose.services.{item.name}", "msg": "name taken"}],
+            )
+        planned.append(
+            {
+                "compose_name": item.name,
+                "name": name,
+                "spec": spec.model_dump(mode="json"),
+                "depends_on": dict(item.depends_on),
+                "build": {"tag": build.tag} if build else None,
+            }
+        )
+    return {
+        "services": planned,
+        "networks": list(project.networks),
+        "volumes": list(project.volumes),
+    }, builds
+
+
+def choose_host(session: Session, host_id: str | None) -> Host:
+    if host_id is not None:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise Invalid(
+                f"host_id: no host {host_id!r}",
+                errors=[{"loc": "body.host_id", "msg": "no such host"}],
+            )
+        return host
+    load = (
+        select(func.count(Container.id))
+        .where(Container.host_id == Host.id)
+        .correlate(Host)
+        .scalar_subquery()
+    )
+    host = session.execute(
+        select(Host)
+        .where(Host.status == "ready", Host.schedulable.is_(True), Host.draining.is_(False))
+        .order_by(load, Host.name)
+        .limit(1)
+    ).scalar_one_or_none()
+    if host is None:
+        raise Conflict("no ready, schedulable host to run the stack")
+    return host
+
+
+def get(session: Session, *, stack_id: str, for_update: bool = False) -> Stack:
+    return get_or_404(session, Stack, stack_id, what="stack", for_update=for_update)
+
+
+def get_all(
+    session: Session, *, limit: int, cursor: str | None, name: str | None = None
+) -> tuple[Sequence[Stack], str | None]:
+    statement = select(Stack)
+    if name is not None:
+        statement = statement.where(Stack.name == name)
+    return paginate(session, statement, Stack.id, limit=limit, cursor=cursor)
+
+
+def members(session: Session, stack_id: str) -> list[Service]:
+    return list(
+        session.execute(
+            select(Service).where(Service.stack_id == stack_id).order_by(Service.name)
+        ).scalars()
+    )
+
+
+def to_read(session: Session, stack: Stack) -> StackRead:
+    by_name = {p["name"]: p["compose_name"] for p in stack.plan.get("services", [])}
+    rows = members(session, stack.id)
+    return StackRead(
+        id=stack.id,
+        name=stack.name,
+        compose=stack.compose,
+        variables=stack.variables,
+        host_id=stack.host_id,
+        services=[s.id for s in rows],
+        service_details=[
+            StackServiceRef(
+                compose_name=by_name.get(s.name, s.name),
+                service_id=s.id,
+                name=s.name,
+                status=s.status,
+            )
+            for s in rows
+        ],
+        networks=stack.plan.get("networks", []),
+        volumes=stack.plan.get("volumes", []),
+        status=stack.status,
+        status_detail=stack.status_detail,
+        generation=stack.generation,
+        created_at=stack.created_at,
+        updated_at=stack.updated_at,
+        version=stack.version,
+    )

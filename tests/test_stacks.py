@@ -154,6 +154,22 @@ def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: 
         t["container_id"] for t in cache_before["tasks"]
     ]
 
+    # A change to the cache only, without uploading the web's context again: the web keeps
+    # its image and revision, the cache rolls.
+    relabelled = COMPOSE.replace("  cache:\n", "  cache:\n    labels: {tier: cache}\n")
+    again = api.request(
+        "PUT", f"/stacks/{stack_id}", json={"compose": relabelled, "variables": variables}
+    )
+    assert again.status_code == 202, again.text
+    assert api.wait_operation(again.json()["operation"]["id"], timeout=120)["status"] == (
+        "succeeded"
+    )
+    assert api.get(f"/services/{by_name['web']['service_id']}").json()["revision"] == 2
+    assert api.get(f"/services/{by_name['cache']['service_id']}").json()["revision"] == 2
+    assert wait_for(
+        lambda: _hit(port) == "web v2; cache says: PONG", timeout=30, what="web still answers"
+    )
+
     # A viewer may look but not change.
     assert api.request("DELETE", f"/stacks/{stack_id}", role=Role.viewer).status_code == 403
     removal = api.delete(f"/stacks/{stack_id}", params={"volumes": "true"})

@@ -66,6 +66,8 @@ async def stream_events(
             await hub.check_cursor(cursor)
         except CursorExpired as exc:
             raise Gone(str(exc)) from exc
+    if cursor is None:
+        cursor = hub.last_cursor  # "from now": fixed before the answer starts, not after
     matches = Filter(_set(resource_type), _set(resource_id), _set(type))
 
     async def messages() -> AsyncIterator[bytes]:

@@ -79,6 +79,7 @@ class EventHub:
         self._poller: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.subscribers = 0
+        self._closing = False
 
     @property
     def last_cursor(self) -> int:
@@ -103,11 +104,13 @@ class EventHub:
     async def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            # The loop also checks `_closing`: on Python 3.11, wait_for can swallow a
+            # cancellation that arrives just as the event it waits for is set.
+            self._closing = True
+            poller.cancel()
+            await asyncio.wait({poller}, timeout=5)
 
     def _newest(self) -> int:
         with self.db.session(write=False) as session:
@@ -127,7 +130,7 @@ class EventHub:
 
     async def _poll(self) -> None:
         assert self._wake is not None and self._changed is not None
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
@@ -158,9 +161,8 @@ class EventHub:
         return batch
 
     async def check_cursor(self, since: int) -> None:
-        """Raise CursorExpired if events after `since` were pruned already."""
-        if since >= self._floor:
-            return
+        """Raise CursorExpired if events after `since` were pruned already (asked of the
+        database, so every Berth process gives the same answer)."""
         oldest = await asyncio.to_thread(self._oldest)
         if oldest is not None and since < oldest - 1:
             raise CursorExpired(f"events after cursor {since} were pruned; the oldest is {oldest}")
@@ -174,7 +176,7 @@ class EventHub:
         cursor = self._last if since is None else since
         self.subscribers += 1
         try:
-            while True:
+            while not self._closing:
                 if cursor < self._floor:
                     backlog = await asyncio.to_thread(self._read, cursor, _PAGE)
                     for event in backlog:

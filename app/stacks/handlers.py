@@ -52,8 +52,8 @@ def _builds_done(ctx: OperationContext, plan: dict[str, Any]) -> str | None:
     with ctx.app.db.session(write=False) as session:
         for item in plan["services"]:
             build = item.get("build")
-            if not build:
-                continue
+            if not build or "operation_id" not in build:
+                continue  # none, or the image an earlier generation built
             operation = session.get(Operation, build["operation_id"])
             if operation is None or operation.status in (FAILED, CANCELLED):
                 reason = operation.error if operation is not None else "its operation is gone"

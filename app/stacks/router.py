@@ -129,7 +129,7 @@ def _queue_deploy(
             max_attempts=context.settings.operation_max_attempts,
         )
     for item in plan["services"]:
-        if item["build"]:
+        if item["compose_name"] in operations:
             item["build"]["operation_id"] = operations[item["compose_name"]].id
     stack.plan = plan
     operation = queue.enqueue(
@@ -267,6 +267,7 @@ async def update_stack(
                 host=host,
                 contexts=contexts,
                 settings=context.settings,
+                previous=stack.plan,
             )
             stack.compose = data.compose
             stack.variables = data.variables

@@ -135,8 +135,18 @@ def plan(
     host: Host,
     contexts: dict[str, bytes],
     settings: Settings,
+    previous: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Build]]:
-    """Check the whole parsed file against Berth's rules; nothing is stored here."""
+    """Check the whole parsed file against Berth's rules; nothing is stored here.
+
+    On an update (`previous` is the stack's current plan), a `build:` service whose context is
+    not uploaded again keeps the image built before.
+    """
+    built_before = {
+        item["compose_name"]: item["build"]
+        for item in (previous or {}).get("services", [])
+        if item.get("build")
+    }
     unknown = set(contexts) - {s.name for s in project.services if s.build is not None}
     if unknown:
         raise _invalid(
@@ -150,7 +160,10 @@ def plan(
     for item in project.services:
         raw = dict(item.spec)
         build = None
-        if item.build is not None:
+        kept = built_before.get(item.name)
+        if item.build is not None and item.name not in contexts and kept is not None:
+            raw["image"] = kept["tag"]
+        elif item.build is not None:
             build = _build(item.name, stack_name, item.build, contexts.get(item.name), settings)
             builds.append(build)
             raw["image"] = build.tag
@@ -174,7 +187,7 @@ def plan(
                 "name": name,
                 "spec": spec.model_dump(mode="json"),
                 "depends_on": dict(item.depends_on),
-                "build": {"tag": build.tag} if build else None,
+                "build": {"tag": raw["image"]} if item.build else None,
             }
         )
     return {

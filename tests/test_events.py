@@ -1,0 +1,203 @@
+"""The event stream over real HTTP (uvicorn), as a client sees it: subscribe, lose the
+connection half-way, resume from the cursor — every event exactly once, in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import httpx
+import orjson
+import pytest
+import uvicorn
+from sqlalchemy import delete, func, select
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.events.models import Event
+from app.main import create_app
+from tests.conftest import BOOTSTRAP_TOKEN, wait_for
+from tests.test_containers import HTTPD, free_port
+from tests.testbed import Testbed, remove_containers
+
+HEADERS = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
+Event_ = dict[str, Any]
+
+
+@pytest.fixture
+def h1_cleaned(bed: Testbed) -> Iterator[None]:
+    yield
+    engine = docker.DockerClient(base_url=bed.h1_url)
+    remove_containers(engine, "berth.managed=true")
+    engine.close()
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[str]:
+    """Berth served by uvicorn on a free port, as `berth serve` runs it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30, what="server started")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+class Subscriber:
+    """Reads an event stream in a thread until `done(events)` says so, then disconnects."""
+
+    def __init__(self, base: str, done: Callable[[list[Event_]], bool], **params: str) -> None:
+        self.events: list[Event_] = []
+        self.connected = threading.Event()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self._done = done
+        self._thread = threading.Thread(target=self._run, args=(base, params), daemon=True)
+        self._thread.start()
+        assert self.connected.wait(10), "the stream did not open"
+
+    def _run(self, base: str, params: dict[str, str]) -> None:
+        try:
+            with httpx.stream(
+                "GET", f"{base}/api/v1/events", params=params, headers=HEADERS, timeout=60
+            ) as response:
+                assert response.status_code == 200, response.read()
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    self.connected.set()
+                    if line.startswith("data: "):
+                        event = orjson.loads(line.removeprefix("data: "))
+                        self.events.append(event)
+                        if self._done(self.events):
+                            return  # leaving the block closes the connection
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.connected.set()
+            self.finished.set()
+
+    def wait(self, timeout: float = 60) -> list[Event_]:
+        assert self.finished.wait(timeout), f"stream not done; got {self.events[-5:]}"
+        assert self.error is None, self.error
+        return self.events
+
+
+def _cursors(events: list[Event_]) -> list[int]:
+    return [int(e["cursor"]) for e in events]
+
+
+def _has(kind: str, resource_id: str) -> Callable[[list[Event_]], bool]:
+    return lambda events: any(e["type"] == kind and e["resource_id"] == resource_id for e in events)
+
+
+def test_subscribe_disconnect_resume_exactly_once_in_order(
+    live: str, bed: Testbed, db: Database, h1_cleaned: None
+) -> None:
+    client = httpx.Client(base_url=f"{live}/api/v1", headers=HEADERS, timeout=30)
+    service_id: list[str] = []
+
+    def half_way(events: list[Event_]) -> bool:
+        # Disconnect in the middle: once the service exists and a few more things happened.
+        mine = [e for e in events if service_id and e["resource_id"] == service_id[0]]
+        return bool(mine) and len(events) >= len(events[: events.index(mine[0])]) + 4
+
+    first = Subscriber(live, half_way)
+    host = client.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()
+    wait_for(
+        lambda: client.get(f"/hosts/{host['id']}").json()["status"] == "ready",
+        timeout=30,
+        what="host ready",
+    )
+    created = client.post(
+        "/services",
+        json={"name": "evt", "spec": {"image": bed.image, "command": HTTPD, "replicas": 1}},
+    ).json()
+    service_id.append(created["service"]["id"])
+    operation = client.get(f"/operations/{created['operation']['id']}", params={"wait": 60})
+    assert operation.json()["status"] == "succeeded", operation.text
+    before = first.wait()
+    last = before[-1]["cursor"]
+
+    assert client.delete(f"/services/{service_id[0]}").status_code == 202
+    wait_for(
+        lambda: client.get(f"/services/{service_id[0]}").status_code == 404,
+        timeout=60,
+        what="service deleted",
+    )
+    deleted = _has("service.deleted", service_id[0])
+    after = Subscriber(live, deleted, since=last).wait()
+    whole = Subscriber(live, deleted, since=str(int(before[0]["cursor"]) - 1)).wait()
+
+    # Exactly once, in order: the two halves are the whole, cursors strictly increasing.
+    assert _cursors(before) + _cursors(after) == _cursors(whole)
+    assert _cursors(whole) == sorted(set(_cursors(whole)))
+
+    types = [(e["resource_type"], e["type"]) for e in whole]
+    assert ("host", "host.created") in types
+    host_states = [e["data"].get("status") for e in whole if e["type"] == "host.updated"]
+    assert "ready" in host_states  # a host status change
+    mine = [e["type"] for e in whole if e["resource_id"] == service_id[0]]
+    assert mine[0] == "service.created" and mine[-1] == "service.deleted"
+    assert "service.updated" in mine  # converging → running → removing
+    converge = [e["type"] for e in whole if e["resource_id"] == created["operation"]["id"]]
+    assert converge == ["operation.queued", "operation.running", "operation.succeeded"]
+    containers = {e["type"] for e in whole if e["resource_type"] == "container"}
+    assert {"container.created", "container.updated", "container.deleted"} <= containers
+    for event in whole:
+        assert set(event) == {"cursor", "type", "resource_type", "resource_id", "data", "at"}
+
+    # Filters: one resource's events only, replayed from the same point.
+    only = Subscriber(
+        live, deleted, since=str(int(before[0]["cursor"]) - 1), resource_id=service_id[0]
+    ).wait()
+    assert [e["type"] for e in only] == mine
+    typed = Subscriber(
+        live,
+        lambda events: any(e["type"] == "operation.succeeded" for e in events),
+        since=str(int(before[0]["cursor"]) - 1),
+        resource_type="operation",
+        type="operation.succeeded",
+    ).wait()
+    assert {e["type"] for e in typed} == {"operation.succeeded"}
+
+    # Bad and expired cursors are refused before the stream starts.
+    assert client.get("/events", params={"since": "abc"}).status_code == 422
+    assert httpx.get(f"{live}/api/v1/events").status_code == 401
+    with db.session() as session:
+        newest = session.execute(select(func.max(Event.id))).scalar_one()
+        session.execute(delete(Event).where(Event.id < newest))
+    expired = client.get("/events", params={"since": "1"})
+    assert expired.status_code == 410
+    assert expired.headers["content-type"] == "application/problem+json"
+    client.close()
+
+
+def test_many_subscribers_share_one_reader(live: str, bed: Testbed) -> None:
+    """Fifty streams at once: every one sees the same events, and the API still answers."""
+    client = httpx.Client(base_url=f"{live}/api/v1", headers=HEADERS, timeout=30)
+    marker = "fanout"
+    subscribers = [
+        Subscriber(live, _has("host.created", marker), resource_type="host") for _ in range(50)
+    ]
+    started = time.monotonic()
+    host = client.post("/hosts", json={"name": marker, "url": bed.h1_url}).json()
+    for subscriber in subscribers:
+        subscriber._done = _has("host.created", host["id"])
+    assert client.get("/hosts").status_code == 200
+    for subscriber in subscribers:
+        events = subscriber.wait(30)
+        assert [e["resource_id"] for e in events if e["type"] == "host.created"] == [host["id"]]
+    assert time.monotonic() - started < 30
+    client.close()

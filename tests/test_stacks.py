@@ -156,7 +156,7 @@ def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: 
 
     # A change to the cache only, without uploading the web's context again: the web keeps
     # its image and revision, the cache rolls.
-    relabelled = COMPOSE.replace("  cache:\n", "  cache:\n    labels: {tier: cache}\n")
+    relabelled = COMPOSE.replace("\n  cache:\n", "\n  cache:\n    labels: {tier: cache}\n")
     again = api.request(
         "PUT", f"/stacks/{stack_id}", json={"compose": relabelled, "variables": variables}
     )

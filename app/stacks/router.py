@@ -173,14 +173,11 @@ async def create_stack(
                     f"a stack named {data.name!r} already exists",
                     errors=[{"loc": "body.name", "msg": "taken"}],
                 )
-            project = service.parse(data.name, data)
-            host = service.choose_host(session, data.host_id)
-            plan, builds = service.plan(
+            host, plan, builds = service.prepare(
                 session,
                 stack_name=data.name,
-                stack_id=None,
-                project=project,
-                host=host,
+                data=data,
+                host_id=data.host_id,
                 contexts=contexts,
                 settings=context.settings,
             )
@@ -257,17 +254,14 @@ async def update_stack(
             check_if_match(request, stack.version)
             if stack.removing:
                 raise Conflict(f"stack {stack.name!r} is being removed")
-            project = service.parse(stack.name, data)
-            host = service.choose_host(session, stack.host_id)
-            plan, builds = service.plan(
+            _, plan, builds = service.prepare(
                 session,
                 stack_name=stack.name,
-                stack_id=stack.id,
-                project=project,
-                host=host,
+                data=data,
+                host_id=stack.host_id,
                 contexts=contexts,
                 settings=context.settings,
-                previous=stack.plan,
+                existing=stack,
             )
             stack.compose = data.compose
             stack.variables = data.variables

@@ -197,6 +197,33 @@ def plan(
     }, builds
 
 
+def prepare(
+    session: Session,
+    *,
+    stack_name: str,
+    data: StackUpdate,
+    host_id: str | None,
+    contexts: dict[str, bytes],
+    settings: Settings,
+    existing: Stack | None = None,
+) -> tuple[Host, dict[str, Any], list[Build]]:
+    """Everything a create or an update checks, in the order a user fixes things: the file,
+    then the host, then each service against Berth's rules."""
+    project = parse(stack_name, data)
+    host = choose_host(session, host_id)
+    planned, builds = plan(
+        session,
+        stack_name=stack_name,
+        stack_id=existing.id if existing else None,
+        project=project,
+        host=host,
+        contexts=contexts,
+        settings=settings,
+        previous=existing.plan if existing else None,
+    )
+    return host, planned, builds
+
+
 def choose_host(session: Session, host_id: str | None) -> Host:
     if host_id is not None:
         host = session.get(Host, host_id)

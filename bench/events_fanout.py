@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ async def _subscribe(url: str, token: str, count: int, seconds: float) -> None:
                 "max": max(received),
                 "lag_p50": percentile(lags, 50) if lags else 0.0,
                 "lag_p99": percentile(lags, 99) if lags else 0.0,
+                "client_cpu": time.process_time() / seconds,
             }
         ),
         flush=True,
@@ -115,6 +117,12 @@ async def _read_load(server: BerthServer, connections: int, seconds: float) -> l
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_round(server: BerthServer, subscribers: int, args: argparse.Namespace) -> dict[str, float]:
     watcher = None
     if subscribers:
@@ -142,7 +150,9 @@ def run_round(server: BerthServer, subscribers: int, args: argparse.Namespace) -
     producer = threading.Thread(target=_produce, args=(server, args.rate, stop, made))
     producer.start()
     time.sleep(1)
+    cpu_before = cpu_seconds(server.pid)
     latencies = asyncio.run(_read_load(server, args.connections, args.duration))
+    server_cpu = cpu_seconds(server.pid) - cpu_before
     stop.set()
     producer.join()
     row: dict[str, float] = {
@@ -151,6 +161,7 @@ def run_round(server: BerthServer, subscribers: int, args: argparse.Namespace) -
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
         "operations": made[0],
+        "server_cpu": server_cpu / args.duration,
     }
     if watcher is not None:
         out, _ = watcher.communicate(timeout=120)
@@ -189,7 +200,10 @@ def main() -> int:
         f"GET /hosts with {args.connections} connections for {args.duration:.0f} s while "
         f"{args.rate:.0f} operations/s ({3 * args.rate:.0f} events/s) are made"
     )
-    say("subscribers   req/s    p50 ms   p99 ms   events each (min/max)   lag p50/p99 ms")
+    say(
+        "subscribers   req/s    p50 ms   p99 ms   server CPU   events each (min/max)   "
+        "lag p50/p99 ms   subscriber-process CPU"
+    )
     for row in rows:
         events = (
             f"{int(row['min'])}/{int(row['max'])} of ~{3 * int(row['operations'])}"
@@ -197,9 +211,11 @@ def main() -> int:
             else "-"
         )
         lag = f"{row['lag_p50']:.0f}/{row['lag_p99']:.0f}" if row["subscribers"] else "-"
+        subscriber_cpu = f"{row['client_cpu']:.2f} cores" if row["subscribers"] else "-"
         say(
             f"{int(row['subscribers']):>11} {row['rps']:>7.0f} {row['p50']:>9.1f} "
-            f"{row['p99']:>8.1f}   {events:<23} {lag}"
+            f"{row['p99']:>8.1f}   {row['server_cpu']:>5.2f} cores  {events:<23} {lag:<17} "
+            f"{subscriber_cpu}"
         )
     baseline = rows[0]
     for row in rows[1:]:

@@ -3,6 +3,7 @@ connection half-way, resume from the cursor — every event exactly once, in ord
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,9 @@ from sqlalchemy import delete, func, select
 
 from app.core.config import Settings
 from app.core.db import Database
+from app.events import recorder
 from app.events.models import Event
+from app.events.sequencer import sequence
 from app.main import create_app
 from tests.conftest import BOOTSTRAP_TOKEN, wait_for
 from tests.test_containers import HTTPD, free_port
@@ -176,8 +179,8 @@ def test_subscribe_disconnect_resume_exactly_once_in_order(
     assert client.get("/events", params={"since": "abc"}).status_code == 422
     assert httpx.get(f"{live}/api/v1/events").status_code == 401
     with db.session() as session:
-        newest = session.execute(select(func.max(Event.id))).scalar_one()
-        session.execute(delete(Event).where(Event.id < newest))
+        newest = session.execute(select(func.max(Event.seq))).scalar_one()
+        session.execute(delete(Event).where(Event.seq < newest))
     expired = client.get("/events", params={"since": "1"})
     assert expired.status_code == 410
     assert expired.headers["content-type"] == "application/problem+json"
@@ -201,3 +204,49 @@ def test_many_subscribers_share_one_reader(live: str, bed: Testbed) -> None:
         assert [e["resource_id"] for e in events if e["type"] == "host.created"] == [host["id"]]
     assert time.monotonic() - started < 30
     client.close()
+
+
+def test_concurrent_writers_leave_no_gap_for_a_reader(db: Database) -> None:
+    """Writers that commit out of order (a late commit after an earlier one's event was read)
+    must still be seen by a reader that only ever moves its cursor forward."""
+    writers, transactions = 4, 40
+    written: list[str] = []
+    lock = threading.Lock()
+
+    def write(worker: int) -> None:
+        rng = random.Random(worker)
+        for n in range(transactions):
+            with db.transaction() as connection:
+                rows = [
+                    recorder.row("test.created", "test", f"{worker}-{n}-{k}")
+                    for k in range(rng.randint(1, 3))
+                ]
+                recorder.write(connection, rows)
+                time.sleep(rng.random() * 0.01)  # commit late, after others' events
+            with lock:
+                written.extend(r["resource_id"] for r in rows)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    seen: list[tuple[int, str]] = []
+    cursor = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sequence(db)
+        with db.session(write=False) as session:
+            rows = session.execute(
+                select(Event.seq, Event.resource_id).where(Event.seq > cursor).order_by(Event.seq)
+            ).all()
+        for seq, resource_id in rows:
+            assert seq is not None
+            seen.append((seq, resource_id))
+            cursor = seq
+        if not any(t.is_alive() for t in threads) and not rows and sequence(db) == 0:
+            break
+        time.sleep(0.002)
+    for thread in threads:
+        thread.join()
+    ids = [resource_id for _, resource_id in seen]
+    assert sorted(ids) == sorted(written)  # every event, exactly once
+    assert [seq for seq, _ in seen] == sorted({seq for seq, _ in seen})

@@ -29,6 +29,8 @@ services:
     depends_on:
       cache:
         condition: service_healthy
+    secrets:
+      - api_token
     deploy:
       update_config:
         monitor: 1s
@@ -41,12 +43,21 @@ services:
       test: ["CMD-SHELL", "echo PING | timeout 2 nc 127.0.0.1 6379 | grep -q PONG"]
       interval: 500ms
       retries: 3
+    volumes:
+      - cache-data:/data
+volumes:
+  cache-data: {}
+secrets:
+  api_token:
+    external: true
 """
 
+TOKEN = "stack-secret-token-value"
 HIT = """#!/bin/sh
 echo "Content-Type: text/plain"
 echo ""
 echo "web {version}; cache says: $(echo PING | timeout 2 nc cache 6379)"
+echo "token bytes: $(wc -c < /run/secrets/api_token)"
 """
 
 
@@ -95,11 +106,16 @@ def _deploy(
 
 
 def _hit(port: int) -> str | None:
+    """The web's first line, after checking it read its secret file (its length only)."""
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/hit", timeout=3)
     except httpx.HTTPError:
         return None
-    return response.text.strip() if response.status_code == 200 else None
+    if response.status_code != 200:
+        return None
+    first, _, rest = response.text.strip().partition("\n")
+    assert rest.strip() == f"token bytes: {len(TOKEN)}", response.text
+    return first
 
 
 def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: Testbed) -> None:
@@ -107,6 +123,7 @@ def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: 
     port = free_port()
     name = f"shop-{uuid.uuid4().hex[:4]}"
     variables = {"WEB_PORT": str(port), "REGISTRY": bed.registry}
+    assert api.post("/secrets", json={"name": "api_token", "value": TOKEN}).status_code == 201
     fields = {
         "name": name,
         "host_id": services.hosts["h1"],
@@ -125,6 +142,8 @@ def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: 
     stack = api.get(f"/stacks/{stack_id}").json()
     assert stack["status"] == "running"
     assert stack["networks"] == [f"{name}_default"]
+    assert stack["volumes"] == [f"{name}_cache-data"]
+    assert [v for v in h1.volumes.list() if v.name == f"{name}_cache-data"]
     by_name = {s["compose_name"]: s for s in stack["service_details"]}
     assert set(by_name) == {"web", "cache"}
     # depends_on: the web service was made only once the cache was healthy.
@@ -182,6 +201,7 @@ def test_web_and_cache_from_one_compose_file(services: Services, api: Api, bed: 
     # Nothing left on the host: containers, the network, the images built for it.
     assert h1.containers.list(all=True, filters={"name": name}) == []
     assert h1.networks.list(names=[f"{name}_default"]) == []
+    assert not [v for v in h1.volumes.list() if v.name == f"{name}_cache-data"]
     assert not [tag for image in h1.images.list() for tag in image.tags if f"/{name}/" in tag]
 
 

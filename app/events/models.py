@@ -3,20 +3,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, utcnow
 
 
 class Event(Base):
-    """One change of one resource, in commit order. The id is the stream's cursor: writers
-    insert events last in their transaction, one at a time (see recorder.write), so ids become
-    visible in increasing order and a reader that resumes after id N misses nothing."""
+    """One change of one resource. `seq` is the stream's cursor, given by the sequencer
+    (app/events/sequencer.py) to committed events only, one sequencer at a time: so `seq` values
+    become visible in increasing order, and a reader resuming after N misses nothing — while
+    writers insert their events without waiting on each other."""
 
     __tablename__ = "events"
-    # SQLite must never reuse an id, even after every event has been pruned.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # What the sequencer looks for: committed events without a place in the stream yet.
+        Index(
+            "ix_events_unsequenced",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+        # SQLite must never reuse an id, even after every event has been pruned.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -26,3 +36,4 @@ class Event(Base):
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)

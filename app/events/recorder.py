@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, inspect, text
+from sqlalchemy import event, insert, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -21,8 +21,6 @@ from app.core.db import utcnow
 from app.events.models import Event
 
 _PENDING = "berth.events"
-# Any constant shared by every Berth process: holders of this lock insert events one at a time.
-_ORDER_LOCK = 0x6265727468  # "berth"
 
 
 @dataclass(frozen=True)
@@ -83,15 +81,9 @@ def emit(session: Session, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert events as the last statements of a transaction, holding the order lock.
-
-    On PostgreSQL the transaction-scoped advisory lock is held from these inserts until commit,
-    so event ids commit in increasing order across every process. SQLite has one writer.
-    """
+    """Insert events in the caller's transaction; the sequencer places them once committed."""
     if not rows:
         return
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
     now = utcnow()
     connection.execute(insert(Event), [{**r, "at": now} for r in rows])
 

@@ -72,8 +72,9 @@ async def stream_events(
 
     async def messages() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for message in hub.subscribe(cursor, matches):
-            yield message
+        async for chunk in hub.subscribe(cursor, matches):
+            if chunk:
+                yield chunk
 
     return StreamingResponse(
         messages(),

@@ -1,15 +1,17 @@
 """The event stream's fan-out: one poller per process, any number of subscribers.
 
-The poller reads new events once (woken at once by local commits, and polling for other
-processes' commits) into a bounded in-memory window; every subscriber serves itself from that
-window, so a thousand subscribers cost one query per poll, not a thousand. A subscriber resuming
-from a cursor older than the window reads its backlog from the database in pages first.
+The poller numbers newly committed events (the sequencer) and reads them once (woken at once by
+local commits, and polling for other processes' commits) into a bounded in-memory window; every
+subscriber serves itself from that window, so a thousand subscribers cost one query per poll,
+not a thousand. A subscriber resuming from a cursor older than the window reads its backlog
+from the database in pages first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,8 +23,10 @@ from sqlalchemy import func, select
 from app.core.db import Database
 from app.events import recorder
 from app.events.models import Event
+from app.events.sequencer import sequence
 
 _PAGE = 500
+log = logging.getLogger("berth.events")
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,16 @@ class StreamEvent:
     @classmethod
     def from_row(cls, row: Any) -> StreamEvent:
         body = {
-            "cursor": str(row.id),
+            "cursor": str(row.seq),
             "type": row.type,
             "resource_type": row.resource_type,
             "resource_id": row.resource_id,
             "data": row.data,
             "at": row.at.isoformat().replace("+00:00", "Z"),
         }
-        message = f"id: {row.id}\nevent: {row.type}\ndata: ".encode() + orjson.dumps(body) + b"\n\n"
-        return cls(row.id, row.type, row.resource_type, row.resource_id, message)
+        head = f"id: {row.seq}\nevent: {row.type}\ndata: ".encode()
+        message = head + orjson.dumps(body) + b"\n\n"
+        return cls(row.seq, row.type, row.resource_type, row.resource_id, message)
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,28 @@ class CursorExpired(Exception):
 
 
 class EventHub:
-    def __init__(self, db: Database, *, window: int = 10_000, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        window: int = 10_000,
+        poll_interval: float = 0.5,
+        coalesce: float = 0.1,
+        keepalive: float = 15.0,
+    ) -> None:
         self.db = db
+        self.coalesce = coalesce
+        self.keepalive = keepalive
         self.window = window
         self.poll_interval = poll_interval
         self._events: deque[StreamEvent] = deque()
         # Every event with a cursor above `_floor` is in `_events` (or not yet read).
         self._floor = 0
         self._last = 0
-        self._changed: asyncio.Condition | None = None
+        # Resolved (and replaced) when new events arrive, and at every keep-alive tick: all
+        # subscribers wait on this one future, so a wake-up costs no timer or lock per stream.
+        self._next: asyncio.Future[None] | None = None
+        self._ticked = 0.0
         self._wake: asyncio.Event | None = None
         self._poller: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -89,7 +107,8 @@ class EventHub:
         if self._poller is not None:
             return
         loop = asyncio.get_running_loop()
-        self._changed = asyncio.Condition()
+        self._next = loop.create_future()
+        self._ticked = loop.time()
         self._wake = asyncio.Event()
         wake = self._wake
 
@@ -111,32 +130,44 @@ class EventHub:
             self._closing = True
             poller.cancel()
             await asyncio.wait({poller}, timeout=5)
+            self._announce()  # subscribers see `_closing` and end
+
+    def _announce(self) -> None:
+        done, self._next = self._next, asyncio.get_running_loop().create_future()
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def _newest(self) -> int:
         with self.db.session(write=False) as session:
-            return int(session.execute(select(func.max(Event.id))).scalar_one() or 0)
+            return int(session.execute(select(func.max(Event.seq))).scalar_one() or 0)
 
     def _oldest(self) -> int | None:
         with self.db.session(write=False) as session:
-            oldest = session.execute(select(func.min(Event.id))).scalar_one()
+            oldest = session.execute(select(func.min(Event.seq))).scalar_one()
         return int(oldest) if oldest is not None else None
 
     def _read(self, after: int, limit: int) -> list[StreamEvent]:
         with self.db.session(write=False) as session:
             rows = session.execute(
-                select(Event).where(Event.id > after).order_by(Event.id).limit(limit)
+                select(Event).where(Event.seq > after).order_by(Event.seq).limit(limit)
             ).scalars()
             return [StreamEvent.from_row(row) for row in rows]
 
     async def _poll(self) -> None:
-        assert self._wake is not None and self._changed is not None
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
+            if loop.time() - self._ticked >= self.keepalive / 3:
+                self._ticked = loop.time()
+                self._announce()  # lets idle subscribers send their keep-alive
             try:
+                await asyncio.to_thread(sequence, self.db)
                 fresh = await asyncio.to_thread(self._read, self._last, _PAGE)
             except Exception:  # the database is away for a moment: try again next round
+                log.warning("reading new events failed; retrying", exc_info=True)
                 await asyncio.sleep(self.poll_interval)
                 continue
             if not fresh:
@@ -147,8 +178,10 @@ class EventHub:
                 self._floor = self._events.popleft().cursor
             if len(fresh) == _PAGE:
                 self._wake.set()  # more are waiting
-            async with self._changed:
-                self._changed.notify_all()
+            self._announce()
+            # Let a burst of commits gather: every subscriber then wakes, and writes to its
+            # socket, once per burst rather than once per commit.
+            await asyncio.sleep(self.coalesce)
 
     def _after(self, cursor: int) -> list[StreamEvent]:
         # From the newest end: a subscriber that keeps up needs only the last few.
@@ -167,40 +200,32 @@ class EventHub:
         if oldest is not None and since < oldest - 1:
             raise CursorExpired(f"events after cursor {since} were pruned; the oldest is {oldest}")
 
-    async def subscribe(
-        self, since: int | None, matches: Filter, *, keepalive: float = 15.0
-    ) -> AsyncIterator[bytes]:
-        """SSE messages after `since` (default: from now on), then live ones; a comment line
-        every `keepalive` seconds so proxies and clients know the stream is alive."""
-        assert self._changed is not None
+    async def subscribe(self, since: int | None, matches: Filter) -> AsyncIterator[bytes]:
+        """SSE messages after `since` (default: from now on), then live ones, each burst as
+        one chunk; a comment line when nothing was sent for `keepalive` seconds, so proxies
+        and clients know the stream is alive."""
+        loop = asyncio.get_running_loop()
         cursor = self._last if since is None else since
+        written = loop.time()
         self.subscribers += 1
         try:
             while not self._closing:
                 if cursor < self._floor:
                     backlog = await asyncio.to_thread(self._read, cursor, _PAGE)
-                    for event in backlog:
-                        if matches(event):
-                            yield event.message
-                        cursor = event.cursor
                     if backlog:
+                        yield b"".join(e.message for e in backlog if matches(e))
+                        cursor, written = backlog[-1].cursor, loop.time()
                         continue
                 batch = self._after(cursor)
                 if batch:
-                    for event in batch:
-                        if matches(event):
-                            yield event.message
-                    cursor = batch[-1].cursor
+                    yield b"".join(e.message for e in batch if matches(e))
+                    cursor, written = batch[-1].cursor, loop.time()
                     continue
-                quiet = False
-                async with self._changed:
-                    if self._last > cursor:
-                        continue  # arrived while this subscriber was sending
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), keepalive)
-                    except TimeoutError:
-                        quiet = True
-                if quiet:
+                assert self._next is not None
+                # Shielded: a subscriber that goes away must not cancel everyone's future.
+                await asyncio.shield(self._next)
+                if self._last == cursor and loop.time() - written >= self.keepalive:
                     yield b": keep-alive\n\n"
+                    written = loop.time()
         finally:
             self.subscribers -= 1

@@ -2,13 +2,12 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-28 07:46:52.737158
+Create Date: 2026-11-28 08:25:58.774294
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
 import app.core.db
 from sqlalchemy.dialects import postgresql
 
@@ -26,11 +25,14 @@ def upgrade() -> None:
     sa.Column('resource_type', sa.String(length=32), nullable=False),
     sa.Column('resource_id', sa.String(length=200), nullable=False),
     sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events')),
+    sa.UniqueConstraint('seq', name=op.f('uq_events_seq')),
     sqlite_autoincrement=True
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_events_at'), ['at'], unique=False)
+        batch_op.create_index('ix_events_unsequenced', ['id'], unique=False, postgresql_where=sa.text('seq IS NULL'), sqlite_where=sa.text('seq IS NULL'))
 
     op.create_table('secrets',
     sa.Column('id', sa.String(length=26), nullable=False),
@@ -73,6 +75,7 @@ def downgrade() -> None:
     op.drop_table('stacks')
     op.drop_table('secrets')
     with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.drop_index('ix_events_unsequenced', postgresql_where=sa.text('seq IS NULL'), sqlite_where=sa.text('seq IS NULL'))
         batch_op.drop_index(batch_op.f('ix_events_at'))
 
     op.drop_table('events')

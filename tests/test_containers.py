@@ -526,8 +526,13 @@ def test_list_items_match_single_reads(fleet: Fleet) -> None:
             timeout=10,
             what="both listed",
         )
-        for item in fleet.api.get("/containers").json()["items"]:
-            assert item == fleet.api.get(f"/containers/{item['id']}").json()
+
+        def same() -> bool:
+            # The watcher may record a health change between the two reads: compare again.
+            items = fleet.api.get("/containers").json()["items"]
+            return all(i == fleet.api.get(f"/containers/{i['id']}").json() for i in items)
+
+        wait_for(same, timeout=15, what="list items equal to single reads")
         assert any(
             item["id"] == made["id"] for item in fleet.api.get("/containers").json()["items"]
         )

@@ -25,7 +25,9 @@ from app.services.schemas import ServiceSpec
 from app.stacks.models import Stack
 from app.stacks.service import members
 
-_LOOK_AGAIN_SECONDS = 0.5
+# A deploy waits on builds and health checks that take a second or so: look often, as a user
+# watching it would (each look is two short transactions, and only while a deploy is waiting).
+_LOOK_AGAIN_SECONDS = 0.1
 ACTOR = "stack"
 
 

@@ -12,6 +12,7 @@ operation runs again, which idempotent handlers make harmless.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -70,6 +71,9 @@ class OperationExecutor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_expired_scan = 0.0
+        # When an operation this process deferred is due again: looked for then, not only at
+        # the next periodic scan, so a short wait (a deploy watching a health check) stays short.
+        self._deferred_due = math.inf
 
     # Lifecycle
 
@@ -141,13 +145,17 @@ class OperationExecutor:
                     self._running[claim.id] = context
                 self._pool.submit(self._run, context)
             if len(claims) < free:
-                queue.work_available.wait(poll)
+                due = self._deferred_due - time.monotonic()
+                queue.work_available.wait(max(0.0, min(poll, due)))
 
     def _claim(self, limit: int) -> list[queue.Claim]:
         now = time.monotonic()
-        scan_expired = now - self._last_expired_scan >= _EXPIRED_SCAN_SECONDS
+        scan_expired = (
+            now - self._last_expired_scan >= _EXPIRED_SCAN_SECONDS or now >= self._deferred_due
+        )
         if scan_expired:
             self._last_expired_scan = now
+            self._deferred_due = math.inf
         return queue.claim(
             self.app.db,
             owner=self.owner,
@@ -281,6 +289,9 @@ class OperationExecutor:
             queue.requeue(self.app.db, claim, delay_seconds=0, error=None, count_attempt=False)
         except Deferred as deferred:
             queue.defer(self.app.db, claim, seconds=deferred.seconds)
+            due = time.monotonic() + deferred.seconds
+            with self._lock:
+                self._deferred_due = min(self._deferred_due, due)
         except (TransientError, EngineError) as exc:
             transient = isinstance(exc, TransientError) or exc.transient
             message = str(exc) or type(exc).__name__

@@ -71,6 +71,8 @@ def remove_containers(engine: Any, label: str) -> None:
     """Remove every container with `label` (key=value), ignoring ones Berth removes meanwhile."""
     import docker
 
-    for container in engine.containers.list(all=True, filters={"label": label}):
+    for container in engine.containers.list(
+        all=True, filters={"label": label}, ignore_removed=True
+    ):
         with contextlib.suppress(docker.errors.DockerException):
             container.remove(force=True, v=True)

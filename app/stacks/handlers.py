@@ -101,6 +101,8 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
     changed = False
     with ctx.session() as session:
         stack = _stack(ctx, session)
+        if stack.generation != generation or stack.removing:
+            raise PermanentError(f"superseded by generation {stack.generation} of the stack")
         existing = {s.name: s for s in members(session, stack.id)}
         by_compose = {item["compose_name"]: existing.get(item["name"]) for item in plan["services"]}
         for item in plan["services"]:

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 
 from app.core.config import Settings
@@ -39,11 +40,16 @@ def h1_cleaned(bed: Testbed) -> Iterator[None]:
 
 
 @pytest.fixture
-def live(settings: Settings) -> Iterator[str]:
+def live_app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def live(live_app: FastAPI) -> Iterator[str]:
     """Berth served by uvicorn on a free port, as `berth serve` runs it."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
+        live_app,
         host="127.0.0.1",
         port=port,
         log_config=None,
@@ -61,7 +67,14 @@ def live(settings: Settings) -> Iterator[str]:
 class Subscriber:
     """Reads an event stream in a thread until `done(events)` says so, then disconnects."""
 
-    def __init__(self, base: str, done: Callable[[list[Event_]], bool], **params: str) -> None:
+    def __init__(
+        self,
+        base: str,
+        done: Callable[[list[Event_]], bool],
+        headers: dict[str, str] = HEADERS,
+        **params: str,
+    ) -> None:
+        self.headers = headers
         self.events: list[Event_] = []
         self.connected = threading.Event()
         self.finished = threading.Event()
@@ -74,7 +87,7 @@ class Subscriber:
     def _run(self, base: str, params: dict[str, str]) -> None:
         try:
             with httpx.stream(
-                "GET", f"{base}/api/v1/events", params=params, headers=HEADERS, timeout=60
+                "GET", f"{base}/api/v1/events", params=params, headers=self.headers, timeout=60
             ) as response:
                 assert response.status_code == 200, response.read()
                 assert response.headers["content-type"].startswith("text/event-stream")
@@ -250,3 +263,17 @@ def test_concurrent_writers_leave_no_gap_for_a_reader(db: Database) -> None:
     ids = [resource_id for _, resource_id in seen]
     assert sorted(ids) == sorted(written)  # every event, exactly once
     assert [seq for seq, _ in seen] == sorted({seq for seq, _ in seen})
+
+
+def test_a_revoked_token_ends_its_stream(live: str, live_app: FastAPI) -> None:
+    live_app.state.events.keepalive = 0.3  # ask again after 0.3 s rather than 15 s
+    client = httpx.Client(base_url=f"{live}/api/v1", headers=HEADERS, timeout=30)
+    token = client.post("/tokens", json={"name": "watcher", "role": "viewer"}).json()
+    stream = Subscriber(
+        live, lambda _events: False, headers={"Authorization": f"Bearer {token['token']}"}
+    )
+    assert not stream.finished.wait(1.0)  # open, and kept open
+    assert client.delete(f"/tokens/{token['id']}").status_code == 204
+    assert stream.finished.wait(10), "the stream outlived its token"
+    assert stream.error is None
+    client.close()

@@ -70,6 +70,14 @@ def authenticate(
     return principal
 
 
+def still_valid(context: AppContext, token_id: str) -> bool:
+    """Whether a token that authenticated a long-lived request is still neither revoked nor
+    expired (event streams ask again while they run)."""
+    with context.db.session(write=False) as session:
+        row = session.execute(select(ApiToken.expires_at).where(ApiToken.id == token_id)).first()
+    return row is not None and (row.expires_at is None or row.expires_at > utcnow())
+
+
 def require(role: Role) -> object:
     def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.role.allows(role):

@@ -231,9 +231,11 @@ class IdempotencyMiddleware:
             if not message.get("more_body", False):
                 break
         caller = hashlib.sha256(authorization.encode()).hexdigest()
-        fingerprint = hashlib.sha256(
+        # Keyed: the stored fingerprint of a body that carries a secret's value must not let
+        # anyone who reads the database test guesses of that value against it.
+        fingerprint = self.context.cipher.fingerprint(
             scope["path"].encode() + b"\0" + scope.get("query_string", b"") + b"\0" + bytes(body)
-        ).hexdigest()
+        )
 
         outcome = await anyio.to_thread.run_sync(
             self._reserve, caller, key, scope["path"], fingerprint

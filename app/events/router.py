@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import Viewer
+from app.api.deps import Ctx, Viewer, still_valid
 from app.api.paths import API_PREFIX
 from app.core.errors import BerthError, Invalid
 from app.events.stream import CursorExpired, EventHub, Filter
@@ -44,13 +46,15 @@ def _set(value: str | None) -> frozenset[str]:
     "`?since=<cursor>` or the `Last-Event-ID` header: every later event arrives exactly once, "
     "in order. Without either, the stream starts with the next event; `since=0` replays all "
     "that are kept (BERTH_EVENT_RETENTION_HOURS). A cursor older than that → 410. Filters take "
-    "comma-separated values. A comment line is sent every 15 s while nothing happens.",
+    "comma-separated values. A comment line is sent every 15 s while nothing happens. A token "
+    "revoked while its stream is open ends the stream within about 20 s.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream_events(
     request: Request,
-    _: Viewer,
+    context: Ctx,
+    principal: Viewer,
     since: Annotated[str | None, Query(max_length=20)] = None,
     resource_type: _CSV = None,
     resource_id: _CSV = None,
@@ -72,7 +76,13 @@ async def stream_events(
 
     async def messages() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
+        checked = time.monotonic()
         async for chunk in hub.subscribe(cursor, matches):
+            # A token revoked (or expired) while its stream is open ends the stream soon after.
+            if time.monotonic() - checked >= hub.keepalive:
+                if not await run_in_threadpool(still_valid, context, principal.token_id):
+                    return
+                checked = time.monotonic()
             if chunk:
                 yield chunk
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -15,6 +17,13 @@ class KeyUnavailable(RuntimeError):
 class Cipher:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        # A separate key for fingerprints, derived from the secret one.
+        self._mac_key = hashlib.sha256(b"berth fingerprint\0" + key).digest()
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed digest (HMAC-SHA256): comparable, but no oracle for guessing what went in,
+        e.g. a request body that carries a secret's value."""
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

@@ -111,6 +111,13 @@ def test_secret_files_env_rotation_and_no_leaks(
     assert VALUE not in inspected  # a file secret is not in the container's config or env
     assert f"API_KEY={API_KEY}" in inspected  # an env secret is, as asked
 
+    task = next(t for t in svc["tasks"] if t["desired_state"] == "running")
+    shown = api.get(f"/containers/{task['container_id']}").json()["secrets"]
+    assert [(r["name"], r["target"], r["env"]) for r in shown] == [
+        ("db_password", None, None),
+        ("db_password", "/run/secrets/app/db.pw", None),
+        ("api_key", None, "API_KEY"),
+    ]
     used = api.get(f"/secrets/{secret['id']}").json()
     assert used["used_by"] == [body["service"]["name"]]
     in_use = api.delete(f"/secrets/{secret['id']}")

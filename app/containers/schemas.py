@@ -263,6 +263,8 @@ class ContainerRead(BaseModel):
     cap_add: list[str]
     devices: list[str]
     user: str | None
+    secrets: list[SecretReference] = Field(description="Which secrets it receives, and how")
+    network_aliases: list[str]
     managed: bool = Field(description="False for containers Berth did not create (never changed)")
     desired_state: Literal["running", "stopped", "removed"]
     state: str = Field(description="What the host reports; `missing` when it is gone")

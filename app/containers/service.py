@@ -44,6 +44,8 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "cap_add": [],
     "devices": [],
     "user": None,
+    "secrets": [],
+    "network_aliases": [],
 }
 
 

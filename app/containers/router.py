@@ -19,14 +19,13 @@ from app.containers.schemas import (
     ContainerAccepted,
     ContainerCreate,
     ContainerRead,
-    ContainerStatsRead,
     KillRequest,
     StopRequest,
 )
 from app.core.context import AppContext
 from app.core.errors import Conflict, HostUnavailable
 from app.engine.errors import EngineRejected, EngineUnavailable, ObjectNotFound
-from app.engine.live import LiveEngine
+from app.engine.live import ContainerStats, LiveEngine
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.operations import queue
@@ -316,7 +315,7 @@ async def container_logs(
 
 
 @router.get("/{container_id}/stats", summary="One sample of CPU, memory, network and block I/O")
-async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStatsRead:
+async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStats:
     engine, docker_id = await _live(context, container_id)
     try:
         sample = await engine.stats(docker_id)
@@ -328,4 +327,4 @@ async def container_stats(container_id: str, context: Ctx, _: Viewer) -> Contain
         raise HostUnavailable(f"the container's host did not answer: {exc}") from exc
     finally:
         await engine.aclose()
-    return ContainerStatsRead(**sample.__dict__)
+    return sample

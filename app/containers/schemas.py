@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +23,19 @@ from app.secrets.schemas import SecretReference
 ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 VolumeName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
+
+
+def _not_reserved(labels: dict[str, str]) -> dict[str, str]:
+    reserved = [key for key in labels if key.startswith("berth.")]
+    if reserved:
+        raise ValueError(f"labels starting with 'berth.' are Berth's own: {reserved}")
+    return labels
+
+
+# A user's labels on a container or service: `berth.*` ones tie Docker objects to Berth.
+UserLabels = Annotated[
+    dict[LabelKey, LabelValue], Field(max_length=64), AfterValidator(_not_reserved)
+]
 NetworkAlias = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
 Arg = Annotated[str, StringConstraints(max_length=8192)]
 _RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]{0,3})?)$")
@@ -150,9 +164,7 @@ class ContainerSpec(BaseModel):
     restart_policy: str = Field(
         default="no", description="no | always | unless-stopped | on-failure[:N]"
     )
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] = Field(
-        default_factory=dict
-    )
+    labels: UserLabels = Field(default_factory=dict)
     healthcheck: HealthCheck | None = None
     networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
     privileged: bool = False
@@ -195,14 +207,6 @@ class ContainerSpec(BaseModel):
         for capability in value:
             if not _CAPABILITY.match(capability.removeprefix("CAP_")):
                 raise ValueError(f"{capability!r} is not a capability name")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _no_berth_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = [key for key in value if key.startswith("berth.")]
-        if reserved:
-            raise ValueError(f"labels starting with 'berth.' are Berth's own: {reserved}")
         return value
 
     @model_validator(mode="after")
@@ -294,16 +298,3 @@ class KillRequest(BaseModel):
     signal: Annotated[str, StringConstraints(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}$|^[0-9]{1,2}$")] = (
         "SIGKILL"
     )
-
-
-class ContainerStatsRead(BaseModel):
-    cpu_percent: float
-    memory_used_bytes: int
-    memory_limit_bytes: int
-    memory_percent: float
-    network_rx_bytes: int
-    network_tx_bytes: int
-    block_read_bytes: int
-    block_write_bytes: int
-    pids: int
-    read_at: datetime

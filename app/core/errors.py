@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -70,6 +72,32 @@ class Invalid(BerthError):
 
     status, kind = 422, "validation-error"
 
+    @classmethod
+    def listing(cls, title: str, errors: list[dict[str, Any]]) -> Invalid:
+        """One error per field, the first few also summarised in `detail`."""
+        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+        return cls(f"{title}: {summary}", errors=errors)
+
+    @classmethod
+    def from_model(
+        cls,
+        exc: ValidationError,
+        *,
+        prefix: str,
+        title: str = "invalid request",
+        path: Callable[[Sequence[Any]], str] | None = None,
+    ) -> Invalid:
+        """A pydantic validation failure of input found at `prefix` (e.g. `body.spec`); each
+        location is `prefix.a.0.b` as FastAPI writes them, unless `path` says otherwise."""
+        where = path or (lambda parts: "".join(f".{part}" for part in parts))
+        errors = [{"loc": prefix + where(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
+        return cls.listing(title, errors)
+
+
+def file_path(parts: Sequence[Any]) -> str:
+    """A location in a document: `.name` for keys, `[n]` for list positions (`.ports[0]`)."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+
 
 class PolicyViolation(Invalid):
     kind = "policy-violation"
@@ -115,8 +143,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [
             {"loc": _loc(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()
         ]
-        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        return problem(422, f"invalid request: {summary}", kind="validation-error", errors=errors)
+        invalid = Invalid.listing("invalid request", errors)
+        return problem(422, invalid.detail, kind=invalid.kind, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,14 +6,12 @@ from pydantic import BaseModel
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.operations import queue
 from app.operations.schemas import OperationRead
 from app.operations.service import to_read as operation_to_read
 from app.secrets import service
 from app.secrets.schemas import SecretCreate, SecretRead, SecretRotate
 from app.services import reconciler
 from app.services import service as services
-from app.services.schemas import ServiceSpec
 
 router = APIRouter(prefix=f"{API_PREFIX}/secrets", tags=["secrets"])
 
@@ -94,20 +92,14 @@ def rotate_secret(
             services.new_revision(
                 session,
                 service=svc,
-                spec=ServiceSpec.model_validate({**svc.spec, "replicas": svc.replicas}),
+                spec=services.current_spec(svc),
                 settings=context.settings,
                 created_by=principal.actor,
                 force=True,
             )
             operations.append(
-                queue.enqueue(
-                    session,
-                    kind="service.converge",
-                    params={"revision": svc.revision},
-                    target_type="service",
-                    target_id=svc.id,
-                    created_by=principal.actor,
-                    max_attempts=context.settings.operation_max_attempts,
+                services.queue_converge(
+                    session, svc, settings=context.settings, created_by=principal.actor
                 )
             )
         session.flush()

@@ -100,7 +100,7 @@ def check_exist(session: Session, names: Iterable[tuple[str, str]]) -> None:
         if name not in known
     ]
     if errors:
-        raise Invalid("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors=errors)
+        raise Invalid.listing("unknown secret", errors)
 
 
 def values(session: Session, cipher: Cipher, names: Iterable[str]) -> dict[str, str]:

@@ -11,7 +11,6 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.context import AppContext
 from app.core.errors import Conflict
-from app.operations import queue
 from app.operations.service import to_read as operation_to_read
 from app.services import reconciler, service
 from app.services.models import Service
@@ -39,14 +38,8 @@ def _accepted(
     svc: Service,
     **params: object,
 ) -> ServiceAccepted:
-    operation = queue.enqueue(
-        session,
-        kind="service.converge",
-        params={"revision": svc.revision, **params},
-        target_type="service",
-        target_id=svc.id,
-        created_by=principal.actor,
-        max_attempts=context.settings.operation_max_attempts,
+    operation = service.queue_converge(
+        session, svc, settings=context.settings, created_by=principal.actor, **params
     )
     session.flush()
     body = ServiceAccepted(

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers.schemas import (
     Arg,
@@ -13,9 +13,10 @@ from app.containers.schemas import (
     Placement,
     PortMapping,
     Resources,
+    UserLabels,
     VolumeMount,
 )
-from app.hosts.schemas import EnvName, LabelKey, LabelValue
+from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
 from app.secrets.schemas import SecretReference
 
@@ -53,9 +54,7 @@ class ServiceSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(default=1, ge=0, le=1000)
     healthcheck: HealthCheck | None = None
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] = Field(
-        default_factory=dict
-    )
+    labels: UserLabels = Field(default_factory=dict)
     networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
     aliases: Annotated[list[NetworkAlias], Field(max_length=16)] = Field(
         default_factory=list,
@@ -70,14 +69,6 @@ class ServiceSpec(BaseModel):
         "(on-failure), or never (none). Replacements back off exponentially.",
     )
     registry_id: str | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _no_berth_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = [key for key in value if key.startswith("berth.")]
-        if reserved:
-            raise ValueError(f"labels starting with 'berth.' are Berth's own: {reserved}")
-        return value
 
 
 class ServiceCreate(BaseModel):

@@ -18,6 +18,8 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, Invalid
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
+from app.operations import queue
+from app.operations.models import Operation
 from app.services.models import Service, ServiceRevision
 from app.services.schemas import (
     ReplicaCounts,
@@ -48,6 +50,27 @@ def container_spec(spec: ServiceSpec) -> ContainerSpec:
         registry_id=spec.registry_id,
         secrets=spec.secrets,
     )
+
+
+def queue_converge(
+    session: Session, service: Service, *, settings: Settings, created_by: str, **params: object
+) -> Operation:
+    """The operation a change to a service answers with: it follows the service until it
+    settles at its current revision (see handlers.converge)."""
+    return queue.enqueue(
+        session,
+        kind="service.converge",
+        params={"revision": service.revision, **params},
+        target_type="service",
+        target_id=service.id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
+
+
+def current_spec(service: Service) -> ServiceSpec:
+    """What the service runs now: its revision's spec at its current replica count."""
+    return ServiceSpec.model_validate({**service.spec, "replicas": service.replicas})
 
 
 def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
@@ -227,15 +250,7 @@ def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
     try:
         return ServiceSpec.model_validate(merged)
     except ValidationError as exc:
-        errors = [
-            {
-                "loc": "body.spec." + ".".join(str(part) for part in error["loc"]),
-                "msg": error["msg"],
-            }
-            for error in exc.errors()
-        ]
-        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        raise Invalid(f"invalid spec: {summary}", errors=errors) from exc
+        raise Invalid.from_model(exc, prefix="body.spec", title="invalid spec") from exc
 
 
 def previous_spec(session: Session, service: Service) -> ServiceSpec:

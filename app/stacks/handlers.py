@@ -130,7 +130,7 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
                 changed = True
             elif service.removing:
                 waiting.append(f"{item['name']} is still being removed")
-            elif spec != ServiceSpec.model_validate({**service.spec, "replicas": service.replicas}):
+            elif spec != services.current_spec(service):
                 rolled = services.new_revision(
                     session,
                     service=service,

@@ -49,12 +49,7 @@ def _validated(model: type[T], raw: dict[str, Any]) -> T:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            {"loc": "body." + ".".join(str(p) for p in err["loc"]), "msg": err["msg"]}
-            for err in exc.errors()
-        ]
-        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        raise Invalid(f"invalid request: {summary}", errors=errors) from exc
+        raise Invalid.from_model(exc, prefix="body") from exc
 
 
 async def _read_request(request: Request, model: type[T]) -> tuple[T, dict[str, bytes]]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.api.pagination import paginate
 from app.containers.models import Container
 from app.core.config import Settings
-from app.core.errors import Conflict, Invalid
+from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_context
@@ -47,15 +47,7 @@ def context_field(compose_name: str) -> str:
 
 
 def _invalid(errors: list[dict[str, str]]) -> Invalid:
-    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-    return Invalid(f"invalid Compose file: {summary}", errors=errors)
-
-
-def _path(parts: Sequence[Any]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
+    return Invalid.listing("invalid Compose file", errors)
 
 
 def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) -> ServiceSpec:
@@ -65,16 +57,17 @@ def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) 
     try:
         spec = ServiceSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _invalid(
-            [{"loc": where + _path(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
+        raise Invalid.from_model(
+            exc, prefix=where, title="invalid Compose file", path=file_path
         ) from exc
     try:
         services.validate(session, spec, settings)
     except Invalid as exc:
         errors = [
             {
+                # A service's rules name `body.volumes.0.source`; the file says `volumes[0].source`.
                 "loc": where
-                + _path(
+                + file_path(
                     [
                         int(p) if p.isdigit() else p
                         for p in str(e["loc"]).removeprefix("body.").split(".")

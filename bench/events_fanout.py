@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,12 +27,13 @@ from pathlib import Path
 
 import httpx
 
-from bench.container_start import (
+from bench.common import (
     API,
     DEFAULT_DOCKER_HOST,
     ROOT,
     BerthServer,
     percentile,
+    process_cpu_seconds,
     say,
 )
 
@@ -117,12 +117,6 @@ async def _read_load(server: BerthServer, connections: int, seconds: float) -> l
     return latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_round(server: BerthServer, subscribers: int, args: argparse.Namespace) -> dict[str, float]:
     watcher = None
     if subscribers:
@@ -150,9 +144,9 @@ def run_round(server: BerthServer, subscribers: int, args: argparse.Namespace) -
     producer = threading.Thread(target=_produce, args=(server, args.rate, stop, made))
     producer.start()
     time.sleep(1)
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = process_cpu_seconds(server.pid)
     latencies = asyncio.run(_read_load(server, args.connections, args.duration))
-    server_cpu = cpu_seconds(server.pid) - cpu_before
+    server_cpu = process_cpu_seconds(server.pid) - cpu_before
     stop.set()
     producer.join()
     row: dict[str, float] = {
@@ -185,8 +179,7 @@ def main() -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="berth-bench-events-") as tmp:
-        server = BerthServer(Path(tmp), args.docker_host)
-        server.env["BERTH_ENABLE_DEBUG_OPERATIONS"] = "true"
+        server = BerthServer(Path(tmp), args.docker_host, BERTH_ENABLE_DEBUG_OPERATIONS="true")
         server.start()
         try:
             with httpx.Client(base_url=server.base_url, headers=server.headers) as client:

@@ -22,7 +22,6 @@ See bench/README.md for how to read the output.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import signal
@@ -31,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +60,8 @@ from app.operations import queue
 from app.operations.models import QUEUED, TERMINAL, Operation
 from app.security.crypto import load_or_create_key
 from app.workers.models import WorkerProcess
+from bench.common import ROOT, STARTUP_TIMEOUT, STOP_TIMEOUT, percentile, say
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("sqlite", "postgresql")
 # The testbed's role (scripts/testbed.sh), which may create databases.
 PG_ADMIN_URL = "postgresql://berth:berth-test-pw@127.0.0.1:5432/postgres"
@@ -77,8 +76,6 @@ ENQUEUE_BATCH = 500
 WARMUP_OPS_PER_WORKER = 25
 BASELINE_SECONDS = 3.0
 BASELINE_THREADS = 8
-STARTUP_TIMEOUT = 90.0
-STOP_TIMEOUT = 20.0
 NOOP = "debug.noop"
 
 
@@ -107,19 +104,6 @@ class Result:
 
     def latency(self, pct: float) -> float:
         return percentile(self.latencies_ms, pct)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least pct% of values at or below."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # Databases

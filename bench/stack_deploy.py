@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.container_start import API, DEFAULT_DOCKER_HOST, BerthServer, free_port, say
+from bench.common import API, DEFAULT_DOCKER_HOST, BerthServer, free_port, say
 
 REGISTRY = "10.203.0.1:5000"
 COMPOSE = """
@@ -135,7 +135,6 @@ def main() -> int:
         directory = Path(tmp)
         context = write_project(directory)
         server = BerthServer(directory / "server", args.docker_host)
-        (directory / "server").mkdir()
         server.start()
         try:
             with httpx.Client(base_url=server.base_url, headers=server.headers, timeout=60) as c:

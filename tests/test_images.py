@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,11 +17,13 @@ from typing import Any
 import docker
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app.core.config import Settings
 from app.core.db import Database
-from app.images.models import Blob
+from app.engine.docker_engine import DockerEngine
+from app.images.inventory import sync_host
+from app.images.models import Blob, Image
 from app.main import create_app
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
@@ -393,6 +396,36 @@ def test_inventory_follows_changes_made_behind_berths_back(
     images.engines["h1"].images.remove(alias)
     images.engines["h1"].images.remove(reference)
     wait_for(lambda: not inventory(api, reference, h1), timeout=15, what="the image to go")
+
+
+def test_concurrent_syncs_of_one_host_agree(images: Images, db: Database, bed: Testbed) -> None:
+    """An image operation's refresh and the inventory loop sync one host at the same moment."""
+    h1 = images.host()
+    with db.session() as session:
+        session.execute(delete(Image).where(Image.host_id == h1))
+    on_engine = {image.id for image in images.engines["h1"].images.list(all=False)}
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def sync() -> None:
+        engine = DockerEngine(bed.h1_url)
+        try:
+            start.wait()
+            sync_host(db, engine, h1)
+        except BaseException as error:  # a thread's failure is reported by the assertion below
+            failures.append(error)
+        finally:
+            engine.close()
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with db.session(write=False) as session:
+        held = set(session.execute(select(Image.docker_id).where(Image.host_id == h1)).scalars())
+    assert held == on_engine
 
 
 def test_tag_and_validation(images: Images, api: Api, bed: Testbed) -> None:

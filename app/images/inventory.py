@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from app.core.db import Database, utcnow
 from app.engine.docker_engine import DockerEngine
 from app.events import recorder as events
+from app.hosts.models import Host
 from app.images.models import Image
 
 _UNTAGGED = {"<none>:<none>", "<none>@<none>"}
@@ -81,6 +82,11 @@ def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
     now = utcnow()
     present = set()
     with db.session() as session:
+        # One sync of a host at a time: an image operation that just finished and the
+        # inventory loop would otherwise both insert an image new to both (PostgreSQL reads
+        # committed; SQLite's single writer already serialises this).
+        if session.get(Host, host_id, with_for_update=True) is None:
+            return 0
         rows = {
             row.docker_id: row
             for row in session.execute(select(Image).where(Image.host_id == host_id)).scalars()

@@ -67,6 +67,7 @@ def _describe(engine: DockerEngine, docker_id: str) -> dict[str, Any]:
 
 def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
     """Make the database's images of one host match the engine. Returns how many it holds."""
+    listed_at = utcnow()
     summaries = engine.list_images()
     usage = engine.containers_by_image()
     with db.session(write=False) as session:
@@ -79,18 +80,22 @@ def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
         for s in summaries
         if str(s["Id"]) not in known
     }
-    now = utcnow()
     present = set()
     with db.session() as session:
         # One sync of a host at a time: an image operation that just finished and the
         # inventory loop would otherwise both insert an image new to both (PostgreSQL reads
-        # committed; SQLite's single writer already serialises this).
-        if session.get(Host, host_id, with_for_update=True) is None:
+        # committed; SQLite's single writer already serialises this). A key-share-compatible
+        # lock, so inserts of containers and images that reference the host do not wait.
+        if session.get(Host, host_id, with_for_update={"key_share": True}) is None:
             return 0
         rows = {
             row.docker_id: row
             for row in session.execute(select(Image).where(Image.host_id == host_id)).scalars()
         }
+        if any(row.observed_at > listed_at for row in rows.values()):
+            # A sync that listed the engine after this one has written already; this listing
+            # is older and would undo it (drop a just-pulled image, restore an old tag).
+            return len(rows)
         for summary in summaries:
             docker_id = str(summary["Id"])
             present.add(docker_id)
@@ -108,7 +113,7 @@ def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
             row.repo_digests = digests
             row.references = references_text(tags, digests)
             row.containers = usage.get(docker_id, 0)
-            row.observed_at = now
+            row.observed_at = listed_at
         gone = [docker_id for docker_id in rows if docker_id not in present]
         if gone:
             removed = session.execute(

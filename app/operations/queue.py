@@ -235,14 +235,22 @@ def heartbeat(
     if not held:
         return set(), set()
     now = utcnow()
+    # Rows are locked in id order, as finish_many writes them, so this process's heartbeat and
+    # finisher threads never deadlock on PostgreSQL.
+    mine = (
+        select(Operation.id)
+        .where(
+            Operation.id.in_(list(held)),
+            Operation.lease_owner == owner,
+            Operation.status == RUNNING,
+        )
+        .order_by(Operation.id)
+        .with_for_update()
+    )
     with db.transaction() as connection:
         rows = connection.execute(
             update(Operation)
-            .where(
-                Operation.id.in_(list(held)),
-                Operation.lease_owner == owner,
-                Operation.status == RUNNING,
-            )
+            .where(Operation.id.in_(mine.scalar_subquery()))
             .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
             .returning(Operation.id, Operation.lease_epoch, Operation.cancel_requested)
         ).all()
@@ -269,6 +277,7 @@ def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
     if not outcomes:
         return set()
     assert all(outcome.status in TERMINAL for outcome in outcomes)
+    outcomes = sorted(outcomes, key=lambda outcome: outcome.claim.id)  # heartbeat's lock order
     now = utcnow()
     statement = (
         update(Operation)

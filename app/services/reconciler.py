@@ -174,22 +174,27 @@ def reconcile(app: AppContext, service_id: str) -> None:
         service = session.get(Service, service_id, with_for_update=True)
         if service is None:
             return
+        # Operations before replicas: on PostgreSQL each statement sees its own snapshot, and a
+        # create that finishes in between must show as done on its replica, never as neither
+        # busy nor created (which would count as a failure and replace it).
+        busy = {
+            target
+            for target in session.execute(
+                select(Operation.target_id).where(
+                    Operation.target_type == "container",
+                    Operation.target_id.in_(
+                        select(Container.id).where(Container.service_id == service_id)
+                    ),
+                    Operation.status.in_((QUEUED, RUNNING)),
+                )
+            ).scalars()
+            if target is not None
+        }
         tasks = list(
             session.execute(select(Container).where(Container.service_id == service_id)).scalars()
         )
         step = Pass(app=app, session=session, service=service, now=utcnow())
-        if tasks:
-            step.busy = {
-                target
-                for target in session.execute(
-                    select(Operation.target_id).where(
-                        Operation.target_type == "container",
-                        Operation.target_id.in_([t.id for t in tasks]),
-                        Operation.status.in_((QUEUED, RUNNING)),
-                    )
-                ).scalars()
-                if target is not None
-            }
+        step.busy = busy
         step.hosts = {h.id: h for h in session.execute(select(Host)).scalars()}
         _converge(step, tasks)
 

@@ -87,7 +87,7 @@ def rotate_secret(
         secret = service.get(session, secret_id=secret_id, for_update=True)
         check_if_match(request, secret.version)
         service.rotate(session, secret=secret, value=data.value, cipher=context.cipher)
-        users = service.users(session, secret.name)
+        users = service.users(session, secret.name, for_update=True)
         for svc in users:
             services.new_revision(
                 session,

@@ -28,14 +28,29 @@ def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
     )
 
 
-def users(session: Session, name: str) -> list[Service]:
-    """The services whose current spec references the secret `name`."""
-    services = session.execute(select(Service).order_by(Service.name)).scalars()
-    return [
-        s
-        for s in services
-        if not s.removing and any(ref.get("name") == name for ref in s.spec.get("secrets", []))
-    ]
+def _uses(service: Service, name: str) -> bool:
+    return not service.removing and any(
+        ref.get("name") == name for ref in service.spec.get("secrets", [])
+    )
+
+
+def users(session: Session, name: str, *, for_update: bool = False) -> list[Service]:
+    """The services whose current spec references the secret `name`.
+
+    With `for_update`, they are locked (in id order, as every multi-service writer locks) and
+    read again, so a revision made meanwhile by another writer is seen, not overwritten.
+    """
+    using = [s for s in session.execute(select(Service)).scalars() if _uses(s, name)]
+    if for_update and using:
+        locked = session.execute(
+            select(Service)
+            .where(Service.id.in_([s.id for s in using]))
+            .order_by(Service.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalars()
+        using = [s for s in locked if _uses(s, name)]
+    return sorted(using, key=lambda s: s.name)
 
 
 def get(session: Session, *, secret_id: str, for_update: bool = False) -> Secret:

@@ -103,7 +103,7 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
         stack = _stack(ctx, session)
         if stack.generation != generation or stack.removing:
             raise PermanentError(f"superseded by generation {stack.generation} of the stack")
-        existing = {s.name: s for s in members(session, stack.id)}
+        existing = {s.name: s for s in members(session, stack.id, for_update=True)}
         by_compose = {item["compose_name"]: existing.get(item["name"]) for item in plan["services"]}
         for item in plan["services"]:
             unmet = [

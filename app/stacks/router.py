@@ -291,7 +291,7 @@ def delete_stack(
         stack.removing = True
         stack.status, stack.status_detail = "removing", None
         stack.version += 1
-        for member in service.members(session, stack.id):
+        for member in service.members(session, stack.id, for_update=True):
             if not member.removing:
                 member.removing, member.status = True, "removing"
                 member.version += 1

@@ -256,12 +256,15 @@ def get_all(
     return paginate(session, statement, Stack.id, limit=limit, cursor=cursor)
 
 
-def members(session: Session, stack_id: str) -> list[Service]:
-    return list(
-        session.execute(
-            select(Service).where(Service.stack_id == stack_id).order_by(Service.name)
-        ).scalars()
-    )
+def members(session: Session, stack_id: str, *, for_update: bool = False) -> list[Service]:
+    """The stack's services; locked, in id order as every multi-service writer locks, when
+    they are to be changed."""
+    query = select(Service).where(Service.stack_id == stack_id)
+    if for_update:
+        query = query.order_by(Service.id).with_for_update()
+    else:
+        query = query.order_by(Service.name)
+    return list(session.execute(query).scalars())
 
 
 def to_read(session: Session, stack: Stack) -> StackRead:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 
 from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import func, insert, select, text
 
 from app.core.config import Settings
 from app.core.db import Database
 from app.main import create_app
+from app.secrets.models import Secret
 from app.security.roles import Role
-from tests.conftest import Api
+from tests.conftest import Api, wait_for
 
 
 def test_unknown_route_and_bad_json_are_problems(api: Api) -> None:
@@ -154,3 +158,38 @@ def test_debug_operations_are_off_by_default(
     with TestClient(create_app(settings_factory(enable_debug_operations=False))) as client:
         api = Api(client, db)
         assert api.post("/debug/operations", json={"kind": "debug.noop"}).status_code == 404
+
+
+def test_a_create_that_loses_a_race_is_a_409_not_a_500(api: Api, db: Database) -> None:
+    """The request's own name check passes; a transaction that took the name first commits
+    while the request writes. PostgreSQL then refuses the insert on the unique index."""
+    answers: list[Response] = []
+    with db.engine.connect() as rival:
+        rival.execute(
+            insert(Secret).values(
+                id="01rival0000000000000000000", name="raced", value_encrypted="x", version=1
+            )
+        )
+        body = {"name": "raced", "value": "v"}
+        request = threading.Thread(target=lambda: answers.append(api.post("/secrets", json=body)))
+        request.start()
+        if db.engine.dialect.name == "postgresql":
+            # Deterministic: commit only once the request's insert waits on the rival's row.
+            # (SQLite's one writer makes the request wait at BEGIN and then see the name taken.)
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+
+            def blocked() -> int:
+                with db.engine.connect() as probe:  # a fresh snapshot of the activity view
+                    return int(probe.execute(waiting).scalar_one())
+
+            wait_for(blocked, timeout=10, what="the request's insert to wait")
+        rival.commit()
+        request.join(timeout=30)
+    assert answers and answers[0].status_code == 409, answers and answers[0].text
+    assert answers[0].headers["content-type"] == "application/problem+json"
+    with db.session(write=False) as session:
+        names = session.execute(select(func.count()).where(Secret.name == "raced")).scalar_one()
+    assert names == 1

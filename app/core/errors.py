@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -150,6 +151,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(IntegrityError)
+    async def _lost_race(_request: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests checked, both found the way clear, and the database let only one of them
+        # in (the same name created twice at once, a row deleted meanwhile). Its message holds
+        # the statement's parameters, so only the kind of error is logged.
+        log.warning("a concurrent change won", extra={"error": type(exc.orig).__name__})
+        return problem(
+            409,
+            "a concurrent request changed the same resources first "
+            "(for example, created one of the same name); read them again and retry",
+            kind="conflict",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

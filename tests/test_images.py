@@ -428,6 +428,52 @@ def test_concurrent_syncs_of_one_host_agree(images: Images, db: Database, bed: T
     assert held == on_engine
 
 
+class _PausedAfterListing(DockerEngine):
+    """A real engine client whose sync stalls between listing the engine and writing."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.listed = threading.Event()
+        self.go_on = threading.Event()
+
+    def list_images(self) -> list[dict[str, Any]]:
+        listing = super().list_images()
+        self.listed.set()
+        assert self.go_on.wait(30)
+        return listing
+
+
+def test_an_older_listing_never_undoes_a_newer_one(
+    images: Images, db: Database, bed: Testbed
+) -> None:
+    h1 = images.host()
+    reference = images.reference(bed.registry)
+    assert images.build([reference])["status"] == "succeeded"
+    slow = _PausedAfterListing(bed.h1_url)
+    stale = threading.Thread(target=sync_host, args=(db, slow, h1))
+    stale.start()
+    try:
+        assert slow.listed.wait(30)
+        alias = images.reference(bed.registry, tag="alias")
+        images.engines["h1"].images.get(reference).tag(alias)
+        fresh = DockerEngine(bed.h1_url)
+        try:
+            sync_host(db, fresh, h1)
+        finally:
+            fresh.close()
+    finally:
+        slow.go_on.set()
+        stale.join()
+        slow.close()
+    with db.session(write=False) as session:
+        tags = {
+            tag
+            for row in session.execute(select(Image.repo_tags).where(Image.host_id == h1))
+            for tag in row.repo_tags
+        }
+    assert alias in tags
+
+
 def test_tag_and_validation(images: Images, api: Api, bed: Testbed) -> None:
     h1 = images.host()
     reference = images.reference(bed.registry)

@@ -17,8 +17,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from app.containers.watcher import StateWriter
 from app.core.config import Settings
 from app.core.db import Database
+from app.engine.docker_engine import DockerEngine
 from app.main import create_app
 from app.security.roles import Role
 from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
@@ -168,6 +170,41 @@ def test_crashing_container_shows_its_exit_code(fleet: Fleet) -> None:
     container = fleet.run(host_id=fleet.hosts["h2"], command=["sh", "-c", "exit 3"])
     crashed = fleet.wait_state(container["id"], "exited")
     assert crashed["exit_code"] == 3
+
+
+class _PausedAfterListing(DockerEngine):
+    """A real engine client whose re-list stalls between reading the engine and writing."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.listed = threading.Event()
+        self.go_on = threading.Event()
+
+    def list_containers(self, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        listing = super().list_containers(labels=labels)
+        self.listed.set()
+        assert self.go_on.wait(30)
+        return listing
+
+
+def test_an_older_reading_never_overwrites_a_newer_one(fleet: Fleet, bed: Testbed) -> None:
+    """A re-list that read the engine before the container died writes after the follower
+    stored the death: the death stays (else the state is wrong until the next re-list)."""
+    container = fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"])
+    slow = _PausedAfterListing(bed.h1_url)
+    context = fleet.api.client.app.state.context  # type: ignore[attr-defined]
+    stale = StateWriter(context, fleet.hosts["h1"])
+    relist = threading.Thread(target=stale.relist, args=(slow,))
+    relist.start()
+    try:
+        assert slow.listed.wait(30)
+        fleet.engines["h1"].containers.get(container["docker_id"]).kill()
+        fleet.wait_state(container["id"], "exited")
+    finally:
+        slow.go_on.set()
+        relist.join()
+        slow.close()
+    assert fleet.state(container["id"])["state"] == "exited"
 
 
 def test_foreign_containers_are_listed_and_never_touched(fleet: Fleet) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, or_
+
+from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 
 _NANOS = 1_000_000_000
@@ -114,3 +118,19 @@ def observed(details: dict[str, Any]) -> dict[str, Any]:
         "health": health,
         "exit_code": int(state.get("ExitCode", 0)) if status in ("exited", "dead") else None,
     }
+
+
+# Several writers store what an engine says about a container: the operation that just acted on
+# it, the event follower and the re-list. Each reads the engine, then writes; the reading that
+# was taken last wins, not the write that lands last (a container that dies just after an
+# operation inspected it must not be stored as running until the next re-list).
+
+
+def is_newer(row: Container, docker_id: str | None, read_at: datetime) -> bool:
+    """Whether `row` already holds a reading of the same container taken after `read_at`."""
+    return row.observed_at is not None and row.observed_at > read_at and row.docker_id == docker_id
+
+
+def not_newer_than(read_at: datetime) -> ColumnElement[bool]:
+    """The SQL form of `not is_newer`, for writes by id that do not load the row."""
+    return or_(Container.observed_at.is_(None), Container.observed_at <= read_at)

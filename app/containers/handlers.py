@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.containers.engine_config import create_body, labels_for, observed
+from app.containers.engine_config import create_body, is_newer, labels_for, observed
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.db import utcnow
@@ -59,21 +59,28 @@ def find(engine: DockerEngine, container_id: str) -> str | None:
 def record(
     ctx: OperationContext, engine: DockerEngine, docker_id: str | None, **extra: Any
 ) -> dict[str, Any]:
-    """Store what the engine says about the container now; returns it for the result."""
+    """Store what the engine says about the container now; returns it for the result.
+
+    Unless the event follower has already stored a later reading of the same container.
+    """
     state: dict[str, Any] = {
         "docker_id": None,
         "state": "missing",
         "health": None,
         "exit_code": None,
     }
+    read_at = utcnow()
     if docker_id is not None:
         with contextlib.suppress(ObjectNotFound):
             state = observed(engine.inspect_container(docker_id))
     with ctx.session() as session:
         container = _row(session, ctx)
-        for key, value in {**state, **extra}.items():
+        if not is_newer(container, docker_id, read_at):
+            for key, value in state.items():
+                setattr(container, key, value)
+            container.observed_at = read_at
+        for key, value in extra.items():
             setattr(container, key, value)
-        container.observed_at = utcnow()
     return state
 
 

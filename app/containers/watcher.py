@@ -14,11 +14,12 @@ import logging
 import re
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from app.containers.engine_config import observed
+from app.containers.engine_config import is_newer, not_newer_than, observed
 from app.containers.models import Container
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
@@ -112,8 +113,8 @@ class StateWriter:
     def relist(self, engine: DockerEngine) -> None:
         """Compare the engine's list with the stored state (read without a write lock) and
         write only what differs, in one short transaction."""
+        now = utcnow()  # when the engine was read: a newer reading already stored wins
         summaries = engine.list_containers()
-        now = utcnow()
         with self.app.db.session(write=False) as session:
             stored = session.execute(
                 select(*_STATE_COLUMNS).where(Container.host_id == self.host_id)
@@ -145,13 +146,16 @@ class StateWriter:
         if not (changes or added or gone):
             return
         with self.app.db.session() as session:
+            written = {}
             for row_id, values in changes.items():
-                session.execute(
+                if session.execute(
                     update(Container)
-                    .where(Container.id == row_id)
+                    .where(Container.id == row_id, not_newer_than(now))
                     .values(**values, observed_at=now)
+                    .returning(Container.id)
                     .execution_options(synchronize_session=False)
-                )
+                ).scalar_one_or_none():
+                    written[row_id] = values
             session.add_all(added)
             if gone:
                 removed = session.execute(
@@ -175,10 +179,10 @@ class StateWriter:
                 session,
                 (
                     events.row("container.updated", "container", row_id, values)
-                    for row_id, values in changes.items()
+                    for row_id, values in written.items()
                 ),
             )
-        if any(managed.get(row_id) is not None for row_id in changes):
+        if any(managed.get(row_id) is not None for row_id in written):
             reconciler.wake()
 
     def _add_foreign(self, summary: dict[str, Any]) -> Container:
@@ -210,27 +214,29 @@ class StateWriter:
             # One of Berth's own, just made by a create operation, which records it; a
             # re-list repairs anything that operation does not live to record.
             return
+        now = utcnow()  # when the engine was read: a newer reading already stored wins
         try:
             details = engine.inspect_container(docker_id)
         except ObjectNotFound:
-            self._vanished(docker_id)
+            self._vanished(docker_id, now)
             return
         labels = (details.get("Config") or {}).get("Labels") or {}
         state = observed(details)
-        now = utcnow()
         with self.app.db.session() as session:
             row = None
             berth_id = labels.get("berth.container")
             if berth_id:
-                row = session.get(Container, berth_id)
+                row = session.get(Container, berth_id, with_for_update=True)
                 if row is not None and (row.host_id != self.host_id or not row.managed):
                     row = None
             if row is None:
                 row = session.execute(
-                    select(Container).where(
-                        Container.host_id == self.host_id, Container.docker_id == docker_id
-                    )
+                    select(Container)
+                    .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
+                    .with_for_update()
                 ).scalar_one_or_none()
+            if row is not None and is_newer(row, docker_id, now):
+                return  # an operation read this container after us and stored what it saw
             if row is None:
                 if berth_id and session.get(Container, berth_id) is not None:
                     return  # ours, just created: the create operation records it
@@ -250,17 +256,17 @@ class StateWriter:
         if replica and changed:
             reconciler.wake()
 
-    def _vanished(self, docker_id: str) -> None:
+    def _vanished(self, docker_id: str, read_at: datetime) -> None:
         with self.app.db.session() as session:
             for row in session.execute(
-                select(Container).where(
-                    Container.host_id == self.host_id, Container.docker_id == docker_id
-                )
+                select(Container)
+                .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
+                .with_for_update()
             ).scalars():
                 if not row.managed:
                     session.delete(row)
-                elif row.desired_state != "removed":
-                    row.state, row.health, row.observed_at = "missing", None, utcnow()
+                elif row.desired_state != "removed" and not is_newer(row, docker_id, read_at):
+                    row.state, row.health, row.observed_at = "missing", None, read_at
         reconciler.wake()
 
 

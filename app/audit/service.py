@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
@@ -38,6 +39,16 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _locked_head(session: Session) -> AuditHead | None:
+    return session.execute(
+        select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()
+    ).scalar_one_or_none()
+
+
 def append(
     session: Session,
     *,
@@ -50,12 +61,17 @@ def append(
     source: str | None,
     outcome: int,
 ) -> AuditEntry:
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()
-    ).scalar_one_or_none()
+    head = _locked_head(session)
     if head is None:
-        head = AuditHead(id=_HEAD_ID, seq=0, hash=GENESIS)
-        session.add(head)
+        # The first entry ever: two first requests at once must not both start a chain.
+        dialect_insert = postgresql.insert if _is_postgresql(session) else sqlite.insert
+        session.execute(
+            dialect_insert(AuditHead)
+            .values(id=_HEAD_ID, seq=0, hash=GENESIS)
+            .on_conflict_do_nothing()
+        )
+        head = _locked_head(session)
+        assert head is not None
     entry = AuditEntry(
         seq=head.seq + 1,
         id=new_id(),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from app.core.context import AppContext
 from app.core.db import utcnow
@@ -17,8 +19,12 @@ from app.security.roles import Role
 from app.security.tokens import hash_token
 from app.tokens.models import ApiToken
 
+# The dependencies are `async def` although they do not await (except to read a token not yet
+# cached): FastAPI runs a plain `def` dependency in the thread pool, and a thread hop per
+# dependency cost more than the whole check on the read path.
 
-def get_app_context(request: Request) -> AppContext:
+
+async def get_app_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -41,7 +47,18 @@ class Principal:
         return f"{self.name} ({self.token_id})"
 
 
-def authenticate(
+def _stored_token(context: AppContext, digest: str) -> tuple[str, str, str, datetime | None] | None:
+    """The token's (id, name, role, expiry), or None when no token has that digest."""
+    with context.db.session(write=False) as session:
+        row = session.execute(
+            select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
+                ApiToken.token_hash == digest
+            )
+        ).first()
+    return None if row is None else (row.id, row.name, row.role, row.expires_at)
+
+
+async def authenticate(
     request: Request,
     context: Ctx,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -51,16 +68,11 @@ def authenticate(
     digest = hash_token(credentials.credentials)
     cached = context.principals.get(digest)
     if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
-        with context.db.session(write=False) as session:
-            token = session.execute(
-                select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
-                    ApiToken.token_hash == digest
-                )
-            ).first()
+        token = await run_in_threadpool(_stored_token, context, digest)
         if token is None:
             context.principals.pop(digest, None)
             raise Unauthorized("invalid or revoked token")
-        cached = (time.monotonic(), token.id, token.name, token.role, token.expires_at)
+        cached = (time.monotonic(), *token)
         context.principals[digest] = cached
     _, token_id, name, role, expires_at = cached
     if expires_at is not None and expires_at <= utcnow():
@@ -79,7 +91,7 @@ def still_valid(context: AppContext, token_id: str) -> bool:
 
 
 def require(role: Role) -> object:
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.role.allows(role):
             raise Forbidden(
                 f"this action needs the {role.value} role; the token has {principal.role.value}"

@@ -51,6 +51,6 @@ async def metrics(request: Request, context: Ctx) -> Response:
     if context.settings.metrics_require_token:
         # Any valid token (viewer and up) may scrape.
         credentials = await bearer(request)
-        await run_in_threadpool(authenticate, request, context, credentials)
+        await authenticate(request, context, credentials)
     payload = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)

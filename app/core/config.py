@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(default=4, ge=1, le=256, description="Operations run at once per process.")
+    request_threads: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Threads that run the API's blocking request handlers (database work) at "
+        "once. Python runs one of them at a time; more only add contention, unless requests "
+        "wait on a slow, remote database.",
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0.5,

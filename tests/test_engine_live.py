@@ -31,6 +31,7 @@ from app.engine.live import (
     _unix_time,
     demultiplex,
 )
+from app.engine.pool import EnginePool
 from tests.testbed import Testbed
 
 LABELS = {"berth.test": "live"}
@@ -427,3 +428,28 @@ def test_since_is_sent_as_seconds_and_nanoseconds() -> None:
     moment = dt.datetime(2026, 1, 1, 0, 0, 1, 500000, tzinfo=dt.UTC)
     assert _unix_time(moment) == "1767225601.500000000"
     assert _unix_time(moment.replace(tzinfo=None)) == "1767225601.500000000"
+
+
+def test_threads_that_first_use_a_host_together_share_one_client(bed: Testbed) -> None:
+    """None of them may get a client that another then closes (with TLS, closing one deletes
+    the certificate files its connections still need)."""
+    pool = EnginePool()
+    start = threading.Barrier(8)
+    clients: list[object] = []
+
+    def first_use() -> None:
+        start.wait()
+        engine = pool.get("h1", bed.h1_url)
+        engine.ping()
+        clients.append(engine)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(clients) == 8
+        assert len({id(client) for client in clients}) == 1
+    finally:
+        pool.close()

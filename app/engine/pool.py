@@ -22,7 +22,11 @@ class EnginePool:
         engine = DockerEngine(url, tls=tls, timeout=self._timeout)
         with self._lock:
             old = self._clients.get(host_id)
-            self._clients[host_id] = (identity, engine)
+            if old is not None and old[0] == identity:
+                # Another thread built one meanwhile and may be using it: keep that one.
+                engine, old = old[1], (identity, engine)
+            else:
+                self._clients[host_id] = (identity, engine)
         if old is not None:
             old[1].close()
         return engine

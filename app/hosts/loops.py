@@ -80,10 +80,15 @@ class HostProber(LoopService):
         threshold = self.app.settings.host_unreachable_after
         now = utcnow()
         with self.app.db.session() as session:
+            # Locked (in id order), so a host deleted meanwhile is skipped here rather than
+            # failing the whole round's update on PostgreSQL.
             hosts = {
                 h.id: h
                 for h in session.execute(
-                    select(Host).where(Host.id.in_([r.host_id for r in results]))
+                    select(Host)
+                    .where(Host.id.in_([r.host_id for r in results]))
+                    .order_by(Host.id)
+                    .with_for_update()
                 ).scalars()
             }
             for result in results:

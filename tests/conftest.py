@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.migrate import upgrade
+from app.engine.docker_engine import DockerEngine
 from app.main import create_app
 from app.models import Base
 from app.security.roles import Role
@@ -192,3 +194,27 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+class PausedAfterListing(DockerEngine):
+    """A real engine client that stalls between reading a listing and handing it back, so a
+    test can make a slower writer's reading older than one stored meanwhile."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.listed = threading.Event()
+        self.go_on = threading.Event()
+
+    def _pause(self) -> None:
+        self.listed.set()
+        assert self.go_on.wait(30)
+
+    def list_images(self) -> list[dict[str, Any]]:
+        listing = super().list_images()
+        self._pause()
+        return listing
+
+    def list_containers(self, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        listing = super().list_containers(labels=labels)
+        self._pause()
+        return listing

@@ -20,10 +20,9 @@ from fastapi.testclient import TestClient
 from app.containers.watcher import StateWriter
 from app.core.config import Settings
 from app.core.db import Database
-from app.engine.docker_engine import DockerEngine
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
+from tests.conftest import BOOTSTRAP_TOKEN, Api, PausedAfterListing, wait_for
 from tests.testbed import Testbed, remove_containers
 
 HTTPD = [
@@ -172,26 +171,11 @@ def test_crashing_container_shows_its_exit_code(fleet: Fleet) -> None:
     assert crashed["exit_code"] == 3
 
 
-class _PausedAfterListing(DockerEngine):
-    """A real engine client whose re-list stalls between reading the engine and writing."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.listed = threading.Event()
-        self.go_on = threading.Event()
-
-    def list_containers(self, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        listing = super().list_containers(labels=labels)
-        self.listed.set()
-        assert self.go_on.wait(30)
-        return listing
-
-
 def test_an_older_reading_never_overwrites_a_newer_one(fleet: Fleet, bed: Testbed) -> None:
     """A re-list that read the engine before the container died writes after the follower
     stored the death: the death stays (else the state is wrong until the next re-list)."""
     container = fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"])
-    slow = _PausedAfterListing(bed.h1_url)
+    slow = PausedAfterListing(bed.h1_url)
     context = fleet.api.client.app.state.context  # type: ignore[attr-defined]
     stale = StateWriter(context, fleet.hosts["h1"])
     relist = threading.Thread(target=stale.relist, args=(slow,))

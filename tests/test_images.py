@@ -28,7 +28,7 @@ from app.main import create_app
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
+from tests.conftest import Api, PausedAfterListing, wait_for
 from tests.testbed import Testbed
 
 BUSYBOX = Path(shutil.which("busybox") or "/bin/busybox")
@@ -428,28 +428,13 @@ def test_concurrent_syncs_of_one_host_agree(images: Images, db: Database, bed: T
     assert held == on_engine
 
 
-class _PausedAfterListing(DockerEngine):
-    """A real engine client whose sync stalls between listing the engine and writing."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.listed = threading.Event()
-        self.go_on = threading.Event()
-
-    def list_images(self) -> list[dict[str, Any]]:
-        listing = super().list_images()
-        self.listed.set()
-        assert self.go_on.wait(30)
-        return listing
-
-
 def test_an_older_listing_never_undoes_a_newer_one(
     images: Images, db: Database, bed: Testbed
 ) -> None:
     h1 = images.host()
     reference = images.reference(bed.registry)
     assert images.build([reference])["status"] == "succeeded"
-    slow = _PausedAfterListing(bed.h1_url)
+    slow = PausedAfterListing(bed.h1_url)
     stale = threading.Thread(target=sync_host, args=(db, slow, h1))
     stale.start()
     try:

@@ -120,6 +120,8 @@ def test_secret_files_env_rotation_and_no_leaks(
     ]
     used = api.get(f"/secrets/{secret['id']}").json()
     assert used["used_by"] == [body["service"]["name"]]
+    listed = {s["name"]: s["used_by"] for s in api.get("/secrets").json()["items"]}
+    assert listed["db_password"] == [body["service"]["name"]]  # once, though named twice
     in_use = api.delete(f"/secrets/{secret['id']}")
     assert in_use.status_code == 409
 

@@ -39,10 +39,6 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _locked_head(session: Session) -> AuditHead | None:
     return session.execute(
         select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()
@@ -64,7 +60,8 @@ def append(
     head = _locked_head(session)
     if head is None:
         # The first entry ever: two first requests at once must not both start a chain.
-        dialect_insert = postgresql.insert if _is_postgresql(session) else sqlite.insert
+        postgres = session.get_bind().dialect.name == "postgresql"
+        dialect_insert = postgresql.insert if postgres else sqlite.insert
         session.execute(
             dialect_insert(AuditHead)
             .values(id=_HEAD_ID, seq=0, hash=GENESIS)

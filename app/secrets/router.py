@@ -50,11 +50,9 @@ def list_secrets(
 ) -> Page[SecretRead]:
     with context.db.session(write=False) as session:
         rows, next_cursor = service.get_all(session, limit=limit, cursor=cursor)
+        using = service.used_by(session, [s.name for s in rows])
         return Page(
-            items=[
-                service.to_read(s, [u.name for u in service.users(session, s.name)]) for s in rows
-            ],
-            next_cursor=next_cursor,
+            items=[service.to_read(s, using[s.name]) for s in rows], next_cursor=next_cursor
         )
 
 
@@ -62,7 +60,7 @@ def list_secrets(
 def get_secret(secret_id: str, response: Response, context: Ctx, _: Viewer) -> SecretRead:
     with context.db.session(write=False) as session:
         secret = service.get(session, secret_id=secret_id)
-        read = service.to_read(secret, [u.name for u in service.users(session, secret.name)])
+        read = service.to_read(secret, service.used_by(session, [secret.name])[secret.name])
     response.headers["ETag"] = f'"{read.version}"'
     return read
 
@@ -87,7 +85,7 @@ def rotate_secret(
         secret = service.get(session, secret_id=secret_id, for_update=True)
         check_if_match(request, secret.version)
         service.rotate(session, secret=secret, value=data.value, cipher=context.cipher)
-        users = service.users(session, secret.name, for_update=True)
+        users = service.users_to_revise(session, secret.name)
         for svc in users:
             services.new_revision(
                 session,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,28 +29,44 @@ def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
     )
 
 
-def _uses(service: Service, name: str) -> bool:
-    return not service.removing and any(
-        ref.get("name") == name for ref in service.spec.get("secrets", [])
+def _references(spec: dict[str, Any]) -> set[str]:
+    return {str(ref.get("name")) for ref in spec.get("secrets", [])}
+
+
+def used_by(session: Session, names: Iterable[str]) -> dict[str, list[str]]:
+    """For each secret name, the services (by name) whose current spec references it; one
+    read of the services for a whole page of secrets."""
+    using: dict[str, list[str]] = {name: [] for name in names}
+    rows = session.execute(
+        select(Service.name, Service.spec).where(Service.removing.is_(False)).order_by(Service.name)
     )
+    for row in rows:
+        for name in _references(row.spec) & using.keys():
+            using[name].append(row.name)
+    return using
 
 
-def users(session: Session, name: str, *, for_update: bool = False) -> list[Service]:
-    """The services whose current spec references the secret `name`.
-
-    With `for_update`, they are locked (in id order, as every multi-service writer locks) and
-    read again, so a revision made meanwhile by another writer is seen, not overwritten.
-    """
-    using = [s for s in session.execute(select(Service)).scalars() if _uses(s, name)]
-    if for_update and using:
-        locked = session.execute(
-            select(Service)
-            .where(Service.id.in_([s.id for s in using]))
-            .order_by(Service.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).scalars()
-        using = [s for s in locked if _uses(s, name)]
+def users_to_revise(session: Session, name: str) -> list[Service]:
+    """The services that reference the secret `name`, locked (in id order, as every
+    multi-service writer locks) and read again, so a revision made meanwhile by another writer
+    is seen, not overwritten."""
+    candidates = [
+        row.id
+        for row in session.execute(
+            select(Service.id, Service.spec).where(Service.removing.is_(False))
+        )
+        if name in _references(row.spec)
+    ]
+    if not candidates:
+        return []
+    locked = session.execute(
+        select(Service)
+        .where(Service.id.in_(candidates))
+        .order_by(Service.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalars()
+    using = [s for s in locked if not s.removing and name in _references(s.spec)]
     return sorted(using, key=lambda s: s.name)
 
 
@@ -90,7 +107,7 @@ def rotate(session: Session, *, secret: Secret, value: str, cipher: Cipher) -> N
 
 
 def delete(session: Session, *, secret: Secret) -> None:
-    using = [s.name for s in users(session, secret.name)]
+    using = used_by(session, [secret.name])[secret.name]
     if using:
         raise Conflict(
             f"secret {secret.name!r} is used by service(s) {', '.join(using)}; "

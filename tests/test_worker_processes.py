@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -44,20 +45,29 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def worker_process(
+    env: dict[str, str], log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A `berth worker`; with `log`, its log lines go to that file instead of the test's stderr."""
+    with ExitStack() as stack:
+        output = stack.enter_context(log.open("wb")) if log else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=output,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 @pytest.fixture
@@ -115,17 +125,26 @@ def test_operation_survives_kill_9_of_its_worker_and_acts_once(
 
 
 def test_two_workers_never_run_an_operation_twice(
-    enqueuer: tuple[Api, Settings], db: Database
+    enqueuer: tuple[Api, Settings], db: Database, tmp_path: Path
 ) -> None:
     _, settings = enqueuer
-    count = 300
-    with db.session() as session:
-        ids = [
-            queue.enqueue(session, kind="debug.noop", params={"record": True}).id
-            for _ in range(count)
-        ]
-    env = worker_env(settings, BERTH_WORKERS="4")
-    with worker_process(env), worker_process(env):
+    env = worker_env(settings, BERTH_WORKERS="4", BERTH_LOG_LEVEL="INFO")
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    with worker_process(env, log=logs[0]), worker_process(env, log=logs[1]):
+        # Work enqueued before both workers run could all go to the one that started first.
+        wait_for(
+            lambda: all("worker running" in log.read_text() for log in logs),
+            timeout=60,
+            what="both workers to run",
+        )
+        # 400 x 20 ms on 4 slots keeps one worker alone busy for 2 s, longer than the other's
+        # idle poll (1 s at most), so both must take work unless claiming is broken.
+        count = 400
+        with db.session() as session:
+            ids = [
+                queue.enqueue(session, kind="debug.sleep", params={"seconds": 0.02}).id
+                for _ in range(count)
+            ]
 
         def finished() -> bool:
             with db.session(write=False) as session:
@@ -150,7 +169,7 @@ def test_two_workers_never_run_an_operation_twice(
     assert set(attempts) == {1}
     assert sorted(runs) == sorted(ids)
     assert all(len(messages) == 1 for messages in runs.values()), "an operation ran twice"
-    pids = {messages[0] for messages in runs.values()}
+    pids = {messages[0].rsplit(" ", 1)[-1] for messages in runs.values()}
     assert len(pids) == 2, f"both workers should have taken work: {pids}"
 
 

@@ -12,16 +12,14 @@ from app.operations.registry import handler
 
 @handler("debug.noop")
 def noop(ctx: OperationContext) -> dict[str, Any]:
-    """Does nothing; with `record: true` it logs which process ran it (to count executions)."""
-    if ctx.params.get("record"):
-        ctx.log(f"ran in pid {os.getpid()}")
     return {}
 
 
 @handler("debug.sleep")
 def sleep(ctx: OperationContext) -> dict[str, Any]:
     seconds = float(ctx.params.get("seconds", 1.0))
-    ctx.log(f"sleeping {seconds:g}s")
+    # The pid lets tests count which worker process ran each attempt.
+    ctx.log(f"sleeping {seconds:g}s in pid {os.getpid()}")
     ctx.sleep(seconds)
     return {"slept": seconds}
 

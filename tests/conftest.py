@@ -89,7 +89,8 @@ def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "enable_debug_operations": True,
             "register_local_host": False,
             "host_probe_interval_seconds": 0.5,
-            "host_probe_timeout_seconds": 2,
+            # A busy engine can be slow to answer; a dead one refuses at once anyway.
+            "host_probe_timeout_seconds": 5,
             "host_unreachable_after": 2,
             "retry_base_seconds": 0.05,
             "retry_max_seconds": 0.2,

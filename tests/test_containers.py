@@ -162,7 +162,7 @@ def test_httpd_lifecycle_on_each_engine(fleet: Fleet, host: str) -> None:
 def test_removed_behind_berths_back_shows_missing(fleet: Fleet) -> None:
     container = fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"])
     fleet.engines["h1"].containers.get(container["docker_id"]).remove(force=True)
-    fleet.wait_state(container["id"], "missing", timeout=10)
+    fleet.wait_state(container["id"], "missing", timeout=30)
 
 
 def test_crashing_container_shows_its_exit_code(fleet: Fleet) -> None:
@@ -205,7 +205,7 @@ def test_foreign_containers_are_listed_and_never_touched(fleet: Fleet) -> None:
                 ]
                 if c["docker_id"] == foreign.id
             ],
-            timeout=10,
+            timeout=30,
             what="the foreign container to be listed",
         )
         assert found[0]["managed"] is False and found[0]["state"] == "running"
@@ -224,7 +224,7 @@ def test_foreign_containers_are_listed_and_never_touched(fleet: Fleet) -> None:
                 if c["docker_id"] == foreign.id
             ]
         ),
-        timeout=10,
+        timeout=30,
         what="the foreign container to drop off the list",
     )
 
@@ -544,7 +544,7 @@ def test_list_items_match_single_reads(fleet: Fleet) -> None:
     try:
         wait_for(
             lambda: len(fleet.api.get("/containers").json()["items"]) >= 2,
-            timeout=10,
+            timeout=30,
             what="both listed",
         )
 

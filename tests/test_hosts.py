@@ -73,7 +73,8 @@ def test_dead_engine_goes_unreachable_and_recovers(
     window = settings.host_unreachable_after * (
         settings.host_probe_interval_seconds + settings.host_probe_timeout_seconds
     )
-    wait_for(lambda: host_status(api, h2["id"]) == "unreachable", timeout=window + 5, what="down")
+    # A starved prober may take longer than the window; the test's point is that it gets there.
+    wait_for(lambda: host_status(api, h2["id"]) == "unreachable", timeout=window + 30, what="down")
     down = api.get(f"/hosts/{h2['id']}").json()
     assert down["error"]
 

@@ -176,7 +176,7 @@ def test_two_workers_never_run_an_operation_twice(
 def test_sigterm_hands_running_work_back(enqueuer: tuple[Api, Settings]) -> None:
     """A worker stopped cleanly mid-operation gives it back at once; another finishes it."""
     api, settings = enqueuer
-    operation = api.debug_operation("debug.sleep", params={"seconds": 2})
+    operation = api.debug_operation("debug.sleep", params={"seconds": 15})
     env = worker_env(settings, BERTH_LEASE_SECONDS="60")
     with worker_process(env) as first:
         wait_for(
@@ -191,5 +191,5 @@ def test_sigterm_hands_running_work_back(enqueuer: tuple[Api, Settings]) -> None
     assert handed_back["attempts"] == 0
     # With a 60 s lease, only a hand-back lets the next worker start it this soon.
     with worker_process(env):
-        done = api.wait_operation(operation["id"], timeout=30)
+        done = api.wait_operation(operation["id"], timeout=45)
     assert done["status"] == "succeeded"

@@ -20,7 +20,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
+from tests.conftest import BOOTSTRAP_TOKEN, Api, stop_process, wait_for
 from tests.test_containers import HTTPD, free_port, host_ready
 from tests.testbed import ROOT, Testbed, remove_containers
 
@@ -454,11 +454,7 @@ def test_berth_killed_mid_update_finishes_it(bed: Testbed, tmp_path: Path) -> No
 
         wait_for(lambda: on_engines() == 2, timeout=30, what="no duplicate replicas on the engines")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, grace=30)
         client.close()
         for engine in engines.values():
             remove_containers(engine, "berth.managed=true")

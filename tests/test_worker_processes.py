@@ -22,7 +22,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.operations import queue
 from app.operations.models import Operation, OperationLog
-from tests.conftest import BOOTSTRAP_TOKEN, Api, wait_for
+from tests.conftest import BOOTSTRAP_TOKEN, Api, stop_process, wait_for
 from tests.testbed import ROOT, Testbed
 
 
@@ -61,13 +61,7 @@ def worker_process(
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, grace=20)
 
 
 @pytest.fixture

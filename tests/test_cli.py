@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.testbed import ROOT, Testbed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def berth(*args: str, env: dict[str, str] | None = None) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 import uuid
@@ -14,7 +13,6 @@ from typing import Any
 import docker
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.containers.watcher import StateWriter
@@ -22,7 +20,14 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import BOOTSTRAP_TOKEN, Api, PausedAfterListing, wait_for
+from tests.conftest import (
+    BOOTSTRAP_TOKEN,
+    Api,
+    PausedAfterListing,
+    free_port,
+    served,
+    wait_for,
+)
 from tests.testbed import Testbed, remove_containers
 
 HTTPD = [
@@ -31,13 +36,6 @@ HTTPD = [
     "trap 'exit 0' TERM; mkdir -p /www; echo hello-from-$HOSTNAME > /www/index.html; "
     "httpd -f -p 8080 -h /www & wait",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def host_ready(api: Api, host_id: str) -> bool:
@@ -243,17 +241,8 @@ def test_stats_sample(fleet: Fleet) -> None:
 
 @pytest.fixture
 def server(settings: Settings, db: Database) -> Iterator[str]:
-    """The app behind a real uvicorn, for streams that outlive one request."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with served(create_app(settings)) as url:
+        yield url
 
 
 def test_follow_logs_with_two_followers_and_a_disconnect(server: str, bed: Testbed) -> None:

@@ -13,7 +13,6 @@ import docker
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 
@@ -23,8 +22,8 @@ from app.events import recorder
 from app.events.models import Event
 from app.events.sequencer import sequence
 from app.main import create_app
-from tests.conftest import BOOTSTRAP_TOKEN, wait_for
-from tests.test_containers import HTTPD, free_port
+from tests.conftest import BOOTSTRAP_TOKEN, served, wait_for
+from tests.test_containers import HTTPD
 from tests.testbed import Testbed, remove_containers
 
 HEADERS = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
@@ -46,22 +45,8 @@ def live_app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def live(live_app: FastAPI) -> Iterator[str]:
-    """Berth served by uvicorn on a free port, as `berth serve` runs it."""
-    port = free_port()
-    config = uvicorn.Config(
-        live_app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30, what="server started")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with served(live_app) as url:
+        yield url
 
 
 class Subscriber:

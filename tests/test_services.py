@@ -20,8 +20,8 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import BOOTSTRAP_TOKEN, Api, stop_process, wait_for
-from tests.test_containers import HTTPD, free_port, host_ready
+from tests.conftest import BOOTSTRAP_TOKEN, Api, free_port, stop_process, wait_for
+from tests.test_containers import HTTPD, host_ready
 from tests.testbed import ROOT, Testbed, remove_containers
 
 HEALTHY = {

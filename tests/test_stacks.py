@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
-from tests.test_containers import free_port
+from tests.conftest import Api, free_port, wait_for
 from tests.test_services import Services
 from tests.testbed import Testbed
 

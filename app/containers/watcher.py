@@ -28,8 +28,7 @@ from app.engine.errors import EngineError, ObjectNotFound
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
-from app.services import reconciler
-from app.workers import leases
+from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
 log = logging.getLogger("berth.containers")
@@ -183,7 +182,7 @@ class StateWriter:
                 ),
             )
         if any(managed.get(row_id) is not None for row_id in written):
-            reconciler.wake()
+            wakeups.notify(wakeups.SERVICES)
 
     def _add_foreign(self, summary: dict[str, Any]) -> Container:
         spec = _foreign_spec(summary)
@@ -254,7 +253,7 @@ class StateWriter:
             row.observed_at = now
             replica = row.service_id is not None
         if replica and changed:
-            reconciler.wake()
+            wakeups.notify(wakeups.SERVICES)
 
     def _vanished(self, docker_id: str, read_at: datetime) -> None:
         with self.app.db.session() as session:
@@ -267,7 +266,7 @@ class StateWriter:
                     session.delete(row)
                 elif row.desired_state != "removed" and not is_newer(row, docker_id, read_at):
                     row.state, row.health, row.observed_at = "missing", None, read_at
-        reconciler.wake()
+        wakeups.notify(wakeups.SERVICES)
 
 
 class HostFollower:

@@ -11,7 +11,7 @@ from app.core.db import utcnow
 from app.hosts import service
 from app.operations.context import Deferred, OperationContext
 from app.operations.registry import handler
-from app.services import reconciler
+from app.workers import wakeups
 
 
 @handler("host.drain")
@@ -32,7 +32,7 @@ def drain(ctx: OperationContext) -> dict[str, Any]:
         ).scalar_one()
     if remaining:
         ctx.progress({"replicas_left": remaining})
-        reconciler.wake()
+        wakeups.notify(wakeups.SERVICES)
         raise Deferred(1.0)
     with ctx.session() as session:
         host = service.get(session, host_id=host_id, for_update=True)

@@ -10,8 +10,8 @@ from app.operations.schemas import OperationRead
 from app.operations.service import to_read as operation_to_read
 from app.secrets import service
 from app.secrets.schemas import SecretCreate, SecretRead, SecretRotate
-from app.services import reconciler
 from app.services import service as services
+from app.workers import wakeups
 
 router = APIRouter(prefix=f"{API_PREFIX}/secrets", tags=["secrets"])
 
@@ -106,7 +106,7 @@ def rotate_secret(
             operations=[operation_to_read(o) for o in operations],
         )
     if operations:
-        reconciler.wake()
+        wakeups.notify(wakeups.SERVICES)
     response.headers["ETag"] = f'"{body.secret.version}"'
     return body
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from app.operations.models import QUEUED, RUNNING, Operation
 from app.services.models import Service, ServiceRevision
 from app.services.schemas import ServiceSpec
 from app.services.service import container_spec, is_ready
-from app.workers import leases
+from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
 log = logging.getLogger("berth.services")
@@ -40,13 +41,6 @@ ACTOR = "reconciler"
 _FAILED_STATES = ("exited", "dead", "missing")
 _BACKOFF_BASE, _BACKOFF_CAP = 0.5, 30.0
 _COALESCE_SECONDS = 0.1
-_reconcilers: list[LoopService] = []
-
-
-def wake() -> None:
-    """Run the reconcilers of this process now (after a service or task changed)."""
-    for reconciler in list(_reconcilers):
-        reconciler.wake()
 
 
 @dataclass
@@ -405,14 +399,14 @@ class ServiceReconciler(LoopService):
         self.app = app
         self.holder = f"reconciler-{new_id()}"
         self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     def start(self) -> None:
-        _reconcilers.append(self)
+        self._unsubscribe = wakeups.subscribe(wakeups.SERVICES, self.wake)
         super().start()
 
     def stop(self, timeout: float) -> None:
-        if self in _reconcilers:
-            _reconcilers.remove(self)
+        self._unsubscribe()
         super().stop(timeout)
 
     def run_once(self) -> None:

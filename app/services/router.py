@@ -12,7 +12,7 @@ from app.api.paths import API_PREFIX
 from app.core.context import AppContext
 from app.core.errors import Conflict
 from app.operations.service import to_read as operation_to_read
-from app.services import reconciler, service
+from app.services import service
 from app.services.models import Service
 from app.services.planner import plan
 from app.services.schemas import (
@@ -26,6 +26,7 @@ from app.services.schemas import (
     ServiceSpec,
     ServiceUpdate,
 )
+from app.workers import wakeups
 
 router = APIRouter(prefix=f"{API_PREFIX}/services", tags=["services"])
 
@@ -63,7 +64,7 @@ def create_service(
         )
         body = _accepted(context, session, response, principal, svc)
     set_audit_resource(request, f"services/{svc.id}")
-    reconciler.wake()
+    wakeups.notify(wakeups.SERVICES)
     return body
 
 
@@ -108,7 +109,7 @@ def _change(
             session, service=svc, spec=spec, settings=context.settings, created_by=principal.actor
         )
         body = _accepted(context, session, response, principal, svc)
-    reconciler.wake()
+    wakeups.notify(wakeups.SERVICES)
     return body
 
 
@@ -175,7 +176,7 @@ def scale_service(
         svc.spec = {**svc.spec, "replicas": data.replicas}
         svc.version += 1
         body = _accepted(context, session, response, principal, svc)
-    reconciler.wake()
+    wakeups.notify(wakeups.SERVICES)
     return body
 
 
@@ -213,5 +214,5 @@ def delete_service(
         svc.status = "removing"
         svc.version += 1
         body = _accepted(context, session, response, principal, svc, removing=True)
-    reconciler.wake()
+    wakeups.notify(wakeups.SERVICES)
     return body

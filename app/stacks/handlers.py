@@ -18,12 +18,12 @@ from app.images.reference import LOCAL_BUILD_REGISTRY
 from app.operations.context import Deferred, OperationContext, PermanentError, TransientError
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
 from app.operations.registry import handler
-from app.services import reconciler
 from app.services import service as services
 from app.services.models import Service
 from app.services.schemas import ServiceSpec
 from app.stacks.models import Stack
 from app.stacks.service import members
+from app.workers import wakeups
 
 # A deploy waits on builds and health checks that take a second or so: look often, as a user
 # watching it would (each look is two short transactions, and only while a deploy is waiting).
@@ -169,7 +169,7 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
     if done:
         ctx.log_lines([("info", line) for line in done])
     if changed:
-        reconciler.wake()
+        wakeups.notify(wakeups.SERVICES)
     if broken:
         raise _fail(ctx, "; ".join(f"{s.name}: {s.status_detail or s.status}" for s in broken))
     if waiting or unsettled or leftover or changed:

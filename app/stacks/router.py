@@ -19,10 +19,10 @@ from app.core.errors import Conflict, Invalid
 from app.images.models import Blob
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
-from app.services import reconciler
 from app.stacks import service
 from app.stacks.models import Stack
 from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackUpdate
+from app.workers import wakeups
 
 STACKS_PATH = f"{API_PREFIX}/stacks"
 router = APIRouter(prefix=STACKS_PATH, tags=["stacks"])
@@ -309,5 +309,5 @@ def delete_stack(
         body = StackAccepted(
             operation=operation_to_read(operation), stack=service.to_read(session, stack)
         )
-    reconciler.wake()
+    wakeups.notify(wakeups.SERVICES)
     return _located(response, body)

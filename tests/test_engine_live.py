@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from docker.models.containers import Container
 
-from app.engine.docker_engine import TlsMaterial
 from app.engine.errors import EngineRejected, EngineUnavailable, ObjectNotFound
 from app.engine.live import (
     ContainerStats,
@@ -32,6 +31,7 @@ from app.engine.live import (
     demultiplex,
 )
 from app.engine.pool import EnginePool
+from app.engine.tls import TlsMaterial
 from tests.testbed import Testbed
 
 LABELS = {"berth.test": "live"}

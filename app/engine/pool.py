@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from app.engine.docker_engine import DockerEngine, TlsMaterial
+from app.engine.docker_engine import DockerEngine
+from app.engine.tls import TlsMaterial
 
 
 class EnginePool:

@@ -13,7 +13,8 @@ from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.core.lookup import get_or_404
-from app.engine.docker_engine import DockerEngine, TlsMaterial
+from app.engine.docker_engine import DockerEngine
+from app.engine.tls import TlsMaterial
 from app.hosts.models import Host
 from app.hosts.schemas import LABEL_KEY, HostCreate, HostRead, HostTls, HostUpdate
 from app.operations.models import QUEUED, RUNNING, Operation

@@ -82,26 +82,6 @@ class DockerEngine:
     # Containers. Labels tie every object Berth creates to its Berth id and operation, which
     # is how a retried operation finds what an earlier, interrupted attempt already did.
 
-    def find_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        with translate_errors("list containers"):
-            found: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
-        return found
-
-    def create_container(
-        self,
-        *,
-        image: str,
-        command: list[str] | None,
-        labels: dict[str, str],
-        name: str | None = None,
-    ) -> str:
-        with translate_errors(f"create container from {image}"):
-            created: dict[str, Any] = self.api.create_container(
-                image=image, command=command, labels=labels, name=name
-            )
-        return str(created["Id"])
-
     def start_container(self, container_id: str) -> None:
         with translate_errors(f"start container {container_id[:12]}"):
             self.api.start(container_id)

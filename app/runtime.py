@@ -18,7 +18,6 @@ from app.api.models import IdempotencyRecord
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
 from app.events import tracked  # noqa: F401  (every process records the same events)
 from app.events.models import Event
@@ -73,7 +72,7 @@ def register_local_host(context: AppContext) -> None:
             return
     url = context.settings.docker_host
     try:
-        engine = DockerEngine(url, timeout=5)
+        engine = context.engine_factory.client(url, timeout=5)
         try:
             engine.ping()
         finally:

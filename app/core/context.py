@@ -8,15 +8,26 @@ from sqlalchemy import select, union_all
 
 from app.core.config import Settings
 from app.core.db import Database
+from app.engine.factory import DockerEngines
 from app.engine.pool import EnginePool
+from app.engine.protocol import EngineFactory
 from app.security.crypto import Cipher, load_or_create_key
 
 
 class AppContext:
-    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database | None = None,
+        *,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db or Database(settings.database_url)
-        self.engines = EnginePool()
+        # Every engine client this process uses is built by this factory, so a test or a
+        # benchmark can hand in another (a simulated engine, say).
+        self.engine_factory: EngineFactory = engine_factory or DockerEngines()
+        self.engines = EnginePool(self.engine_factory)
         self._cipher: Cipher | None = None
         # token hash -> (looked up at, token id, name, role, expires at): spares a query per
         # request. Revocation is immediate in this process, within PRINCIPAL_TTL in others.

@@ -115,9 +115,7 @@ class OperationContext:
             yield session
 
     def engine(self, host_id: str | None = None) -> Engine:
-        from app.hosts.service import engine_for_host
-
         target = host_id or self.claim.host_id
         if target is None:
             raise PermanentError("this operation names no host")
-        return engine_for_host(self.app, target)
+        return self.app.engine_for_host(target)

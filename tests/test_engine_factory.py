@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.context import AppContext
-from app.core.db import Database
 from app.engine.docker_engine import DockerEngine
 from app.engine.factory import DockerEngines
 from app.engine.tls import TlsMaterial
@@ -31,7 +30,6 @@ class CountingEngines(DockerEngines):
 
 def test_the_factory_handed_to_the_context_builds_its_engines(
     settings_factory: Callable[..., Settings],
-    db: Database,
     bed: Testbed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -41,7 +39,7 @@ def test_the_factory_handed_to_the_context_builds_its_engines(
     try:
         prepare(context)  # pings the local engine before registering it
         assert factory.built == [(bed.h1_url, 5)]
-        with db.session(write=False) as session:
+        with context.db.session(write=False) as session:
             host_id = session.execute(select(Host.id)).scalar_one()
 
         # Operations reach engines through the resolver, which uses the context's pool.
@@ -56,7 +54,7 @@ def test_the_factory_handed_to_the_context_builds_its_engines(
         finally:
             prober.stop(1)
         assert factory.built[2:] == [(bed.h1_url, context.settings.host_probe_timeout_seconds)]
-        with db.session(write=False) as session:
+        with context.db.session(write=False) as session:
             assert session.execute(select(Host.status)).scalar_one() == "ready"
     finally:
         context.close()

@@ -6,6 +6,7 @@ like the workers inside the API process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -18,10 +19,10 @@ from app.api.models import IdempotencyRecord
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
 from app.events import tracked  # noqa: F401  (every process records the same events)
 from app.events.models import Event
+from app.hosts import service as hosts
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
 from app.images.loops import ImageInventory
@@ -53,6 +54,7 @@ def load_handlers() -> None:
 def prepare(context: AppContext) -> None:
     """Start-up chores, safe to repeat and to run in several processes at once."""
     load_handlers()
+    context.register_engine_resolver(functools.partial(hosts.engine_for_host, context))
     context.load_cipher()
     settings = context.settings
     if settings.bootstrap_token is not None:
@@ -73,7 +75,7 @@ def register_local_host(context: AppContext) -> None:
             return
     url = context.settings.docker_host
     try:
-        engine = DockerEngine(url, timeout=5)
+        engine = context.engine_factory.client(url, timeout=5)
         try:
             engine.ping()
         finally:

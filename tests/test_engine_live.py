@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from docker.models.containers import Container
 
-from app.engine.docker_engine import TlsMaterial
 from app.engine.errors import EngineRejected, EngineUnavailable, ObjectNotFound
+from app.engine.factory import DockerEngines
 from app.engine.live import (
     ContainerStats,
     LiveEngine,
@@ -32,6 +32,7 @@ from app.engine.live import (
     demultiplex,
 )
 from app.engine.pool import EnginePool
+from app.engine.tls import TlsMaterial
 from tests.testbed import Testbed
 
 LABELS = {"berth.test": "live"}
@@ -443,7 +444,7 @@ def test_since_is_sent_as_seconds_and_nanoseconds() -> None:
 def test_threads_that_first_use_a_host_together_share_one_client(bed: Testbed) -> None:
     """None of them may get a client that another then closes (with TLS, closing one deletes
     the certificate files its connections still need)."""
-    pool = EnginePool()
+    pool = EnginePool(DockerEngines())
     start = threading.Barrier(8)
     clients: list[object] = []
 

@@ -15,8 +15,8 @@ from app.containers.engine_config import create_body, is_newer, labels_for, obse
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.db import utcnow
-from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError, EngineRejected, ObjectNotFound
+from app.engine.protocol import Engine
 from app.images.handlers import pull_image
 from app.images.reference import parse_reference
 from app.operations.context import OperationContext, PermanentError, TransientError
@@ -50,14 +50,14 @@ def _intent(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str], 
         return spec, container.name, extra, container.desired_state
 
 
-def find(engine: DockerEngine, container_id: str) -> str | None:
+def find(engine: Engine, container_id: str) -> str | None:
     """The Docker id of the container Berth made for `container_id`, if it exists."""
     found = engine.list_containers(labels={"berth.container": container_id})
     return str(found[0]["Id"]) if found else None
 
 
 def record(
-    ctx: OperationContext, engine: DockerEngine, docker_id: str | None, **extra: Any
+    ctx: OperationContext, engine: Engine, docker_id: str | None, **extra: Any
 ) -> dict[str, Any]:
     """Store what the engine says about the container now; returns it for the result.
 
@@ -86,7 +86,7 @@ def record(
 
 def _create_once(
     ctx: OperationContext,
-    engine: DockerEngine,
+    engine: Engine,
     spec: ContainerSpec,
     name: str,
     service_labels: dict[str, str],
@@ -133,7 +133,7 @@ def _create_once(
 
 def _deliver_secret_files(
     ctx: OperationContext,
-    engine: DockerEngine,
+    engine: Engine,
     docker_id: str,
     spec: ContainerSpec,
     values: dict[str, str],
@@ -189,7 +189,7 @@ def create(ctx: OperationContext) -> dict[str, Any]:
     return record(ctx, engine, docker_id, error=None)
 
 
-def _start(ctx: OperationContext, engine: DockerEngine, docker_id: str) -> None:
+def _start(ctx: OperationContext, engine: Engine, docker_id: str) -> None:
     try:
         engine.start_container(docker_id)
     except EngineError as exc:
@@ -200,7 +200,7 @@ def _start(ctx: OperationContext, engine: DockerEngine, docker_id: str) -> None:
         raise PermanentError(message) from exc
 
 
-def _existing(ctx: OperationContext, engine: DockerEngine) -> str:
+def _existing(ctx: OperationContext, engine: Engine) -> str:
     docker_id = find(engine, str(ctx.claim.target_id))
     if docker_id is None:
         record(ctx, engine, None)

@@ -25,7 +25,8 @@ from app.containers.schemas import (
 from app.core.context import AppContext
 from app.core.errors import Conflict, HostUnavailable
 from app.engine.errors import EngineRejected, EngineUnavailable, ObjectNotFound
-from app.engine.live import ContainerStats, LiveEngine
+from app.engine.live import ContainerStats
+from app.engine.protocol import LiveClient
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.operations import queue
@@ -256,7 +257,7 @@ def delete_container(
     )
 
 
-async def _live(context: AppContext, container_id: str) -> tuple[LiveEngine, str]:
+async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str]:
     def load() -> tuple[str, str | None, str]:
         with context.db.session(write=False) as session:
             container = service.get(session, container_id=container_id)
@@ -271,7 +272,8 @@ async def _live(context: AppContext, container_id: str) -> tuple[LiveEngine, str
             return host.url, host.tls_encrypted, container.docker_id
 
     url, tls_encrypted, docker_id = await run_in_threadpool(load)
-    return LiveEngine(url, tls=tls_material(context.cipher, tls_encrypted)), docker_id
+    live = context.engine_factory.live(url, tls=tls_material(context.cipher, tls_encrypted))
+    return live, docker_id
 
 
 @router.get(

@@ -23,8 +23,8 @@ from app.containers.engine_config import is_newer, not_newer_than, observed
 from app.containers.models import Container
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError, ObjectNotFound
+from app.engine.protocol import Engine, EventStream
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
@@ -109,7 +109,7 @@ class StateWriter:
         self.app = app
         self.host_id = host_id
 
-    def relist(self, engine: DockerEngine) -> None:
+    def relist(self, engine: Engine) -> None:
         """Compare the engine's list with the stored state (read without a write lock) and
         write only what differs, in one short transaction."""
         now = utcnow()  # when the engine was read: a newer reading already stored wins
@@ -201,7 +201,7 @@ class StateWriter:
             version=1,
         )
 
-    def apply_event(self, engine: DockerEngine, event: dict[str, Any]) -> None:
+    def apply_event(self, engine: Engine, event: dict[str, Any]) -> None:
         """Re-read one container after an event about it (level-triggered: the event only says
         where to look)."""
         actor = event.get("Actor") or {}
@@ -277,7 +277,7 @@ class HostFollower:
         self.host_id = host_id
         self.writer = StateWriter(app, host_id)
         self._stop = threading.Event()
-        self._stream: Any = None
+        self._stream: EventStream | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"berth-follow-{host_id[-6:]}", daemon=True
         )
@@ -301,14 +301,14 @@ class HostFollower:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _engine(self) -> DockerEngine | None:
+    def _engine(self) -> Engine | None:
         with self.app.db.session(write=False) as session:
             row = session.execute(
                 select(Host.url, Host.tls_encrypted).where(Host.id == self.host_id)
             ).first()
         if row is None:
             return None
-        return DockerEngine(
+        return self.app.engine_factory.client(
             row.url, tls=tls_material(self.app.cipher, row.tls_encrypted), timeout=_SILENCE_SECONDS
         )
 

@@ -43,17 +43,17 @@ def run_container(ctx: OperationContext) -> dict[str, Any]:
     """
     engine = ctx.engine()
     labels = {"berth.operation": ctx.id, "berth.kind": "debug.container"}
-    found = engine.find_containers(labels)
+    found = engine.list_containers(labels=labels)
     if found:
         container_id = str(found[0]["Id"])
         ctx.log(f"found container {container_id[:12]} from an earlier attempt")
     else:
-        command = ["sleep", str(ctx.params.get("seconds", 1))]
-        container_id = engine.create_container(
-            image=str(ctx.params.get("image", "berth-test/busybox:latest")),
-            command=command,
-            labels=labels,
-        )
+        body = {
+            "Image": str(ctx.params.get("image", "berth-test/busybox:latest")),
+            "Cmd": ["sleep", str(ctx.params.get("seconds", 1))],
+            "Labels": labels,
+        }
+        container_id = engine.create_container_raw(None, body)
         ctx.log(f"created container {container_id[:12]}")
     state = engine.inspect_container(container_id)["State"]
     if state["Status"] == "created":

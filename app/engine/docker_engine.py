@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import docker
-import requests
-from docker import errors as docker_errors
 from docker.tls import TLSConfig
 
-from app.engine.errors import EngineError, EngineRejected, EngineUnavailable, ObjectNotFound
-
-
-@dataclass(frozen=True)
-class TlsMaterial:
-    ca_cert: str | None
-    client_cert: str
-    client_key: str
+from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
+from app.engine.tls import TlsFiles, TlsMaterial
 
 
 @dataclass(frozen=True)
@@ -39,51 +29,21 @@ class EngineFacts:
     containers_running: int
 
 
-@contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn docker SDK and transport errors into EngineError with a plain message."""
-    try:
-        yield
-    except docker_errors.NotFound as exc:
-        raise ObjectNotFound(f"{what}: {exc.explanation or exc}") from exc
-    except docker_errors.APIError as exc:
-        status = exc.status_code or 0
-        message = f"{what}: {exc.explanation or exc}"
-        if status >= 500:
-            raise EngineUnavailable(message) from exc
-        raise EngineRejected(message) from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise EngineUnavailable(f"{what}: engine unreachable ({type(exc).__name__})") from exc
-    except docker_errors.DockerException as exc:
-        raise EngineUnavailable(f"{what}: {exc}") from exc
-    except OSError as exc:
-        raise EngineUnavailable(f"{what}: {exc}") from exc
-
-
 class DockerEngine:
     """One Docker engine reached by URL (unix:// or tcp://, optionally with TLS client certs)."""
 
     def __init__(self, url: str, *, tls: TlsMaterial | None = None, timeout: float = 30.0) -> None:
         self.url = url
         self._tls = tls
-        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tls_files: TlsFiles | None = None
         tls_config: TLSConfig | bool = False
         base_url = url
         if tls is not None:
-            # The SDK only takes certificate files; keep them in a private directory for the
-            # client's lifetime.
-            self._tls_dir = tempfile.TemporaryDirectory(prefix="berth-tls-")
-            folder = Path(self._tls_dir.name)
-            folder.chmod(0o700)
-            cert, key = folder / "cert.pem", folder / "key.pem"
-            cert.write_text(tls.client_cert)
-            key.write_text(tls.client_key)
-            ca = None
-            if tls.ca_cert:
-                ca = folder / "ca.pem"
-                ca.write_text(tls.ca_cert)
+            # The SDK reads the files when it connects: keep them for the client's lifetime.
+            self._tls_files = TlsFiles(tls)
+            ca = self._tls_files.ca
             tls_config = TLSConfig(
-                client_cert=(str(cert), str(key)),
+                client_cert=(str(self._tls_files.cert), str(self._tls_files.key)),
                 ca_cert=str(ca) if ca else None,
                 verify=bool(ca),
             )
@@ -98,8 +58,8 @@ class DockerEngine:
 
     def close(self) -> None:
         self.api.close()
-        if self._tls_dir is not None:
-            self._tls_dir.cleanup()
+        if self._tls_files is not None:
+            self._tls_files.cleanup()
 
     def ping(self) -> None:
         with translate_errors("ping"):
@@ -121,26 +81,6 @@ class DockerEngine:
 
     # Containers. Labels tie every object Berth creates to its Berth id and operation, which
     # is how a retried operation finds what an earlier, interrupted attempt already did.
-
-    def find_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        with translate_errors("list containers"):
-            found: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
-        return found
-
-    def create_container(
-        self,
-        *,
-        image: str,
-        command: list[str] | None,
-        labels: dict[str, str],
-        name: str | None = None,
-    ) -> str:
-        with translate_errors(f"create container from {image}"):
-            created: dict[str, Any] = self.api.create_container(
-                image=image, command=command, labels=labels, name=name
-            )
-        return str(created["Id"])
 
     def start_container(self, container_id: str) -> None:
         with translate_errors(f"start container {container_id[:12]}"):
@@ -330,4 +270,4 @@ class DockerEngine:
         return DockerEngine(self.url, tls=self._tls, timeout=timeout)
 
 
-__all__ = ["DockerEngine", "EngineError", "EngineFacts", "TlsMaterial"]
+__all__ = ["DockerEngine", "EngineFacts"]

@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import ssl
 import struct
-import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -26,8 +24,14 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from app.engine.docker_engine import TlsMaterial
-from app.engine.errors import EngineError, EngineRejected, EngineUnavailable, ObjectNotFound
+from app.engine.errors import (
+    EngineError,
+    EngineRejected,
+    EngineUnavailable,
+    for_status,
+    translate_errors,
+)
+from app.engine.tls import TlsFiles, TlsMaterial
 
 MIN_API_VERSION = (1, 41)
 # From this version on the engine says in Content-Type whether a log stream is multiplexed.
@@ -190,7 +194,7 @@ class LiveEngine:
             params["since"] = _unix_time(since)
         path = f"/v{version}/containers/{quote(container_id, safe='')}/logs"
         timeout = self._stream_timeout if follow else self._timeout
-        with _translate(what):
+        with translate_errors(what):
             async with self._client.stream("GET", path, params=params, timeout=timeout) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -239,7 +243,7 @@ class LiveEngine:
     async def _get_json(
         self, path: str, what: str, *, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        with _translate(what):
+        with translate_errors(what):
             response = await self._client.get(path, params=params)
         _raise_for_status(response, what)
         try:
@@ -268,29 +272,12 @@ def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    with tempfile.TemporaryDirectory(prefix="berth-tls-") as name:
-        folder = Path(name)
-        folder.chmod(0o700)
-        cert, key = folder / "cert.pem", folder / "key.pem"
-        cert.write_text(tls.client_cert)
-        key.touch(mode=0o600)
-        key.write_text(tls.client_key)
+    with TlsFiles(tls) as files:
         try:
-            context.load_cert_chain(str(cert), str(key))
+            context.load_cert_chain(str(files.cert), str(files.key))
         except ssl.SSLError as exc:
             raise EngineRejected(f"TLS client certificate or key unusable: {exc}") from exc
     return context
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except httpx.TransportError as exc:
-        detail = str(exc) or type(exc).__name__
-        raise EngineUnavailable(f"{what}: engine unreachable ({detail})") from exc
-    except OSError as exc:
-        raise EngineUnavailable(f"{what}: {exc}") from exc
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:
@@ -302,12 +289,7 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
         body = response.json()
         if isinstance(body, dict) and body.get("message"):
             message = str(body["message"])
-    text = f"{what}: {message or f'HTTP {status}'}"
-    if status == 404:
-        raise ObjectNotFound(text)
-    if status >= 500:
-        raise EngineUnavailable(text)
-    raise EngineRejected(text)
+    raise for_status(status, f"{what}: {message or f'HTTP {status}'}")
 
 
 def _container_stats(body: dict[str, Any], what: str) -> ContainerStats:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import threading
 
-from app.engine.docker_engine import DockerEngine, TlsMaterial
+from app.engine.protocol import Engine, EngineFactory
+from app.engine.tls import TlsMaterial
 
 
 class EnginePool:
-    def __init__(self, *, timeout: float = 30.0) -> None:
+    def __init__(self, factory: EngineFactory, *, timeout: float = 30.0) -> None:
+        self._factory = factory
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._clients: dict[str, tuple[tuple[str, TlsMaterial | None], DockerEngine]] = {}
+        self._clients: dict[str, tuple[tuple[str, TlsMaterial | None], Engine]] = {}
 
-    def get(self, host_id: str, url: str, tls: TlsMaterial | None = None) -> DockerEngine:
+    def get(self, host_id: str, url: str, tls: TlsMaterial | None = None) -> Engine:
         identity = (url, tls)
         with self._lock:
             cached = self._clients.get(host_id)
             if cached is not None and cached[0] == identity:
                 return cached[1]
-        engine = DockerEngine(url, tls=tls, timeout=self._timeout)
+        engine = self._factory.client(url, tls=tls, timeout=self._timeout)
         with self._lock:
             old = self._clients.get(host_id)
             if old is not None and old[0] == identity:

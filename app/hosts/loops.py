@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.docker_engine import DockerEngine, EngineFacts
+from app.engine.docker_engine import EngineFacts
 from app.engine.errors import EngineError
 from app.hosts.models import Host
 from app.hosts.service import tls_material
@@ -63,7 +63,9 @@ class HostProber(LoopService):
         try:
             tls = tls_material(self.app.cipher, tls_encrypted)
             # A fresh client per probe: a dead engine must not leave a pooled connection hanging.
-            engine = DockerEngine(url, tls=tls, timeout=settings.host_probe_timeout_seconds)
+            engine = self.app.engine_factory.client(
+                url, tls=tls, timeout=settings.host_probe_timeout_seconds
+            )
             try:
                 engine.ping()
                 facts = engine.facts()

@@ -13,7 +13,8 @@ from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.core.lookup import get_or_404
-from app.engine.docker_engine import DockerEngine, TlsMaterial
+from app.engine.protocol import Engine
+from app.engine.tls import TlsMaterial
 from app.hosts.models import Host
 from app.hosts.schemas import LABEL_KEY, HostCreate, HostRead, HostTls, HostUpdate
 from app.operations.models import QUEUED, RUNNING, Operation
@@ -150,7 +151,7 @@ def tls_material(cipher: Cipher, encrypted: str | None) -> TlsMaterial | None:
     )
 
 
-def engine_for_host(app: AppContext, host_id: str) -> DockerEngine:
+def engine_for_host(app: AppContext, host_id: str) -> Engine:
     """The Docker client for a host, built from its stored URL and decrypted TLS material."""
     with app.db.session(write=False) as session:
         row = session.execute(

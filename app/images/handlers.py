@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
+from app.engine.protocol import Engine
 from app.images.inventory import sync_host
 from app.images.models import Blob
 from app.images.reference import ImageReference, parse_reference
@@ -86,14 +86,14 @@ class LayerProgress:
         )
 
 
-def _refresh(ctx: OperationContext, engine: DockerEngine) -> None:
+def _refresh(ctx: OperationContext, engine: Engine) -> None:
     assert ctx.claim.host_id is not None
     sync_host(ctx.app.db, engine, ctx.claim.host_id)
 
 
 def pull_image(
     ctx: OperationContext,
-    engine: DockerEngine,
+    engine: Engine,
     reference: ImageReference,
     registry_id: str | None,
 ) -> dict[str, Any]:

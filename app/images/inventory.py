@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from app.core.db import Database, utcnow
-from app.engine.docker_engine import DockerEngine
+from app.engine.protocol import Engine
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.images.models import Image
@@ -50,7 +50,7 @@ def references_text(tags: list[str], digests: list[str]) -> str:
     return "\n" + "".join(f"{reference}\n" for reference in [*tags, *digests])
 
 
-def _describe(engine: DockerEngine, docker_id: str) -> dict[str, Any]:
+def _describe(engine: Engine, docker_id: str) -> dict[str, Any]:
     details = engine.inspect_image(docker_id)
     digests = [str(d) for d in details.get("RootFS", {}).get("Layers", [])]
     sizes = layer_sizes(digests, engine.image_history(docker_id))
@@ -65,7 +65,7 @@ def _describe(engine: DockerEngine, docker_id: str) -> dict[str, Any]:
     }
 
 
-def sync_host(db: Database, engine: DockerEngine, host_id: str) -> int:
+def sync_host(db: Database, engine: Engine, host_id: str) -> int:
     """Make the database's images of one host match the engine. Returns how many it holds."""
     listed_at = utcnow()
     summaries = engine.list_images()

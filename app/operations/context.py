@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core.context import AppContext
-from app.engine.docker_engine import DockerEngine
+from app.engine.protocol import Engine
 from app.operations import queue
 from app.operations.queue import Claim
 
@@ -114,10 +114,8 @@ class OperationContext:
                 raise LeaseLost(self.claim.id)
             yield session
 
-    def engine(self, host_id: str | None = None) -> DockerEngine:
-        from app.hosts.service import engine_for_host
-
+    def engine(self, host_id: str | None = None) -> Engine:
         target = host_id or self.claim.host_id
         if target is None:
             raise PermanentError("this operation names no host")
-        return engine_for_host(self.app, target)
+        return self.app.engine_for_host(target)

@@ -20,12 +20,13 @@ from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.docker_engine import DockerEngine
 from app.engine.errors import EngineError
-from app.events import tracked  # noqa: F401  (every process records the same events)
 from app.events.models import Event
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
 from app.images.loops import ImageInventory
 from app.images.models import Blob
+from app.registries.models import Registry
+from app.secrets.models import Secret
 from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
@@ -38,6 +39,9 @@ LOCAL_HOST_NAME = "local"
 _HEARTBEAT_SECONDS = 5.0
 WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
 _BLOB_TTL = timedelta(days=7)
+# Every column that holds ciphertext: while one holds a value, a missing key is an error, never
+# a reason to make a new one (tests/security/test_encrypted_columns.py: none is left out).
+ENCRYPTED_COLUMNS = (Host.tls_encrypted, Registry.password_encrypted, Secret.value_encrypted)
 
 
 def load_handlers() -> None:
@@ -53,7 +57,7 @@ def load_handlers() -> None:
 def prepare(context: AppContext) -> None:
     """Start-up chores, safe to repeat and to run in several processes at once."""
     load_handlers()
-    context.load_cipher()
+    context.load_cipher(encrypted=ENCRYPTED_COLUMNS)
     settings = context.settings
     if settings.bootstrap_token is not None:
         secret = settings.bootstrap_token.get_secret_value()

@@ -21,9 +21,11 @@ from app.core.metrics import Metrics
 from app.debug.router import router as debug_router
 from app.events.router import router as events_router
 from app.events.stream import EventHub
+from app.hosts.metrics import figures as host_figures
 from app.hosts.router import router as hosts_router
 from app.images.router import BUILD_PATH
 from app.images.router import router as images_router
+from app.operations.metrics import figures as operation_figures
 from app.operations.router import router as operations_router
 from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare
@@ -47,7 +49,9 @@ Errors are RFC 9457 `application/problem+json`. Lists are cursor-paginated. Ever
 def create_app(settings: Settings | None = None, *, run_workers: bool = True) -> FastAPI:
     settings = settings or get_settings()
     context = AppContext(settings)
-    metrics = Metrics(context.db)
+    metrics = Metrics()
+    metrics.add_database_figures(context.db, operation_figures)
+    metrics.add_database_figures(context.db, host_figures)
     events = EventHub(context.db)
 
     @asynccontextmanager

@@ -48,9 +48,9 @@ def load_handlers() -> None:
     """Import every module that registers operation kinds."""
     import app.containers.handlers
     import app.debug.handlers
-    import app.hosts.handlers
     import app.images.handlers
     import app.services.handlers
+    import app.services.host_drain
     import app.stacks.handlers  # noqa: F401
 
 

@@ -36,6 +36,7 @@ from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare, workers_alive
 from app.secrets.router import router as secrets_router
 from app.services.router import router as services_router
+from app.services.secrets_router import router as secret_usage_router
 from app.stacks.router import STACKS_PATH
 from app.stacks.router import router as stacks_router
 from app.tokens import service as tokens
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         containers_router,
         services_router,
         secrets_router,
+        secret_usage_router,
         stacks_router,
         events_router,
         tokens_router,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Protocol
@@ -121,6 +122,10 @@ def require(role: Role) -> object:
 Viewer = Annotated[Principal, require(Role.viewer)]
 Operator = Annotated[Principal, require(Role.operator)]
 Admin = Annotated[Principal, require(Role.admin)]
+
+
+# How a service function honours If-Match on the row it locked: `partial(check_if_match, request)`.
+VersionCheck = Callable[[int], None]
 
 
 def check_if_match(request: Request, version: int) -> None:

@@ -121,6 +121,6 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     uploads = {BUILD_PATH: upload, STACKS_PATH: upload}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(
-        RequestContextMiddleware, context=context, metrics=metrics, audit=audit.append
+        RequestContextMiddleware, context=context, metrics=metrics, audit=audit.append_request
     )
     return app

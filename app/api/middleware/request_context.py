@@ -24,21 +24,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class AuditWriter(Protocol):
-    """Appends one audit entry in the caller's session. The audit trail sits above api, so
-    create_app hands it in (`app.audit.service.append`) instead of api importing it."""
+    """Appends the audit entry of one finished mutating request, in the caller's session. The
+    audit trail sits above api, so create_app hands it in (`app.audit.service.append_request`)
+    instead of api importing it."""
 
     def __call__(
-        self,
-        session: Session,
-        *,
-        actor: str,
-        action: str,
-        method: str,
-        path: str,
-        resource: str | None,
-        request_id: str | None,
-        source: str | None,
-        outcome: int,
+        self, session: Session, *, scope: Scope, status: int, request_id: str
     ) -> object: ...
 
 
@@ -97,31 +88,11 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     async def _audit(self, scope: Scope, status: int, request_id: str) -> None:
-        state = scope["state"]
-        principal = state.get("principal")
-        route = scope.get("route")
-        path = scope["path"]
-        resource = state.get("audit_resource")
-        if resource is None:
-            parts = path.removeprefix(API_PREFIX).strip("/").split("/")
-            resource = "/".join(parts[:2]) or None
-        client = scope.get("client")
-
         def write() -> None:
             with self.context.db.session() as session:
-                self.audit(
-                    session,
-                    actor=principal.actor if principal else "anonymous",
-                    action=getattr(route, "name", None) or "unmatched",
-                    method=scope["method"],
-                    path=path,
-                    resource=resource,
-                    request_id=request_id,
-                    source=client[0] if client else None,
-                    outcome=status,
-                )
+                self.audit(session, scope=scope, status=status, request_id=request_id)
 
         try:
             await anyio.to_thread.run_sync(write)
         except Exception:
-            log.exception("could not write the audit entry", extra={"path": path})
+            log.exception("could not write the audit entry", extra={"path": scope["path"]})

@@ -10,8 +10,13 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.api.deps import TokenStore
+from app.api.health import WorkersAlive
 from app.api.health import router as health_router
-from app.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestContextMiddleware
+from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.idempotency import IdempotencyMiddleware
+from app.api.middleware.request_context import RequestContextMiddleware
+from app.audit import service as audit
 from app.audit.router import router as audit_router
 from app.containers.router import router as containers_router
 from app.core.config import Settings, get_settings
@@ -19,18 +24,23 @@ from app.core.context import AppContext
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.debug.router import router as debug_router
+from app.engine.protocol import EngineFactory
 from app.events.router import router as events_router
 from app.events.stream import EventHub
+from app.hosts.metrics import figures as host_figures
 from app.hosts.router import router as hosts_router
 from app.images.router import BUILD_PATH
 from app.images.router import router as images_router
+from app.operations.metrics import figures as operation_figures
 from app.operations.router import router as operations_router
 from app.registries.router import router as registries_router
-from app.runtime import background_services, prepare
+from app.runtime import background_services, prepare, workers_alive
 from app.secrets.router import router as secrets_router
 from app.services.router import router as services_router
+from app.services.secrets_router import router as secret_usage_router
 from app.stacks.router import STACKS_PATH
 from app.stacks.router import router as stacks_router
+from app.tokens import service as tokens
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
 
@@ -44,10 +54,18 @@ Errors are RFC 9457 `application/problem+json`. Lists are cursor-paginated. Ever
 """
 
 
-def create_app(settings: Settings | None = None, *, run_workers: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_workers: bool = True,
+    engine_factory: EngineFactory | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
-    context = AppContext(settings)
-    metrics = Metrics(context.db)
+    # A simulated engine (a test, a bench) plugs in here; the default builds docker-SDK clients.
+    context = AppContext(settings, engine_factory=engine_factory)
+    metrics = Metrics()
+    metrics.add_database_figures(context.db, operation_figures)
+    metrics.add_database_figures(context.db, host_figures)
     events = EventHub(context.db)
 
     @asynccontextmanager
@@ -73,6 +91,12 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     app.state.context = context
     app.state.metrics = metrics
     app.state.events = events
+    # What the api layer needs from the layers above it, handed in rather than imported
+    # (annotated so that mypy checks they fit).
+    token_store: TokenStore = tokens
+    alive: WorkersAlive = workers_alive
+    app.state.tokens = token_store
+    app.state.workers_alive = alive
     install_error_handlers(app)
 
     # Each router carries its full /api/v1/... prefix, so a route's path is its whole template
@@ -85,6 +109,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         containers_router,
         services_router,
         secrets_router,
+        secret_usage_router,
         stacks_router,
         events_router,
         tokens_router,
@@ -102,5 +127,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     upload = settings.max_build_context_bytes + 64 * 1024
     uploads = {BUILD_PATH: upload, STACKS_PATH: upload}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, uploads=uploads)
-    app.add_middleware(RequestContextMiddleware, context=context, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, context=context, metrics=metrics, audit=audit.append_request
+    )
     return app

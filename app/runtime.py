@@ -20,13 +20,14 @@ from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.errors import EngineError
-from app.events import tracked  # noqa: F401  (every process records the same events)
 from app.events.models import Event
 from app.hosts import service as hosts
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
 from app.images.loops import ImageInventory
 from app.images.models import Blob
+from app.registries.models import Registry
+from app.secrets.models import Secret
 from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
@@ -39,15 +40,18 @@ LOCAL_HOST_NAME = "local"
 _HEARTBEAT_SECONDS = 5.0
 WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
 _BLOB_TTL = timedelta(days=7)
+# Every column that holds ciphertext: while one holds a value, a missing key is an error, never
+# a reason to make a new one (tests/security/test_encrypted_columns.py: none is left out).
+ENCRYPTED_COLUMNS = (Host.tls_encrypted, Registry.password_encrypted, Secret.value_encrypted)
 
 
 def load_handlers() -> None:
     """Import every module that registers operation kinds."""
     import app.containers.handlers
     import app.debug.handlers
-    import app.hosts.handlers
     import app.images.handlers
     import app.services.handlers
+    import app.services.host_drain
     import app.stacks.handlers  # noqa: F401
 
 
@@ -55,7 +59,7 @@ def prepare(context: AppContext) -> None:
     """Start-up chores, safe to repeat and to run in several processes at once."""
     load_handlers()
     context.register_engine_resolver(functools.partial(hosts.engine_for_host, context))
-    context.load_cipher()
+    context.load_cipher(encrypted=ENCRYPTED_COLUMNS)
     settings = context.settings
     if settings.bootstrap_token is not None:
         secret = settings.bootstrap_token.get_secret_value()

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.db import Database
 from app.main import create_app
+from app.runtime import ENCRYPTED_COLUMNS
 from app.security.crypto import KeyUnavailable
 from app.security.roles import Role
 from tests.conftest import Api
@@ -212,7 +213,7 @@ def test_key_file_is_private_and_required_once_secrets_exist(
     missing = settings_factory(key_file=tmp_path / "elsewhere" / "berth.key")
     context = AppContext(missing)
     with pytest.raises(KeyUnavailable, match="missing"):
-        context.load_cipher()
+        context.load_cipher(encrypted=ENCRYPTED_COLUMNS)
     context.close()
     with pytest.raises(KeyUnavailable), TestClient(create_app(missing)):
         pass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.core.context import AppContext
@@ -17,7 +18,6 @@ from app.core.db import utcnow
 from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
 from app.security.roles import Role
 from app.security.tokens import hash_token
-from app.tokens.models import ApiToken
 
 # The dependencies are `async def` although they do not await (except to read a token not yet
 # cached): FastAPI runs a plain `def` dependency in the thread pool, and a thread hop per
@@ -47,15 +47,32 @@ class Principal:
         return f"{self.name} ({self.token_id})"
 
 
-def _stored_token(context: AppContext, digest: str) -> tuple[str, str, str, datetime | None] | None:
-    """The token's (id, name, role, expiry), or None when no token has that digest."""
+@dataclass(frozen=True)
+class StoredToken:
+    token_id: str
+    name: str
+    role: str
+    expires_at: datetime | None
+
+
+class TokenStore(Protocol):
+    """How authentication reads tokens. The token store sits above api, so create_app hands it
+    in (`app.state.tokens`; the `app.tokens.service` module implements it) instead of api
+    importing it."""
+
+    def find_by_hash(self, session: Session, *, token_hash: str) -> StoredToken | None: ...
+
+    def find(self, session: Session, *, token_id: str) -> StoredToken | None: ...
+
+
+def _token_store(request: Request) -> TokenStore:
+    store: TokenStore = request.app.state.tokens
+    return store
+
+
+def _stored_token(context: AppContext, store: TokenStore, digest: str) -> StoredToken | None:
     with context.db.session(write=False) as session:
-        row = session.execute(
-            select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(
-                ApiToken.token_hash == digest
-            )
-        ).first()
-    return None if row is None else (row.id, row.name, row.role, row.expires_at)
+        return store.find_by_hash(session, token_hash=digest)
 
 
 async def authenticate(
@@ -68,11 +85,11 @@ async def authenticate(
     digest = hash_token(credentials.credentials)
     cached = context.principals.get(digest)
     if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
-        token = await run_in_threadpool(_stored_token, context, digest)
+        token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
         if token is None:
             context.principals.pop(digest, None)
             raise Unauthorized("invalid or revoked token")
-        cached = (time.monotonic(), *token)
+        cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
         context.principals[digest] = cached
     _, token_id, name, role, expires_at = cached
     if expires_at is not None and expires_at <= utcnow():
@@ -82,12 +99,13 @@ async def authenticate(
     return principal
 
 
-def still_valid(context: AppContext, token_id: str) -> bool:
+def still_valid(request: Request, token_id: str) -> bool:
     """Whether a token that authenticated a long-lived request is still neither revoked nor
     expired (event streams ask again while they run)."""
+    context: AppContext = request.app.state.context
     with context.db.session(write=False) as session:
-        row = session.execute(select(ApiToken.expires_at).where(ApiToken.id == token_id)).first()
-    return row is not None and (row.expires_at is None or row.expires_at > utcnow())
+        token = _token_store(request).find(session, token_id=token_id)
+    return token is not None and (token.expires_at is None or token.expires_at > utcnow())
 
 
 def require(role: Role) -> object:
@@ -104,6 +122,10 @@ def require(role: Role) -> object:
 Viewer = Annotated[Principal, require(Role.viewer)]
 Operator = Annotated[Principal, require(Role.operator)]
 Admin = Annotated[Principal, require(Role.admin)]
+
+
+# How a service function honours If-Match on the row it locked: `partial(check_if_match, request)`.
+VersionCheck = Callable[[int], None]
 
 
 def check_if_match(request: Request, version: int) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -7,10 +9,14 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.api.deps import Ctx, authenticate, bearer
+from app.core.context import AppContext
 from app.core.errors import problem
-from app.runtime import workers_alive
 
 router = APIRouter(tags=["health"])
+
+# How many worker processes heartbeat. The runtime that keeps them sits above api, so
+# create_app hands this in (`app.state.workers_alive`).
+WorkersAlive = Callable[[AppContext], int]
 
 
 class Health(BaseModel):
@@ -33,7 +39,8 @@ def healthz() -> Health:
     summary="Readiness: the database answers and at least one worker heartbeats",
     responses={503: {"description": "Not ready"}},
 )
-def readyz(context: Ctx) -> Response:
+def readyz(request: Request, context: Ctx) -> Response:
+    workers_alive: WorkersAlive = request.app.state.workers_alive
     try:
         with context.db.session(write=False) as session:
             session.execute(text("SELECT 1"))

@@ -11,8 +11,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
 from app.api.pagination import paginate
+from app.api.paths import API_PREFIX
 from app.audit.models import AuditEntry, AuditHead
 from app.core.db import new_id, utcnow
 
@@ -87,6 +89,31 @@ def append(
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
     return entry
+
+
+def append_request(session: Session, *, scope: Scope, status: int, request_id: str) -> AuditEntry:
+    """The entry of one finished mutating API request: who, which endpoint, on what (as the
+    view named it, else the path's first two parts), from where, and its status code."""
+    state = scope["state"]
+    principal = state.get("principal")
+    route = scope.get("route")
+    path = scope["path"]
+    resource = state.get("audit_resource")
+    if resource is None:
+        parts = path.removeprefix(API_PREFIX).strip("/").split("/")
+        resource = "/".join(parts[:2]) or None
+    client = scope.get("client")
+    return append(
+        session,
+        actor=principal.actor if principal else "anonymous",
+        action=getattr(route, "name", None) or "unmatched",
+        method=scope["method"],
+        path=path,
+        resource=resource,
+        request_id=request_id,
+        source=client[0] if client else None,
+        outcome=status,
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
+from app.events.recorder import track
 
 
 class Container(Base):
@@ -49,6 +50,22 @@ class Container(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     observed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(
+    Container,
+    "container",
+    "name",
+    "host_id",
+    "service_id",
+    "slot",
+    "managed",
+    "desired_state",
+    "state",
+    "health",
+    "exit_code",
+    "version",
+)
 
 
 class PortClaim(Base):

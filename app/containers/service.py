@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
-from app.containers import scheduler
+from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
 from app.containers.schemas import ContainerCreate, ContainerRead, ContainerSpec
 from app.core.config import Settings
@@ -22,7 +22,6 @@ from app.hosts.models import Host
 from app.images.service import checked_reference
 from app.registries import service as registries
 from app.secrets import service as secrets
-from app.security import policy
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
 

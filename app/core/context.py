@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from sqlalchemy import select, union_all
+from sqlalchemy import literal, select, union_all
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.config import Settings
 from app.core.db import Database
@@ -51,22 +52,19 @@ class AppContext:
             raise RuntimeError("no engine resolver is registered yet (runtime.prepare at start-up)")
         return self._engine_resolver(host_id)
 
-    def load_cipher(self) -> None:
-        """Load the key; create it only while the database holds nothing encrypted."""
-        from app.hosts.models import Host
-        from app.registries.models import Registry
-        from app.secrets.models import Secret
+    def load_cipher(self, *, encrypted: Iterable[QueryableAttribute[str | None]]) -> None:
+        """Load the key; create it only while the database holds nothing encrypted.
 
+        `encrypted` names every column that holds ciphertext. The domains that own them sit
+        above core, so the composition root passes them in (`runtime.ENCRYPTED_COLUMNS`)."""
         with self.db.session(write=False) as session:
-            encrypted = session.execute(
+            found = session.execute(
                 union_all(
-                    select(Host.id).where(Host.tls_encrypted.is_not(None)),
-                    select(Registry.id).where(Registry.password_encrypted.is_not(None)),
-                    select(Secret.id),
+                    *(select(literal(1)).where(column.is_not(None)) for column in encrypted)
                 ).limit(1)
             ).first()
         self._cipher = load_or_create_key(
-            self.settings.effective_key_file, may_create=encrypted is None
+            self.settings.effective_key_file, may_create=found is None
         )
 
     def close(self) -> None:

@@ -3,52 +3,35 @@ database at scrape time (so every process reports the same, fleet-wide truth).""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.core.db import Database
-from app.hosts.models import Host
-from app.operations.models import QUEUED, Operation
+
+# Reads one domain's figures in the scrape's session (hosts by status, operations by kind...).
+DatabaseFigures = Callable[[Session], list[GaugeMetricFamily]]
 
 
 class DatabaseCollector(Collector):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, figures: DatabaseFigures) -> None:
         self.db = db
+        self.figures = figures
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        operations = GaugeMetricFamily(
-            "berth_operations", "Operations by kind and status", labels=["kind", "status"]
-        )
-        depth = GaugeMetricFamily("berth_queue_depth", "Queued operations, due or waiting to retry")
-        hosts = GaugeMetricFamily("berth_hosts", "Hosts by status", labels=["status"])
         with self.db.session(write=False) as session:
-            by_kind = session.execute(
-                select(Operation.kind, Operation.status, func.count()).group_by(
-                    Operation.kind, Operation.status
-                )
-            ).all()
-            by_status = session.execute(
-                select(Host.status, func.count()).group_by(Host.status)
-            ).all()
-        queued = 0
-        for kind, status, count in by_kind:
-            operations.add_metric([kind, status], count)
-            if status == QUEUED:
-                queued += count
-        depth.add_metric([], queued)
-        for status, count in by_status:
-            hosts.add_metric([status], count)
-        yield operations
-        yield depth
-        yield hosts
+            families = self.figures(session)
+        yield from families
 
 
 class Metrics:
-    def __init__(self, db: Database) -> None:
+    """The process's registry. The domains own their database figures (they sit above core);
+    the composition root adds each with `add_database_figures`."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "berth_http_requests",
@@ -79,4 +62,6 @@ class Metrics:
             ),
             registry=self.registry,
         )
-        self.registry.register(DatabaseCollector(db))
+
+    def add_database_figures(self, db: Database, figures: DatabaseFigures) -> None:
+        self.registry.register(DatabaseCollector(db, figures))

@@ -41,6 +41,9 @@ _listeners_lock = threading.Lock()
 
 
 def track(model: type[Any], resource_type: str, *fields: str, state: str | None = None) -> None:
+    """Record `model`'s changes as `<resource_type>.<verb>` events carrying `fields`. Each domain
+    calls it beside the model, in its models.py: whatever a process imported, if it can write
+    the model it records the model's events."""
     _tracked[model] = Tracked(resource_type, fields, state)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import Ctx, Viewer, still_valid
+from app.api.deps import Viewer, still_valid
 from app.api.paths import API_PREFIX
 from app.core.errors import BerthError, Invalid
 from app.events.stream import CursorExpired, EventHub, Filter
@@ -53,7 +53,6 @@ def _set(value: str | None) -> frozenset[str]:
 )
 async def stream_events(
     request: Request,
-    context: Ctx,
     principal: Viewer,
     since: Annotated[str | None, Query(max_length=20)] = None,
     resource_type: _CSV = None,
@@ -80,7 +79,7 @@ async def stream_events(
         async for chunk in hub.subscribe(cursor, matches):
             # A token revoked (or expired) while its stream is open ends the stream soon after.
             if time.monotonic() - checked >= hub.keepalive:
-                if not await run_in_threadpool(still_valid, context, principal.token_id):
+                if not await run_in_threadpool(still_valid, request, principal.token_id):
                     return
                 checked = time.monotonic()
             if chunk:

@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.events.recorder import track
 
 
 class Host(Base):
@@ -40,3 +41,6 @@ class Host(Base):
     # Counts changes to what the user set (name, labels, schedulable, ...), which is what
     # If-Match protects; probe results update the row without bumping it.
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(Host, "host", "name", "status", "error", "schedulable", "draining", "labels", "version")

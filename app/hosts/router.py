@@ -9,8 +9,6 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.hosts import service
 from app.hosts.schemas import HostAccepted, HostCreate, HostRead, HostStatus, HostUpdate
-from app.operations import queue
-from app.operations.service import to_read as operation_to_read
 
 router = APIRouter(prefix=f"{API_PREFIX}/hosts", tags=["hosts"])
 
@@ -78,19 +76,9 @@ def drain_host(
 ) -> HostAccepted:
     set_audit_resource(request, f"hosts/{host_id}")
     with context.db.session() as session:
-        host = service.get(session, host_id=host_id, for_update=True)
-        host.draining = True
-        host.version += 1
-        operation = queue.enqueue(
-            session,
-            kind="host.drain",
-            target_type="host",
-            target_id=host.id,
-            host_id=host.id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
+        body = service.drain(
+            session, host_id=host_id, settings=context.settings, created_by=principal.actor
         )
-        body = HostAccepted(operation=operation_to_read(operation), host=service.to_read(host))
     response.headers["Location"] = f"/api/v1/operations/{body.operation.id}"
     return body
 

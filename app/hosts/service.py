@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
+from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
@@ -16,8 +17,17 @@ from app.core.lookup import get_or_404
 from app.engine.protocol import Engine
 from app.engine.tls import TlsMaterial
 from app.hosts.models import Host
-from app.hosts.schemas import LABEL_KEY, HostCreate, HostRead, HostTls, HostUpdate
+from app.hosts.schemas import (
+    LABEL_KEY,
+    HostAccepted,
+    HostCreate,
+    HostRead,
+    HostTls,
+    HostUpdate,
+)
+from app.operations import queue
 from app.operations.models import QUEUED, RUNNING, Operation
+from app.operations.service import to_read as operation_to_read
 from app.security.crypto import Cipher
 
 
@@ -121,6 +131,24 @@ def update(session: Session, *, host: Host, data: HostUpdate, cipher: Cipher) ->
     host.updated_at = utcnow()
     host.version += 1
     return host
+
+
+def drain(session: Session, *, host_id: str, settings: Settings, created_by: str) -> HostAccepted:
+    """Mark the host `draining` (the reconciler starts its service replicas elsewhere) and
+    queue the `host.drain` that waits for them to leave, then makes it unschedulable."""
+    host = get(session, host_id=host_id, for_update=True)
+    host.draining = True
+    host.version += 1
+    operation = queue.enqueue(
+        session,
+        kind="host.drain",
+        target_type="host",
+        target_id=host.id,
+        host_id=host.id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
+    return HostAccepted(operation=operation_to_read(operation), host=to_read(host))
 
 
 def active_operations(session: Session, *, host_id: str) -> int:

@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
+from app.events.recorder import track
 
 
 class Image(Base):
@@ -30,6 +31,9 @@ class Image(Base):
     image_created_at: Mapped[datetime | None]
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(Image, "image", "host_id", "repo_tags", "version")
 
 
 class Blob(Base):

@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.events.recorder import track
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -58,6 +59,21 @@ class Operation(Base):
     finished_at: Mapped[datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(
+    Operation,
+    "operation",
+    "kind",
+    "status",
+    "target_type",
+    "target_id",
+    "host_id",
+    "error",
+    "cancel_requested",
+    "version",
+    state="status",
+)
 
 
 class OperationLog(Base):

@@ -6,6 +6,7 @@ from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.events.recorder import track
 
 
 class Registry(Base):
@@ -24,3 +25,6 @@ class Registry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(Registry, "registry", "name", "url", "username", "version")

@@ -6,6 +6,7 @@ from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.events.recorder import track
 
 
 class Secret(Base):
@@ -20,3 +21,6 @@ class Secret(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(Secret, "secret", "name", "version")

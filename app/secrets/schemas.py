@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.hosts.schemas import EnvName
+from app.operations.schemas import OperationRead
 
 SecretName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
 SECRETS_DIR = "/run/secrets"
@@ -73,3 +74,8 @@ class SecretRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     used_by: list[str] = Field(description="Names of the services that reference it")
+
+
+class SecretRotated(BaseModel):
+    secret: SecretRead
+    operations: list[OperationRead]

@@ -1,9 +1,10 @@
-"""Secrets: stored encrypted, resolved only by the worker that starts a container."""
+"""The secret store: secrets stored encrypted, resolved only by the worker that starts a
+container. Which services use a secret, and rotating it through them, sit above in
+app/services/secret_usage.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +16,6 @@ from app.core.lookup import get_or_404
 from app.secrets.models import Secret
 from app.secrets.schemas import SecretRead
 from app.security.crypto import Cipher
-from app.services.models import Service
 
 
 def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
@@ -27,47 +27,6 @@ def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
         updated_at=secret.updated_at,
         used_by=used_by,
     )
-
-
-def _references(spec: dict[str, Any]) -> set[str]:
-    return {str(ref.get("name")) for ref in spec.get("secrets", [])}
-
-
-def used_by(session: Session, names: Iterable[str]) -> dict[str, list[str]]:
-    """For each secret name, the services (by name) whose current spec references it; one
-    read of the services for a whole page of secrets."""
-    using: dict[str, list[str]] = {name: [] for name in names}
-    rows = session.execute(
-        select(Service.name, Service.spec).where(Service.removing.is_(False)).order_by(Service.name)
-    )
-    for row in rows:
-        for name in _references(row.spec) & using.keys():
-            using[name].append(row.name)
-    return using
-
-
-def users_to_revise(session: Session, name: str) -> list[Service]:
-    """The services that reference the secret `name`, locked (in id order, as every
-    multi-service writer locks) and read again, so a revision made meanwhile by another writer
-    is seen, not overwritten."""
-    candidates = [
-        row.id
-        for row in session.execute(
-            select(Service.id, Service.spec).where(Service.removing.is_(False))
-        )
-        if name in _references(row.spec)
-    ]
-    if not candidates:
-        return []
-    locked = session.execute(
-        select(Service)
-        .where(Service.id.in_(candidates))
-        .order_by(Service.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalars()
-    using = [s for s in locked if not s.removing and name in _references(s.spec)]
-    return sorted(using, key=lambda s: s.name)
 
 
 def get(session: Session, *, secret_id: str, for_update: bool = False) -> Secret:
@@ -107,12 +66,8 @@ def rotate(session: Session, *, secret: Secret, value: str, cipher: Cipher) -> N
 
 
 def delete(session: Session, *, secret: Secret) -> None:
-    using = used_by(session, [secret.name])[secret.name]
-    if using:
-        raise Conflict(
-            f"secret {secret.name!r} is used by service(s) {', '.join(using)}; "
-            "remove it from their specs first"
-        )
+    """Only the row: whether a service still uses it is for services to check first
+    (app/services/secret_usage.py)."""
     session.delete(secret)
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
+from app.events.recorder import track
 
 
 class Service(Base):
@@ -35,6 +36,20 @@ class Service(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(
+    Service,
+    "service",
+    "name",
+    "stack_id",
+    "revision",
+    "replicas",
+    "status",
+    "status_detail",
+    "removing",
+    "version",
+)
 
 
 class ServiceRevision(Base):

@@ -7,6 +7,7 @@ from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
+from app.events.recorder import track
 
 
 class Stack(Base):
@@ -33,3 +34,6 @@ class Stack(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(Stack, "stack", "name", "host_id", "generation", "status", "status_detail", "version")

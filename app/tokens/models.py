@@ -6,6 +6,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.events.recorder import track
 
 
 class ApiToken(Base):
@@ -22,3 +23,6 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=1)
+
+
+track(ApiToken, "token", "name", "role", "expires_at", "version")

@@ -3,9 +3,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from app.api.deps import StoredToken
 from app.api.pagination import paginate
 from app.core.db import utcnow
 from app.core.errors import Invalid
@@ -56,6 +57,22 @@ def ensure_bootstrap(session: Session, *, secret: str) -> None:
     session.add(
         ApiToken(name=BOOTSTRAP_NAME, role=Role.admin.value, token_hash=digest, created_at=utcnow())
     )
+
+
+def _stored(session: Session, where: ColumnElement[bool]) -> StoredToken | None:
+    row = session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(where)
+    ).first()
+    return None if row is None else StoredToken(row.id, row.name, row.role, row.expires_at)
+
+
+def find_by_hash(session: Session, *, token_hash: str) -> StoredToken | None:
+    """The token whose secret hashes to `token_hash`, as authentication reads it."""
+    return _stored(session, ApiToken.token_hash == token_hash)
+
+
+def find(session: Session, *, token_id: str) -> StoredToken | None:
+    return _stored(session, ApiToken.id == token_id)
 
 
 def get(session: Session, *, token_id: str) -> ApiToken:

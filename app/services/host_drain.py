@@ -1,4 +1,5 @@
-"""Operation kinds for hosts."""
+"""The `host.drain` operation: it waits for the service replicas to leave the host, which is
+why it lives with services and not below them in hosts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.containers.models import Container
 from app.core.db import utcnow
-from app.hosts import service
+from app.hosts import service as hosts
 from app.operations.context import Deferred, OperationContext
 from app.operations.registry import handler
 from app.workers import wakeups
@@ -35,7 +36,7 @@ def drain(ctx: OperationContext) -> dict[str, Any]:
         wakeups.notify(wakeups.SERVICES)
         raise Deferred(1.0)
     with ctx.session() as session:
-        host = service.get(session, host_id=host_id, for_update=True)
+        host = hosts.get(session, host_id=host_id, for_update=True)
         host.schedulable = False
         host.draining = False
         host.updated_at = utcnow()

@@ -411,6 +411,7 @@ def _short_port(text: str, loc: str, problems: Problems) -> list[dict[str, Any]]
     if (
         match is None
         or (slash and not re.fullmatch(r"\w+", protocol))
+        or (match["ext_end"] and not match["ext"])  # "-8001:5000"
         or not _is_host_ip(match["host"], address)
     ):
         problems.add(loc, f'invalid port {text!r} (e.g. "8000:5000", "127.0.0.1:8000:5000/udp")')
@@ -460,15 +461,15 @@ def _port_pairs(address: str) -> list[tuple[str | None, str]] | None:
 
 
 def _is_host_ip(host: str | None, address: str) -> bool:
-    """Whether the address is an IPv4 address, or an IPv6 one in brackets (split_port's pattern
-    takes any hex digits, dots and colons, with or without brackets)."""
+    """Whether the address is an IP address, an IPv6 one in brackets (split_port's pattern takes
+    any hex digits, dots and colons, with or without brackets)."""
     if host is None:
         return True
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return address.startswith(f"[{host}]:") if ip.version == 6 else not address.startswith("[")
+    return address.startswith(f"[{host}]:") or (ip.version == 4 and address[0] != "[")
 
 
 def _long_port(item: dict[str, Any], loc: str, problems: Problems) -> list[dict[str, Any]]:

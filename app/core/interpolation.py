@@ -70,8 +70,9 @@ class StrayDollar(InterpolationError):
         super().__init__("a '$' must start a variable: write '$$' for a literal '$'")
 
 
-def interpolate(text: str, variables: Variables) -> str:
-    """`text` with every `$` expression expanded, in the Compose dialect."""
+def interpolate(text: str, variables: Variables, *, dialect: Dialect = COMPOSE) -> str:
+    """`text` with every `$` expression expanded (a Dockerfile word, whose quotes and escapes
+    come first, goes through `substitute` instead)."""
     parts: list[str] = []
     position = 0
     while (dollar := text.find("$", position)) != -1:
@@ -80,8 +81,8 @@ def interpolate(text: str, variables: Variables) -> str:
             text,
             dollar,
             variables,
-            dialect=COMPOSE,
-            expand=lambda argument: interpolate(argument, variables),
+            dialect=dialect,
+            expand=lambda argument: interpolate(argument, variables, dialect=dialect),
         )
         parts.append(value)
     parts.append(text[position:])

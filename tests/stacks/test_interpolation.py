@@ -15,25 +15,11 @@ from app.core.interpolation import (
     UnsetVariable,
     Variables,
     interpolate,
-    substitute,
 )
 
 
 def _dockerfile(text: str, variables: Variables) -> str:
-    """`text` expanded in the Dockerfile dialect, without its quotes and escapes."""
-    parts: list[str] = []
-    index = 0
-    while (dollar := text.find("$", index)) != -1:
-        parts.append(text[index:dollar])
-        value, index = substitute(
-            text,
-            dollar,
-            variables,
-            dialect=DOCKERFILE,
-            expand=lambda argument: _dockerfile(argument, variables),
-        )
-        parts.append(value)
-    return "".join(parts) + text[index:]
+    return interpolate(text, variables, dialect=DOCKERFILE)
 
 
 @pytest.mark.parametrize(

@@ -393,14 +393,15 @@ def _env_file(content: str, path: str, loc: str, context: _Context) -> dict[str,
 
 
 def _ports(items: list[Any], loc: str, problems: Problems) -> list[dict[str, Any]]:
-    ports: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        item_loc = at(loc, index)
-        if isinstance(item, dict):
-            ports.extend(_long_port(item, item_loc, problems))
-        else:
-            ports.extend(_short_port(check.text(item), item_loc, problems))
-    return ports
+    return [
+        port
+        for index, item in enumerate(items)
+        for port in (
+            _long_port(item, at(loc, index), problems)
+            if isinstance(item, dict)
+            else _short_port(check.text(item), at(loc, index), problems)
+        )
+    ]
 
 
 def _short_port(text: str, loc: str, problems: Problems) -> list[dict[str, Any]]:

@@ -462,8 +462,8 @@ def _port_pairs(address: str) -> list[tuple[str | None, str]] | None:
 
 
 def _is_host_ip(host: str | None, address: str) -> bool:
-    """Whether the address is an IP address, an IPv6 one in brackets (split_port's pattern takes
-    any hex digits, dots and colons, with or without brackets)."""
+    """Whether `host` is an IP address, in brackets if it is IPv6: split_port's pattern takes
+    any run of hex digits, dots and colons, with or without brackets."""
     if host is None:
         return True
     try:

@@ -10,6 +10,14 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from app.core.interpolation import (
+    DOCKERFILE,
+    VARIABLE_NAME,
+    BadSubstitution,
+    UnsetVariable,
+    substitute,
+)
+
 DOCKER_HUB = "docker.io"
 OFFICIAL_PREFIX = "library/"
 NAME_MAX = 255
@@ -29,7 +37,6 @@ _DIGEST_ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9
 # go-digest accepts only these, each with lowercase hex of a fixed length.
 _DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
 _IMAGE_ID = re.compile(r"[a-f0-9]{64}")
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STAGE_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]*")
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*")
 
@@ -201,12 +208,6 @@ def _check_digest(digest: str, fail: str) -> None:
 # --- Dockerfiles ------------------------------------------------------------------------------
 
 
-class _Unset(Exception):
-    def __init__(self, variable: str) -> None:
-        super().__init__(variable)
-        self.variable = variable
-
-
 def dockerfile_base_images(dockerfile: str, build_args: Mapping[str, str]) -> list[ImageReference]:
     """The images a Dockerfile builds FROM that come from a registry, in order, each once.
 
@@ -233,9 +234,9 @@ def dockerfile_base_images(dockerfile: str, build_args: Mapping[str, str]) -> li
                     images.append(image)
         except InvalidReference as exc:
             raise InvalidReference(f"Dockerfile line {line_no}: {exc}") from None
-        except _Unset as exc:
+        except UnsetVariable as exc:
             raise InvalidReference(
-                f"Dockerfile line {line_no}: variable {exc.variable!r} is not set; declare it "
+                f"Dockerfile line {line_no}: variable {exc.name!r} is not set; declare it "
                 "with ARG before the first FROM (with a default) or pass it as a build argument"
             ) from None
     if not seen_from:
@@ -309,7 +310,8 @@ def _split_words(text: str, escape: str) -> list[str]:
 
 
 def _expand(word: str, variables: Mapping[str, str | None], escape: str) -> str:
-    """Shell-like expansion of one word: quotes, escapes, $VAR, ${VAR}, ${VAR:-x}, ${VAR:+x}."""
+    """Shell-like expansion of one word: quotes and escapes here, `$` expressions in the
+    Dockerfile dialect of the shared expander ($VAR, ${VAR}, ${VAR:-x}, ${VAR:+x})."""
     out: list[str] = []
     quote: str | None = None
     index = 0
@@ -328,7 +330,16 @@ def _expand(word: str, variables: Mapping[str, str | None], escape: str) -> str:
             quote = None if quote == char else char
             index += 1
         elif char == "$":
-            value, index = _substitute(word, index, variables, escape)
+            try:
+                value, index = substitute(
+                    word,
+                    index,
+                    variables,
+                    dialect=DOCKERFILE,
+                    expand=lambda argument: _expand(argument, variables, escape),
+                )
+            except BadSubstitution as exc:
+                raise InvalidReference(f"bad substitution {exc.source!r}") from None
             out.append(value)
         else:
             out.append(char)
@@ -336,41 +347,6 @@ def _expand(word: str, variables: Mapping[str, str | None], escape: str) -> str:
     if quote is not None:
         raise InvalidReference(f"unterminated {quote} quote in {word!r}")
     return "".join(out)
-
-
-def _substitute(
-    word: str, index: int, variables: Mapping[str, str | None], escape: str
-) -> tuple[str, int]:
-    """Expand the `$...` at `index`; return its value and the index after it."""
-    if word.startswith("${", index):
-        depth, end = 1, index + 2
-        while end < len(word) and depth:
-            if word.startswith("${", end):
-                depth, end = depth + 1, end + 2
-                continue
-            depth -= word[end] == "}"
-            end += 1
-        inner = word[index + 2 : end - 1]
-        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])(.*))?", inner, re.S)
-        if depth or match is None:
-            raise InvalidReference(f"bad substitution {word[index:end]!r}")
-        name, operator, other = match.groups()
-        value = variables.get(name)
-        if operator is None:
-            if value is None:
-                raise _Unset(name)
-            return value, end
-        # `:-` and `:+` treat an empty value as unset; `-` and `+` do not.
-        if value is not None and (value or not operator.startswith(":")):
-            return (value if operator.endswith("-") else _expand(other, variables, escape)), end
-        return (_expand(other, variables, escape) if operator.endswith("-") else ""), end
-    match = _VARIABLE.match(word, index + 1)
-    if match is None:
-        return "$", index + 1  # A lone `$` is literal, as in the shell.
-    value = variables.get(match.group())
-    if value is None:
-        raise _Unset(match.group())
-    return value, match.end()
 
 
 def _declare_args(
@@ -384,7 +360,7 @@ def _declare_args(
         raise InvalidReference("ARG needs a name: ARG NAME[=default]")
     for word in words:
         name, has_default, default = word.partition("=")
-        if not _VARIABLE.fullmatch(name):
+        if not VARIABLE_NAME.fullmatch(name):
             raise InvalidReference(f"ARG name {name!r} is not a valid variable name")
         if name in build_args:
             variables[name] = build_args[name]

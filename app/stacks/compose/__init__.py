@@ -1,0 +1,61 @@
+"""Compose file -> Berth service specs: pure parsing and checking, no I/O, no engine.
+
+`parse` reads a file of the Compose Specification in four steps, one module each: `load`
+(YAML, read as YAML 1.2 as Compose does), `interpolate` (`${...}` from the given variables
+only: an unset variable without a default is an error, never an empty string), `check` (the
+official Compose Specification JSON schema, the keys Berth supports, scalar values), then `map`
+(to Berth's ServiceSpec shape, with an error for every Compose feature Berth cannot honour).
+
+Supported service keys: image, build (context, dockerfile, args), command, entrypoint,
+environment, env_file, ports (host mode), volumes (named volumes and absolute bind mounts),
+networks (with aliases), depends_on (service_started, service_healthy), healthcheck,
+restart, labels, user, secrets (Berth's own store), deploy (mode: replicated, replicas,
+labels, resources.limits cpus/memory, restart_policy.condition, update_config, placement).
+
+Accepted and ignored: the top-level `version` and `name`; a service's `expose` (it only
+documents ports: services on a stack network reach every port anyway); the `name` and
+`app_protocol` of a long-syntax port; `required`/`restart` of a depends_on entry; `labels`
+of a top-level network or volume; and `x-*` extension keys wherever a mapping is.
+Everything else is reported as not supported by Berth, at the key that uses it.
+
+The schema in compose-spec.json is compose-spec/compose-spec schema/compose-spec.json at
+commit b2835e8acc1e42e7aecbc27a9bc4a1fc66ef21ba, saved verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from app.stacks.compose import check
+from app.stacks.compose.errors import ComposeError, Problems
+from app.stacks.compose.interpolate import interpolated
+from app.stacks.compose.load import load
+from app.stacks.compose.map import (
+    BuildSpec,
+    ComposeProject,
+    ComposeService,
+    berth_service_name,
+    project_of,
+)
+
+__all__ = [
+    "BuildSpec",
+    "ComposeError",
+    "ComposeProject",
+    "ComposeService",
+    "berth_service_name",
+    "parse",
+]
+
+
+def parse(
+    text: str, *, project: str, variables: Mapping[str, str], env_files: Mapping[str, str]
+) -> ComposeProject:
+    """The stack that the Compose file `text` describes; ComposeError lists every problem."""
+    problems = Problems()
+    document = interpolated(load(text), "compose", variables, problems)
+    check.schema(document, problems)
+    problems.raise_if_any()
+    return project_of(
+        document, project=project, variables=variables, env_files=env_files, problems=problems
+    )

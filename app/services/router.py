@@ -1,20 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.context import AppContext
-from app.core.errors import Conflict
-from app.operations.service import to_read as operation_to_read
-from app.services import service
-from app.services.models import Service
-from app.services.planner import plan
+from app.services import planner, service
 from app.services.schemas import (
     Plan,
     RevisionRead,
@@ -23,7 +17,6 @@ from app.services.schemas import (
     ServiceCreate,
     ServicePatch,
     ServiceRead,
-    ServiceSpec,
     ServiceUpdate,
 )
 from app.workers import wakeups
@@ -31,22 +24,10 @@ from app.workers import wakeups
 router = APIRouter(prefix=f"{API_PREFIX}/services", tags=["services"])
 
 
-def _accepted(
-    context: AppContext,
-    session: Session,
-    response: Response,
-    principal: Principal,
-    svc: Service,
-    **params: object,
-) -> ServiceAccepted:
-    operation = service.queue_converge(
-        session, svc, settings=context.settings, created_by=principal.actor, **params
-    )
-    session.flush()
-    body = ServiceAccepted(
-        operation=operation_to_read(operation), service=service.to_read(session, svc)
-    )
+def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
+    # After the commit: the reconciler is to see the change it is woken for.
+    wakeups.notify(wakeups.SERVICES)
     return body
 
 
@@ -55,17 +36,15 @@ def create_service(
     data: ServiceCreate, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
     with context.db.session() as session:
-        svc = service.create(
+        body = service.create_and_queue(
             session,
             name=data.name,
             spec=data.spec,
             settings=context.settings,
             created_by=principal.actor,
         )
-        body = _accepted(context, session, response, principal, svc)
-    set_audit_resource(request, f"services/{svc.id}")
-    wakeups.notify(wakeups.SERVICES)
-    return body
+    set_audit_resource(request, f"services/{body.service.id}")
+    return _answer(response, body)
 
 
 @router.get("", summary="List services")
@@ -78,39 +57,15 @@ def list_services(
     name: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Page[ServiceRead]:
     with context.db.session(write=False) as session:
-        rows, next_cursor = service.get_all(
-            session, limit=limit, cursor=cursor, stack_id=stack_id, name=name
-        )
-        return Page(items=[service.to_read(session, s) for s in rows], next_cursor=next_cursor)
+        return service.read_page(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
 
 
 @router.get("/{service_id}", summary="Get a service with its tasks (one per replica)")
 def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) -> ServiceRead:
     with context.db.session(write=False) as session:
-        read = service.to_read(session, service.get(session, service_id=service_id))
+        read = service.read(session, service_id=service_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
-
-
-def _change(
-    context: AppContext,
-    request: Request,
-    response: Response,
-    principal: Principal,
-    service_id: str,
-    make_spec: Callable[[Session, Service], ServiceSpec],
-) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        spec = make_spec(session, svc)
-        service.new_revision(
-            session, service=svc, spec=spec, settings=context.settings, created_by=principal.actor
-        )
-        body = _accepted(context, session, response, principal, svc)
-    wakeups.notify(wakeups.SERVICES)
-    return body
 
 
 @router.put(
@@ -124,7 +79,17 @@ def update_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, lambda _s, _svc: data.spec)
+    set_audit_resource(request, f"services/{service_id}")
+    with context.db.session() as session:
+        body = service.update(
+            session,
+            service_id=service_id,
+            spec=data.spec,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)
 
 
 @router.patch("/{service_id}", status_code=202, summary="Change some spec fields: a new revision")
@@ -136,14 +101,17 @@ def patch_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        lambda _s, svc: service.patched(svc, data.spec),
-    )
+    set_audit_resource(request, f"services/{service_id}")
+    with context.db.session() as session:
+        body = service.patch(
+            session,
+            service_id=service_id,
+            changes=data.spec,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)
 
 
 @router.post(
@@ -152,7 +120,16 @@ def patch_service(
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, service.previous_spec)
+    set_audit_resource(request, f"services/{service_id}")
+    with context.db.session() as session:
+        body = service.rollback(
+            session,
+            service_id=service_id,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)
 
 
 @router.post(
@@ -168,16 +145,15 @@ def scale_service(
 ) -> ServiceAccepted:
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        if svc.removing:
-            raise Conflict(f"service {svc.name!r} is being removed")
-        svc.replicas = data.replicas
-        svc.spec = {**svc.spec, "replicas": data.replicas}
-        svc.version += 1
-        body = _accepted(context, session, response, principal, svc)
-    wakeups.notify(wakeups.SERVICES)
-    return body
+        body = service.scale(
+            session,
+            service_id=service_id,
+            replicas=data.replicas,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -185,11 +161,7 @@ def list_revisions(
     service_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[RevisionRead]:
     with context.db.session(write=False) as session:
-        service.get(session, service_id=service_id)
-        items, next_cursor = service.revisions(
-            session, service_id=service_id, limit=limit, cursor=cursor
-        )
-        return Page(items=items, next_cursor=next_cursor)
+        return service.revisions(session, service_id=service_id, limit=limit, cursor=cursor)
 
 
 @router.post(
@@ -197,9 +169,9 @@ def list_revisions(
 )
 def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator) -> Plan:
     with context.db.session(write=False) as session:
-        svc = service.get(session, service_id=service_id)
-        service.validate(session, data.spec, context.settings)
-        return plan(session, svc, data.spec)
+        return planner.preview(
+            session, service_id=service_id, spec=data.spec, settings=context.settings
+        )
 
 
 @router.delete("/{service_id}", status_code=202, summary="Delete a service and its replicas")
@@ -208,11 +180,11 @@ def delete_service(
 ) -> ServiceAccepted:
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        svc.removing = True
-        svc.status = "removing"
-        svc.version += 1
-        body = _accepted(context, session, response, principal, svc, removing=True)
-    wakeups.notify(wakeups.SERVICES)
-    return body
+        body = service.delete(
+            session,
+            service_id=service_id,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)

@@ -1,0 +1,52 @@
+"""`GET /services` reads a page in a fixed number of queries, however many services it holds."""
+
+from __future__ import annotations
+
+from app.containers.models import Container
+from app.core.config import Settings
+from app.core.db import Database
+from app.hosts.models import Host
+from app.services.models import Service
+from tests.statements import QuietApi
+
+
+def add_services(db: Database, names: list[str]) -> None:
+    """Services of two tasks each: one on a ready host, one on a host that does not answer."""
+    with db.session() as session:
+        hosts = {
+            status: Host(name=f"host-{status}-{names[0]}", url="tcp://127.0.0.1:1", status=status)
+            for status in ("ready", "unreachable")
+        }
+        session.add_all(hosts.values())
+        for name in names:
+            service = Service(name=name, spec={"image": "busybox", "replicas": 2}, replicas=2)
+            session.add(service)
+            session.flush()
+            for slot, host in enumerate(hosts.values()):
+                session.add(
+                    Container(
+                        name=f"{name}.{slot}",
+                        host_id=host.id,
+                        service_id=service.id,
+                        slot=slot,
+                        revision=1,
+                        spec={},
+                        image="busybox",
+                        state="running",
+                    )
+                )
+
+
+def test_listing_services_does_not_query_per_service(settings: Settings, db: Database) -> None:
+    api = QuietApi(settings, db)
+    add_services(db, ["svc-0"])
+    api.get("/services")  # warm: the caller's token is looked up on a first request
+    one = api.statements("/services")
+    add_services(db, [f"svc-{n}" for n in range(1, 10)])
+    ten = api.statements("/services")
+
+    page = api.get("/services").json()["items"]
+    assert len(page) == 10
+    # The tasks and the hosts' state are read for the page, not per service.
+    assert all(s["replicas"] == {"desired": 2, "running": 1, "healthy": 1} for s in page)
+    assert ten == one

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
+from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
+from app.core.config import Settings
+from app.core.context import AppContext
 from app.services import planner, service
 from app.services.schemas import (
     Plan,
@@ -68,6 +71,40 @@ def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) ->
     return read
 
 
+class _Change(Protocol):
+    """A service function that changes one service under the router's If-Match."""
+
+    def __call__(
+        self,
+        session: Session,
+        *,
+        service_id: str,
+        check_version: service.VersionCheck,
+        settings: Settings,
+        created_by: str,
+    ) -> ServiceAccepted: ...
+
+
+def _change(
+    context: AppContext,
+    request: Request,
+    response: Response,
+    principal: Principal,
+    service_id: str,
+    change: _Change,
+) -> ServiceAccepted:
+    set_audit_resource(request, f"services/{service_id}")
+    with context.db.session() as session:
+        body = change(
+            session,
+            service_id=service_id,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    return _answer(response, body)
+
+
 @router.put(
     "/{service_id}", status_code=202, summary="Replace the spec: a new revision, rolled out"
 )
@@ -79,17 +116,8 @@ def update_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        body = service.update(
-            session,
-            service_id=service_id,
-            spec=data.spec,
-            check_version=partial(check_if_match, request),
-            settings=context.settings,
-            created_by=principal.actor,
-        )
-    return _answer(response, body)
+    replace = partial(service.revise, make_spec=lambda _session, _svc: data.spec)
+    return _change(context, request, response, principal, service_id, replace)
 
 
 @router.patch("/{service_id}", status_code=202, summary="Change some spec fields: a new revision")
@@ -101,17 +129,8 @@ def patch_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        body = service.patch(
-            session,
-            service_id=service_id,
-            changes=data.spec,
-            check_version=partial(check_if_match, request),
-            settings=context.settings,
-            created_by=principal.actor,
-        )
-    return _answer(response, body)
+    merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
+    return _change(context, request, response, principal, service_id, merge)
 
 
 @router.post(
@@ -120,16 +139,8 @@ def patch_service(
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        body = service.rollback(
-            session,
-            service_id=service_id,
-            check_version=partial(check_if_match, request),
-            settings=context.settings,
-            created_by=principal.actor,
-        )
-    return _answer(response, body)
+    back = partial(service.revise, make_spec=service.previous_spec)
+    return _change(context, request, response, principal, service_id, back)
 
 
 @router.post(
@@ -143,17 +154,8 @@ def scale_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        body = service.scale(
-            session,
-            service_id=service_id,
-            replicas=data.replicas,
-            check_version=partial(check_if_match, request),
-            settings=context.settings,
-            created_by=principal.actor,
-        )
-    return _answer(response, body)
+    scale = partial(service.scale, replicas=data.replicas)
+    return _change(context, request, response, principal, service_id, scale)
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -178,13 +180,4 @@ def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator
 def delete_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        body = service.delete(
-            session,
-            service_id=service_id,
-            check_version=partial(check_if_match, request),
-            settings=context.settings,
-            created_by=principal.actor,
-        )
-    return _answer(response, body)
+    return _change(context, request, response, principal, service_id, service.delete)

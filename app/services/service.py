@@ -34,6 +34,9 @@ from app.services.schemas import (
 
 # Checks the locked row's version before a change (the router's If-Match); raises to refuse.
 VersionCheck = Callable[[int], None]
+# Where a new revision's spec comes from, given the locked service: the request (replace or
+# patch it) or an earlier revision (roll back).
+SpecSource = Callable[[Session, Service], ServiceSpec]
 
 
 def container_spec(spec: ServiceSpec) -> ContainerSpec:
@@ -213,83 +216,26 @@ def _locked(session: Session, service_id: str, check_version: VersionCheck) -> S
     return service
 
 
-def _revise(
+def revise(
     session: Session,
-    service_id: str,
-    make_spec: Callable[[Service], ServiceSpec],
     *,
+    service_id: str,
+    make_spec: SpecSource,
     check_version: VersionCheck,
     settings: Settings,
     created_by: str,
 ) -> ServiceAccepted:
+    """Make the spec `make_spec` gives the service's next revision and roll it out (a new
+    replica count alone rolls nothing; see new_revision)."""
     service = _locked(session, service_id, check_version)
     new_revision(
         session,
         service=service,
-        spec=make_spec(service),
+        spec=make_spec(session, service),
         settings=settings,
         created_by=created_by,
     )
     return _accepted(session, service, settings=settings, created_by=created_by)
-
-
-def update(
-    session: Session,
-    *,
-    service_id: str,
-    spec: ServiceSpec,
-    check_version: VersionCheck,
-    settings: Settings,
-    created_by: str,
-) -> ServiceAccepted:
-    """Replace the spec: a new revision, rolled out (only a new replica count rolls nothing)."""
-    return _revise(
-        session,
-        service_id,
-        lambda _service: spec,
-        check_version=check_version,
-        settings=settings,
-        created_by=created_by,
-    )
-
-
-def patch(
-    session: Session,
-    *,
-    service_id: str,
-    changes: dict[str, Any],
-    check_version: VersionCheck,
-    settings: Settings,
-    created_by: str,
-) -> ServiceAccepted:
-    """Change some spec fields: a new revision."""
-    return _revise(
-        session,
-        service_id,
-        lambda service: patched(service, changes),
-        check_version=check_version,
-        settings=settings,
-        created_by=created_by,
-    )
-
-
-def rollback(
-    session: Session,
-    *,
-    service_id: str,
-    check_version: VersionCheck,
-    settings: Settings,
-    created_by: str,
-) -> ServiceAccepted:
-    """Go back one revision, as a new revision."""
-    return _revise(
-        session,
-        service_id,
-        lambda service: previous_spec(session, service),
-        check_version=check_version,
-        settings=settings,
-        created_by=created_by,
-    )
 
 
 def scale(

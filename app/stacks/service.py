@@ -22,11 +22,9 @@ from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_context
-from app.images.models import Blob
 from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_base_images
-from app.images.service import enforce_registry_policy
+from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
-from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
 from app.services import service as services
 from app.services.models import Service
@@ -336,7 +334,26 @@ def _read(stack: Stack, members: list[StackServiceRef]) -> StackRead:
     )
 
 
-def _accepted(session: Session, operation: Operation, stack: Stack) -> StackAccepted:
+def _queue(
+    session: Session,
+    stack: Stack,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """Queue a stack operation on the stack's host; the 202 body that answers with it."""
+    operation = queue.enqueue(
+        session,
+        kind=kind,
+        params=params,
+        target_type="stack",
+        target_id=stack.id,
+        host_id=stack.host_id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
     session.flush()
     return StackAccepted(operation=operation_to_read(operation), stack=to_read(session, stack))
 
@@ -353,18 +370,11 @@ def _queue_deploy(
     """Store the builds' contexts and queue them on the stack's host, then the deploy."""
     operations = {}
     for build in builds:
-        blob = Blob(
-            id=new_id(),
-            sha256=hashlib.sha256(build.context).hexdigest(),
-            size_bytes=len(build.context),
-            data=build.context,
-        )
-        session.add(blob)
         operations[build.compose_name] = queue.enqueue(
             session,
             kind="image.build",
             params={
-                "blob_id": blob.id,
+                "blob_id": store_context(session, build.context),
                 "dockerfile": build.dockerfile,
                 "tags": [build.tag],
                 "build_args": build.args,
@@ -379,17 +389,14 @@ def _queue_deploy(
         if item["compose_name"] in operations:
             item["build"]["operation_id"] = operations[item["compose_name"]].id
     stack.plan = plan
-    operation = queue.enqueue(
+    return _queue(
         session,
+        stack,
         kind="stack.deploy",
         params={"generation": stack.generation},
-        target_type="stack",
-        target_id=stack.id,
-        host_id=stack.host_id,
+        settings=settings,
         created_by=created_by,
-        max_attempts=settings.operation_max_attempts,
     )
-    return _accepted(session, operation, stack)
 
 
 def create(
@@ -487,14 +494,11 @@ def delete(
         if not member.removing:
             member.removing, member.status = True, "removing"
             member.version += 1
-    operation = queue.enqueue(
+    return _queue(
         session,
+        stack,
         kind="stack.remove",
         params={"volumes": volumes},
-        target_type="stack",
-        target_id=stack.id,
-        host_id=stack.host_id,
+        settings=settings,
         created_by=created_by,
-        max_attempts=settings.operation_max_attempts,
     )
-    return _accepted(session, operation, stack)

@@ -3,6 +3,7 @@ per page (no query per row)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -52,3 +53,14 @@ class QuietApi(Api):
                 event.remove(engine, "before_cursor_execute", record)
         assert response.status_code == 200, response.text
         return len(statements)
+
+    def statements_for_1_and_10(
+        self, path: str, add: Callable[[list[str]], None], prefix: str
+    ) -> tuple[int, int]:
+        """The statements one GET of `path` issues with one row, then with ten (`add` stores
+        rows of the given names)."""
+        add([f"{prefix}-0"])
+        self.get(path)  # warm: the caller's token is looked up on a first request
+        one = self.statements(path)
+        add([f"{prefix}-{n}" for n in range(1, 10)])
+        return one, self.statements(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from app.containers.models import Container
 from app.core.config import Settings
 from app.core.db import Database
@@ -39,14 +41,10 @@ def add_services(db: Database, names: list[str]) -> None:
 
 def test_listing_services_does_not_query_per_service(settings: Settings, db: Database) -> None:
     api = QuietApi(settings, db)
-    add_services(db, ["svc-0"])
-    api.get("/services")  # warm: the caller's token is looked up on a first request
-    one = api.statements("/services")
-    add_services(db, [f"svc-{n}" for n in range(1, 10)])
-    ten = api.statements("/services")
+    one, ten = api.statements_for_1_and_10("/services", partial(add_services, db), "svc")
 
     page = api.get("/services").json()["items"]
     assert len(page) == 10
-    # The tasks and the hosts' state are read for the page, not per service.
+    # The tasks and their hosts' state are read for the page, not per service.
     assert all(s["replicas"] == {"desired": 2, "running": 1, "healthy": 1} for s in page)
     assert ten == one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from app.core.config import Settings
 from app.core.db import Database
 from app.services.models import Service
@@ -31,13 +33,10 @@ def add_stacks(db: Database, names: list[str]) -> None:
 
 def test_listing_stacks_does_not_query_per_stack(settings: Settings, db: Database) -> None:
     api = QuietApi(settings, db)
-    add_stacks(db, ["stack-0"])
-    api.get("/stacks")  # warm: the caller's token is looked up on a first request
-    one = api.statements("/stacks")
-    add_stacks(db, [f"stack-{n}" for n in range(1, 10)])
-    ten = api.statements("/stacks")
+    one, ten = api.statements_for_1_and_10("/stacks", partial(add_stacks, db), "stack")
 
     page = api.get("/stacks").json()["items"]
     assert len(page) == 10
+    # The services are read for the page, not per stack.
     assert all([d["compose_name"] for d in s["service_details"]] == ["db", "web"] for s in page)
     assert ten == one

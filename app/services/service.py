@@ -265,7 +265,8 @@ def delete(
     settings: Settings,
     created_by: str,
 ) -> ServiceAccepted:
-    """Mark the service removing; its converge removes the replicas, then the service."""
+    """Mark the service removing: the reconciler removes its replicas, then the service; the
+    converge queued here follows it to the end."""
     service = _locked(session, service_id, check_version)
     service.removing = True
     service.status = "removing"

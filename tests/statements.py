@@ -9,12 +9,22 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import Database
+from app.hosts.models import Host
 from app.main import create_app
 from app.security.roles import Role
 from tests.conftest import Api
+
+
+def add_host(session: Session, name: str, status: str = "ready") -> Host:
+    """A host row for rows that need one; nothing ever connects to it."""
+    host = Host(name=name, url="tcp://127.0.0.1:1", status=status)
+    session.add(host)
+    session.flush()
+    return host
 
 
 class QuietApi(Api):

@@ -7,15 +7,12 @@ from functools import partial
 from app.containers.models import Container
 from app.core.config import Settings
 from app.core.db import Database
-from app.hosts.models import Host
-from tests.statements import QuietApi
+from tests.statements import QuietApi, add_host
 
 
 def add_containers(db: Database, names: list[str]) -> None:
     with db.session() as session:
-        host = Host(name=f"host-{names[0]}", url="tcp://127.0.0.1:1")
-        session.add(host)
-        session.flush()
+        host = add_host(session, f"host-{names[0]}")
         session.add_all(
             Container(name=name, host_id=host.id, spec={}, image="busybox") for name in names
         )

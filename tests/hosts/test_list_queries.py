@@ -6,13 +6,13 @@ from functools import partial
 
 from app.core.config import Settings
 from app.core.db import Database
-from app.hosts.models import Host
-from tests.statements import QuietApi
+from tests.statements import QuietApi, add_host
 
 
 def add_hosts(db: Database, names: list[str]) -> None:
     with db.session() as session:
-        session.add_all(Host(name=name, url="tcp://127.0.0.1:1") for name in names)
+        for name in names:
+            add_host(session, name)
 
 
 def test_listing_hosts_does_not_query_per_host(settings: Settings, db: Database) -> None:

@@ -6,16 +6,13 @@ from functools import partial
 
 from app.core.config import Settings
 from app.core.db import Database
-from app.hosts.models import Host
 from app.images.models import Image
-from tests.statements import QuietApi
+from tests.statements import QuietApi, add_host
 
 
 def add_images(db: Database, names: list[str]) -> None:
     with db.session() as session:
-        host = Host(name=f"host-{names[0]}", url="tcp://127.0.0.1:1")
-        session.add(host)
-        session.flush()
+        host = add_host(session, f"host-{names[0]}")
         session.add_all(
             Image(host_id=host.id, docker_id=f"sha256:{name}", repo_tags=[f"{name}:latest"])
             for name in names

@@ -7,24 +7,22 @@ from functools import partial
 from app.containers.models import Container
 from app.core.config import Settings
 from app.core.db import Database
-from app.hosts.models import Host
 from app.services.models import Service
-from tests.statements import QuietApi
+from tests.statements import QuietApi, add_host
 
 
 def add_services(db: Database, names: list[str]) -> None:
     """Services of two tasks each: one on a ready host, one on a host that does not answer."""
     with db.session() as session:
-        hosts = {
-            status: Host(name=f"host-{status}-{names[0]}", url="tcp://127.0.0.1:1", status=status)
+        hosts = [
+            add_host(session, f"host-{status}-{names[0]}", status)
             for status in ("ready", "unreachable")
-        }
-        session.add_all(hosts.values())
+        ]
         for name in names:
             service = Service(name=name, spec={"image": "busybox", "replicas": 2}, replicas=2)
             session.add(service)
             session.flush()
-            for slot, host in enumerate(hosts.values()):
+            for slot, host in enumerate(hosts):
                 session.add(
                     Container(
                         name=f"{name}.{slot}",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 import orjson
@@ -14,7 +15,6 @@ from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_a
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.containers import service
-from app.containers.models import Container
 from app.containers.schemas import (
     ContainerAccepted,
     ContainerCreate,
@@ -29,17 +29,11 @@ from app.engine.live import ContainerStats
 from app.engine.protocol import LiveClient
 from app.hosts.models import Host
 from app.hosts.service import tls_material
-from app.operations import queue
-from app.operations.models import Operation
-from app.operations.service import to_read as operation_to_read
 
 router = APIRouter(prefix=f"{API_PREFIX}/containers", tags=["containers"])
 
 
-def _accepted(response: Response, operation: Operation, container: Container) -> ContainerAccepted:
-    body = ContainerAccepted(
-        operation=operation_to_read(operation), container=service.to_read(container)
-    )
+def _located(response: Response, body: ContainerAccepted) -> ContainerAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
     return body
 
@@ -53,19 +47,11 @@ def create_container(
     data: ContainerCreate, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ContainerAccepted:
     with context.db.session() as session:
-        container = service.create(session, data=data, settings=context.settings)
-        operation = queue.enqueue(
-            session,
-            kind="container.create",
-            target_type="container",
-            target_id=container.id,
-            host_id=container.host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
+        body = service.create_and_queue(
+            session, data=data, settings=context.settings, created_by=principal.actor
         )
-        body = _accepted(response, operation, container)
-    set_audit_resource(request, f"containers/{container.id}")
-    return body
+    set_audit_resource(request, f"containers/{body.container.id}")
+    return _located(response, body)
 
 
 @router.get(
@@ -126,25 +112,17 @@ def _act(
 ) -> ContainerAccepted:
     set_audit_resource(request, f"containers/{container_id}")
     with context.db.session() as session:
-        container = service.get(session, container_id=container_id, for_update=True)
-        check_if_match(request, container.version)
-        service.require_managed(container)
-        if container.desired_state == "removed":
-            raise Conflict(f"container {container.name!r} is being removed")
-        if desired is not None and desired != container.desired_state:
-            container.desired_state = desired
-            container.version += 1
-        operation = queue.enqueue(
+        body = service.act(
             session,
+            container_id=container_id,
             kind=kind,
+            desired=desired,
             params=dict(params or {}),
-            target_type="container",
-            target_id=container.id,
-            host_id=container.host_id,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
             created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
         )
-        return _accepted(response, operation, container)
+    return _located(response, body)
 
 
 @router.post("/{container_id}/start", status_code=202, summary="Start a container")

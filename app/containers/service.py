@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session
 from app.api.pagination import paginate
 from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
-from app.containers.schemas import ContainerCreate, ContainerRead, ContainerSpec
+from app.containers.schemas import (
+    ContainerAccepted,
+    ContainerCreate,
+    ContainerRead,
+    ContainerSpec,
+)
 from app.core.config import Settings
 from app.core.db import new_id, utcnow
 from app.core.errors import Conflict, Invalid, NotFound
@@ -20,10 +25,16 @@ from app.core.lookup import get_or_404
 from app.hosts import service as hosts
 from app.hosts.models import Host
 from app.images.service import checked_reference
+from app.operations import queue
+from app.operations.models import Operation
+from app.operations.service import to_read as operation_to_read
 from app.registries import service as registries
 from app.secrets import service as secrets
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
+
+# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
+VersionCheck = Callable[[int], None]
 
 
 _SPEC_DEFAULTS: dict[str, Any] = {
@@ -245,6 +256,74 @@ def create(
     session.flush()
     claim_ports(session, container, spec)
     return container
+
+
+def _accepted(operation: Operation, container: Container) -> ContainerAccepted:
+    return ContainerAccepted(operation=operation_to_read(operation), container=to_read(container))
+
+
+def _enqueue(
+    session: Session,
+    container: Container,
+    *,
+    kind: str,
+    params: dict[str, object],
+    settings: Settings,
+    created_by: str,
+) -> Operation:
+    return queue.enqueue(
+        session,
+        kind=kind,
+        params=params,
+        target_type="container",
+        target_id=container.id,
+        host_id=container.host_id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
+
+
+def create_and_queue(
+    session: Session, *, data: ContainerCreate, settings: Settings, created_by: str
+) -> ContainerAccepted:
+    """A new container and the operation that creates (and starts) it on its host."""
+    container = create(session, data=data, settings=settings)
+    operation = _enqueue(
+        session,
+        container,
+        kind="container.create",
+        params={},
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted(operation, container)
+
+
+def act(
+    session: Session,
+    *,
+    container_id: str,
+    kind: str,
+    desired: str | None,
+    params: dict[str, object],
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> ContainerAccepted:
+    """Queue `kind` on a container Berth manages, recording the state it is to end in
+    (`desired`; None when the action leaves it as it is, as a signal does)."""
+    container = get(session, container_id=container_id, for_update=True)
+    check_version(container.version)
+    require_managed(container)
+    if container.desired_state == "removed":
+        raise Conflict(f"container {container.name!r} is being removed")
+    if desired is not None and desired != container.desired_state:
+        container.desired_state = desired
+        container.version += 1
+    operation = _enqueue(
+        session, container, kind=kind, params=params, settings=settings, created_by=created_by
+    )
+    return _accepted(operation, container)
 
 
 def require_managed(container: Container) -> None:

@@ -1,20 +1,37 @@
-"""Images: reads from the inventory, and the checks every image request passes before it queues."""
+"""Images: reads from the inventory, the checks every image request passes, and the
+operations the requests queue (one per host)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.config import Settings
-from app.core.errors import Invalid, PolicyViolation
+from app.core.db import new_id
+from app.core.errors import Conflict, Invalid, PolicyViolation
 from app.core.lookup import get_or_404
+from app.hosts import service as hosts
 from app.hosts.models import Host
-from app.images.models import Image
-from app.images.reference import ImageReference, InvalidReference, parse_reference, registry_allowed
-from app.images.schemas import ImageRead, Layer
+from app.images.build_context import InvalidContext, inspect_context
+from app.images.models import Blob, Image
+from app.images.reference import (
+    ImageReference,
+    InvalidReference,
+    dockerfile_base_images,
+    parse_reference,
+    registry_allowed,
+)
+from app.images.schemas import ImageAccepted, ImagePull, ImagePush, ImageRead, ImageTag, Layer
+from app.operations import queue
+from app.operations.models import Operation
+from app.operations.service import to_read as operation_to_read
+from app.registries import service as registries
 
 
 def to_read(image: Image) -> ImageRead:
@@ -97,3 +114,189 @@ def target_hosts(
             errors=[{"loc": field, "msg": f"no host {m}"} for m in missing],
         )
     return [found[h] for h in wanted]
+
+
+def _accepted(operations: list[Operation]) -> ImageAccepted:
+    reads = [operation_to_read(op) for op in operations]
+    return ImageAccepted(operation=reads[0], operations=reads)
+
+
+def _enqueue(
+    session: Session,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    target_id: str | None,
+    host_id: str,
+    settings: Settings,
+    created_by: str,
+) -> Operation:
+    """Every image request queues its work the same way: one operation on one host."""
+    return queue.enqueue(
+        session,
+        kind=kind,
+        params=params,
+        target_type="image",
+        target_id=target_id,
+        host_id=host_id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
+
+
+def delete(
+    session: Session, *, image_id: str, force: bool, settings: Settings, created_by: str
+) -> ImageAccepted:
+    """Queue the image's removal from its host; refused while containers use it, unless forced."""
+    image = get(session, image_id=image_id)
+    if image.containers and not force:
+        raise Conflict(
+            f"{image.containers} container(s) on the host use this image; "
+            "remove them first, or delete with ?force=true"
+        )
+    operation = _enqueue(
+        session,
+        kind="image.delete",
+        params={"docker_id": image.docker_id, "force": force},
+        target_id=image.id,
+        host_id=image.host_id,
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted([operation])
+
+
+def pull(
+    session: Session, *, data: ImagePull, settings: Settings, created_by: str
+) -> ImageAccepted:
+    """Queue a pull on each host the request names; the operations name the reference."""
+    reference = checked_reference(
+        data.reference, settings, field="body.reference", action="pulling"
+    )
+    if data.registry_id is not None:
+        registries.get(session, registry_id=data.registry_id)
+    targets = target_hosts(
+        session, host_id=data.host_id, host_ids=data.host_ids, all_hosts=data.all_hosts
+    )
+    operations = [
+        _enqueue(
+            session,
+            kind="image.pull",
+            params={"reference": str(reference), "registry_id": data.registry_id},
+            target_id=str(reference),
+            host_id=host.id,
+            settings=settings,
+            created_by=created_by,
+        )
+        for host in targets
+    ]
+    return _accepted(operations)
+
+
+def push(
+    session: Session, *, data: ImagePush, settings: Settings, created_by: str
+) -> ImageAccepted:
+    """Queue a push from the host; the operation names the reference."""
+    reference = checked_reference(
+        data.reference, settings, field="body.reference", action="pushing"
+    )
+    hosts.get(session, host_id=data.host_id)
+    if data.registry_id is not None:
+        registries.get(session, registry_id=data.registry_id)
+    operation = _enqueue(
+        session,
+        kind="image.push",
+        params={"reference": str(reference), "registry_id": data.registry_id},
+        target_id=str(reference),
+        host_id=data.host_id,
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted([operation])
+
+
+def tag(session: Session, *, data: ImageTag, settings: Settings, created_by: str) -> ImageAccepted:
+    """Queue a tag on the host; the operation names the new reference."""
+    target = checked_reference(data.target, settings, field="body.target", action="tagging")
+    hosts.get(session, host_id=data.host_id)
+    operation = _enqueue(
+        session,
+        kind="image.tag",
+        params={"source": data.source, "target": str(target)},
+        target_id=str(target),
+        host_id=data.host_id,
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted([operation])
+
+
+def store_context(session: Session, data: bytes) -> str:
+    """Keep an uploaded build context until its build runs; its id is the build's `blob_id`."""
+    blob = Blob(
+        id=new_id(), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), data=data
+    )
+    session.add(blob)
+    return blob.id
+
+
+def invalid_field(field: str, message: str) -> Invalid:
+    return Invalid(f"{field}: {message}", errors=[{"loc": field, "msg": message}])
+
+
+@dataclass(frozen=True)
+class CheckedBuild:
+    """A build request that passed every check: the context as uploaded and its tags."""
+
+    context: bytes
+    dockerfile: str
+    references: list[ImageReference]
+    build_args: dict[str, str]
+
+
+def check_build(
+    fileobj: BinaryIO,
+    *,
+    dockerfile: str,
+    tags: list[str],
+    build_args: dict[str, str],
+    settings: Settings,
+) -> CheckedBuild:
+    """The tags, the archive and the Dockerfile's base images against Berth's rules. No
+    session: reading a large archive must not hold a database transaction open."""
+    references = [
+        checked_reference(tag, settings, field="body.tags", action="tagging") for tag in tags
+    ]
+    try:
+        inspected = inspect_context(fileobj, dockerfile_path=dockerfile)
+    except InvalidContext as exc:
+        raise invalid_field("body.context", str(exc)) from exc
+    try:
+        bases = dockerfile_base_images(inspected.dockerfile, build_args)
+    except InvalidReference as exc:
+        raise invalid_field("body.dockerfile", str(exc)) from exc
+    for base in bases:
+        enforce_registry_policy(base, settings, field="body.dockerfile", action="building FROM")
+    return CheckedBuild(fileobj.read(), dockerfile, references, build_args)
+
+
+def build(
+    session: Session, *, build: CheckedBuild, host_id: str, settings: Settings, created_by: str
+) -> ImageAccepted:
+    """Store the context and queue its build on the host; the operation names the first tag."""
+    hosts.get(session, host_id=host_id)
+    operation = _enqueue(
+        session,
+        kind="image.build",
+        params={
+            "blob_id": store_context(session, build.context),
+            "dockerfile": build.dockerfile,
+            "tags": [str(r) for r in build.references],
+            "build_args": build.build_args,
+        },
+        target_id=str(build.references[0]) if build.references else None,
+        host_id=host_id,
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted([operation])

@@ -8,10 +8,18 @@ from sqlalchemy.orm import Session
 
 from app.containers import scheduler
 from app.containers.models import Container
+from app.core.config import Settings
 from app.hosts.models import Host
+from app.services import service as services
 from app.services.models import Service
 from app.services.schemas import Plan, PlannedChange, ServiceSpec
-from app.services.service import container_spec
+
+
+def preview(session: Session, *, service_id: str, spec: ServiceSpec, settings: Settings) -> Plan:
+    """What applying `spec` to the service would do; a spec it would refuse is refused here."""
+    service = services.get(session, service_id=service_id)
+    services.validate(session, spec, settings)
+    return plan(session, service, spec)
 
 
 def plan(session: Session, service: Service, spec: ServiceSpec) -> Plan:
@@ -49,7 +57,7 @@ def plan(session: Session, service: Service, spec: ServiceSpec) -> Plan:
             continue
         placement = scheduler.place(
             session,
-            container_spec(spec),
+            services.container_spec(spec),
             spec.placement.constraints,
             spread=spread,
             max_per_host=spec.placement.max_per_host,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -9,12 +9,9 @@ from sqlalchemy.orm import Session
 from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
+from app.core.config import Settings
 from app.core.context import AppContext
-from app.core.errors import Conflict
-from app.operations.service import to_read as operation_to_read
-from app.services import service
-from app.services.models import Service
-from app.services.planner import plan
+from app.services import planner, service
 from app.services.schemas import (
     Plan,
     RevisionRead,
@@ -23,7 +20,6 @@ from app.services.schemas import (
     ServiceCreate,
     ServicePatch,
     ServiceRead,
-    ServiceSpec,
     ServiceUpdate,
 )
 from app.workers import wakeups
@@ -31,22 +27,10 @@ from app.workers import wakeups
 router = APIRouter(prefix=f"{API_PREFIX}/services", tags=["services"])
 
 
-def _accepted(
-    context: AppContext,
-    session: Session,
-    response: Response,
-    principal: Principal,
-    svc: Service,
-    **params: object,
-) -> ServiceAccepted:
-    operation = service.queue_converge(
-        session, svc, settings=context.settings, created_by=principal.actor, **params
-    )
-    session.flush()
-    body = ServiceAccepted(
-        operation=operation_to_read(operation), service=service.to_read(session, svc)
-    )
+def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
+    # After the commit: the reconciler is to see the change it is woken for.
+    wakeups.notify(wakeups.SERVICES)
     return body
 
 
@@ -55,17 +39,15 @@ def create_service(
     data: ServiceCreate, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
     with context.db.session() as session:
-        svc = service.create(
+        body = service.create_and_queue(
             session,
             name=data.name,
             spec=data.spec,
             settings=context.settings,
             created_by=principal.actor,
         )
-        body = _accepted(context, session, response, principal, svc)
-    set_audit_resource(request, f"services/{svc.id}")
-    wakeups.notify(wakeups.SERVICES)
-    return body
+    set_audit_resource(request, f"services/{body.service.id}")
+    return _answer(response, body)
 
 
 @router.get("", summary="List services")
@@ -78,18 +60,29 @@ def list_services(
     name: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Page[ServiceRead]:
     with context.db.session(write=False) as session:
-        rows, next_cursor = service.get_all(
-            session, limit=limit, cursor=cursor, stack_id=stack_id, name=name
-        )
-        return Page(items=[service.to_read(session, s) for s in rows], next_cursor=next_cursor)
+        return service.read_page(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
 
 
 @router.get("/{service_id}", summary="Get a service with its tasks (one per replica)")
 def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) -> ServiceRead:
     with context.db.session(write=False) as session:
-        read = service.to_read(session, service.get(session, service_id=service_id))
+        read = service.read(session, service_id=service_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
+
+
+class _Change(Protocol):
+    """A service function that changes one service under the router's If-Match."""
+
+    def __call__(
+        self,
+        session: Session,
+        *,
+        service_id: str,
+        check_version: service.VersionCheck,
+        settings: Settings,
+        created_by: str,
+    ) -> ServiceAccepted: ...
 
 
 def _change(
@@ -98,19 +91,18 @@ def _change(
     response: Response,
     principal: Principal,
     service_id: str,
-    make_spec: Callable[[Session, Service], ServiceSpec],
+    change: _Change,
 ) -> ServiceAccepted:
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        spec = make_spec(session, svc)
-        service.new_revision(
-            session, service=svc, spec=spec, settings=context.settings, created_by=principal.actor
+        body = change(
+            session,
+            service_id=service_id,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
         )
-        body = _accepted(context, session, response, principal, svc)
-    wakeups.notify(wakeups.SERVICES)
-    return body
+    return _answer(response, body)
 
 
 @router.put(
@@ -124,7 +116,8 @@ def update_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, lambda _s, _svc: data.spec)
+    replace = partial(service.revise, make_spec=lambda _session, _svc: data.spec)
+    return _change(context, request, response, principal, service_id, replace)
 
 
 @router.patch("/{service_id}", status_code=202, summary="Change some spec fields: a new revision")
@@ -136,14 +129,8 @@ def patch_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        lambda _s, svc: service.patched(svc, data.spec),
-    )
+    merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
+    return _change(context, request, response, principal, service_id, merge)
 
 
 @router.post(
@@ -152,7 +139,8 @@ def patch_service(
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, service.previous_spec)
+    back = partial(service.revise, make_spec=service.previous_spec)
+    return _change(context, request, response, principal, service_id, back)
 
 
 @router.post(
@@ -166,18 +154,8 @@ def scale_service(
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        if svc.removing:
-            raise Conflict(f"service {svc.name!r} is being removed")
-        svc.replicas = data.replicas
-        svc.spec = {**svc.spec, "replicas": data.replicas}
-        svc.version += 1
-        body = _accepted(context, session, response, principal, svc)
-    wakeups.notify(wakeups.SERVICES)
-    return body
+    scale = partial(service.scale, replicas=data.replicas)
+    return _change(context, request, response, principal, service_id, scale)
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -185,11 +163,7 @@ def list_revisions(
     service_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[RevisionRead]:
     with context.db.session(write=False) as session:
-        service.get(session, service_id=service_id)
-        items, next_cursor = service.revisions(
-            session, service_id=service_id, limit=limit, cursor=cursor
-        )
-        return Page(items=items, next_cursor=next_cursor)
+        return service.revisions(session, service_id=service_id, limit=limit, cursor=cursor)
 
 
 @router.post(
@@ -197,22 +171,13 @@ def list_revisions(
 )
 def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator) -> Plan:
     with context.db.session(write=False) as session:
-        svc = service.get(session, service_id=service_id)
-        service.validate(session, data.spec, context.settings)
-        return plan(session, svc, data.spec)
+        return planner.preview(
+            session, service_id=service_id, spec=data.spec, settings=context.settings
+        )
 
 
 @router.delete("/{service_id}", status_code=202, summary="Delete a service and its replicas")
 def delete_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    set_audit_resource(request, f"services/{service_id}")
-    with context.db.session() as session:
-        svc = service.get(session, service_id=service_id, for_update=True)
-        check_if_match(request, svc.version)
-        svc.removing = True
-        svc.status = "removing"
-        svc.version += 1
-        body = _accepted(context, session, response, principal, svc, removing=True)
-    wakeups.notify(wakeups.SERVICES)
-    return body
+    return _change(context, request, response, principal, service_id, service.delete)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.api.pagination import paginate
+from app.api.pagination import Page, paginate
 from app.containers import service as containers
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
@@ -20,14 +21,22 @@ from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
+from app.operations.service import to_read as operation_to_read
 from app.services.models import Service, ServiceRevision
 from app.services.schemas import (
     ReplicaCounts,
     RevisionRead,
+    ServiceAccepted,
     ServiceRead,
     ServiceSpec,
     Task,
 )
+
+# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
+VersionCheck = Callable[[int], None]
+# Where a new revision's spec comes from, given the locked service: the request (replace or
+# patch it) or an earlier revision (roll back).
+SpecSource = Callable[[Session, Service], ServiceSpec]
 
 
 def container_spec(spec: ServiceSpec) -> ContainerSpec:
@@ -77,16 +86,6 @@ def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
     containers.validate_spec(session, container_spec(spec), settings)
 
 
-def tasks_of(session: Session, service_id: str) -> list[Container]:
-    return list(
-        session.execute(
-            select(Container)
-            .where(Container.service_id == service_id)
-            .order_by(Container.slot, Container.id)
-        ).scalars()
-    )
-
-
 def is_ready(task: Container, spec: ServiceSpec) -> bool:
     """Running, and healthy if it has a health check (the spec's or the image's own)."""
     if task.state != "running" or task.desired_state != "running":
@@ -97,10 +96,34 @@ def is_ready(task: Container, spec: ServiceSpec) -> bool:
 
 
 def to_read(session: Session, service: Service) -> ServiceRead:
-    spec = ServiceSpec.model_validate(service.spec)
-    tasks = [t for t in tasks_of(session, service.id) if t.desired_state != "removed"]
+    return to_reads(session, [service])[0]
+
+
+def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]:
+    """The services as read, with their tasks: one query for a whole page, whatever its size."""
+    if not services:
+        return []
+    tasks: dict[str, list[Container]] = defaultdict(list)
     # A replica on a host that does not answer is not known to run, whatever it last said.
-    reachable = set(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
+    reachable: set[str] = set()
+    rows = session.execute(
+        select(Container, Host.status)
+        .outerjoin(Host, Host.id == Container.host_id)
+        .where(
+            Container.service_id.in_([s.id for s in services]),
+            Container.desired_state != "removed",
+        )
+        .order_by(Container.slot, Container.id)
+    )
+    for task, host_status in rows:
+        tasks[str(task.service_id)].append(task)
+        if host_status == "ready":
+            reachable.add(task.host_id)
+    return [_read(service, tasks[service.id], reachable) for service in services]
+
+
+def _read(service: Service, tasks: list[Container], reachable: set[str]) -> ServiceRead:
+    spec = ServiceSpec.model_validate(service.spec)
     current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
     running = sum(1 for t in current if t.state == "running")
     healthy = sum(1 for t in current if is_ready(t, spec))
@@ -150,6 +173,105 @@ def get_all(
     if name is not None:
         statement = statement.where(Service.name == name)
     return paginate(session, statement, Service.id, limit=limit, cursor=cursor)
+
+
+def read(session: Session, *, service_id: str) -> ServiceRead:
+    return to_read(session, get(session, service_id=service_id))
+
+
+def read_page(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    stack_id: str | None = None,
+    name: str | None = None,
+) -> Page[ServiceRead]:
+    rows, next_cursor = get_all(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
+    return Page(items=to_reads(session, rows), next_cursor=next_cursor)
+
+
+def _accepted(
+    session: Session, service: Service, *, settings: Settings, created_by: str, **params: object
+) -> ServiceAccepted:
+    """A change's answer: the converge it queued, and the service as it now reads."""
+    operation = queue_converge(session, service, settings=settings, created_by=created_by, **params)
+    session.flush()
+    return ServiceAccepted(
+        operation=operation_to_read(operation), service=to_read(session, service)
+    )
+
+
+def create_and_queue(
+    session: Session, *, name: str, spec: ServiceSpec, settings: Settings, created_by: str
+) -> ServiceAccepted:
+    """A new service and the converge that starts its replicas."""
+    service = create(session, name=name, spec=spec, settings=settings, created_by=created_by)
+    return _accepted(session, service, settings=settings, created_by=created_by)
+
+
+def _locked(session: Session, service_id: str, check_version: VersionCheck) -> Service:
+    service = get(session, service_id=service_id, for_update=True)
+    check_version(service.version)
+    return service
+
+
+def revise(
+    session: Session,
+    *,
+    service_id: str,
+    make_spec: SpecSource,
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> ServiceAccepted:
+    """Make the spec `make_spec` gives the service's next revision and roll it out (a new
+    replica count alone rolls nothing; see new_revision)."""
+    service = _locked(session, service_id, check_version)
+    new_revision(
+        session,
+        service=service,
+        spec=make_spec(session, service),
+        settings=settings,
+        created_by=created_by,
+    )
+    return _accepted(session, service, settings=settings, created_by=created_by)
+
+
+def scale(
+    session: Session,
+    *,
+    service_id: str,
+    replicas: int,
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> ServiceAccepted:
+    """Change the replica count; no new revision, so nothing rolls."""
+    service = _locked(session, service_id, check_version)
+    if service.removing:
+        raise Conflict(f"service {service.name!r} is being removed")
+    service.replicas = replicas
+    service.spec = {**service.spec, "replicas": replicas}
+    service.version += 1
+    return _accepted(session, service, settings=settings, created_by=created_by)
+
+
+def delete(
+    session: Session,
+    *,
+    service_id: str,
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> ServiceAccepted:
+    """Mark the service removing: the reconciler removes its replicas, then the service; the
+    converge queued here follows it to the end."""
+    service = _locked(session, service_id, check_version)
+    service.removing = True
+    service.status = "removing"
+    service.version += 1
+    return _accepted(session, service, settings=settings, created_by=created_by, removing=True)
 
 
 def create(
@@ -269,7 +391,9 @@ def previous_spec(session: Session, service: Service) -> ServiceSpec:
 
 def revisions(
     session: Session, *, service_id: str, limit: int, cursor: str | None
-) -> tuple[list[RevisionRead], str | None]:
+) -> Page[RevisionRead]:
+    """The service's revisions, oldest first; a 404 if there is no such service."""
+    get(session, service_id=service_id)
     rows, next_cursor = paginate(
         session,
         select(ServiceRevision).where(ServiceRevision.service_id == service_id),
@@ -277,7 +401,7 @@ def revisions(
         limit=limit,
         cursor=cursor,
     )
-    return [
+    items = [
         RevisionRead(
             revision=r.revision,
             spec=ServiceSpec.model_validate(r.spec),
@@ -285,4 +409,5 @@ def revisions(
             created_by=r.created_by,
         )
         for r in rows
-    ], next_cursor
+    ]
+    return Page(items=items, next_cursor=next_cursor)

@@ -1,26 +1,18 @@
 from __future__ import annotations
 
-import hashlib
 import json
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.context import AppContext
-from app.core.db import new_id, utcnow
-from app.core.errors import Conflict, Invalid
-from app.images.models import Blob
-from app.operations import queue
-from app.operations.service import to_read as operation_to_read
+from app.core.errors import Invalid
 from app.stacks import service
-from app.stacks.models import Stack
 from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackUpdate
 from app.workers import wakeups
 
@@ -90,59 +82,6 @@ def _form_json(key: str, text: str) -> Any:
         ) from exc
 
 
-def _queue_deploy(
-    session: Session,
-    context: AppContext,
-    principal: Principal,
-    stack: Stack,
-    plan: dict[str, Any],
-    builds: list[service.Build],
-) -> StackAccepted:
-    """Store the builds' contexts and queue them on the stack's host, then the deploy."""
-    operations = {}
-    for build in builds:
-        blob = Blob(
-            id=new_id(),
-            sha256=hashlib.sha256(build.context).hexdigest(),
-            size_bytes=len(build.context),
-            data=build.context,
-        )
-        session.add(blob)
-        operations[build.compose_name] = queue.enqueue(
-            session,
-            kind="image.build",
-            params={
-                "blob_id": blob.id,
-                "dockerfile": build.dockerfile,
-                "tags": [build.tag],
-                "build_args": build.args,
-            },
-            target_type="image",
-            target_id=build.tag,
-            host_id=stack.host_id,
-            created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
-        )
-    for item in plan["services"]:
-        if item["compose_name"] in operations:
-            item["build"]["operation_id"] = operations[item["compose_name"]].id
-    stack.plan = plan
-    operation = queue.enqueue(
-        session,
-        kind="stack.deploy",
-        params={"generation": stack.generation},
-        target_type="stack",
-        target_id=stack.id,
-        host_id=stack.host_id,
-        created_by=principal.actor,
-        max_attempts=context.settings.operation_max_attempts,
-    )
-    session.flush()
-    return StackAccepted(
-        operation=operation_to_read(operation), stack=service.to_read(session, stack)
-    )
-
-
 def _located(response: Response, body: StackAccepted) -> StackAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
     return body
@@ -163,37 +102,13 @@ async def create_stack(
 
     def create() -> StackAccepted:
         with context.db.session() as session:
-            if session.execute(select(Stack.id).where(Stack.name == data.name)).first():
-                raise Conflict(
-                    f"a stack named {data.name!r} already exists",
-                    errors=[{"loc": "body.name", "msg": "taken"}],
-                )
-            host, plan, builds = service.prepare(
+            return service.create(
                 session,
-                stack_name=data.name,
                 data=data,
-                host_id=data.host_id,
                 contexts=contexts,
                 settings=context.settings,
-            )
-            now = utcnow()
-            stack = Stack(
-                id=new_id(),
-                name=data.name,
-                compose=data.compose,
-                variables=data.variables,
-                host_id=host.id,
-                plan={},
-                generation=1,
-                status="deploying",
-                removing=False,
-                created_at=now,
-                updated_at=now,
                 created_by=principal.actor,
-                version=1,
             )
-            session.add(stack)
-            return _queue_deploy(session, context, principal, stack, plan, builds)
 
     body = await run_in_threadpool(create)
     set_audit_resource(request, f"stacks/{body.stack.id}")
@@ -209,14 +124,13 @@ def list_stacks(
     name: Annotated[str | None, Query(max_length=41)] = None,
 ) -> Page[StackRead]:
     with context.db.session(write=False) as session:
-        rows, next_cursor = service.get_all(session, limit=limit, cursor=cursor, name=name)
-        return Page(items=[service.to_read(session, s) for s in rows], next_cursor=next_cursor)
+        return service.read_page(session, limit=limit, cursor=cursor, name=name)
 
 
 @router.get("/{stack_id}", summary="Get a stack, its services and their status")
 def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> StackRead:
     with context.db.session(write=False) as session:
-        read = service.to_read(session, service.get(session, stack_id=stack_id))
+        read = service.read(session, stack_id=stack_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
 
@@ -245,26 +159,15 @@ async def update_stack(
 
     def update() -> StackAccepted:
         with context.db.session() as session:
-            stack = service.get(session, stack_id=stack_id, for_update=True)
-            check_if_match(request, stack.version)
-            if stack.removing:
-                raise Conflict(f"stack {stack.name!r} is being removed")
-            _, plan, builds = service.prepare(
+            return service.update(
                 session,
-                stack_name=stack.name,
+                stack_id=stack_id,
                 data=data,
-                host_id=stack.host_id,
                 contexts=contexts,
+                check_version=partial(check_if_match, request),
                 settings=context.settings,
-                existing=stack,
+                created_by=principal.actor,
             )
-            stack.compose = data.compose
-            stack.variables = data.variables
-            stack.generation += 1
-            stack.status, stack.status_detail = "deploying", None
-            stack.updated_at = utcnow()
-            stack.version += 1
-            return _queue_deploy(session, context, principal, stack, plan, builds)
 
     return _located(response, await run_in_threadpool(update))
 
@@ -286,28 +189,13 @@ def delete_stack(
 ) -> StackAccepted:
     set_audit_resource(request, f"stacks/{stack_id}")
     with context.db.session() as session:
-        stack = service.get(session, stack_id=stack_id, for_update=True)
-        check_if_match(request, stack.version)
-        stack.removing = True
-        stack.status, stack.status_detail = "removing", None
-        stack.version += 1
-        for member in service.members(session, stack.id, for_update=True):
-            if not member.removing:
-                member.removing, member.status = True, "removing"
-                member.version += 1
-        operation = queue.enqueue(
+        body = service.delete(
             session,
-            kind="stack.remove",
-            params={"volumes": volumes},
-            target_type="stack",
-            target_id=stack.id,
-            host_id=stack.host_id,
+            stack_id=stack_id,
+            volumes=volumes,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
             created_by=principal.actor,
-            max_attempts=context.settings.operation_max_attempts,
-        )
-        session.flush()
-        body = StackAccepted(
-            operation=operation_to_read(operation), stack=service.to_read(session, stack)
         )
     wakeups.notify(wakeups.SERVICES)
     return _located(response, body)

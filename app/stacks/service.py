@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,21 +14,27 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.api.pagination import paginate
+from app.api.pagination import Page, paginate
 from app.containers.models import Container
 from app.core.config import Settings
+from app.core.db import new_id, utcnow
 from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_context
 from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_base_images
-from app.images.service import enforce_registry_policy
+from app.images.service import enforce_registry_policy, store_context
+from app.operations import queue
+from app.operations.service import to_read as operation_to_read
 from app.services import service as services
 from app.services.models import Service
 from app.services.schemas import ServiceSpec
 from app.stacks import compose
 from app.stacks.models import Stack
-from app.stacks.schemas import StackRead, StackServiceRef, StackUpdate
+from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackServiceRef, StackUpdate
+
+# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
+VersionCheck = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -267,25 +274,55 @@ def members(session: Session, stack_id: str, *, for_update: bool = False) -> lis
     return list(session.execute(query).scalars())
 
 
+def read(session: Session, *, stack_id: str) -> StackRead:
+    return to_read(session, get(session, stack_id=stack_id))
+
+
+def read_page(
+    session: Session, *, limit: int, cursor: str | None, name: str | None = None
+) -> Page[StackRead]:
+    rows, next_cursor = get_all(session, limit=limit, cursor=cursor, name=name)
+    return Page(items=to_reads(session, rows), next_cursor=next_cursor)
+
+
 def to_read(session: Session, stack: Stack) -> StackRead:
-    by_name = {p["name"]: p["compose_name"] for p in stack.plan.get("services", [])}
-    rows = members(session, stack.id)
+    return to_reads(session, [stack])[0]
+
+
+def to_reads(session: Session, stacks: Sequence[Stack]) -> list[StackRead]:
+    """The stacks as read, with their services: one query for a whole page, whatever its size."""
+    if not stacks:
+        return []
+    members: dict[str, list[StackServiceRef]] = defaultdict(list)
+    compose_names = {
+        s.id: {p["name"]: p["compose_name"] for p in s.plan.get("services", [])} for s in stacks
+    }
+    rows = session.execute(
+        select(Service.id, Service.name, Service.status, Service.stack_id)
+        .where(Service.stack_id.in_([s.id for s in stacks]))
+        .order_by(Service.name)
+    )
+    for row in rows:
+        members[str(row.stack_id)].append(
+            StackServiceRef(
+                compose_name=compose_names[row.stack_id].get(row.name, row.name),
+                service_id=row.id,
+                name=row.name,
+                status=row.status,
+            )
+        )
+    return [_read(stack, members[stack.id]) for stack in stacks]
+
+
+def _read(stack: Stack, members: list[StackServiceRef]) -> StackRead:
     return StackRead(
         id=stack.id,
         name=stack.name,
         compose=stack.compose,
         variables=stack.variables,
         host_id=stack.host_id,
-        services=[s.id for s in rows],
-        service_details=[
-            StackServiceRef(
-                compose_name=by_name.get(s.name, s.name),
-                service_id=s.id,
-                name=s.name,
-                status=s.status,
-            )
-            for s in rows
-        ],
+        services=[m.service_id for m in members],
+        service_details=members,
         networks=stack.plan.get("networks", []),
         volumes=stack.plan.get("volumes", []),
         status=stack.status,
@@ -294,4 +331,174 @@ def to_read(session: Session, stack: Stack) -> StackRead:
         created_at=stack.created_at,
         updated_at=stack.updated_at,
         version=stack.version,
+    )
+
+
+def _queue(
+    session: Session,
+    stack: Stack,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """Queue a stack operation on the stack's host; the 202 body that answers with it."""
+    operation = queue.enqueue(
+        session,
+        kind=kind,
+        params=params,
+        target_type="stack",
+        target_id=stack.id,
+        host_id=stack.host_id,
+        created_by=created_by,
+        max_attempts=settings.operation_max_attempts,
+    )
+    session.flush()
+    return StackAccepted(operation=operation_to_read(operation), stack=to_read(session, stack))
+
+
+def _queue_deploy(
+    session: Session,
+    stack: Stack,
+    plan: dict[str, Any],
+    builds: list[Build],
+    *,
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """Store the builds' contexts and queue them on the stack's host, then the deploy."""
+    operations = {}
+    for build in builds:
+        operations[build.compose_name] = queue.enqueue(
+            session,
+            kind="image.build",
+            params={
+                "blob_id": store_context(session, build.context),
+                "dockerfile": build.dockerfile,
+                "tags": [build.tag],
+                "build_args": build.args,
+            },
+            target_type="image",
+            target_id=build.tag,
+            host_id=stack.host_id,
+            created_by=created_by,
+            max_attempts=settings.operation_max_attempts,
+        )
+    for item in plan["services"]:
+        if item["compose_name"] in operations:
+            item["build"]["operation_id"] = operations[item["compose_name"]].id
+    stack.plan = plan
+    return _queue(
+        session,
+        stack,
+        kind="stack.deploy",
+        params={"generation": stack.generation},
+        settings=settings,
+        created_by=created_by,
+    )
+
+
+def create(
+    session: Session,
+    *,
+    data: StackCreate,
+    contexts: dict[str, bytes],
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """A new stack from a checked Compose file, and its builds and deploy queued."""
+    if session.execute(select(Stack.id).where(Stack.name == data.name)).first():
+        raise Conflict(
+            f"a stack named {data.name!r} already exists",
+            errors=[{"loc": "body.name", "msg": "taken"}],
+        )
+    host, plan, builds = prepare(
+        session,
+        stack_name=data.name,
+        data=data,
+        host_id=data.host_id,
+        contexts=contexts,
+        settings=settings,
+    )
+    now = utcnow()
+    stack = Stack(
+        id=new_id(),
+        name=data.name,
+        compose=data.compose,
+        variables=data.variables,
+        host_id=host.id,
+        plan={},
+        generation=1,
+        status="deploying",
+        removing=False,
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        version=1,
+    )
+    session.add(stack)
+    return _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+
+
+def update(
+    session: Session,
+    *,
+    stack_id: str,
+    data: StackUpdate,
+    contexts: dict[str, bytes],
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """The stack's next generation from a new Compose file; only changed services roll."""
+    stack = get(session, stack_id=stack_id, for_update=True)
+    check_version(stack.version)
+    if stack.removing:
+        raise Conflict(f"stack {stack.name!r} is being removed")
+    _, plan, builds = prepare(
+        session,
+        stack_name=stack.name,
+        data=data,
+        host_id=stack.host_id,
+        contexts=contexts,
+        settings=settings,
+        existing=stack,
+    )
+    stack.compose = data.compose
+    stack.variables = data.variables
+    stack.generation += 1
+    stack.status, stack.status_detail = "deploying", None
+    stack.updated_at = utcnow()
+    stack.version += 1
+    return _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+
+
+def delete(
+    session: Session,
+    *,
+    stack_id: str,
+    volumes: bool,
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """Mark the stack and its services removing and queue the removal (services, then the
+    networks, then the named volumes if asked)."""
+    stack = get(session, stack_id=stack_id, for_update=True)
+    check_version(stack.version)
+    stack.removing = True
+    stack.status, stack.status_detail = "removing", None
+    stack.version += 1
+    for member in members(session, stack.id, for_update=True):
+        if not member.removing:
+            member.removing, member.status = True, "removing"
+            member.version += 1
+    return _queue(
+        session,
+        stack,
+        kind="stack.remove",
+        params={"volumes": volumes},
+        settings=settings,
+        created_by=created_by,
     )

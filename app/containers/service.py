@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.api.deps import VersionCheck
 from app.api.pagination import paginate
 from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
@@ -32,9 +33,6 @@ from app.registries import service as registries
 from app.secrets import service as secrets
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
-
-# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
-VersionCheck = Callable[[int], None]
 
 
 _SPEC_DEFAULTS: dict[str, Any] = {

@@ -6,7 +6,15 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.deps import (
+    Ctx,
+    Operator,
+    Principal,
+    VersionCheck,
+    Viewer,
+    check_if_match,
+    set_audit_resource,
+)
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.config import Settings
@@ -79,7 +87,7 @@ class _Change(Protocol):
         session: Session,
         *,
         service_id: str,
-        check_version: service.VersionCheck,
+        check_version: VersionCheck,
         settings: Settings,
         created_by: str,
     ) -> ServiceAccepted: ...

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.api.deps import VersionCheck
 from app.api.pagination import Page, paginate
 from app.containers import service as containers
 from app.containers.models import Container
@@ -32,8 +33,6 @@ from app.services.schemas import (
     Task,
 )
 
-# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
-VersionCheck = Callable[[int], None]
 # Where a new revision's spec comes from, given the locked service: the request (replace or
 # patch it) or an earlier revision (roll back).
 SpecSource = Callable[[Session, Service], ServiceSpec]

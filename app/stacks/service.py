@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.api.deps import VersionCheck
 from app.api.pagination import Page, paginate
 from app.containers.models import Container
 from app.core.config import Settings
@@ -32,9 +33,6 @@ from app.services.schemas import ServiceSpec
 from app.stacks import compose
 from app.stacks.models import Stack
 from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackServiceRef, StackUpdate
-
-# Checks the locked row's version before a change (the router's If-Match); raises to refuse.
-VersionCheck = Callable[[int], None]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.secrets.models import Secret
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
+from tests.support import Api, wait_for
 
 
 def test_unknown_route_and_bad_json_are_problems(api: Api) -> None:

@@ -20,27 +20,17 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import (
+from tests.support import (
     BOOTSTRAP_TOKEN,
+    HTTPD,
     Api,
     PausedAfterListing,
     free_port,
+    host_ready,
     served,
     wait_for,
 )
 from tests.testbed import Testbed, remove_containers
-
-HTTPD = [
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; mkdir -p /www; echo hello-from-$HOSTNAME > /www/index.html; "
-    "httpd -f -p 8080 -h /www & wait",
-]
-
-
-def host_ready(api: Api, host_id: str) -> bool:
-    status: str = api.get(f"/hosts/{host_id}").json()["status"]
-    return status == "ready"
 
 
 class Fleet:

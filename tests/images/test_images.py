@@ -28,7 +28,7 @@ from app.main import create_app
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
 from app.security.roles import Role
-from tests.conftest import Api, PausedAfterListing, wait_for
+from tests.support import Api, PausedAfterListing, wait_for
 from tests.testbed import Testbed
 
 BUSYBOX = Path(shutil.which("busybox") or "/bin/busybox")

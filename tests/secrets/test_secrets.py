@@ -14,8 +14,7 @@ from sqlalchemy import text
 from app.core.db import Database
 from app.models import Base
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
-from tests.test_services import HEALTHY, Services
+from tests.support import HEALTHY, Api, Services, wait_for
 from tests.testbed import Testbed
 
 VALUE = "s3cr3t-Value-That-Must-Not-Leak-7f2c"

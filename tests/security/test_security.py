@@ -19,7 +19,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.security.crypto import KeyUnavailable
 from app.security.roles import Role
-from tests.conftest import Api
+from tests.support import Api
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 # Mutations a viewer may not make; everything under /api/v1 that is not a GET.

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from app.security.roles import Role
-from tests.conftest import Api, free_port, wait_for
-from tests.test_services import Services
+from tests.support import Api, Services, free_port, wait_for
 from tests.testbed import Testbed
 
 COMPOSE = """

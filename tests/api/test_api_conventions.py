@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, insert, select, text
@@ -15,7 +17,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.secrets.models import Secret
 from app.security.roles import Role
-from tests.support import Api, wait_for
+from tests.support import BOOTSTRAP_TOKEN, Api, wait_for
 
 
 def test_unknown_route_and_bad_json_are_problems(api: Api) -> None:
@@ -154,9 +156,18 @@ def test_metrics_can_require_a_token(
 
 
 def test_debug_operations_are_off_by_default(
-    settings_factory: Callable[..., Settings], db: Database
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with TestClient(create_app(settings_factory(enable_debug_operations=False))) as client:
+    # Settings as a user gets them, from the environment, which says nothing about debug
+    # operations; the test settings turn them on, so they cannot show the default.
+    monkeypatch.delenv("BERTH_ENABLE_DEBUG_OPERATIONS", raising=False)
+    monkeypatch.setenv("BERTH_DATABASE_URL", db.url)
+    monkeypatch.setenv("BERTH_KEY_FILE", str(tmp_path / "berth.key"))
+    monkeypatch.setenv("BERTH_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN)
+    monkeypatch.setenv("BERTH_REGISTER_LOCAL_HOST", "false")
+    settings = Settings()
+    assert settings.enable_debug_operations is False
+    with TestClient(create_app(settings)) as client:
         api = Api(client, db)
         assert api.post("/debug/operations", json={"kind": "debug.noop"}).status_code == 404
 

@@ -28,6 +28,14 @@ from tests.testbed import Testbed, testbed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules: dict[str, set[str]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], set()).update(
+            getattr(item, "fixturenames", ())
+        )
+    for module, fixtures in modules.items():
+        if {"module_db", "db_url"} <= fixtures:
+            raise pytest.UsageError(f"{module}: a test empties the tables the module's app uses")
     if os.environ.get("BERTH_TEST_DATABASE_ONLY") != "1":
         return
     # Deselected, not skipped: a skip in CI reads as a defect, and these are not missing.
@@ -90,29 +98,34 @@ def db(db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+def make_settings(db_url: str, key_file: Path, **overrides: Any) -> Settings:
+    """Settings for a test: the debug operations on and every interval short."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "key_file": key_file,
+        "bootstrap_token": BOOTSTRAP_TOKEN,
+        "enable_debug_operations": True,
+        "register_local_host": False,
+        "host_probe_interval_seconds": 0.5,
+        # A busy engine can be slow to answer; a dead one refuses at once anyway.
+        "host_probe_timeout_seconds": 5,
+        "host_unreachable_after": 2,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.2,
+        "lease_seconds": 5,
+        "image_sync_interval_seconds": 1,
+        "reconcile_interval_seconds": 0.5,
+        "host_down_grace_seconds": 3,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
 @pytest.fixture
 def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "key_file": tmp_path / "berth.key",
-            "bootstrap_token": BOOTSTRAP_TOKEN,
-            "enable_debug_operations": True,
-            "register_local_host": False,
-            "host_probe_interval_seconds": 0.5,
-            # A busy engine can be slow to answer; a dead one refuses at once anyway.
-            "host_probe_timeout_seconds": 5,
-            "host_unreachable_after": 2,
-            "retry_base_seconds": 0.05,
-            "retry_max_seconds": 0.2,
-            "lease_seconds": 5,
-            "image_sync_interval_seconds": 1,
-            "reconcile_interval_seconds": 0.5,
-            "host_down_grace_seconds": 3,
-            "log_level": "WARNING",
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return make_settings(db_url, tmp_path / "berth.key", **overrides)
 
     return make
 
@@ -127,3 +140,22 @@ def api(settings: Settings, db: Database) -> Iterator[Api]:
     app = create_app(settings)
     with TestClient(app) as client:
         yield Api(client, db)
+
+
+@pytest.fixture(scope="module")
+def module_db(database_url: str) -> Iterator[Database]:
+    """Tables emptied once for the whole module, for a module whose tests only read what one
+    expensive setup (a module-scoped scenario) made. Such a module has no test that uses `db`:
+    emptying the tables would pull them from under the module's app (checked at collection)."""
+    clear_tables(database_url)
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_api(module_db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """`api`, shared by the tests of one module (see `module_db`)."""
+    key_file = tmp_path_factory.mktemp("module") / "berth.key"
+    with TestClient(create_app(make_settings(module_db.url, key_file))) as client:
+        yield Api(client, module_db)

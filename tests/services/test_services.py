@@ -44,66 +44,6 @@ def services(api: Api, bed: Testbed) -> Iterator[Services]:
     helper.cleanup()
 
 
-def test_spread_self_healing_and_scaling(services: Services, api: Api) -> None:
-    body = services.create(replicas=4, healthcheck=HEALTHY)
-    svc = services.settled(body["service"]["id"], 4)
-    assert services.per_host(svc) == {"h1": 2, "h2": 2}
-    done = api.wait_operation(body["operation"]["id"], timeout=30)
-    assert done["status"] == "succeeded"
-    assert done["result"]["healthy"] == 4
-
-    task = next(t for t in svc["tasks"] if services.per_host({"tasks": [t]}) == {"h1": 1})
-    killed = api.get(f"/containers/{task['container_id']}").json()
-    services.engines["h1"].containers.get(killed["docker_id"]).kill()
-    wait_for(
-        lambda: (
-            task["container_id"]
-            not in [t["container_id"] for t in services.get(svc["id"])["tasks"]]
-        ),
-        timeout=30,
-        what="the killed replica replaced",
-    )
-    svc = services.settled(svc["id"], 4)
-    assert sorted(t["slot"] for t in svc["tasks"]) == [1, 2, 3, 4]
-
-    victim = next(t for t in svc["tasks"] if services.per_host({"tasks": [t]}) == {"h2": 1})
-    docker_id = api.get(f"/containers/{victim['container_id']}").json()["docker_id"]
-    services.engines["h2"].containers.get(docker_id).remove(force=True)
-    wait_for(
-        lambda: (
-            victim["container_id"]
-            not in [t["container_id"] for t in services.get(svc["id"])["tasks"]]
-        ),
-        timeout=30,
-        what="the removed replica recreated",
-    )
-    services.settled(svc["id"], 4)
-
-    assert api.post(f"/services/{svc['id']}/scale", json={"replicas": 6}).status_code == 202
-    svc = services.settled(svc["id"], 6)
-    assert services.per_host(svc) == {"h1": 3, "h2": 3}
-    assert api.post(f"/services/{svc['id']}/scale", json={"replicas": 1}).status_code == 202
-    services.settled(svc["id"], 1)
-    wait_for(
-        lambda: sum(services.running_on_engines(svc["id"]).values()) == 1,
-        timeout=30,
-        what="surplus removed",
-    )
-    assert api.get(f"/services/{svc['id']}/revisions").json()["items"][0]["revision"] == 1
-    assert len(api.get(f"/services/{svc['id']}/revisions").json()["items"]) == 1, (
-        "scaling is no revision"
-    )
-
-    deleted = api.delete(f"/services/{svc['id']}")
-    assert deleted.status_code == 202
-    wait_for(
-        lambda: api.get(f"/services/{svc['id']}").status_code == 404,
-        timeout=30,
-        what="service removed",
-    )
-    assert services.running_on_engines(svc["id"]) == {"h1": 0, "h2": 0}
-
-
 @pytest.fixture
 def h2_restored(bed: Testbed) -> Iterator[None]:
     yield

@@ -1,5 +1,6 @@
 """What the tests share besides fixtures: the API as a user speaks it, waiting for a condition,
-a served app, the commands and checks the container and service tests run on the engines.
+a served app, the commands, checks and drivers the container, service and image tests use on
+the engines.
 
 Fixtures live in conftest.py; test modules import helpers from here, never from each other.
 """
@@ -7,15 +8,19 @@ Fixtures live in conftest.py; test modules import helpers from here, never from 
 from __future__ import annotations
 
 import contextlib
+import io
+import shutil
 import signal
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -188,6 +193,78 @@ def host_ready(api: Api, host_id: str) -> bool:
     return status == "ready"
 
 
+class Fleet:
+    """Both engines registered and ready, and everything a test made removed afterwards."""
+
+    def __init__(self, api: Api, bed: Testbed) -> None:
+        self.api = api
+        self.bed = bed
+        self.hosts: dict[str, str] = {}
+        self.engines: dict[str, docker.DockerClient] = {}
+        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
+            response = api.post("/hosts", json={"name": name, "url": url, "labels": {"name": name}})
+            self.hosts[name] = response.json()["id"]
+            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
+        for host_id in self.hosts.values():
+            wait_for(partial(host_ready, api, host_id), timeout=30, what="hosts ready")
+
+    def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
+        spec.setdefault("image", self.bed.image)
+        spec.setdefault("name", f"t-{uuid.uuid4().hex[:8]}")
+        response = self.api.post("/containers", json=spec)
+        assert response.status_code == expect, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def run(self, **spec: Any) -> dict[str, Any]:
+        body = self.create(**spec)
+        done = self.api.wait_operation(body["operation"]["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        container: dict[str, Any] = self.api.get(f"/containers/{body['container']['id']}").json()
+        return container
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.get(f"/containers/{container_id}").json()
+        return body
+
+    def wait_state(self, container_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+        result: dict[str, Any] = wait_for(
+            lambda: (c := self.state(container_id))["state"] == state and c,
+            timeout=timeout,
+            what=f"state {state}",
+        )
+        return result
+
+    def act(self, container_id: str, action: str, **body: Any) -> dict[str, Any]:
+        response = self.api.post(f"/containers/{container_id}/{action}", json=body or None)
+        assert response.status_code == 202, response.text
+        done = self.api.wait_operation(response.json()["operation"]["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        return done
+
+    def cleanup(self) -> None:
+        for engine in self.engines.values():
+            remove_containers(engine, "berth.managed=true")
+            for volume in engine.volumes.list(filters={"label": "berth.managed=true"}):
+                with contextlib.suppress(docker.errors.DockerException):
+                    volume.remove(force=True)
+            for network in engine.networks.list(filters={"label": "berth.managed=true"}):
+                with contextlib.suppress(docker.errors.DockerException):
+                    network.remove()
+            engine.close()
+
+
+def fetch(url: str) -> str:
+    def answer() -> str | None:
+        try:
+            return httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            return None
+
+    text: str = wait_for(answer, timeout=15, what=f"an answer from {url}")
+    return text
+
+
 HEALTHY = {
     "test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"],
     "interval_s": 0.5,
@@ -267,3 +344,94 @@ class Services:
             with contextlib.suppress(docker.errors.DockerException):
                 remove_containers(engine, "berth.managed=true")
             engine.close()
+
+
+BUSYBOX = Path(shutil.which("busybox") or "/bin/busybox")
+DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+CMD ["/bin/sh"]
+"""
+
+
+def context_tar(files: dict[str, bytes], *, gzip: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def busybox_context(dockerfile: str = DOCKERFILE, *, gzip: bool = True) -> bytes:
+    return context_tar(
+        {"Dockerfile": dockerfile.encode(), "busybox": BUSYBOX.read_bytes()}, gzip=gzip
+    )
+
+
+class Images:
+    """Drives the image endpoints and remembers what to clean off the engines."""
+
+    def __init__(self, api: Api, bed: Testbed) -> None:
+        self.api = api
+        self.bed = bed
+        self.engines = {"h1": docker.DockerClient(base_url=bed.h1_url, timeout=120)}
+        self.host_ids: dict[str, str] = {}
+        self.created: set[str] = set()
+
+    def host(self, name: str = "h1") -> str:
+        if name not in self.host_ids:
+            url = self.bed.h1_url if name == "h1" else self.bed.h2_url
+            response = self.api.post("/hosts", json={"name": name, "url": url})
+            assert response.status_code == 201, response.text
+            self.host_ids[name] = response.json()["id"]
+            if name not in self.engines:
+                self.engines[name] = docker.DockerClient(base_url=url, timeout=120)
+        return self.host_ids[name]
+
+    def reference(self, registry: str, tag: str = "1.0") -> str:
+        reference = f"{registry}/berth-test/app-{uuid.uuid4().hex[:10]}:{tag}"
+        self.created.add(reference)
+        return reference
+
+    def build(
+        self, tags: list[str], *, context: bytes | None = None, host: str = "h1", **form: str
+    ) -> dict[str, Any]:
+        self.created.update(tags)
+        response = self.api.post(
+            "/images/build",
+            files={"context": ("context.tar.gz", context or busybox_context(), "application/gzip")},
+            data={"host_id": self.host(host), "tags[]": tags, **form},
+        )
+        assert response.status_code == 202, response.text
+        return self.api.wait_operation(response.json()["operation"]["id"], timeout=120)
+
+    def registry(self, password: str) -> str:
+        response = self.api.post(
+            "/registries",
+            json={
+                "name": f"auth-{uuid.uuid4().hex[:6]}",
+                "url": f"http://{self.bed.auth_registry}",
+                "username": self.bed.registry_user,
+                "password": password,
+            },
+        )
+        assert response.status_code == 201, response.text
+        registry_id: str = response.json()["id"]
+        return registry_id
+
+    def cleanup(self) -> None:
+        for engine in self.engines.values():
+            for reference in self.created:
+                with contextlib.suppress(docker.errors.DockerException):
+                    engine.images.remove(reference, force=True)
+            engine.close()
+
+
+def inventory(api: Api, reference: str, host_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = api.get(
+        "/images", params={"reference": reference, "host_id": host_id}
+    ).json()["items"]
+    return items

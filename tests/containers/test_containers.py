@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 import docker
@@ -22,76 +20,14 @@ from app.main import create_app
 from app.security.roles import Role
 from tests.support import (
     BOOTSTRAP_TOKEN,
-    HTTPD,
     Api,
+    Fleet,
     PausedAfterListing,
     free_port,
-    host_ready,
     served,
     wait_for,
 )
 from tests.testbed import Testbed, remove_containers
-
-
-class Fleet:
-    """Both engines registered and ready, and everything a test made removed afterwards."""
-
-    def __init__(self, api: Api, bed: Testbed) -> None:
-        self.api = api
-        self.bed = bed
-        self.hosts: dict[str, str] = {}
-        self.engines: dict[str, docker.DockerClient] = {}
-        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            response = api.post("/hosts", json={"name": name, "url": url, "labels": {"name": name}})
-            self.hosts[name] = response.json()["id"]
-            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
-        for host_id in self.hosts.values():
-            wait_for(partial(host_ready, api, host_id), timeout=30, what="hosts ready")
-
-    def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
-        spec.setdefault("image", self.bed.image)
-        spec.setdefault("name", f"t-{uuid.uuid4().hex[:8]}")
-        response = self.api.post("/containers", json=spec)
-        assert response.status_code == expect, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def run(self, **spec: Any) -> dict[str, Any]:
-        body = self.create(**spec)
-        done = self.api.wait_operation(body["operation"]["id"], timeout=60)
-        assert done["status"] == "succeeded", done
-        container: dict[str, Any] = self.api.get(f"/containers/{body['container']['id']}").json()
-        return container
-
-    def state(self, container_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.api.get(f"/containers/{container_id}").json()
-        return body
-
-    def wait_state(self, container_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
-        result: dict[str, Any] = wait_for(
-            lambda: (c := self.state(container_id))["state"] == state and c,
-            timeout=timeout,
-            what=f"state {state}",
-        )
-        return result
-
-    def act(self, container_id: str, action: str, **body: Any) -> dict[str, Any]:
-        response = self.api.post(f"/containers/{container_id}/{action}", json=body or None)
-        assert response.status_code == 202, response.text
-        done = self.api.wait_operation(response.json()["operation"]["id"], timeout=60)
-        assert done["status"] == "succeeded", done
-        return done
-
-    def cleanup(self) -> None:
-        for engine in self.engines.values():
-            remove_containers(engine, "berth.managed=true")
-            for volume in engine.volumes.list(filters={"label": "berth.managed=true"}):
-                with contextlib.suppress(docker.errors.DockerException):
-                    volume.remove(force=True)
-            for network in engine.networks.list(filters={"label": "berth.managed=true"}):
-                with contextlib.suppress(docker.errors.DockerException):
-                    network.remove()
-            engine.close()
 
 
 @pytest.fixture
@@ -99,52 +35,6 @@ def fleet(api: Api, bed: Testbed) -> Iterator[Fleet]:
     helper = Fleet(api, bed)
     yield helper
     helper.cleanup()
-
-
-def fetch(url: str) -> str:
-    def answer() -> str | None:
-        try:
-            return httpx.get(url, timeout=2).text
-        except httpx.HTTPError:
-            return None
-
-    text: str = wait_for(answer, timeout=15, what=f"an answer from {url}")
-    return text
-
-
-@pytest.mark.parametrize("host", ["h1", "h2"])
-def test_httpd_lifecycle_on_each_engine(fleet: Fleet, host: str) -> None:
-    port = free_port()
-    address = "127.0.0.1" if host == "h1" else "10.203.0.2"
-    container = fleet.run(
-        host_id=fleet.hosts[host],
-        command=HTTPD,
-        ports=[{"container_port": 8080, "host_port": port, "host_ip": address}],
-    )
-    assert container["state"] == "running" and container["managed"] is True
-    assert container["docker_id"]
-    page = fetch(f"http://{address}:{port}/")
-    assert page.startswith("hello-from-")
-
-    cid = container["id"]
-    fleet.act(cid, "stop", timeout_s=5)
-    stopped = fleet.wait_state(cid, "exited")
-    assert stopped["desired_state"] == "stopped" and stopped["exit_code"] == 0
-    fleet.act(cid, "start")
-    fleet.wait_state(cid, "running")
-    fetch(f"http://{address}:{port}/")
-    fleet.act(cid, "restart", timeout_s=5)
-    fleet.wait_state(cid, "running")
-    fleet.act(cid, "kill", signal="SIGKILL")
-    killed = fleet.wait_state(cid, "exited")
-    assert killed["exit_code"] == 137
-    response = fleet.api.delete(f"/containers/{cid}")
-    assert response.status_code == 202
-    fleet.api.wait_operation(response.json()["operation"]["id"])
-    assert fleet.api.get(f"/containers/{cid}").status_code == 404
-    assert not fleet.engines[host].containers.list(
-        all=True, filters={"label": f"berth.container={cid}"}
-    )
 
 
 def test_removed_behind_berths_back_shows_missing(fleet: Fleet) -> None:

@@ -4,9 +4,7 @@ removal that leaves nothing behind. Each test checks one behaviour against what 
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from app.security.roles import Role
-from tests.support import Api, Services, free_port, wait_for
+from tests.support import Api, Services, context_tar, free_port, wait_for
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -70,15 +68,7 @@ def web_context(registry: str, version: str) -> bytes:
         ),
         "www/cgi-bin/hit": HIT.format(version=version),
     }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, content in files.items():
-            data = content.encode()
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            member.mode = 0o755
-            archive.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
+    return context_tar({name: content.encode() for name, content in files.items()}, gzip=True)
 
 
 def _deploy(

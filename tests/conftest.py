@@ -98,7 +98,7 @@ def db(db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def make_settings(db_url: str, key_file: Path, **overrides: Any) -> Settings:
+def make_settings(db_url: str, key_file: Path, /, **overrides: Any) -> Settings:
     """Settings for a test: the debug operations on and every interval short."""
     values: dict[str, Any] = {
         "database_url": db_url,

@@ -193,8 +193,9 @@ def host_ready(api: Api, host_id: str) -> bool:
     return status == "ready"
 
 
-class Fleet:
-    """Both engines registered and ready, and everything a test made removed afterwards."""
+class BothHosts:
+    """The testbed's two engines registered as hosts h1 and h2 (labelled name=h1|h2) and ready,
+    with a docker client for each."""
 
     def __init__(self, api: Api, bed: Testbed) -> None:
         self.api = api
@@ -206,7 +207,11 @@ class Fleet:
             self.hosts[name] = response.json()["id"]
             self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
         for host_id in self.hosts.values():
-            wait_for(partial(host_ready, api, host_id), timeout=30, what="hosts ready")
+            wait_for(partial(host_ready, api, host_id), timeout=60, what="hosts ready")
+
+
+class Fleet(BothHosts):
+    """Containers on both hosts, and everything a test made removed afterwards."""
 
     def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
         spec.setdefault("image", self.bed.image)
@@ -274,19 +279,8 @@ HEALTHY = {
 }
 
 
-class Services:
-    def __init__(self, api: Api, bed: Testbed) -> None:
-        self.api = api
-        self.bed = bed
-        self.hosts: dict[str, str] = {}
-        self.engines: dict[str, docker.DockerClient] = {}
-        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            self.hosts[name] = api.post(
-                "/hosts", json={"name": name, "url": url, "labels": {"name": name}}
-            ).json()["id"]
-            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
-        for host_id in self.hosts.values():
-            wait_for(partial(host_ready, api, host_id), timeout=60, what="hosts ready")
+class Services(BothHosts):
+    """Services of the web server over both hosts, and their containers removed afterwards."""
 
     def create(self, **spec: Any) -> dict[str, Any]:
         spec.setdefault("image", self.bed.image)

@@ -93,6 +93,8 @@ def test_secret_files_env_rotation_and_no_leaks(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """One scenario, not split: "never seen" must cover every response, log and row written
+    over the secret's whole life, and only a test captures its own logs and output."""
     created = api.post("/secrets", json={"name": "db_password", "value": VALUE})
     assert created.status_code == 201, created.text
     secret = created.json()

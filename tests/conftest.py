@@ -154,8 +154,13 @@ def module_db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture(scope="module")
-def module_api(module_db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def module_settings(module_db: Database, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """`settings`, shared by the tests of one module (see `module_db`)."""
+    return make_settings(module_db.url, tmp_path_factory.mktemp("module") / "berth.key")
+
+
+@pytest.fixture(scope="module")
+def module_api(module_settings: Settings, module_db: Database) -> Iterator[Api]:
     """`api`, shared by the tests of one module (see `module_db`)."""
-    key_file = tmp_path_factory.mktemp("module") / "berth.key"
-    with TestClient(create_app(make_settings(module_db.url, key_file))) as client:
+    with TestClient(create_app(module_settings)) as client:
         yield Api(client, module_db)

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,12 +18,10 @@ from app.core.db import Database
 from app.main import create_app
 from app.security.roles import Role
 from tests.support import (
-    BOOTSTRAP_TOKEN,
     Api,
     Fleet,
     PausedAfterListing,
     free_port,
-    served,
     wait_for,
 )
 from tests.testbed import Testbed, remove_containers
@@ -117,76 +114,6 @@ def test_stats_sample(fleet: Fleet) -> None:
     assert sample["memory_used_bytes"] > 0
     assert sample["memory_limit_bytes"] == 64 * 2**20
     assert sample["cpu_percent"] >= 0 and sample["pids"] >= 1
-
-
-@pytest.fixture
-def server(settings: Settings, db: Database) -> Iterator[str]:
-    with served(create_app(settings)) as url:
-        yield url
-
-
-def test_follow_logs_with_two_followers_and_a_disconnect(server: str, bed: Testbed) -> None:
-    headers = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
-    with httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as client:
-        host = client.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
-        accepted = client.post(
-            "/containers",
-            json={
-                "image": bed.image,
-                "host_id": host,
-                "command": [
-                    "sh",
-                    "-c",
-                    "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done",
-                ],
-            },
-        ).json()
-        container_id = accepted["container"]["id"]
-        engine = docker.DockerClient(base_url=bed.h1_url)
-        try:
-            op = client.get(
-                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
-            ).json()
-            assert op["status"] == "succeeded", op
-            lines: dict[str, list[str]] = {"a": [], "b": []}
-
-            def follow(name: str, count: int) -> None:
-                with (
-                    httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as own,
-                    own.stream(
-                        "GET",
-                        f"/containers/{container_id}/logs",
-                        params={"follow": "true", "tail": 0},
-                    ) as response,
-                ):
-                    assert response.status_code == 200
-                    assert response.headers["content-type"].startswith("text/plain")
-                    for line in response.iter_lines():
-                        if line.strip():
-                            lines[name].append(line)
-                        if len(lines[name]) >= count:
-                            return  # leaving the block disconnects this follower
-
-            short = threading.Thread(target=follow, args=("a", 2))
-            long = threading.Thread(target=follow, args=("b", 4))
-            short.start()
-            long.start()
-            short.join(30)
-            long.join(30)
-            assert len(lines["a"]) == 2 and len(lines["b"]) == 4
-            assert all(line.startswith("line-") for line in lines["a"] + lines["b"])
-            numbers = [int(line.split("-")[1]) for line in lines["b"]]
-            assert numbers == sorted(numbers) and numbers[-1] - numbers[0] == 3
-            # The server still answers promptly after a follower went away.
-            assert client.get("/containers", params={"host_id": host}).status_code == 200
-            tail = client.get(
-                f"/containers/{container_id}/logs", params={"tail": 2, "timestamps": "true"}
-            )
-            assert len(tail.text.strip().splitlines()) == 2
-            assert tail.text[:4].isdigit()  # an RFC 3339 timestamp leads each line
-        finally:
-            remove_containers(engine, f"berth.container={container_id}")
-            engine.close()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from app.main import create_app
 from app.runtime import ENCRYPTED_COLUMNS
 from app.security.crypto import KeyUnavailable
 from app.security.roles import Role
-from tests.conftest import Api
+from tests.support import Api
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 # Mutations a viewer may not make; everything under /api/v1 that is not a GET.

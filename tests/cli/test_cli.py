@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, wait_for
+from tests.support import free_port, wait_for
 from tests.testbed import ROOT, Testbed
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, insert, select, text
@@ -15,7 +17,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.secrets.models import Secret
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
+from tests.support import BOOTSTRAP_TOKEN, Api, wait_for
 
 
 def test_unknown_route_and_bad_json_are_problems(api: Api) -> None:
@@ -73,35 +75,48 @@ def test_hostile_values_are_refused_not_crashed_on(api: Api) -> None:
     assert api.get("/operations/" + "x" * 5000).status_code in (404, 414)
 
 
-def test_idempotency_key_replays_and_conflicts(api: Api) -> None:
-    key = {"Idempotency-Key": "create-h1"}
-    body = {"name": "h1", "url": "tcp://10.203.0.2:2375"}
-    first = api.post("/hosts", json=body, headers=key)
-    again = api.post("/hosts", json=body, headers=key)
+HOST = {"name": "h1", "url": "tcp://10.203.0.2:2375"}
+CREATE_H1 = {"Idempotency-Key": "create-h1"}
+
+
+def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
+    first = api.post("/hosts", json=HOST, headers=CREATE_H1)
+    again = api.post("/hosts", json=HOST, headers=CREATE_H1)
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["location"] == first.headers["location"]
     assert len(api.get("/hosts").json()["items"]) == 1
 
-    different = api.post("/hosts", json={**body, "name": "h2"}, headers=key)
+
+def test_idempotency_key_reused_for_a_different_request_is_a_409(api: Api) -> None:
+    api.post("/hosts", json=HOST, headers=CREATE_H1)
+    different = api.post("/hosts", json={**HOST, "name": "h2"}, headers=CREATE_H1)
     assert different.status_code == 409
     assert "different request" in different.json()["detail"]
 
-    # Keys belong to their caller: another token's identical key is a new request.
+
+def test_idempotency_keys_belong_to_their_caller(api: Api) -> None:
+    api.post("/hosts", json=HOST, headers=CREATE_H1)
+    # Another token's identical key is a new request.
     other = api.post(
-        "/debug/operations", json={"kind": "debug.noop"}, headers=key, role=Role.operator
+        "/debug/operations", json={"kind": "debug.noop"}, headers=CREATE_H1, role=Role.operator
     )
     assert other.status_code == 202
 
-    # Errors are replayed too (a retry of a bad request stays the same bad request).
+
+def test_idempotency_key_replays_errors_too(api: Api) -> None:
+    # A retry of a bad request stays the same bad request.
     bad_key = {"Idempotency-Key": "bad-1"}
     assert api.post("/hosts", json={"name": "!"}, headers=bad_key).status_code == 422
     assert (
         api.post("/hosts", json={"name": "!"}, headers=bad_key).headers["idempotent-replayed"]
         == "true"
     )
-    assert api.post("/hosts", json=body, headers={"Idempotency-Key": "k" * 256}).status_code == 400
+
+
+def test_an_overlong_idempotency_key_is_a_400(api: Api) -> None:
+    assert api.post("/hosts", json=HOST, headers={"Idempotency-Key": "k" * 256}).status_code == 400
 
 
 def test_idempotent_async_operation_is_queued_once(api: Api) -> None:
@@ -154,9 +169,18 @@ def test_metrics_can_require_a_token(
 
 
 def test_debug_operations_are_off_by_default(
-    settings_factory: Callable[..., Settings], db: Database
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with TestClient(create_app(settings_factory(enable_debug_operations=False))) as client:
+    # Settings as a user gets them, from the environment, which says nothing about debug
+    # operations; the test settings turn them on, so they cannot show the default.
+    monkeypatch.delenv("BERTH_ENABLE_DEBUG_OPERATIONS", raising=False)
+    monkeypatch.setenv("BERTH_DATABASE_URL", db.url)
+    monkeypatch.setenv("BERTH_KEY_FILE", str(tmp_path / "berth.key"))
+    monkeypatch.setenv("BERTH_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN)
+    monkeypatch.setenv("BERTH_REGISTER_LOCAL_HOST", "false")
+    settings = Settings()
+    assert settings.enable_debug_operations is False
+    with TestClient(create_app(settings)) as client:
         api = Api(client, db)
         assert api.post("/debug/operations", json={"kind": "debug.noop"}).status_code == 404
 

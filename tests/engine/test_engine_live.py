@@ -106,43 +106,67 @@ def open_sockets() -> int:
 # Logs.
 
 
-@pytest.mark.anyio
-async def test_logs_of_stdout_and_stderr_with_tail_and_timestamps(
-    bed: Testbed, run: RunContainer
-) -> None:
-    container_id = run(
+@pytest.fixture(scope="module")
+def finished(bed: Testbed) -> Iterator[str]:
+    """A container on h1 that wrote two lines to stdout and two to stderr, then exited."""
+    client = docker.DockerClient(base_url=bed.h1_url, timeout=30)
+    container = client.containers.run(
+        bed.image,
         # Seconds apart: the engine copies stdout and stderr separately, so lines closer in time
         # could be logged in either order on a busy engine.
-        "echo out1; echo err1 >&2; sleep 1; echo out2; sleep 1; echo err2 >&2",
-        wait=True,
+        ["sh", "-c", "echo out1; echo err1 >&2; sleep 1; echo out2; sleep 1; echo err2 >&2"],
+        labels=LABELS,
+        detach=True,
     )
+    try:
+        container.wait(timeout=10)
+        yield str(container.id)
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+@pytest.mark.anyio
+async def test_logs_of_stdout_and_stderr(bed: Testbed, finished: str) -> None:
     async with live(bed.h1_url) as engine:
         everything = await collect(
-            engine.logs(container_id, tail=None, since=None, follow=False, timestamps=False)
+            engine.logs(finished, tail=None, since=None, follow=False, timestamps=False)
         )
-        assert sorted(everything) == [b"err1\n", b"err2\n", b"out1\n", b"out2\n"]
+    assert sorted(everything) == [b"err1\n", b"err2\n", b"out1\n", b"out2\n"]
 
+
+@pytest.mark.anyio
+async def test_logs_with_tail_and_timestamps(bed: Testbed, finished: str) -> None:
+    async with live(bed.h1_url) as engine:
         last_two = await collect(
-            engine.logs(container_id, tail=2, since=None, follow=False, timestamps=True)
+            engine.logs(finished, tail=2, since=None, follow=False, timestamps=True)
         )
-        lines = []
-        for piece in last_two:
-            match = TIMESTAMPED.match(piece)
-            assert match, piece
-            lines.append(match.group(1))
-        assert lines == [b"out2", b"err2"]
+    lines = []
+    for piece in last_two:
+        match = TIMESTAMPED.match(piece)
+        assert match, piece
+        lines.append(match.group(1))
+    assert lines == [b"out2", b"err2"]
 
+
+@pytest.mark.anyio
+async def test_logs_of_stderr_only(bed: Testbed, finished: str) -> None:
+    async with live(bed.h1_url) as engine:
         only_stderr = await collect(
             engine.logs(
-                container_id, tail=None, since=None, follow=False, timestamps=False, stdout=False
+                finished, tail=None, since=None, follow=False, timestamps=False, stdout=False
             )
         )
-        assert only_stderr == [b"err1\n", b"err2\n"]
+    assert only_stderr == [b"err1\n", b"err2\n"]
 
-        future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+
+@pytest.mark.anyio
+async def test_logs_since_a_future_moment_are_empty(bed: Testbed, finished: str) -> None:
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    async with live(bed.h1_url) as engine:
         assert (
             await collect(
-                engine.logs(container_id, tail=None, since=future, follow=False, timestamps=False)
+                engine.logs(finished, tail=None, since=future, follow=False, timestamps=False)
             )
             == []
         )
@@ -390,7 +414,8 @@ def test_demultiplex_refuses_what_is_not_a_frame_header() -> None:
         demultiplex(bytearray(b"hello world\n"))
 
 
-def test_stats_arithmetic_on_cgroup_v2_figures() -> None:
+def cgroup_v2_stats() -> dict[str, Any]:
+    """A stats body as a cgroup v2 engine sends it."""
     body: dict[str, Any] = {
         "read": "2026-01-02T03:04:05.123456789Z",
         "pids_stats": {"current": 3},
@@ -413,7 +438,11 @@ def test_stats_arithmetic_on_cgroup_v2_figures() -> None:
             ]
         },
     }
-    stats = _container_stats(body, "stats")
+    return body
+
+
+def test_stats_arithmetic_on_cgroup_v2_figures() -> None:
+    stats = _container_stats(cgroup_v2_stats(), "stats")
     assert stats == ContainerStats(
         cpu_percent=80.0,
         memory_used_bytes=8_000,
@@ -426,7 +455,11 @@ def test_stats_arithmetic_on_cgroup_v2_figures() -> None:
         pids=3,
         read_at=dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC),
     )
+
+
+def test_stats_arithmetic_on_cgroup_v1_figures() -> None:
     # cgroup v1 keeps reclaimable cache in total_inactive_file; no networks, null lists.
+    body = cgroup_v2_stats()
     body["memory_stats"]["stats"] = {"total_inactive_file": 4_000, "inactive_file": 1}
     body["networks"] = None
     body["blkio_stats"] = {"io_service_bytes_recursive": None}

@@ -22,8 +22,7 @@ from app.events import recorder
 from app.events.models import Event
 from app.events.sequencer import sequence
 from app.main import create_app
-from tests.conftest import BOOTSTRAP_TOKEN, served, wait_for
-from tests.test_containers import HTTPD
+from tests.support import BOOTSTRAP_TOKEN, HTTPD, served, wait_for
 from tests.testbed import Testbed, remove_containers
 
 HEADERS = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}

@@ -13,16 +13,17 @@ from sqlalchemy import inspect, make_url
 from app.core.db import Database
 from app.core.migrate import downgrade, upgrade
 from app.models import Base
-from tests.conftest import backend
 from tests.testbed import Testbed
 
 SCRATCH_DB = "berth_migrations_test"
 
 
 @pytest.fixture
-def scratch(bed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+def scratch(
+    bed: Testbed, database_backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
     """An empty database of the backend under test, separate from the suite's own."""
-    if backend() == "postgresql":
+    if database_backend == "postgresql":
         url = make_url(bed.pg_url)
         admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
         with psycopg.connect(admin, autocommit=True) as connection:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
-import shutil
-import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-import docker
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
@@ -28,91 +21,18 @@ from app.main import create_app
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
 from app.security.roles import Role
-from tests.conftest import Api, PausedAfterListing, wait_for
+from tests.support import (
+    BUSYBOX,
+    DOCKERFILE,
+    Api,
+    Images,
+    PausedAfterListing,
+    busybox_context,
+    context_tar,
+    inventory,
+    wait_for,
+)
 from tests.testbed import Testbed
-
-BUSYBOX = Path(shutil.which("busybox") or "/bin/busybox")
-DOCKERFILE = """FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-CMD ["/bin/sh"]
-"""
-
-
-def context_tar(files: dict[str, bytes], *, gzip: bool = False) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def busybox_context(dockerfile: str = DOCKERFILE, *, gzip: bool = True) -> bytes:
-    return context_tar(
-        {"Dockerfile": dockerfile.encode(), "busybox": BUSYBOX.read_bytes()}, gzip=gzip
-    )
-
-
-class Images:
-    """Drives the image endpoints and remembers what to clean off the engines."""
-
-    def __init__(self, api: Api, bed: Testbed) -> None:
-        self.api = api
-        self.bed = bed
-        self.engines = {"h1": docker.DockerClient(base_url=bed.h1_url, timeout=120)}
-        self.host_ids: dict[str, str] = {}
-        self.created: set[str] = set()
-
-    def host(self, name: str = "h1") -> str:
-        if name not in self.host_ids:
-            url = self.bed.h1_url if name == "h1" else self.bed.h2_url
-            response = self.api.post("/hosts", json={"name": name, "url": url})
-            assert response.status_code == 201, response.text
-            self.host_ids[name] = response.json()["id"]
-            if name not in self.engines:
-                self.engines[name] = docker.DockerClient(base_url=url, timeout=120)
-        return self.host_ids[name]
-
-    def reference(self, registry: str, tag: str = "1.0") -> str:
-        reference = f"{registry}/berth-test/app-{uuid.uuid4().hex[:10]}:{tag}"
-        self.created.add(reference)
-        return reference
-
-    def build(
-        self, tags: list[str], *, context: bytes | None = None, host: str = "h1", **form: str
-    ) -> dict[str, Any]:
-        self.created.update(tags)
-        response = self.api.post(
-            "/images/build",
-            files={"context": ("context.tar.gz", context or busybox_context(), "application/gzip")},
-            data={"host_id": self.host(host), "tags[]": tags, **form},
-        )
-        assert response.status_code == 202, response.text
-        return self.api.wait_operation(response.json()["operation"]["id"], timeout=120)
-
-    def registry(self, password: str) -> str:
-        response = self.api.post(
-            "/registries",
-            json={
-                "name": f"auth-{uuid.uuid4().hex[:6]}",
-                "url": f"http://{self.bed.auth_registry}",
-                "username": self.bed.registry_user,
-                "password": password,
-            },
-        )
-        assert response.status_code == 201, response.text
-        registry_id: str = response.json()["id"]
-        return registry_id
-
-    def cleanup(self) -> None:
-        for engine in self.engines.values():
-            for reference in self.created:
-                with contextlib.suppress(docker.errors.DockerException):
-                    engine.images.remove(reference, force=True)
-            engine.close()
 
 
 @pytest.fixture
@@ -120,63 +40,6 @@ def images(api: Api, bed: Testbed) -> Iterator[Images]:
     helper = Images(api, bed)
     yield helper
     helper.cleanup()
-
-
-def inventory(api: Api, reference: str, host_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = api.get(
-        "/images", params={"reference": reference, "host_id": host_id}
-    ).json()["items"]
-    return items
-
-
-def test_build_push_delete_pull_round_trip(images: Images, api: Api, bed: Testbed) -> None:
-    h1 = images.host()
-    reference = images.reference(bed.auth_registry)
-    built = images.build([reference])
-    assert built["status"] == "succeeded", built
-    logs = [line["message"] for line in api.get(f"/operations/{built['id']}/logs").json()["items"]]
-    assert any(line.startswith("Step 2/") and "COPY busybox" in line for line in logs), logs
-
-    [image] = inventory(api, reference, h1)
-    engine = images.engines["h1"]
-    inspected = engine.api.inspect_image(reference)  # type: ignore[no-untyped-call]
-    assert image["docker_id"] == inspected["Id"]
-    assert [layer["digest"] for layer in image["layers"]] == inspected["RootFS"]["Layers"]
-    assert (
-        image["size_bytes"]
-        == inspected["Size"]
-        == sum(layer["size_bytes"] for layer in image["layers"])
-    )
-    assert image["size_bytes"] > 1_000_000  # busybox itself
-
-    registry_id = images.registry(bed.registry_password)
-    pushed = api.post(
-        "/images/push", json={"host_id": h1, "reference": reference, "registry_id": registry_id}
-    )
-    assert pushed.status_code == 202
-    push_done = api.wait_operation(pushed.json()["operation"]["id"], timeout=60)
-    assert push_done["status"] == "succeeded", push_done
-    assert push_done["result"]["digest"].startswith("sha256:")
-
-    deleted = api.delete(f"/images/{image['id']}")
-    assert deleted.status_code == 202
-    assert api.wait_operation(deleted.json()["operation"]["id"])["status"] == "succeeded"
-    assert inventory(api, reference, h1) == []
-    with pytest.raises(docker.errors.ImageNotFound):
-        engine.images.get(reference)
-
-    # Back through Berth; the stored credentials are found by the reference's registry host.
-    pulled = api.post("/images/pull", json={"reference": reference, "host_id": h1})
-    assert pulled.status_code == 202
-    pull_done = api.wait_operation(pulled.json()["operation"]["id"], timeout=60)
-    assert pull_done["status"] == "succeeded", pull_done
-    assert pull_done["progress"]["layers_total"] == 2
-    [again] = inventory(api, reference, h1)
-    assert again["docker_id"] == inspected["Id"]
-    assert again["layers"] == image["layers"] and again["size_bytes"] == image["size_bytes"]
-    assert again["repo_digests"] == [
-        f"{reference.rsplit(':', 1)[0]}@{push_done['result']['digest']}"
-    ]
 
 
 def test_wrong_password_fails_clearly_and_is_never_shown(

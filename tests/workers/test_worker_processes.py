@@ -22,7 +22,7 @@ from app.core.db import Database
 from app.main import create_app
 from app.operations import queue
 from app.operations.models import Operation, OperationLog
-from tests.conftest import BOOTSTRAP_TOKEN, Api, stop_process, wait_for
+from tests.support import BOOTSTRAP_TOKEN, Api, stop_process, wait_for
 from tests.testbed import ROOT, Testbed
 
 

@@ -3,34 +3,31 @@ updates with rollback, scaling, placement, drain, and a restart of Berth mid-upd
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from tests.conftest import BOOTSTRAP_TOKEN, Api, free_port, stop_process, wait_for
-from tests.test_containers import HTTPD, host_ready
+from tests.support import (
+    BOOTSTRAP_TOKEN,
+    HEALTHY,
+    HTTPD,
+    Api,
+    Services,
+    free_port,
+    stop_process,
+    wait_for,
+)
 from tests.testbed import ROOT, Testbed, remove_containers
 
-HEALTHY = {
-    "test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"],
-    "interval_s": 0.5,
-    # Generous, so a busy engine's slow check never marks a serving replica unhealthy.
-    "timeout_s": 5,
-    "retries": 3,
-}
 FAST_UPDATE = {
     "parallelism": 1,
     "delay_s": 0,
@@ -40,143 +37,11 @@ FAST_UPDATE = {
 }
 
 
-class Services:
-    def __init__(self, api: Api, bed: Testbed) -> None:
-        self.api = api
-        self.bed = bed
-        self.hosts: dict[str, str] = {}
-        self.engines: dict[str, docker.DockerClient] = {}
-        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            self.hosts[name] = api.post(
-                "/hosts", json={"name": name, "url": url, "labels": {"name": name}}
-            ).json()["id"]
-            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
-        for host_id in self.hosts.values():
-            wait_for(partial(host_ready, api, host_id), timeout=60, what="hosts ready")
-
-    def create(self, **spec: Any) -> dict[str, Any]:
-        spec.setdefault("image", self.bed.image)
-        spec.setdefault("command", HTTPD)
-        name = f"svc-{uuid.uuid4().hex[:6]}"
-        response = self.api.post("/services", json={"name": name, "spec": spec})
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def get(self, service_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.api.get(f"/services/{service_id}").json()
-        return body
-
-    def settled(self, service_id: str, replicas: int, timeout: float = 60) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            svc = self.get(service_id)
-            live = [t for t in svc["tasks"] if t["desired_state"] == "running"]
-            ok = (
-                svc["status"] == "running"
-                and svc["replicas"]["running"] == replicas
-                and len(live) == replicas
-            )
-            return svc if ok else None
-
-        result: dict[str, Any] = wait_for(
-            check, timeout=timeout, interval=0.2, what=f"{replicas} replicas running"
-        )
-        return result
-
-    def running_on_engines(self, service_id: str) -> dict[str, int]:
-        counts = {}
-        for name, engine in self.engines.items():
-            try:
-                counts[name] = len(
-                    engine.containers.list(
-                        filters={"label": f"berth.service={service_id}", "status": "running"}
-                    )
-                )
-            except docker.errors.DockerException:
-                counts[name] = -1
-        return counts
-
-    def per_host(self, svc: dict[str, Any]) -> dict[str, int]:
-        names = {v: k for k, v in self.hosts.items()}
-        counts: dict[str, int] = {}
-        for task in svc["tasks"]:
-            if task["desired_state"] == "running":
-                counts[names[task["host_id"]]] = counts.get(names[task["host_id"]], 0) + 1
-        return counts
-
-    def cleanup(self) -> None:
-        for engine in self.engines.values():
-            # The second engine may be down after a failure test; it is cleaned when it returns.
-            with contextlib.suppress(docker.errors.DockerException):
-                remove_containers(engine, "berth.managed=true")
-            engine.close()
-
-
 @pytest.fixture
 def services(api: Api, bed: Testbed) -> Iterator[Services]:
     helper = Services(api, bed)
     yield helper
     helper.cleanup()
-
-
-def test_spread_self_healing_and_scaling(services: Services, api: Api) -> None:
-    body = services.create(replicas=4, healthcheck=HEALTHY)
-    svc = services.settled(body["service"]["id"], 4)
-    assert services.per_host(svc) == {"h1": 2, "h2": 2}
-    done = api.wait_operation(body["operation"]["id"], timeout=30)
-    assert done["status"] == "succeeded"
-    assert done["result"]["healthy"] == 4
-
-    task = next(t for t in svc["tasks"] if services.per_host({"tasks": [t]}) == {"h1": 1})
-    killed = api.get(f"/containers/{task['container_id']}").json()
-    services.engines["h1"].containers.get(killed["docker_id"]).kill()
-    wait_for(
-        lambda: (
-            task["container_id"]
-            not in [t["container_id"] for t in services.get(svc["id"])["tasks"]]
-        ),
-        timeout=30,
-        what="the killed replica replaced",
-    )
-    svc = services.settled(svc["id"], 4)
-    assert sorted(t["slot"] for t in svc["tasks"]) == [1, 2, 3, 4]
-
-    victim = next(t for t in svc["tasks"] if services.per_host({"tasks": [t]}) == {"h2": 1})
-    docker_id = api.get(f"/containers/{victim['container_id']}").json()["docker_id"]
-    services.engines["h2"].containers.get(docker_id).remove(force=True)
-    wait_for(
-        lambda: (
-            victim["container_id"]
-            not in [t["container_id"] for t in services.get(svc["id"])["tasks"]]
-        ),
-        timeout=30,
-        what="the removed replica recreated",
-    )
-    services.settled(svc["id"], 4)
-
-    assert api.post(f"/services/{svc['id']}/scale", json={"replicas": 6}).status_code == 202
-    svc = services.settled(svc["id"], 6)
-    assert services.per_host(svc) == {"h1": 3, "h2": 3}
-    assert api.post(f"/services/{svc['id']}/scale", json={"replicas": 1}).status_code == 202
-    services.settled(svc["id"], 1)
-    wait_for(
-        lambda: sum(services.running_on_engines(svc["id"]).values()) == 1,
-        timeout=30,
-        what="surplus removed",
-    )
-    assert api.get(f"/services/{svc['id']}/revisions").json()["items"][0]["revision"] == 1
-    assert len(api.get(f"/services/{svc['id']}/revisions").json()["items"]) == 1, (
-        "scaling is no revision"
-    )
-
-    deleted = api.delete(f"/services/{svc['id']}")
-    assert deleted.status_code == 202
-    wait_for(
-        lambda: api.get(f"/services/{svc['id']}").status_code == 404,
-        timeout=30,
-        what="service removed",
-    )
-    assert services.running_on_engines(svc["id"]) == {"h1": 0, "h2": 0}
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from app.core.db import Database
 from app.hosts.models import Host
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
+from tests.support import Api, wait_for
 from tests.testbed import Testbed
 
 FAKE_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"

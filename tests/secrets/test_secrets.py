@@ -14,8 +14,7 @@ from sqlalchemy import text
 from app.core.db import Database
 from app.models import Base
 from app.security.roles import Role
-from tests.conftest import Api, wait_for
-from tests.test_services import HEALTHY, Services
+from tests.support import HEALTHY, Api, Services, wait_for
 from tests.testbed import Testbed
 
 VALUE = "s3cr3t-Value-That-Must-Not-Leak-7f2c"
@@ -60,6 +59,33 @@ def _dump_database(db: Database) -> str:
     return "\n".join(parts)
 
 
+def test_a_secret_shows_its_metadata_never_its_value(api: Api) -> None:
+    created = api.post("/secrets", json={"name": "db_password", "value": VALUE})
+    assert created.status_code == 201, created.text
+    assert set(created.json()) == {"id", "name", "version", "created_at", "updated_at", "used_by"}
+
+
+def test_only_an_admin_manages_secrets_and_anyone_may_list_them(api: Api) -> None:
+    refused = api.post("/secrets", json={"name": "x", "value": "y"}, role=Role.operator)
+    assert refused.status_code == 403
+    assert api.get("/secrets", role=Role.viewer).status_code == 200
+
+
+def test_a_secret_name_is_taken_once(api: Api) -> None:
+    assert api.post("/secrets", json={"name": "db_password", "value": VALUE}).status_code == 201
+    duplicate = api.post("/secrets", json={"name": "db_password", "value": "other"})
+    assert duplicate.status_code == 409
+
+
+def test_a_service_naming_an_unknown_secret_is_a_422(api: Api, bed: Testbed) -> None:
+    missing = api.post(
+        "/services",
+        json={"name": "no-such", "spec": {"image": bed.image, "secrets": [{"name": "nope"}]}},
+    )
+    assert missing.status_code == 422
+    assert "nope" in missing.json()["detail"]
+
+
 def test_secret_files_env_rotation_and_no_leaks(
     services: Services,
     api: Api,
@@ -67,27 +93,12 @@ def test_secret_files_env_rotation_and_no_leaks(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """One scenario, not split: "never seen" must cover every response, log and row written
+    over the secret's whole life, and only a test captures its own logs and output."""
     created = api.post("/secrets", json={"name": "db_password", "value": VALUE})
     assert created.status_code == 201, created.text
     secret = created.json()
-    assert set(secret) == {"id", "name", "version", "created_at", "updated_at", "used_by"}
     assert api.post("/secrets", json={"name": "api_key", "value": API_KEY}).status_code == 201
-    # Only an admin manages secrets; anyone with a token may see that they exist.
-    refused = api.post("/secrets", json={"name": "x", "value": "y"}, role=Role.operator)
-    assert refused.status_code == 403
-    assert api.get("/secrets", role=Role.viewer).status_code == 200
-    duplicate = api.post("/secrets", json={"name": "db_password", "value": "other"})
-    assert duplicate.status_code == 409
-
-    missing = services.api.post(
-        "/services",
-        json={
-            "name": "no-such",
-            "spec": {"image": services.bed.image, "secrets": [{"name": "nope"}]},
-        },
-    )
-    assert missing.status_code == 422
-    assert "nope" in missing.json()["detail"]
 
     body = services.create(
         replicas=1,

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 import docker
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,88 +17,14 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import (
-    BOOTSTRAP_TOKEN,
+from tests.support import (
     Api,
+    Fleet,
     PausedAfterListing,
     free_port,
-    served,
     wait_for,
 )
 from tests.testbed import Testbed, remove_containers
-
-HTTPD = [
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; mkdir -p /www; echo hello-from-$HOSTNAME > /www/index.html; "
-    "httpd -f -p 8080 -h /www & wait",
-]
-
-
-def host_ready(api: Api, host_id: str) -> bool:
-    status: str = api.get(f"/hosts/{host_id}").json()["status"]
-    return status == "ready"
-
-
-class Fleet:
-    """Both engines registered and ready, and everything a test made removed afterwards."""
-
-    def __init__(self, api: Api, bed: Testbed) -> None:
-        self.api = api
-        self.bed = bed
-        self.hosts: dict[str, str] = {}
-        self.engines: dict[str, docker.DockerClient] = {}
-        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            response = api.post("/hosts", json={"name": name, "url": url, "labels": {"name": name}})
-            self.hosts[name] = response.json()["id"]
-            self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
-        for host_id in self.hosts.values():
-            wait_for(partial(host_ready, api, host_id), timeout=30, what="hosts ready")
-
-    def create(self, *, expect: int = 202, **spec: Any) -> dict[str, Any]:
-        spec.setdefault("image", self.bed.image)
-        spec.setdefault("name", f"t-{uuid.uuid4().hex[:8]}")
-        response = self.api.post("/containers", json=spec)
-        assert response.status_code == expect, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def run(self, **spec: Any) -> dict[str, Any]:
-        body = self.create(**spec)
-        done = self.api.wait_operation(body["operation"]["id"], timeout=60)
-        assert done["status"] == "succeeded", done
-        container: dict[str, Any] = self.api.get(f"/containers/{body['container']['id']}").json()
-        return container
-
-    def state(self, container_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.api.get(f"/containers/{container_id}").json()
-        return body
-
-    def wait_state(self, container_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
-        result: dict[str, Any] = wait_for(
-            lambda: (c := self.state(container_id))["state"] == state and c,
-            timeout=timeout,
-            what=f"state {state}",
-        )
-        return result
-
-    def act(self, container_id: str, action: str, **body: Any) -> dict[str, Any]:
-        response = self.api.post(f"/containers/{container_id}/{action}", json=body or None)
-        assert response.status_code == 202, response.text
-        done = self.api.wait_operation(response.json()["operation"]["id"], timeout=60)
-        assert done["status"] == "succeeded", done
-        return done
-
-    def cleanup(self) -> None:
-        for engine in self.engines.values():
-            remove_containers(engine, "berth.managed=true")
-            for volume in engine.volumes.list(filters={"label": "berth.managed=true"}):
-                with contextlib.suppress(docker.errors.DockerException):
-                    volume.remove(force=True)
-            for network in engine.networks.list(filters={"label": "berth.managed=true"}):
-                with contextlib.suppress(docker.errors.DockerException):
-                    network.remove()
-            engine.close()
 
 
 @pytest.fixture
@@ -109,52 +32,6 @@ def fleet(api: Api, bed: Testbed) -> Iterator[Fleet]:
     helper = Fleet(api, bed)
     yield helper
     helper.cleanup()
-
-
-def fetch(url: str) -> str:
-    def answer() -> str | None:
-        try:
-            return httpx.get(url, timeout=2).text
-        except httpx.HTTPError:
-            return None
-
-    text: str = wait_for(answer, timeout=15, what=f"an answer from {url}")
-    return text
-
-
-@pytest.mark.parametrize("host", ["h1", "h2"])
-def test_httpd_lifecycle_on_each_engine(fleet: Fleet, host: str) -> None:
-    port = free_port()
-    address = "127.0.0.1" if host == "h1" else "10.203.0.2"
-    container = fleet.run(
-        host_id=fleet.hosts[host],
-        command=HTTPD,
-        ports=[{"container_port": 8080, "host_port": port, "host_ip": address}],
-    )
-    assert container["state"] == "running" and container["managed"] is True
-    assert container["docker_id"]
-    page = fetch(f"http://{address}:{port}/")
-    assert page.startswith("hello-from-")
-
-    cid = container["id"]
-    fleet.act(cid, "stop", timeout_s=5)
-    stopped = fleet.wait_state(cid, "exited")
-    assert stopped["desired_state"] == "stopped" and stopped["exit_code"] == 0
-    fleet.act(cid, "start")
-    fleet.wait_state(cid, "running")
-    fetch(f"http://{address}:{port}/")
-    fleet.act(cid, "restart", timeout_s=5)
-    fleet.wait_state(cid, "running")
-    fleet.act(cid, "kill", signal="SIGKILL")
-    killed = fleet.wait_state(cid, "exited")
-    assert killed["exit_code"] == 137
-    response = fleet.api.delete(f"/containers/{cid}")
-    assert response.status_code == 202
-    fleet.api.wait_operation(response.json()["operation"]["id"])
-    assert fleet.api.get(f"/containers/{cid}").status_code == 404
-    assert not fleet.engines[host].containers.list(
-        all=True, filters={"label": f"berth.container={cid}"}
-    )
 
 
 def test_removed_behind_berths_back_shows_missing(fleet: Fleet) -> None:
@@ -237,76 +114,6 @@ def test_stats_sample(fleet: Fleet) -> None:
     assert sample["memory_used_bytes"] > 0
     assert sample["memory_limit_bytes"] == 64 * 2**20
     assert sample["cpu_percent"] >= 0 and sample["pids"] >= 1
-
-
-@pytest.fixture
-def server(settings: Settings, db: Database) -> Iterator[str]:
-    with served(create_app(settings)) as url:
-        yield url
-
-
-def test_follow_logs_with_two_followers_and_a_disconnect(server: str, bed: Testbed) -> None:
-    headers = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
-    with httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as client:
-        host = client.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
-        accepted = client.post(
-            "/containers",
-            json={
-                "image": bed.image,
-                "host_id": host,
-                "command": [
-                    "sh",
-                    "-c",
-                    "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done",
-                ],
-            },
-        ).json()
-        container_id = accepted["container"]["id"]
-        engine = docker.DockerClient(base_url=bed.h1_url)
-        try:
-            op = client.get(
-                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
-            ).json()
-            assert op["status"] == "succeeded", op
-            lines: dict[str, list[str]] = {"a": [], "b": []}
-
-            def follow(name: str, count: int) -> None:
-                with (
-                    httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=30) as own,
-                    own.stream(
-                        "GET",
-                        f"/containers/{container_id}/logs",
-                        params={"follow": "true", "tail": 0},
-                    ) as response,
-                ):
-                    assert response.status_code == 200
-                    assert response.headers["content-type"].startswith("text/plain")
-                    for line in response.iter_lines():
-                        if line.strip():
-                            lines[name].append(line)
-                        if len(lines[name]) >= count:
-                            return  # leaving the block disconnects this follower
-
-            short = threading.Thread(target=follow, args=("a", 2))
-            long = threading.Thread(target=follow, args=("b", 4))
-            short.start()
-            long.start()
-            short.join(30)
-            long.join(30)
-            assert len(lines["a"]) == 2 and len(lines["b"]) == 4
-            assert all(line.startswith("line-") for line in lines["a"] + lines["b"])
-            numbers = [int(line.split("-")[1]) for line in lines["b"]]
-            assert numbers == sorted(numbers) and numbers[-1] - numbers[0] == 3
-            # The server still answers promptly after a follower went away.
-            assert client.get("/containers", params={"host_id": host}).status_code == 200
-            tail = client.get(
-                f"/containers/{container_id}/logs", params={"tail": 2, "timestamps": "true"}
-            )
-            assert len(tail.text.strip().splitlines()) == 2
-            assert tail.text[:4].isdigit()  # an RFC 3339 timestamp leads each line
-        finally:
-            remove_containers(engine, f"berth.container={container_id}")
-            engine.close()
 
 
 @pytest.mark.parametrize(

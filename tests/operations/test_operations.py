@@ -13,7 +13,7 @@ from app.core.db import Database, utcnow
 from app.main import create_app
 from app.operations import queue
 from app.operations.models import Operation
-from tests.conftest import Api, wait_for
+from tests.support import Api, wait_for
 
 
 def test_noop_runs_to_success(api: Api) -> None:

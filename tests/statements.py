@@ -16,7 +16,7 @@ from app.core.db import Database
 from app.hosts.models import Host
 from app.main import create_app
 from app.security.roles import Role
-from tests.conftest import Api
+from tests.support import Api
 
 
 def add_host(session: Session, name: str, status: str = "ready") -> Host:

@@ -13,7 +13,7 @@ from app.core.context import AppContext
 from app.core.errors import Conflict
 from app.operations.service import to_read as operation_to_read
 from app.services import service
-from app.services.models import Service
+from app.services.models import Service, ServiceStatus
 from app.services.planner import plan
 from app.services.schemas import (
     Plan,
@@ -211,7 +211,7 @@ def delete_service(
         svc = service.get(session, service_id=service_id, for_update=True)
         check_if_match(request, svc.version)
         svc.removing = True
-        svc.status = "removing"
+        svc.status = ServiceStatus.REMOVING
         svc.version += 1
         body = _accepted(context, session, response, principal, svc, removing=True)
     wakeups.notify(wakeups.SERVICES)

@@ -20,7 +20,8 @@ from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
-from app.services.models import Service, ServiceRevision
+from app.services.decide import is_ready
+from app.services.models import Service, ServiceRevision, ServiceStatus
 from app.services.schemas import (
     ReplicaCounts,
     RevisionRead,
@@ -85,15 +86,6 @@ def tasks_of(session: Session, service_id: str) -> list[Container]:
             .order_by(Container.slot, Container.id)
         ).scalars()
     )
-
-
-def is_ready(task: Container, spec: ServiceSpec) -> bool:
-    """Running, and healthy if it has a health check (the spec's or the image's own)."""
-    if task.state != "running" or task.desired_state != "running":
-        return False
-    if task.health is None:
-        return spec.healthcheck is None
-    return task.health == "healthy"
 
 
 def to_read(session: Session, service: Service) -> ServiceRead:
@@ -174,7 +166,7 @@ def create(
         spec=spec.model_dump(mode="json"),
         revision=1,
         replicas=spec.replicas,
-        status="converging",
+        status=ServiceStatus.CONVERGING,
         slots={},
         created_at=now,
         updated_at=now,
@@ -231,8 +223,9 @@ def new_revision(
     }
     service.revision = revision
     service.spec = spec.model_dump(mode="json")
-    service.status = "updating"
+    service.status = ServiceStatus.UPDATING
     service.status_detail = None
+    service.outcome = None
     session.add(
         ServiceRevision(
             service_id=service.id,

@@ -19,6 +19,7 @@ from app.core.errors import Conflict, Invalid
 from app.images.models import Blob
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
+from app.services.models import ServiceStatus
 from app.stacks import service
 from app.stacks.models import Stack
 from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackUpdate
@@ -293,7 +294,7 @@ def delete_stack(
         stack.version += 1
         for member in service.members(session, stack.id, for_update=True):
             if not member.removing:
-                member.removing, member.status = True, "removing"
+                member.removing, member.status = True, ServiceStatus.REMOVING
                 member.version += 1
         operation = queue.enqueue(
             session,

@@ -137,6 +137,15 @@ def snapshot(
     )
 
 
+def during_update(
+    *tasks: TaskView, spec: ServiceSpec = spec(update_config={"monitor_s": 5}), **fields: Any
+) -> Snapshot:
+    """A service updating from revision 1 to 2."""
+    fields.setdefault("rollout", updating())
+    fields.setdefault("revision", 2)
+    return snapshot(*tasks, spec=spec, status=ServiceStatus.UPDATING, **fields)
+
+
 def removed(task_id: str) -> tuple[Action, ...]:
     return (MarkRemoved(task_id), DeleteTask(task_id))
 
@@ -172,7 +181,6 @@ def status_updating(ready: int, replicas: int = 2, revision: int = 2) -> SetStat
     return SetStatus(ServiceStatus.UPDATING, f"{ready}/{replicas} replicas at revision {revision}")
 
 
-ROLLING = spec(update_config={"monitor_s": 5})
 FAILED_REASON = "replica 1 of revision 2 ended: exited (exit code 1)"
 
 CASES = [
@@ -442,13 +450,9 @@ CASES = [
     # Rolling updates.
     Case(
         "update start-first: a new replica starts before the old one goes",
-        snapshot(
+        during_update(
             task("a", 1),
             task("b", 2),
-            revision=2,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
-            rollout=updating(),
         ),
         steps=(StartReplica(1),),
         status=status_updating(0),
@@ -456,13 +460,10 @@ CASES = [
     ),
     Case(
         "update: a new replica not yet proven holds the batch",
-        snapshot(
+        during_update(
             task("a", 1),
             task("a2", 1, revision=2, ready_at=NOW - seconds(4)),
             task("b", 2),
-            revision=2,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1,)),
         ),
         steps=(),
@@ -471,13 +472,10 @@ CASES = [
     ),
     Case(
         "update: a proven replica retires the old one and the next slot starts",
-        snapshot(
+        during_update(
             task("a", 1),
             task("a2", 1, revision=2, ready_at=NOW - seconds(5)),
             task("b", 2),
-            revision=2,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1,)),
         ),
         steps=(*removed("a"), StartReplica(2)),
@@ -486,13 +484,10 @@ CASES = [
     ),
     Case(
         "update stop-first: the old replica goes first",
-        snapshot(
+        during_update(
             task("a", 1),
             task("b", 2),
-            revision=2,
             spec=spec(update_config={"order": "stop-first"}),
-            status=ServiceStatus.UPDATING,
-            rollout=updating(),
         ),
         steps=removed("a"),
         status=status_updating(0),
@@ -500,12 +495,10 @@ CASES = [
     ),
     Case(
         "update stop-first: the emptied slot is then filled with the new revision",
-        snapshot(
+        during_update(
             task("a", 1, desired="removed", busy=True),
             task("b", 2),
-            revision=2,
             spec=spec(update_config={"order": "stop-first"}),
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1,)),
         ),
         steps=(StartReplica(1),),
@@ -514,15 +507,12 @@ CASES = [
     ),
     Case(
         "update with delay_s: a batch of `parallelism` starts, then the next waits",
-        snapshot(
+        during_update(
             task("a", 1),
             task("b", 2),
             task("c", 3),
             replicas=3,
-            revision=2,
             spec=spec(update_config={"parallelism": 2, "delay_s": 10}),
-            status=ServiceStatus.UPDATING,
-            rollout=updating(),
         ),
         steps=(StartReplica(1), StartReplica(2)),
         status=status_updating(0, 3),
@@ -530,14 +520,12 @@ CASES = [
     ),
     Case(
         "update with delay_s: the next batch does not start before the delay",
-        snapshot(
+        during_update(
             task("a", 1, revision=2),
             task("b", 2, revision=2),
             task("c", 3),
             replicas=3,
-            revision=2,
             spec=spec(update_config={"parallelism": 2, "delay_s": 10, "monitor_s": 0}),
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1, 2), next_batch_at=NOW + seconds(1)),
         ),
         steps=(),
@@ -546,14 +534,12 @@ CASES = [
     ),
     Case(
         "update with delay_s: after the delay the next batch starts",
-        snapshot(
+        during_update(
             task("a", 1, revision=2),
             task("b", 2, revision=2),
             task("c", 3),
             replicas=3,
-            revision=2,
             spec=spec(update_config={"parallelism": 2, "delay_s": 10, "monitor_s": 0}),
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1, 2), next_batch_at=NOW - seconds(1)),
         ),
         steps=(StartReplica(3),),
@@ -562,12 +548,9 @@ CASES = [
     ),
     Case(
         "update settles: every slot proven at the new revision",
-        snapshot(
+        during_update(
             task("a", 1, revision=2),
             task("b", 2, revision=2),
-            revision=2,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
             detail="1/2 replicas at revision 2",
             rollout=updating(in_progress=(2,)),
         ),
@@ -577,12 +560,9 @@ CASES = [
     ),
     Case(
         "failure_action rollback: a failed new replica rolls the service back",
-        snapshot(
+        during_update(
             task("a2", 1, revision=2, state="exited", exit_code=1),
             task("b", 2),
-            revision=2,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1,)),
         ),
         steps=(
@@ -625,12 +605,10 @@ CASES = [
     ),
     Case(
         "failure_action pause: the update stops where it is",
-        snapshot(
+        during_update(
             task("a2", 1, revision=2, health="unhealthy"),
             task("b", 2),
-            revision=2,
             spec=spec(update_config={"failure_action": "pause"}),
-            status=ServiceStatus.UPDATING,
             rollout=updating(in_progress=(1,)),
         ),
         steps=(*removed("a2"), PauseUpdate("replica 1 of revision 2 became unhealthy")),
@@ -663,12 +641,10 @@ CASES = [
     ),
     Case(
         "a superseded change: an old revision's replica ending is no failure of the new update",
-        snapshot(
+        during_update(
             task("a2", 1, revision=2, state="exited", exit_code=1),
             task("b", 2),
             revision=3,
-            spec=ROLLING,
-            status=ServiceStatus.UPDATING,
             rollout=updating(from_revision=2, to_revision=3),
         ),
         steps=(*removed("a2"), StartReplica(2)),
@@ -677,12 +653,11 @@ CASES = [
     ),
     Case(
         "a superseded change: both older revisions are replaced toward the newest",
-        snapshot(
+        during_update(
             task("a2", 1, revision=2),
             task("b", 2),
             revision=3,
             spec=spec(update_config={"parallelism": 2}),
-            status=ServiceStatus.UPDATING,
             rollout=updating(from_revision=2, to_revision=3, in_progress=(1,)),
         ),
         steps=(StartReplica(1), StartReplica(2)),

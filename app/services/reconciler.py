@@ -142,7 +142,7 @@ def _snapshot(
             rollout=rollout,
             slots=slots_from_json(service.slots or {}),
         ),
-        tasks=[
+        tasks=tuple(
             TaskView(
                 id=task.id,
                 slot=task.slot or 0,
@@ -157,7 +157,7 @@ def _snapshot(
                 busy=task.id in busy,
             )
             for task in tasks.values()
-        ],
+        ),
         hosts=hosts,
         host_down_grace=timedelta(seconds=settings.host_down_grace_seconds),
         previous_spec=previous_spec,

@@ -10,7 +10,7 @@ from app.core.db import utcnow
 from app.operations.context import Deferred, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.services import service as services
-from app.services.models import Service
+from app.services.models import RolloutOutcome, RolloutPhase, Service, ServiceStatus
 
 _LOOK_AGAIN_SECONDS = 0.5
 
@@ -25,6 +25,8 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
                 return {"removed": True}
             raise PermanentError("the service was deleted")
         read = services.to_read(session, service)
+        # The row's enums, not the text the reader shows: asked, never parsed.
+        status, outcome = service.status, service.outcome
     progress = {
         "status": read.status,
         "revision": read.revision,
@@ -37,17 +39,17 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
     if ctx.params.get("removing"):
         raise Deferred(_LOOK_AGAIN_SECONDS)
     rollout = read.rollout or {}
-    if rollout.get("phase") == "rolling_back" and rollout.get("from") == target:
+    if rollout.get("phase") == RolloutPhase.ROLLING_BACK and rollout.get("from") == target:
         raise PermanentError(
             f"revision {target} failed and is being rolled back: {rollout.get('reason')}"
         )
     if read.revision != target and not rollout:
-        if read.status_detail and read.status_detail.startswith("rolled back"):
+        if outcome == RolloutOutcome.ROLLED_BACK:
             raise PermanentError(read.status_detail)
         raise PermanentError(f"superseded: the service is now at revision {read.revision}")
-    if read.status == "paused":
+    if status == ServiceStatus.PAUSED:
         raise PermanentError(f"the update is paused: {read.status_detail}")
-    if read.status == "running" and read.revision == target:
+    if status == ServiceStatus.RUNNING and read.revision == target:
         ctx.progress(progress, force=True)
         return {**progress, "settled_at": utcnow().isoformat()}
     raise Deferred(_LOOK_AGAIN_SECONDS)

@@ -1,13 +1,59 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import Dialect, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from app.core.db import Base, JSONType, new_id, utcnow
 from app.events.recorder import track
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ServiceStatus(StrEnum):
+    """Where a service stands, as the reconciler last found it (stored and shown as is)."""
+
+    CONVERGING = "converging"
+    RUNNING = "running"
+    UPDATING = "updating"
+    ROLLING_BACK = "rolling_back"
+    PAUSED = "paused"
+    DEGRADED = "degraded"
+    REMOVING = "removing"
+
+
+class RolloutPhase(StrEnum):
+    UPDATING = "updating"
+    ROLLING_BACK = "rolling_back"
+    PAUSED = "paused"
+
+
+class RolloutOutcome(StrEnum):
+    """How the last rollout ended, kept while `status_detail` still reports it."""
+
+    UPDATED = "updated"
+    ROLLED_BACK = "rolled_back"
+
+
+class _EnumString(TypeDecorator[E]):
+    """A plain string column (no schema change, no CHECK constraint) read back as an enum."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Service(Base):
@@ -25,8 +71,13 @@ class Service(Base):
     replicas: Mapped[int] = mapped_column(default=1)
     removing: Mapped[bool] = mapped_column(default=False)
 
-    status: Mapped[str] = mapped_column(String(16), default="converging")
+    status: Mapped[ServiceStatus] = mapped_column(
+        _EnumString(ServiceStatus), default=ServiceStatus.CONVERGING
+    )
     status_detail: Mapped[str | None] = mapped_column(Text)
+    # Set with the detail that reports a finished rollout, so a caller asks this and never
+    # parses the detail's text.
+    outcome: Mapped[RolloutOutcome | None] = mapped_column(_EnumString(RolloutOutcome))
     # A rollout in progress: {"phase": "updating"|"rolling_back"|"paused", "from": n, "to": n,
     # "started_at": ..., "failures": n, "next_batch_at": ...}; None when settled.
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -23,7 +23,8 @@ from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
-from app.services.models import Service, ServiceRevision
+from app.services.decide import is_ready
+from app.services.models import Service, ServiceRevision, ServiceStatus
 from app.services.schemas import (
     ReplicaCounts,
     RevisionRead,
@@ -83,15 +84,6 @@ def current_spec(service: Service) -> ServiceSpec:
 
 def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
     containers.validate_spec(session, container_spec(spec), settings)
-
-
-def is_ready(task: Container, spec: ServiceSpec) -> bool:
-    """Running, and healthy if it has a health check (the spec's or the image's own)."""
-    if task.state != "running" or task.desired_state != "running":
-        return False
-    if task.health is None:
-        return spec.healthcheck is None
-    return task.health == "healthy"
 
 
 def to_read(session: Session, service: Service) -> ServiceRead:
@@ -268,7 +260,7 @@ def delete(
     converge queued here follows it to the end."""
     service = _locked(session, service_id, check_version)
     service.removing = True
-    service.status = "removing"
+    service.status = ServiceStatus.REMOVING
     service.version += 1
     return _accepted(session, service, settings=settings, created_by=created_by, removing=True)
 
@@ -295,7 +287,7 @@ def create(
         spec=spec.model_dump(mode="json"),
         revision=1,
         replicas=spec.replicas,
-        status="converging",
+        status=ServiceStatus.CONVERGING,
         slots={},
         created_at=now,
         updated_at=now,
@@ -352,8 +344,9 @@ def new_revision(
     }
     service.revision = revision
     service.spec = spec.model_dump(mode="json")
-    service.status = "updating"
+    service.status = ServiceStatus.UPDATING
     service.status_detail = None
+    service.outcome = None
     session.add(
         ServiceRevision(
             service_id=service.id,

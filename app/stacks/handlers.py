@@ -19,7 +19,7 @@ from app.operations.context import Deferred, OperationContext, PermanentError, T
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
 from app.operations.registry import handler
 from app.services import service as services
-from app.services.models import Service
+from app.services.models import RolloutPhase, Service, ServiceStatus
 from app.services.schemas import ServiceSpec
 from app.stacks.models import Stack
 from app.stacks.service import members
@@ -72,7 +72,7 @@ def _ready(session: Session, service: Service | None, condition: str) -> bool:
     if service is None:
         return False
     if condition == "service_healthy":
-        return service.status == "running" and service.rollout is None
+        return service.status == ServiceStatus.RUNNING and service.rollout is None
     started = session.execute(
         select(Container.id)
         .where(Container.service_id == service.id, Container.state == "running")
@@ -146,20 +146,23 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
         planned = {item["name"] for item in plan["services"]}
         for name, service in existing.items():
             if name not in planned and not service.removing:
-                service.removing, service.status = True, "removing"
+                service.removing, service.status = True, ServiceStatus.REMOVING
                 service.version += 1
                 done.append(f"removing service {name} (no longer in the Compose file)")
                 changed = True
         unsettled = [
             f"{s.name}: {s.status}" + (f" ({s.status_detail})" if s.status_detail else "")
             for s in by_compose.values()
-            if s is not None and (s.status != "running" or s.rollout is not None)
+            if s is not None and (s.status != ServiceStatus.RUNNING or s.rollout is not None)
         ]
         broken = [
             s
             for s in by_compose.values()
             if s is not None
-            and (s.status == "paused" or (s.rollout or {}).get("phase") == "rolling_back")
+            and (
+                s.status == ServiceStatus.PAUSED
+                or (s.rollout or {}).get("phase") == RolloutPhase.ROLLING_BACK
+            )
         ]
         leftover = [s.name for s in existing.values() if s.name not in planned]
         if not (waiting or unsettled or leftover or changed):

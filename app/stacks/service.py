@@ -28,7 +28,7 @@ from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
 from app.services import service as services
-from app.services.models import Service
+from app.services.models import Service, ServiceStatus
 from app.services.schemas import ServiceSpec
 from app.stacks import compose
 from app.stacks.models import Stack
@@ -490,7 +490,7 @@ def delete(
     stack.version += 1
     for member in members(session, stack.id, for_update=True):
         if not member.removing:
-            member.removing, member.status = True, "removing"
+            member.removing, member.status = True, ServiceStatus.REMOVING
             member.version += 1
     return _queue(
         session,

@@ -15,7 +15,7 @@ import docker
 from docker.tls import TLSConfig
 
 from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
-from app.engine.tls import TlsFiles, TlsMaterial
+from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp, system_trust_store
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,20 @@ class EngineFacts:
 
 
 class DockerEngine:
-    """One Docker engine reached by URL (unix:// or tcp://, optionally with TLS client certs)."""
+    """One Docker engine reached by URL: unix://, or tcp:// over TLS (the engine's certificate
+    verified, optionally with a client certificate), or plain tcp:// only when `insecure`."""
 
-    def __init__(self, url: str, *, tls: TlsMaterial | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: TlsMaterial | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
         self.url = url
         self._tls = tls
+        self._insecure = insecure
         self._tls_files: TlsFiles | None = None
         tls_config: TLSConfig | bool = False
         base_url = url
@@ -42,12 +51,13 @@ class DockerEngine:
             # The SDK reads the files when it connects: keep them for the client's lifetime.
             self._tls_files = TlsFiles(tls)
             ca = self._tls_files.ca
-            tls_config = TLSConfig(
-                client_cert=(str(self._tls_files.cert), str(self._tls_files.key)),
-                ca_cert=str(ca) if ca else None,
-                verify=bool(ca),
-            )
+            verify: str | bool = str(ca) if ca else system_trust_store() or True
+            if insecure:  # encrypted, but the engine's identity is not checked
+                verify = False
+            tls_config = TLSConfig(client_cert=self._tls_files.client, verify=verify)
             base_url = url.replace("tcp://", "https://", 1)
+        else:
+            refuse_plain_tcp(url, insecure=insecure)
         with translate_errors(f"connect to {url}"):
             self.api = docker.APIClient(
                 base_url=base_url,
@@ -267,7 +277,7 @@ class DockerEngine:
     def streaming(self, timeout: float = 3600.0) -> DockerEngine:
         """A second client for long streams (builds, pulls): a generous read timeout, so a
         silent build step is not mistaken for a dead engine. Close it when done."""
-        return DockerEngine(self.url, tls=self._tls, timeout=timeout)
+        return DockerEngine(self.url, tls=self._tls, insecure=self._insecure, timeout=timeout)
 
 
 __all__ = ["DockerEngine", "EngineFacts"]

@@ -29,6 +29,21 @@ class EngineFacts:
     containers_running: int
 
 
+class _EngineApi(docker.APIClient):
+    """The SDK's client, deaf to the environment. requests lets REQUESTS_CA_BUNDLE replace the
+    CA a session verifies against (psf/requests#3829), which would undo a host's own CA (and
+    `insecure`); and an engine is never reached through the environment's HTTP proxy. A
+    property, because the constructor already talks to the engine (API version detection)."""
+
+    @property
+    def trust_env(self) -> bool:
+        return False
+
+    @trust_env.setter
+    def trust_env(self, value: bool) -> None:
+        pass  # requests.Session.__init__ sets True
+
+
 class DockerEngine:
     """One Docker engine reached by URL: unix://, or tcp:// over TLS (the engine's certificate
     verified, optionally with a client certificate), or plain tcp:// only when `insecure`."""
@@ -59,7 +74,7 @@ class DockerEngine:
         else:
             refuse_plain_tcp(url, insecure=insecure)
         with translate_errors(f"connect to {url}"):
-            self.api = docker.APIClient(
+            self.api: docker.APIClient = _EngineApi(
                 base_url=base_url,
                 version="auto",
                 timeout=max(1, math.ceil(timeout)),

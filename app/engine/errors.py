@@ -83,5 +83,5 @@ def translate_errors(what: str) -> Iterator[None]:
     except httpx.TransportError as exc:
         detail = tls_failure(exc) or str(exc) or type(exc).__name__
         raise EngineUnavailable(f"{what}: engine unreachable ({detail})") from exc
-    except (docker_errors.DockerException, OSError) as exc:
-        raise EngineUnavailable(f"{what}: {exc}") from exc
+    except (docker_errors.DockerException, OSError) as exc:  # ssl.SSLError is an OSError
+        raise EngineUnavailable(f"{what}: {tls_failure(exc) or exc}") from exc

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Berth's test environment: two real Docker engines (h1 in the host network namespace, h2 in
-# its own namespace "h2", reachable over TCP), an open and an htpasswd-protected registry, a
-# busybox test image on both engines, and a PostgreSQL database. Must run as root.
+# Berth's test environment: three real Docker engines (h1 in the host network namespace, h2 in
+# its own namespace "h2", reachable over plain TCP, and h3 beside h2 in that namespace, reachable
+# only over TLS with a client certificate), an open and an htpasswd-protected registry, a
+# busybox test image on every engine, and a PostgreSQL database. Must run as root.
 # Recipe and rationale: TESTBED.md.
 #
-#   scripts/testbed.sh up | down | status | env | stop-engine h1|h2 | start-engine h1|h2
+#   scripts/testbed.sh up | down | status | env | stop-engine h1|h2|h3 | start-engine h1|h2|h3
 #   eval "$(scripts/testbed.sh env)"
 set -Eeuo pipefail
 trap 'echo "testbed: failed: $BASH_COMMAND (line $LINENO)" >&2' ERR
@@ -18,6 +19,8 @@ IMAGE=berth-test/busybox:latest
 PG_DB=berth_test PG_SOCK=/var/run/postgresql
 # Tests connect over TCP with a password: peer auth on the socket would need the postgres OS user.
 PG_USER=berth PG_PASS=berth-test-pw
+# h3's CA, server and client certificates (scripts/testbed_tls.py); client/ is a DOCKER_CERT_PATH.
+TLS=$TB/tls
 READY_TIMEOUT=60 STOP_TIMEOUT=15
 # Classic builder: deterministic on 20.10 and needs nothing beyond the engine itself.
 export DOCKER_BUILDKIT=0
@@ -29,8 +32,21 @@ die_log() { # die_log MESSAGE LOGFILE
   exit 1
 }
 
-engine_url() { if [[ $1 == h1 ]]; then echo "unix://$TB/h1/docker.sock"; else echo "tcp://$NS_IP:2375"; fi; }
-dk() { local h=$1; shift; docker -H "$(engine_url "$h")" "$@"; }
+engine_url() {
+  case $1 in
+    h1) echo "unix://$TB/h1/docker.sock" ;;
+    h2) echo "tcp://$NS_IP:2375" ;;
+    h3) echo "tcp://$NS_IP:2376" ;;
+  esac
+}
+# Sets the array named ARRAY to what the docker CLI needs in its environment for engine H:
+# h3 answers only a client with a certificate from the testbed CA.
+cli_env() { # H ARRAY
+  local -n vars=$2
+  vars=()
+  [[ $1 != h3 ]] || vars=(DOCKER_TLS_VERIFY=1 "DOCKER_CERT_PATH=$TLS/client")
+}
+dk() { local h=$1 cli; shift; cli_env "$h" cli; env "${cli[@]}" docker -H "$(engine_url "$h")" "$@"; }
 
 # A zombie counts as dead: our daemons are reparented to pid 1 (setsid, the script exits),
 # and this machine's pid 1 reaps them only after a while.
@@ -127,8 +143,26 @@ ensure_h1_bridge() {
   ip link set berth-h1 up
 }
 
+# h3 shares h2's namespace, where h2 owns docker0 and the iptables chains: it gets a bridge of
+# its own and leaves iptables alone (its containers reach nothing outside; no test needs that).
+ensure_h3_bridge() {
+  ip -n h2 link show berth-h3 >/dev/null 2>&1 || ip -n h2 link add berth-h3 type bridge
+  ip -n h2 addr replace 10.216.0.1/24 dev berth-h3
+  ip -n h2 link set berth-h3 up
+}
+
+ensure_tls() {
+  local python=${SCRIPT%/scripts/*}/.venv/bin/python
+  [[ -x $python ]] || die "no $python: run scripts/bootstrap.sh first (h3's certificates need it)"
+  "$python" "${SCRIPT%/*}/testbed_tls.py" "$TLS" "$NS_IP"
+}
+
 # ---- engines ----
-engine_ready() { timeout 5 docker -H "$(engine_url "$1")" version >/dev/null 2>&1; }
+engine_ready() {
+  local cli
+  cli_env "$1" cli
+  timeout 5 env "${cli[@]}" docker -H "$(engine_url "$1")" version >/dev/null 2>&1
+}
 
 # Start engine H in the background unless it is already running. Prints nothing.
 launch_engine() {
@@ -140,23 +174,32 @@ launch_engine() {
     # Separate namespaces in case both engines end up on a system containerd.
     --containerd-namespace "berth-$h" --containerd-plugins-namespace "berth-$h-plugins"
     --insecure-registry "$REG_OPEN" --insecure-registry "$REG_AUTH")
-  if [[ $h == h1 ]]; then
-    ensure_h1_bridge
-    # dockerd flushes the DOCKER iptables chains at start; in the shared host namespace that
-    # would break another engine's port forwards. Published ports still work via docker-proxy.
-    args+=(--bridge berth-h1 --iptables=false
-      --default-address-pool "base=10.214.0.0/16,size=24")
-  else
-    ensure_netns
-    # --tls=false explicitly: otherwise 20.10 sleeps 15 s to warn about the plain TCP listener.
-    args+=(-H "tcp://$NS_IP:2375" --tls=false --bip 10.213.0.1/24
-      --default-address-pool "base=10.215.0.0/16,size=24")
-    # nsenter, not "ip netns exec": the latter remounts /sys and dockerd then finds no cgroups.
-    prefix=(nsenter --net=/run/netns/h2)
-  fi
+  case $h in
+    h1)
+      ensure_h1_bridge
+      # dockerd flushes the DOCKER iptables chains at start; in the shared host namespace that
+      # would break another engine's port forwards. Published ports still work via docker-proxy.
+      args+=(--bridge berth-h1 --iptables=false
+        --default-address-pool "base=10.214.0.0/16,size=24") ;;
+    h2)
+      ensure_netns
+      # --tls=false explicitly: otherwise 20.10 sleeps 15 s to warn about the plain TCP listener.
+      args+=(-H "$(engine_url h2)" --tls=false --bip 10.213.0.1/24
+        --default-address-pool "base=10.215.0.0/16,size=24") ;;
+    h3)
+      ensure_netns
+      ensure_h3_bridge
+      ensure_tls
+      # --tlsverify: the engine checks clients against the CA too; one without a certificate is refused.
+      args+=(-H "$(engine_url h3)" --tlsverify --tlscacert "$TLS/ca.pem"
+        --tlscert "$TLS/server-cert.pem" --tlskey "$TLS/server-key.pem"
+        --bridge berth-h3 --iptables=false --default-address-pool "base=10.217.0.0/16,size=24") ;;
+  esac
+  # nsenter, not "ip netns exec": the latter remounts /sys and dockerd then finds no cgroups.
+  [[ $h == h1 ]] || prefix=(nsenter --net=/run/netns/h2)
   if pid_alive "$dir/pid" dockerd; then
-    # An h2 engine left in an older (deleted) namespace is unreachable: restart it.
-    [[ $h == h2 && $(readlink "/proc/$(<"$dir/pid")/ns/net") != "net:[$(stat -L -c %i /run/netns/h2)]" ]] ||
+    # An h2/h3 engine left in an older (deleted) namespace is unreachable: restart it.
+    [[ $h != h1 && $(readlink "/proc/$(<"$dir/pid")/ns/net") != "net:[$(stat -L -c %i /run/netns/h2)]" ]] ||
       { ENGINE_PID[$h]=$(<"$dir/pid"); return 0; }
     stop_pidfile "$dir/pid" dockerd
   fi
@@ -222,7 +265,7 @@ build_image() { # H
 verify() {
   local out=$TB/verify.log cfg h ref=$REG_OPEN/$IMAGE
   : >"$out"
-  for h in h1 h2; do
+  for h in h1 h2 h3; do
     dk "$h" run --rm "$IMAGE" true >>"$out" 2>&1 || die_log "engine $h cannot run containers" "$out"
   done
   { dk h1 tag "$IMAGE" "$ref" && dk h1 push "$ref" && dk h2 pull "$ref"; } >>"$out" 2>&1 ||
@@ -279,13 +322,16 @@ cmd_up() {
   # Engines boot in parallel with the registries and PostgreSQL; waiting comes last.
   launch_engine h1
   launch_engine h2
+  launch_engine h3
   start_registry reg-open 5000
   start_registry reg-auth 5001 auth
   ensure_postgres
   wait_engine h1
   wait_engine h2
+  wait_engine h3
   build_image h1
   build_image h2
+  build_image h3
   verify
 }
 
@@ -294,6 +340,7 @@ cmd_down() {
   stop_pidfile "$TB/reg-auth.pid" docker-registry
   stop_pidfile "$TB/h1/pid" dockerd
   stop_pidfile "$TB/h2/pid" dockerd
+  stop_pidfile "$TB/h3/pid" dockerd
   # Deleting the namespace alone may not free the veth if a stray process still lives in it.
   ip link del veth-h2 2>/dev/null || true
   ip netns del h2 2>/dev/null || true
@@ -316,6 +363,7 @@ cmd_status() {
   line "netns h2" "veth-h2 $HOST_IP <-> eth0 $NS_IP" netns_up
   line "engine h1" "$(engine_url h1)" engine_ready h1
   line "engine h2" "$(engine_url h2)" engine_ready h2
+  line "engine h3" "$(engine_url h3) (TLS, client certificate)" engine_ready h3
   line "registry open" "$REG_OPEN" registry_up reg-open 5000
   line "registry auth" "$REG_AUTH" registry_up reg-auth 5001
   line "postgresql" "$PG_SOCK" pg_isready -q -h "$PG_SOCK"
@@ -325,6 +373,11 @@ cmd_env() {
   cat <<EOF
 export BERTH_TEST_H1_URL='$(engine_url h1)'
 export BERTH_TEST_H2_URL='$(engine_url h2)'
+export BERTH_TEST_H3_URL='$(engine_url h3)'
+export BERTH_TEST_H3_CA='$TLS/ca.pem'
+export BERTH_TEST_H3_CLIENT_CERT='$TLS/client/cert.pem'
+export BERTH_TEST_H3_CLIENT_KEY='$TLS/client/key.pem'
+export BERTH_TEST_H3_OTHER_CA='$TLS/other-ca.pem'
 export BERTH_TEST_REGISTRY='$REG_OPEN'
 export BERTH_TEST_AUTH_REGISTRY='$REG_AUTH'
 export BERTH_TEST_REGISTRY_USER='$REG_USER'
@@ -335,7 +388,7 @@ export BERTH_TEST_IMAGE='$IMAGE'
 EOF
 }
 
-engine_arg() { [[ ${1:-} == h[12] ]] || die "usage: $(basename "$0") $2 h1|h2"; }
+engine_arg() { [[ ${1:-} == h[123] ]] || die "usage: $(basename "$0") $2 h1|h2|h3"; }
 
 # Test sessions (e.g. several pytest workers) may call up/start/stop at the same time.
 # Every daemon is started with 9>&-: one inheriting the lock would hold it forever.
@@ -354,5 +407,5 @@ case ${1:-} in
   start-engine)
     engine_arg "${2:-}" start-engine
     launch_engine "$2" && wait_engine "$2" ;;
-  *) die "usage: $(basename "$0") up|down|status|env|stop-engine h1|h2|start-engine h1|h2" ;;
+  *) die "usage: $(basename "$0") up|down|status|env|stop-engine h1|h2|h3|start-engine h1|h2|h3" ;;
 esac

@@ -203,7 +203,9 @@ class BothHosts:
         self.hosts: dict[str, str] = {}
         self.engines: dict[str, docker.DockerClient] = {}
         for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            response = api.post("/hosts", json={"name": name, "url": url, "labels": {"name": name}})
+            response = api.post(
+                "/hosts", json={"name": name, **bed.host(name), "labels": {"name": name}}
+            )
             self.hosts[name] = response.json()["id"]
             self.engines[name] = docker.DockerClient(base_url=url, timeout=60)
         for host_id in self.hosts.values():
@@ -378,7 +380,7 @@ class Images:
     def host(self, name: str = "h1") -> str:
         if name not in self.host_ids:
             url = self.bed.h1_url if name == "h1" else self.bed.h2_url
-            response = self.api.post("/hosts", json={"name": name, "url": url})
+            response = self.api.post("/hosts", json={"name": name, **self.bed.host(name)})
             assert response.status_code == 201, response.text
             self.host_ids[name] = response.json()["id"]
             if name not in self.engines:

@@ -25,12 +25,39 @@ class Testbed:
 
     h1_url: str
     h2_url: str
+    # h3 answers TLS only, to a client certificate from the testbed CA (h3_ca, h3_client_*);
+    # h3_other_ca is a CA that signed nothing.
+    h3_url: str
+    h3_ca: Path
+    h3_client_cert: Path
+    h3_client_key: Path
+    h3_other_ca: Path
     registry: str
     auth_registry: str
     registry_user: str
     registry_password: str
     pg_url: str
     image: str
+
+    def h3_tls(self, *, ca: Path | None = None, client: bool = True) -> dict[str, str]:
+        """The `tls` of a host registration for h3: the testbed CA (or `ca`), and the client
+        certificate unless `client` is false."""
+        tls = {"ca_cert": (ca or self.h3_ca).read_text()}
+        if client:
+            tls |= {
+                "client_cert": self.h3_client_cert.read_text(),
+                "client_key": self.h3_client_key.read_text(),
+            }
+        return tls
+
+    def host(self, name: str) -> dict[str, Any]:
+        """How to register engine `name` (h1, h2 or h3): its URL, and for h2, reached over plain
+        TCP, `insecure: true`; for h3 its TLS material."""
+        if name == "h1":
+            return {"url": self.h1_url}
+        if name == "h2":
+            return {"url": self.h2_url, "insecure": True}
+        return {"url": self.h3_url, "tls": self.h3_tls()}
 
     def run(self, *args: str, timeout: float = 120) -> None:
         subprocess.run([str(SCRIPT), *args], check=True, timeout=timeout, capture_output=True)
@@ -45,8 +72,9 @@ class Testbed:
 @lru_cache
 def testbed() -> Testbed:
     env = dict(os.environ)
-    if "BERTH_TEST_H1_URL" not in env:
-        # Run by hand (plain `pytest`): read what the script would export.
+    if "BERTH_TEST_H3_URL" not in env:
+        # Run by hand (plain `pytest`), or with an environment exported before h3 existed: read
+        # what the script would export.
         printed = subprocess.run(
             [str(SCRIPT), "env"], check=True, capture_output=True, text=True
         ).stdout
@@ -58,6 +86,11 @@ def testbed() -> Testbed:
     return Testbed(
         h1_url=env["BERTH_TEST_H1_URL"],
         h2_url=env["BERTH_TEST_H2_URL"],
+        h3_url=env["BERTH_TEST_H3_URL"],
+        h3_ca=Path(env["BERTH_TEST_H3_CA"]),
+        h3_client_cert=Path(env["BERTH_TEST_H3_CLIENT_CERT"]),
+        h3_client_key=Path(env["BERTH_TEST_H3_CLIENT_KEY"]),
+        h3_other_ca=Path(env["BERTH_TEST_H3_OTHER_CA"]),
         registry=env["BERTH_TEST_REGISTRY"],
         auth_registry=env["BERTH_TEST_AUTH_REGISTRY"],
         registry_user=env["BERTH_TEST_REGISTRY_USER"],

@@ -236,21 +236,24 @@ def delete_container(
 
 
 async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str]:
-    def load() -> tuple[str, str | None, str]:
+    def load() -> tuple[str, str | None, bool, str]:
         with context.db.session(write=False) as session:
             container = service.get(session, container_id=container_id)
             host = session.execute(
-                select(Host.url, Host.tls_encrypted).where(Host.id == container.host_id)
+                select(Host.url, Host.tls_encrypted, Host.insecure).where(
+                    Host.id == container.host_id
+                )
             ).one()
             if container.docker_id is None or container.state == "missing":
                 raise Conflict(
                     f"container {container.name!r} does not exist on its host "
                     f"(state {container.state})"
                 )
-            return host.url, host.tls_encrypted, container.docker_id
+            return host.url, host.tls_encrypted, host.insecure, container.docker_id
 
-    url, tls_encrypted, docker_id = await run_in_threadpool(load)
-    live = context.engine_factory.live(url, tls=tls_material(context.cipher, tls_encrypted))
+    url, tls_encrypted, insecure, docker_id = await run_in_threadpool(load)
+    tls = tls_material(context.cipher, tls_encrypted)
+    live = context.engine_factory.live(url, tls=tls, insecure=insecure)
     return live, docker_id
 
 

@@ -304,12 +304,13 @@ class HostFollower:
     def _engine(self) -> Engine | None:
         with self.app.db.session(write=False) as session:
             row = session.execute(
-                select(Host.url, Host.tls_encrypted).where(Host.id == self.host_id)
+                select(Host.url, Host.tls_encrypted, Host.insecure).where(Host.id == self.host_id)
             ).first()
         if row is None:
             return None
+        tls = tls_material(self.app.cipher, row.tls_encrypted)
         return self.app.engine_factory.client(
-            row.url, tls=tls_material(self.app.cipher, row.tls_encrypted), timeout=_SILENCE_SECONDS
+            row.url, tls=tls, insecure=row.insecure, timeout=_SILENCE_SECONDS
         )
 
     def _run(self) -> None:

@@ -15,7 +15,7 @@ import docker
 from docker.tls import TLSConfig
 
 from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
-from app.engine.tls import TlsFiles, TlsMaterial
+from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp, system_trust_store
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,36 @@ class EngineFacts:
     containers_running: int
 
 
-class DockerEngine:
-    """One Docker engine reached by URL (unix:// or tcp://, optionally with TLS client certs)."""
+class _EngineApi(docker.APIClient):
+    """The SDK's client, deaf to the environment. requests lets REQUESTS_CA_BUNDLE replace the
+    CA a session verifies against (psf/requests#3829), which would undo a host's own CA (and
+    `insecure`); and an engine is never reached through the environment's HTTP proxy. A
+    property, because the constructor already talks to the engine (API version detection)."""
 
-    def __init__(self, url: str, *, tls: TlsMaterial | None = None, timeout: float = 30.0) -> None:
+    @property
+    def trust_env(self) -> bool:
+        return False
+
+    @trust_env.setter
+    def trust_env(self, value: bool) -> None:
+        pass  # requests.Session.__init__ sets True
+
+
+class DockerEngine:
+    """One Docker engine reached by URL: unix://, or tcp:// over TLS (the engine's certificate
+    verified, optionally with a client certificate), or plain tcp:// only when `insecure`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: TlsMaterial | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
         self.url = url
         self._tls = tls
+        self._insecure = insecure
         self._tls_files: TlsFiles | None = None
         tls_config: TLSConfig | bool = False
         base_url = url
@@ -42,14 +66,15 @@ class DockerEngine:
             # The SDK reads the files when it connects: keep them for the client's lifetime.
             self._tls_files = TlsFiles(tls)
             ca = self._tls_files.ca
-            tls_config = TLSConfig(
-                client_cert=(str(self._tls_files.cert), str(self._tls_files.key)),
-                ca_cert=str(ca) if ca else None,
-                verify=bool(ca),
-            )
+            verify: str | bool = str(ca) if ca else system_trust_store() or True
+            if insecure:  # encrypted, but the engine's identity is not checked
+                verify = False
+            tls_config = TLSConfig(client_cert=self._tls_files.client, verify=verify)
             base_url = url.replace("tcp://", "https://", 1)
+        else:
+            refuse_plain_tcp(url, insecure=insecure)
         with translate_errors(f"connect to {url}"):
-            self.api = docker.APIClient(
+            self.api: docker.APIClient = _EngineApi(
                 base_url=base_url,
                 version="auto",
                 timeout=max(1, math.ceil(timeout)),
@@ -267,7 +292,7 @@ class DockerEngine:
     def streaming(self, timeout: float = 3600.0) -> DockerEngine:
         """A second client for long streams (builds, pulls): a generous read timeout, so a
         silent build step is not mistaken for a dead engine. Close it when done."""
-        return DockerEngine(self.url, tls=self._tls, timeout=timeout)
+        return DockerEngine(self.url, tls=self._tls, insecure=self._insecure, timeout=timeout)
 
 
 __all__ = ["DockerEngine", "EngineFacts"]

@@ -5,6 +5,7 @@ one) become these."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 
 import httpx
@@ -41,6 +42,32 @@ def for_status(status: int, message: str) -> EngineError:
     return EngineRejected(message)
 
 
+# TLS alerts an engine run with --tlsverify sends a client without an acceptable certificate.
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA")
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """The TLS reason buried in a requests/urllib3/httpx transport error, said plainly, or None.
+    The libraries wrap the ssl error in two or three layers whose text hides it."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return f"TLS: the engine's certificate failed verification ({error.verify_message})"
+        if isinstance(error, ssl.SSLError):
+            reason = str(error.reason or error)
+            if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+                return f"TLS: the engine requires a client certificate it trusts ({reason})"
+            return f"TLS handshake failed ({reason})"
+        linked = (error.__cause__, error.__context__, getattr(error, "reason", None), *error.args)
+        pending.extend(e for e in linked if isinstance(e, BaseException))
+    return None
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Turn library and transport errors into EngineError with a plain message."""
@@ -51,9 +78,10 @@ def translate_errors(what: str) -> Iterator[None]:
     except docker_errors.APIError as exc:
         raise for_status(exc.status_code or 0, f"{what}: {exc.explanation or exc}") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise EngineUnavailable(f"{what}: engine unreachable ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        detail = str(exc) or type(exc).__name__
+        detail = tls_failure(exc) or type(exc).__name__
         raise EngineUnavailable(f"{what}: engine unreachable ({detail})") from exc
-    except (docker_errors.DockerException, OSError) as exc:
-        raise EngineUnavailable(f"{what}: {exc}") from exc
+    except httpx.TransportError as exc:
+        detail = tls_failure(exc) or str(exc) or type(exc).__name__
+        raise EngineUnavailable(f"{what}: engine unreachable ({detail})") from exc
+    except (docker_errors.DockerException, OSError) as exc:  # ssl.SSLError is an OSError
+        raise EngineUnavailable(f"{what}: {tls_failure(exc) or exc}") from exc

@@ -9,8 +9,12 @@ from app.engine.tls import TlsMaterial
 
 
 class DockerEngines:
-    def client(self, url: str, *, tls: TlsMaterial | None = None, timeout: float) -> DockerEngine:
-        return DockerEngine(url, tls=tls, timeout=timeout)
+    def client(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False, timeout: float
+    ) -> DockerEngine:
+        return DockerEngine(url, tls=tls, insecure=insecure, timeout=timeout)
 
-    def live(self, url: str, *, tls: TlsMaterial | None = None) -> LiveEngine:
-        return LiveEngine(url, tls=tls)
+    def live(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False
+    ) -> LiveEngine:
+        return LiveEngine(url, tls=tls, insecure=insecure)

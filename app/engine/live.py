@@ -31,7 +31,7 @@ from app.engine.errors import (
     for_status,
     translate_errors,
 )
-from app.engine.tls import TlsFiles, TlsMaterial
+from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp
 
 MIN_API_VERSION = (1, 41)
 # From this version on the engine says in Content-Type whether a log stream is multiplexed.
@@ -88,13 +88,15 @@ def demultiplex(buffer: bytearray) -> list[tuple[int, bytes]]:
 
 
 class LiveEngine:
-    """An async client for one engine's live data (unix:// or tcp://, optionally with TLS)."""
+    """An async client for one engine's live data (unix://, or tcp:// as DockerEngine reaches
+    it: TLS verified, or plain only when `insecure`)."""
 
     def __init__(
         self,
         url: str,
         *,
         tls: TlsMaterial | None = None,
+        insecure: bool = False,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_connections: int | None = None,
@@ -118,9 +120,12 @@ class LiveEngine:
         elif url.startswith(("tcp://", "http://", "https://")):
             address = url.split("://", 1)[1].rstrip("/")
             if tls is not None:
-                transport = httpx.AsyncHTTPTransport(verify=_ssl_context(tls), limits=limits)
+                transport = httpx.AsyncHTTPTransport(
+                    verify=_ssl_context(tls, insecure=insecure), limits=limits
+                )
                 base_url = f"https://{address}"
             else:
+                refuse_plain_tcp(url, insecure=insecure)
                 transport = httpx.AsyncHTTPTransport(limits=limits)
                 base_url = f"http://{address}"
         else:
@@ -262,21 +267,21 @@ class LiveEngine:
         return bool((details.get("Config") or {}).get("Tty"))
 
 
-def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
-    """A client context with the certificate and key loaded. The ssl module only reads them
-    from files, so they go through a private directory that is gone once they are loaded."""
-    if tls.ca_cert:
-        context = ssl.create_default_context(cadata=tls.ca_cert)
-    else:
-        # As DockerEngine does: without a CA the engine's certificate is not verified.
-        context = ssl.create_default_context()
+def _ssl_context(tls: TlsMaterial, *, insecure: bool) -> ssl.SSLContext:
+    """A client context as DockerEngine verifies: against the given CA, else the system's
+    trust store; `insecure` skips the check. The ssl module reads the client certificate and
+    key only from files, so they go through a private directory gone once they are loaded."""
+    # Without cadata the default context loads the system's trust store.
+    context = ssl.create_default_context(cadata=tls.ca_cert or None)
+    if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     with TlsFiles(tls) as files:
-        try:
-            context.load_cert_chain(str(files.cert), str(files.key))
-        except ssl.SSLError as exc:
-            raise EngineRejected(f"TLS client certificate or key unusable: {exc}") from exc
+        if files.client is not None:
+            try:
+                context.load_cert_chain(*files.client)
+            except ssl.SSLError as exc:
+                raise EngineRejected(f"TLS client certificate or key unusable: {exc}") from exc
     return context
 
 

@@ -1,4 +1,5 @@
-"""One reusable client per host, rebuilt when the host's URL or TLS material changes."""
+"""One reusable client per host, rebuilt when the host's URL, TLS material or `insecure` flag
+changes."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ class EnginePool:
         self._factory = factory
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._clients: dict[str, tuple[tuple[str, TlsMaterial | None], Engine]] = {}
+        self._clients: dict[str, tuple[tuple[str, TlsMaterial | None, bool], Engine]] = {}
 
-    def get(self, host_id: str, url: str, tls: TlsMaterial | None = None) -> Engine:
-        identity = (url, tls)
+    def get(
+        self, host_id: str, url: str, tls: TlsMaterial | None = None, *, insecure: bool = False
+    ) -> Engine:
+        identity = (url, tls, insecure)
         with self._lock:
             cached = self._clients.get(host_id)
             if cached is not None and cached[0] == identity:
                 return cached[1]
-        engine = self._factory.client(url, tls=tls, timeout=self._timeout)
+        engine = self._factory.client(url, tls=tls, insecure=insecure, timeout=self._timeout)
         with self._lock:
             old = self._clients.get(host_id)
             if old is not None and old[0] == identity:

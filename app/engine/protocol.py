@@ -126,9 +126,13 @@ class LiveClient(Protocol):
 
 
 class EngineFactory(Protocol):
-    """Builds the clients for an engine reached at `url` (with TLS client material, if any).
-    AppContext holds one; every client Berth uses is built by it."""
+    """Builds the clients for an engine reached at `url` (with TLS material, if any; plain
+    tcp:// only when `insecure`). AppContext holds one; every client Berth uses is built by it."""
 
-    def client(self, url: str, *, tls: TlsMaterial | None = None, timeout: float) -> Engine: ...
+    def client(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False, timeout: float
+    ) -> Engine: ...
 
-    def live(self, url: str, *, tls: TlsMaterial | None = None) -> LiveClient: ...
+    def live(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False
+    ) -> LiveClient: ...

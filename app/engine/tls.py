@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from app.engine.errors import EngineRejected
+
 
 @dataclass(frozen=True)
 class TlsMaterial:
+    """The engine's certificate is checked against `ca_cert`, or the system's trust store
+    without one. The client certificate and key come together or not at all (an engine run
+    with --tlsverify refuses a client without one)."""
+
     ca_cert: str | None
-    client_cert: str
-    client_key: str
+    client_cert: str | None
+    client_key: str | None
+
+
+def system_trust_store() -> str | None:
+    """Where OpenSSL finds the system's CA certificates (SSL_CERT_FILE/SSL_CERT_DIR honoured).
+    The docker SDK's requests would otherwise verify against certifi's bundle instead."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath
+
+
+def refuse_plain_tcp(url: str, *, insecure: bool) -> None:
+    """Plain tcp:// carries every call, registry passwords included, unencrypted to an engine
+    whose identity nobody checked: only for a host registered as `insecure`."""
+    if url.startswith("tcp://") and not insecure:
+        raise EngineRejected(
+            f"connect to {url}: plain tcp:// without TLS is refused; "
+            "give TLS material, or register the host with insecure: true"
+        )
 
 
 class TlsFiles:
@@ -24,10 +48,13 @@ class TlsFiles:
         self._folder = tempfile.TemporaryDirectory(prefix="berth-tls-")
         folder = Path(self._folder.name)
         folder.chmod(0o700)
-        self.cert, self.key = folder / "cert.pem", folder / "key.pem"
-        self.cert.write_text(tls.client_cert)
-        self.key.touch(mode=0o600)
-        self.key.write_text(tls.client_key)
+        self.client: tuple[str, str] | None = None
+        if tls.client_cert and tls.client_key:
+            cert, key = folder / "cert.pem", folder / "key.pem"
+            cert.write_text(tls.client_cert)
+            key.touch(mode=0o600)
+            key.write_text(tls.client_key)
+            self.client = (str(cert), str(key))
         self.ca: Path | None = None
         if tls.ca_cert:
             self.ca = folder / "ca.pem"

@@ -51,20 +51,26 @@ class HostProber(LoopService):
         if leases.acquire(self.app.db, PROBE_LEASE, holder=self.holder, ttl_seconds=ttl) is None:
             return
         with self.app.db.session(write=False) as session:
-            targets = session.execute(select(Host.id, Host.url, Host.tls_encrypted)).all()
+            targets = session.execute(
+                select(Host.id, Host.url, Host.tls_encrypted, Host.insecure)
+            ).all()
         results = list(
-            self._pool.map(lambda row: self._probe(row.id, row.url, row.tls_encrypted), targets)
+            self._pool.map(
+                lambda row: self._probe(row.id, row.url, row.tls_encrypted, row.insecure), targets
+            )
         )
         if results:
             self._record(results)
 
-    def _probe(self, host_id: str, url: str, tls_encrypted: str | None) -> ProbeResult:
+    def _probe(
+        self, host_id: str, url: str, tls_encrypted: str | None, insecure: bool
+    ) -> ProbeResult:
         settings = self.app.settings
         try:
             tls = tls_material(self.app.cipher, tls_encrypted)
             # A fresh client per probe: a dead engine must not leave a pooled connection hanging.
             engine = self.app.engine_factory.client(
-                url, tls=tls, timeout=settings.host_probe_timeout_seconds
+                url, tls=tls, insecure=insecure, timeout=settings.host_probe_timeout_seconds
             )
             try:
                 engine.ping()

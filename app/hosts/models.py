@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String, Text
+from sqlalchemy import BigInteger, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
@@ -23,6 +23,8 @@ class Host(Base):
     draining: Mapped[bool] = mapped_column(default=False)
     # The TLS client material as one encrypted JSON document; never leaves the engine layer.
     tls_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Reached without verifying the engine: plain tcp://, or TLS without a certificate check.
+    insecure: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     engine_version: Mapped[str | None] = mapped_column(String(50))
@@ -43,4 +45,15 @@ class Host(Base):
     version: Mapped[int] = mapped_column(default=1)
 
 
-track(Host, "host", "name", "status", "error", "schedulable", "draining", "labels", "version")
+track(
+    Host,
+    "host",
+    "name",
+    "status",
+    "error",
+    "schedulable",
+    "draining",
+    "labels",
+    "insecure",
+    "version",
+)

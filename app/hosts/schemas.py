@@ -52,14 +52,47 @@ def validate_engine_url(url: str) -> str:
     raise ValueError("the URL must start with unix:// or tcp://")
 
 
+def transport_problem(url: str, *, tls: bool, insecure: bool) -> str | None:
+    """What is wrong with how a host is reached, or None. The engine API is root on the host:
+    over tcp:// it is spoken over TLS (the engine's certificate verified) unless the host is
+    registered as `insecure`. unix:// sockets are local and need neither."""
+    if not url.startswith("tcp://"):
+        if tls:
+            return "tls applies to tcp:// URLs only"
+        if insecure:
+            return "insecure applies to tcp:// URLs only"
+        return None
+    if not tls and not insecure:
+        return (
+            "plain tcp:// (no TLS) is refused: give `tls` (the engine's CA, and a client "
+            "certificate if the engine asks for one), or set `insecure: true` to accept an "
+            "engine that anyone on the network can read, impersonate and command"
+        )
+    return None
+
+
 class HostTls(BaseModel):
-    """Client certificate material for a TLS engine, PEM encoded. Write-only."""
+    """TLS material for an engine, PEM encoded. Write-only. The engine's certificate is
+    verified against `ca_cert`, or the system's trust store without one. The client
+    certificate and key go together (an engine run with --tlsverify requires them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     ca_cert: Pem | None = None
-    client_cert: Pem
-    client_key: Pem
+    client_cert: Pem | None = None
+    client_key: Pem | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> HostTls:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+
+INSECURE_DESCRIPTION = (
+    "Accept this engine without verifying it: plain tcp:// (no TLS), or TLS without checking "
+    "the engine's certificate. Off by default; tcp:// hosts need TLS material or this."
+)
 
 
 class HostCreate(BaseModel):
@@ -70,6 +103,7 @@ class HostCreate(BaseModel):
     labels: Labels = Field(default_factory=dict)
     schedulable: bool = True
     tls: HostTls | None = None
+    insecure: bool = Field(default=False, description=INSECURE_DESCRIPTION)
 
     @field_validator("url")
     @classmethod
@@ -77,9 +111,10 @@ class HostCreate(BaseModel):
         return validate_engine_url(value)
 
     @model_validator(mode="after")
-    def _tls_needs_tcp(self) -> HostCreate:
-        if self.tls is not None and not self.url.startswith("tcp://"):
-            raise ValueError("tls applies to tcp:// URLs only")
+    def _check_transport(self) -> HostCreate:
+        problem = transport_problem(self.url, tls=self.tls is not None, insecure=self.insecure)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -91,6 +126,7 @@ class HostUpdate(BaseModel):
     labels: Labels | None = None
     schedulable: bool | None = None
     tls: HostTls | None = None
+    insecure: bool | None = Field(default=None, description=INSECURE_DESCRIPTION)
 
     @field_validator("url")
     @classmethod
@@ -112,6 +148,7 @@ class HostRead(BaseModel):
     tls_configured: bool = Field(
         description="Whether TLS client material is stored (never returned)."
     )
+    insecure: bool = Field(description=INSECURE_DESCRIPTION)
     engine_version: str | None
     api_version: str | None
     os: str | None

@@ -12,7 +12,7 @@ from app.api.pagination import paginate
 from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.db import utcnow
-from app.core.errors import BadRequest, Conflict, NotFound
+from app.core.errors import BadRequest, Conflict, Invalid, NotFound
 from app.core.lookup import get_or_404
 from app.engine.protocol import Engine
 from app.engine.tls import TlsMaterial
@@ -24,6 +24,7 @@ from app.hosts.schemas import (
     HostRead,
     HostTls,
     HostUpdate,
+    transport_problem,
 )
 from app.operations import queue
 from app.operations.models import QUEUED, RUNNING, Operation
@@ -41,6 +42,7 @@ def to_read(host: Host) -> HostRead:
         schedulable=host.schedulable,
         draining=host.draining,
         tls_configured=host.tls_encrypted is not None,
+        insecure=host.insecure,
         engine_version=host.engine_version,
         api_version=host.api_version,
         os=host.os,
@@ -75,6 +77,7 @@ def create(session: Session, *, data: HostCreate, cipher: Cipher) -> Host:
         labels=data.labels,
         schedulable=data.schedulable,
         tls_encrypted=_encrypt_tls(cipher, data.tls) if data.tls else None,
+        insecure=data.insecure,
         status="pending",
         created_at=now,
         updated_at=now,
@@ -128,9 +131,28 @@ def update(session: Session, *, host: Host, data: HostUpdate, cipher: Cipher) ->
             host.draining = False
     if data.tls is not None:
         host.tls_encrypted = _encrypt_tls(cipher, data.tls)
+    if data.insecure is not None:
+        host.insecure = data.insecure
+    _check_transport(host, data)
     host.updated_at = utcnow()
     host.version += 1
     return host
+
+
+def _check_transport(host: Host, data: HostUpdate) -> None:
+    """The transport rules on the host as this update leaves it. A unix:// URL ignores stored TLS
+    material and `insecure` (a PATCH cannot remove the material), so there only what this
+    request sets counts, and `insecure` is cleared."""
+    tcp = host.url.startswith("tcp://")
+    problem = transport_problem(
+        host.url,
+        tls=data.tls is not None or (tcp and host.tls_encrypted is not None),
+        insecure=bool(data.insecure) or (tcp and host.insecure),
+    )
+    if problem is not None:
+        raise Invalid(problem, errors=[{"loc": "body", "msg": problem}])
+    if not tcp:
+        host.insecure = False
 
 
 def drain(session: Session, *, host_id: str, settings: Settings, created_by: str) -> HostAccepted:
@@ -175,7 +197,9 @@ def tls_material(cipher: Cipher, encrypted: str | None) -> TlsMaterial | None:
         return None
     raw = json.loads(cipher.decrypt(encrypted))
     return TlsMaterial(
-        ca_cert=raw.get("ca_cert"), client_cert=raw["client_cert"], client_key=raw["client_key"]
+        ca_cert=raw.get("ca_cert"),
+        client_cert=raw.get("client_cert"),
+        client_key=raw.get("client_key"),
     )
 
 
@@ -183,8 +207,9 @@ def engine_for_host(app: AppContext, host_id: str) -> Engine:
     """The Docker client for a host, built from its stored URL and decrypted TLS material."""
     with app.db.session(write=False) as session:
         row = session.execute(
-            select(Host.url, Host.tls_encrypted).where(Host.id == host_id)
+            select(Host.url, Host.tls_encrypted, Host.insecure).where(Host.id == host_id)
         ).first()
     if row is None:
         raise NotFound(f"no host {host_id!r}")
-    return app.engines.get(host_id, row.url, tls_material(app.cipher, row.tls_encrypted))
+    tls = tls_material(app.cipher, row.tls_encrypted)
+    return app.engines.get(host_id, row.url, tls, insecure=row.insecure)

@@ -75,7 +75,7 @@ def test_hostile_values_are_refused_not_crashed_on(api: Api) -> None:
     assert api.get("/operations/" + "x" * 5000).status_code in (404, 414)
 
 
-HOST = {"name": "h1", "url": "tcp://10.203.0.2:2375"}
+HOST = {"name": "h1", "url": "tcp://10.203.0.2:2375", "insecure": True}
 CREATE_H1 = {"Idempotency-Key": "create-h1"}
 
 
@@ -148,7 +148,7 @@ def test_readyz_needs_a_live_worker(
 
 
 def test_metrics_report_requests_queue_and_hosts(api: Api) -> None:
-    api.post("/hosts", json={"name": "h", "url": "tcp://10.203.0.2:2375"})
+    api.post("/hosts", json={"name": "h", "url": "tcp://10.203.0.2:2375", "insecure": True})
     operation = api.debug_operation("debug.noop")
     api.wait_operation(operation["id"])
     text = api.client.get("/metrics").text

@@ -23,9 +23,11 @@ class CountingEngines(DockerEngines):
     def __init__(self) -> None:
         self.built: list[tuple[str, float]] = []
 
-    def client(self, url: str, *, tls: TlsMaterial | None = None, timeout: float) -> DockerEngine:
+    def client(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False, timeout: float
+    ) -> DockerEngine:
         self.built.append((url, timeout))
-        return super().client(url, tls=tls, timeout=timeout)
+        return super().client(url, tls=tls, insecure=insecure, timeout=timeout)
 
 
 def test_the_factory_handed_to_the_context_builds_its_engines(

@@ -331,7 +331,7 @@ async def test_missing_container_and_unreachable_engine(bed: Testbed) -> None:
         with pytest.raises(ObjectNotFound):
             await engine.stats("berth-no-such")
 
-    async with live("tcp://127.0.0.1:1", connect_timeout=1.0) as engine:
+    async with live("tcp://127.0.0.1:1", insecure=True, connect_timeout=1.0) as engine:
         with anyio.fail_after(3):
             with pytest.raises(EngineUnavailable):
                 await collect(

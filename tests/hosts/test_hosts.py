@@ -40,7 +40,7 @@ def is_ready(api: Api, host_id: str) -> bool:
 
 def test_both_engines_become_ready_with_real_figures(api: Api, bed: Testbed) -> None:
     h1 = register(api, "h1", bed.h1_url, labels={"zone": "a"})
-    h2 = register(api, "h2", bed.h2_url, labels={"zone": "b"})
+    h2 = register(api, "h2", bed.h2_url, insecure=True, labels={"zone": "b"})
     assert h1["status"] == "pending"
     for host in (h1, h2):
         wait_for(partial(is_ready, api, host["id"]), timeout=30, what=host["name"])
@@ -65,7 +65,7 @@ def h2_restored(bed: Testbed) -> Iterator[None]:
 def test_dead_engine_goes_unreachable_and_recovers(
     api: Api, bed: Testbed, settings: Settings, h2_restored: None
 ) -> None:
-    h2 = register(api, "h2", bed.h2_url)
+    h2 = register(api, "h2", bed.h2_url, insecure=True)
     wait_for(lambda: host_status(api, h2["id"]) == "ready", timeout=30, what="h2 ready")
 
     bed.stop_engine("h2")
@@ -133,7 +133,7 @@ def test_host_input_rules(api: Api, bed: Testbed) -> None:
     assert unix_tls.status_code == 422
     assert "tcp://" in unix_tls.json()["detail"]
     register(api, "h", bed.h1_url)
-    clash = api.post("/hosts", json={"name": "h", "url": bed.h2_url})
+    clash = api.post("/hosts", json={"name": "h", "url": bed.h2_url, "insecure": True})
     assert clash.status_code == 409
     assert "already exists" in clash.json()["detail"]
 
@@ -194,7 +194,13 @@ def test_delete_refuses_while_work_is_pending_unless_forced(api: Api, bed: Testb
 
 def test_list_paginates_and_filters(api: Api) -> None:
     created = [
-        register(api, f"host-{i}", f"tcp://127.0.0.1:{1 + i}", labels={"even": str(i % 2 == 0)})
+        register(
+            api,
+            f"host-{i}",
+            f"tcp://127.0.0.1:{1 + i}",
+            insecure=True,
+            labels={"even": str(i % 2 == 0)},
+        )
         for i in range(7)
     ]
     seen: list[str] = []
@@ -225,6 +231,7 @@ def test_label_filter_is_applied_before_paging(api: Api) -> None:
             api,
             f"n{i}",
             f"tcp://127.0.0.1:{20 + i}",
+            insecure=True,
             labels={"tier": "db" if i >= 4 else "web"},
         )
     page = api.get("/hosts", params={"label": "tier=db", "limit": 2}).json()

@@ -72,7 +72,9 @@ def test_operators_are_not_admins(api: Api) -> None:
     )
     assert (
         api.post(
-            "/hosts", role=Role.operator, json={"name": "x", "url": "tcp://1.2.3.4:2375"}
+            "/hosts",
+            role=Role.operator,
+            json={"name": "x", "url": "tcp://1.2.3.4:2375", "insecure": True},
         ).status_code
         == 403
     )
@@ -126,10 +128,14 @@ def test_expired_tokens_are_refused(api: Api, db: Database) -> None:
 def test_every_mutation_is_audited(api: Api) -> None:
     host = api.post(
         "/hosts",
-        json={"name": "h", "url": "tcp://10.203.0.2:2375"},
+        json={"name": "h", "url": "tcp://10.203.0.2:2375", "insecure": True},
         headers={"X-Request-ID": "req-audit-1"},
     ).json()
-    api.post("/hosts", role=Role.viewer, json={"name": "v", "url": "tcp://10.203.0.2:2375"})
+    api.post(
+        "/hosts",
+        role=Role.viewer,
+        json={"name": "v", "url": "tcp://10.203.0.2:2375", "insecure": True},
+    )
     api.client.post("/api/v1/hosts", json={})
     entries = api.get("/audit").json()["items"]
     assert [(e["action"], e["outcome"]) for e in entries] == [
@@ -152,7 +158,7 @@ def test_every_mutation_is_audited(api: Api) -> None:
 
 def _make_entries(api: Api, count: int) -> None:
     for i in range(count):
-        api.post("/hosts", json={"name": f"h{i}", "url": "tcp://10.203.0.2:2375"})
+        api.post("/hosts", json={"name": f"h{i}", "url": "tcp://10.203.0.2:2375", "insecure": True})
 
 
 def test_audit_verify_detects_an_edited_entry(api: Api, db: Database) -> None:

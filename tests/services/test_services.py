@@ -253,8 +253,8 @@ def test_berth_killed_mid_update_finishes_it(bed: Testbed, tmp_path: Path) -> No
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
     try:
         wait_for(up, timeout=30, what="berth serve")
-        for name, url in (("h1", bed.h1_url), ("h2", bed.h2_url)):
-            client.post("/hosts", json={"name": name, "url": url})
+        for name in ("h1", "h2"):
+            client.post("/hosts", json={"name": name, **bed.host(name)})
         wait_for(
             lambda: all(h["status"] == "ready" for h in client.get("/hosts").json()["items"]),
             timeout=60,

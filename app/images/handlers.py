@@ -17,7 +17,7 @@ from app.images.reference import ImageReference, parse_reference
 from app.operations.context import Cancelled, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.registries import service as registries
-from app.registries.service import Credentials
+from app.registries.service import Credentials, ForeignRegistry
 
 _AUTH_FAILURE = re.compile(r"unauthorized|authentication required|denied|incorrect username", re.I)
 _NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|no such", re.I)
@@ -33,7 +33,12 @@ _DONE_FRAMES = {
 
 def _credentials(ctx: OperationContext, host: str, registry_id: str | None) -> Credentials | None:
     with ctx.app.db.session(write=False) as session:
-        return registries.credentials(session, ctx.app.cipher, registry_id=registry_id, host=host)
+        try:
+            return registries.credentials(
+                session, ctx.app.cipher, registry_id=registry_id, host=host
+            )
+        except ForeignRegistry as exc:
+            raise PermanentError(exc.detail) from exc
 
 
 def registry_failure(

@@ -174,7 +174,12 @@ def pull(
         data.reference, settings, field="body.reference", action="pulling"
     )
     if data.registry_id is not None:
-        registries.get(session, registry_id=data.registry_id)
+        registries.for_image(
+            session,
+            registry_id=data.registry_id,
+            host=reference.registry_host,
+            field="body.registry_id",
+        )
     targets = target_hosts(
         session, host_id=data.host_id, host_ids=data.host_ids, all_hosts=data.all_hosts
     )
@@ -202,7 +207,12 @@ def push(
     )
     hosts.get(session, host_id=data.host_id)
     if data.registry_id is not None:
-        registries.get(session, registry_id=data.registry_id)
+        registries.for_image(
+            session,
+            registry_id=data.registry_id,
+            host=reference.registry_host,
+            field="body.registry_id",
+        )
     operation = _enqueue(
         session,
         kind="image.push",

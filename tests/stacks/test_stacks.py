@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
-from tests.support import Api
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.main import create_app
+from tests.support import Api, context_tar
 
 BAD: list[tuple[str, dict[str, str], str, str]] = [
     (
@@ -96,3 +102,33 @@ def test_an_update_cannot_reach_the_host_network(api: Api) -> None:
     assert response.status_code == 422, response.text
     assert "BERTH_ALLOW_HOST_NAMESPACES" in response.json()["detail"]
     assert api.get(f"/stacks/{stack['id']}").json()["compose"] == first
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "FROM 10.0.0.5:5000/base:1\nCOPY --from=evil.example.com/x:1 /x /x\n",
+        "# syntax=evil.example.com/frontend:1\nFROM 10.0.0.5:5000/base:1\n",
+    ],
+)
+def test_a_stack_build_uses_no_image_from_a_refused_registry(
+    settings_factory: Callable[..., Settings], db: Database, dockerfile: str
+) -> None:
+    context = context_tar({"Dockerfile": dockerfile.encode()}, gzip=True)
+    with TestClient(create_app(settings_factory(allowed_registries="10.0.0.5:5000"))) as client:
+        api = Api(client, db)
+        host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+        response = api.request(
+            "POST",
+            "/stacks",
+            data={
+                "name": "st",
+                "compose": "services:\n  web:\n    build: .\n",
+                "host_id": host["id"],
+            },
+            files={"context.web": ("web.tar.gz", context)},
+        )
+        assert response.status_code == 422, response.text
+        assert "evil.example.com" in response.json()["detail"]
+        assert response.json()["errors"][0]["loc"] == "compose.services.web.build"
+        assert api.get("/stacks").json()["items"] == []

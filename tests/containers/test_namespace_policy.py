@@ -16,9 +16,9 @@ from app.containers.policy import check_container
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.errors import PolicyViolation
-from app.services.models import ServiceRevision
-from tests.support import Api
-from tests.testbed import Testbed
+from app.services.models import Service, ServiceRevision
+from tests.support import Api, wait_for
+from tests.testbed import Testbed, remove_containers
 
 HOST_NETWORK = ({"networks": ["host"]}, "networks.0", "BERTH_ALLOW_HOST_NAMESPACES")
 OTHER_CONTAINER = (
@@ -109,6 +109,38 @@ def test_a_service_cannot_reach_the_host_network_on_any_path(
     assert api.get(path).json()["revision"] == 2
     made = engine.containers.list(all=True, filters={"label": f"berth.service={service['id']}"})
     assert made == []
+
+
+def test_a_spec_stored_before_the_rule_starts_no_replica(
+    api: Api, bed: Testbed, engine: docker.DockerClient, host_id: str
+) -> None:
+    base = {"image": bed.image, "replicas": 0, "command": ["sleep", "300"]}
+    service = api.post("/services", json={"name": "ns-old", "spec": base}).json()["service"]
+    stored = {**base, "networks": ["host"]}
+    with api.db.session() as session:
+        session.execute(update(Service).where(Service.id == service["id"]).values(spec=stored))
+        session.execute(
+            update(ServiceRevision)
+            .where(ServiceRevision.service_id == service["id"])
+            .values(spec=stored)
+        )
+    try:
+        scaled = api.post(f"/services/{service['id']}/scale", json={"replicas": 1})
+        assert scaled.status_code == 202, scaled.text
+
+        def refused() -> bool:
+            creates = api.get("/operations", params={"kind": "container.create"}).json()["items"]
+            return any(
+                op["status"] == "failed" and "BERTH_ALLOW_HOST_NAMESPACES" in (op["error"] or "")
+                for op in creates
+            )
+
+        wait_for(refused, timeout=60, what="the worker to refuse the replica")
+        made = engine.containers.list(all=True, filters={"label": f"berth.service={service['id']}"})
+        assert made == []
+    finally:
+        api.post(f"/services/{service['id']}/scale", json={"replicas": 0})
+        remove_containers(engine, f"berth.service={service['id']}")
 
 
 @pytest.mark.parametrize(

@@ -73,16 +73,10 @@ def test_a_container_cannot_join_the_host_or_another_container(
             made.remove(force=True)
 
 
-@pytest.mark.parametrize(("spec", "field", "rule"), [HOST_NETWORK])
 def test_a_service_cannot_reach_the_host_network_on_any_path(
-    api: Api,
-    bed: Testbed,
-    engine: docker.DockerClient,
-    host_id: str,
-    spec: dict[str, Any],
-    field: str,
-    rule: str,
+    api: Api, bed: Testbed, engine: docker.DockerClient, host_id: str
 ) -> None:
+    spec, field, rule = HOST_NETWORK
     base = {"image": bed.image, "replicas": 0}
     created = api.post("/services", json={"name": "ns-create", "spec": {**base, **spec}})
     _refused(created, f"body.{field}", rule)

@@ -351,10 +351,13 @@ def _flag_sources(
         if keyword != "RUN" and name == "from":
             yield _expand(value, variables, escape)
         elif keyword == "RUN" and name == "mount":
-            for option in _expand(value, variables, escape).split(","):
+            # Only `from=` is expanded: another option's unset variable hides no image.
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            for option in value.split(","):
                 key, _, source = option.partition("=")
                 if key.strip().lower() == "from" and source:
-                    yield source.strip()
+                    yield _expand(source.strip(), variables, escape)
 
 
 def _instructions(dockerfile: str, escape: str) -> Iterator[tuple[int, str]]:

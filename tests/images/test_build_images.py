@@ -56,6 +56,17 @@ def used(dockerfile: str, **build_args: str) -> list[str]:
             {},
             ["alpine", "busybox"],
         ),
+        # Another mount option's variable, set or not, hides no image.
+        (
+            "FROM alpine\nARG ID\nRUN --mount=type=cache,id=$ID,target=/c true\n",
+            {},
+            ["alpine"],
+        ),
+        (
+            "FROM alpine\nARG S=evil.io/x\nRUN --mount='type=bind,from=$S' true\n",
+            {},
+            ["alpine", "evil.io/x"],
+        ),
         # The rest of a RUN line is shell, never read as Dockerfile words.
         ("FROM alpine\nRUN echo it's --from=evil.io/x\n", {}, ["alpine"]),
     ],

@@ -11,10 +11,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.containers import policy
 from app.containers.engine_config import create_body, is_newer, labels_for, observed
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.db import utcnow
+from app.core.errors import PolicyViolation
 from app.engine.errors import EngineError, EngineRejected, ObjectNotFound
 from app.engine.protocol import Engine
 from app.images.handlers import pull_image
@@ -175,6 +177,11 @@ def secret_files(refs: list[SecretReference], values: dict[str, str]) -> bytes:
 @handler("container.create")
 def create(ctx: OperationContext) -> dict[str, Any]:
     spec, name, service_labels, desired = _intent(ctx)
+    try:
+        # Again here: a spec stored before a rule existed (a service's revision) is no way in.
+        policy.check_container(spec, ctx.app.settings)
+    except PolicyViolation as exc:
+        raise PermanentError(exc.detail) from exc
     engine = ctx.engine()
     docker_id, fresh = _create_once(ctx, engine, spec, name, service_labels)
     running = not fresh and engine.inspect_container(docker_id)["State"].get("Status") == "running"

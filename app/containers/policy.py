@@ -34,6 +34,22 @@ def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body
         ):
             if value == "host":
                 refuse(field, f"{field} host is refused (rule: BERTH_ALLOW_HOST_NAMESPACES)")
+        # The first network becomes the engine's network mode: a network named `host` is
+        # network_mode host by another name.
+        for index, network in enumerate(spec.networks):
+            if network == "host":
+                refuse(
+                    f"networks.{index}",
+                    "the host network is refused (rule: BERTH_ALLOW_HOST_NAMESPACES)",
+                )
+    if spec.network_mode is not None and spec.network_mode.startswith("container:"):
+        # Another container's namespace is its traffic and its ports (an unmanaged one's too):
+        # no setting allows it.
+        refuse(
+            "network_mode",
+            f"network_mode {spec.network_mode} is refused "
+            "(rule: no container joins another container's namespace)",
+        )
     allowed_caps = settings.capability_allow_list
     for capability in spec.cap_add:
         name = capability.upper().removeprefix("CAP_")

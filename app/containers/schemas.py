@@ -169,7 +169,8 @@ class ContainerSpec(BaseModel):
     networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
     privileged: bool = False
     network_mode: Annotated[str, StringConstraints(max_length=200)] | None = Field(
-        default=None, description="bridge (default), none, host, or container:<name>"
+        default=None,
+        description="bridge (default), none or host; the policy refuses container:<name>",
     )
     pid_mode: Literal["host"] | None = None
     ipc_mode: Literal["private", "shareable", "host", "none"] | None = None

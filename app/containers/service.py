@@ -142,11 +142,18 @@ def get_all(
 def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:
     """Everything about a spec that needs settings or the database: the image reference and
     its registry, the security policy, the credentials named."""
-    checked_reference(spec.image, settings, field="body.image", action="running an image")
+    reference = checked_reference(
+        spec.image, settings, field="body.image", action="running an image"
+    )
     policy.check_container(spec, settings)
     if spec.registry_id is not None:
         try:
-            registries.get(session, registry_id=spec.registry_id)
+            registries.for_image(
+                session,
+                registry_id=spec.registry_id,
+                host=reference.registry_host,
+                field="body.registry_id",
+            )
         except NotFound as exc:
             raise Invalid(
                 exc.detail, errors=[{"loc": "body.registry_id", "msg": exc.detail}]

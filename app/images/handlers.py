@@ -9,15 +9,17 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from app.core.errors import PolicyViolation
 from app.engine.errors import EngineError
 from app.engine.protocol import Engine
 from app.images.inventory import sync_host
 from app.images.models import Blob
 from app.images.reference import ImageReference, parse_reference
+from app.images.service import enforce_tag_source
 from app.operations.context import Cancelled, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.registries import service as registries
-from app.registries.service import Credentials
+from app.registries.service import Credentials, ForeignRegistry
 
 _AUTH_FAILURE = re.compile(r"unauthorized|authentication required|denied|incorrect username", re.I)
 _NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|no such", re.I)
@@ -33,7 +35,12 @@ _DONE_FRAMES = {
 
 def _credentials(ctx: OperationContext, host: str, registry_id: str | None) -> Credentials | None:
     with ctx.app.db.session(write=False) as session:
-        return registries.credentials(session, ctx.app.cipher, registry_id=registry_id, host=host)
+        try:
+            return registries.credentials(
+                session, ctx.app.cipher, registry_id=registry_id, host=host
+            )
+        except ForeignRegistry as exc:
+            raise PermanentError(exc.detail) from exc
 
 
 def registry_failure(
@@ -268,6 +275,14 @@ def tag(ctx: OperationContext) -> dict[str, Any]:
     source = str(ctx.params["source"])
     target = parse_reference(str(ctx.params["target"]))
     engine = ctx.engine()
+    if ctx.app.settings.registry_allow_list:
+        # Again on what the engine holds now: the request saw the inventory as last listed.
+        details = engine.inspect_image(source)
+        names = [*(details.get("RepoTags") or []), *(details.get("RepoDigests") or [])]
+        try:
+            enforce_tag_source(source, names, ctx.app.settings, field="source")
+        except PolicyViolation as exc:
+            raise PermanentError(exc.detail) from exc
     engine.tag_image(source, target.name, target.tag or "latest")
     ctx.log(f"tagged {source} as {target}")
     _refresh(ctx, engine)

@@ -103,6 +103,33 @@ def registry_allowed(ref: ImageReference, allowed: Sequence[str]) -> bool:
     return any(normalise_registry_host(entry) == host for entry in allowed)
 
 
+def tag_source_names(source: str, names: Sequence[str] | None) -> list[ImageReference]:
+    """The names that say where an image to be tagged came from. `source` names it (a tag, a
+    digest or an image id); `names` are the image's own tags and digests, None when unknown.
+    A source that is one of its names speaks for itself; an id hides where the image came
+    from, so every name the image has counts."""
+    known: list[ImageReference] = []
+    for name in names or []:
+        try:
+            known.append(parse_reference(name))
+        except InvalidReference:
+            continue  # `<none>:<none>`, which names no registry
+    if _IMAGE_ID.fullmatch(source.removeprefix("sha256:")):
+        return known  # `sha256:<id>` would parse as a tag of `sha256`, but the engine reads an id
+    try:
+        named = parse_reference(source)
+    except InvalidReference:
+        return known
+    if names is None or _pinned(named) in {_pinned(ref) for ref in known}:
+        return [named]
+    return known
+
+
+def _pinned(ref: ImageReference) -> ImageReference:
+    """`busybox` as the engine lists it: `busybox:latest`."""
+    return ImageReference(ref.registry, ref.repository, ref.tag_or_default, ref.digest)
+
+
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 80 else text[:77] + "...")
 
@@ -208,51 +235,129 @@ def _check_digest(digest: str, fail: str) -> None:
 # --- Dockerfiles ------------------------------------------------------------------------------
 
 
-def dockerfile_base_images(dockerfile: str, build_args: Mapping[str, str]) -> list[ImageReference]:
-    """The images a Dockerfile builds FROM that come from a registry, in order, each once.
+def dockerfile_images(dockerfile: str, build_args: Mapping[str, str]) -> list[ImageReference]:
+    """Every image from a registry that building the Dockerfile makes the engine pull: the
+    frontend that parses it (`# syntax=`, or the BUILDKIT_SYNTAX build argument), then the
+    images its stages use (dockerfile_base_images). Each once, in order."""
+    images: list[ImageReference] = []
+    frontends = [value for name, value in _directives(dockerfile) if name == "syntax"]
+    if "BUILDKIT_SYNTAX" in build_args:
+        frontends.append(build_args["BUILDKIT_SYNTAX"])
+    for frontend in frontends:
+        try:
+            image = parse_reference(frontend)
+        except InvalidReference as exc:
+            raise InvalidReference(f"Dockerfile syntax (frontend image): {exc}") from None
+        if image not in images:
+            images.append(image)
+    for image in dockerfile_base_images(dockerfile, build_args):
+        if image not in images:
+            images.append(image)
+    return images
 
-    `scratch` and earlier stages (`FROM builder` after `... AS builder`) are not external. ARGs
-    declared before the first FROM are the only variables a FROM line sees, as in Docker; a
-    build argument overrides a declared default and is ignored when no ARG declares it.
-    Unlike Docker, a variable that is not set is an error rather than an empty string.
+
+def dockerfile_base_images(dockerfile: str, build_args: Mapping[str, str]) -> list[ImageReference]:
+    """The images a Dockerfile's stages use that come from a registry, in order, each once:
+    what they build FROM, and what `COPY --from=`, `ADD --from=` and `RUN --mount=...,from=`
+    name (also in ONBUILD, which runs them in every build FROM this image).
+
+    `scratch` and earlier stages (`FROM builder` after `... AS builder`, or by index) are not
+    external. ARGs declared before the first FROM are the only variables a FROM line sees, as in
+    Docker; a build argument overrides a declared default and is ignored when no ARG declares
+    it. The flags of an instruction see the stage's own ARGs (which inherit the global default
+    when declared without one) and ENVs. Unlike Docker, a variable that is not set is an error
+    rather than an empty string: an image the check cannot name is not built.
     """
     variables: dict[str, str | None] = {}
+    stage_variables: dict[str, str | None] = {}
     stages: set[str] = set()
     images: list[ImageReference] = []
     seen_from = False
     escape = _escape_of(dockerfile)
     for line_no, line in _instructions(dockerfile, escape):
-        words = line.split(None, 1)
-        keyword, rest = words[0].upper(), words[1] if len(words) > 1 else ""
+        keyword, rest = _keyword(line)
+        if keyword == "ONBUILD":
+            keyword, rest = _keyword(rest)
+        found: list[ImageReference | None] = []
         try:
             if keyword == "ARG" and not seen_from:
                 _declare_args(rest, variables, build_args, escape)
+            elif keyword == "ARG":
+                _declare_args(rest, stage_variables, build_args, escape, inherited=variables)
+            elif keyword == "ENV":
+                _declare_env(rest, stage_variables, escape)
             elif keyword == "FROM":
                 seen_from = True
-                image = _from_image(rest, variables, stages, escape)
+                found.append(_from_image(rest, variables, stages, escape))
+                stage_variables = {}
+            elif keyword in ("COPY", "ADD", "RUN"):
+                found.extend(
+                    parse_reference(source)
+                    for source in _flag_sources(keyword, rest, stage_variables, escape)
+                    # An earlier stage by name, or any stage by its index.
+                    if source.lower() not in stages and not source.isdigit()
+                )
+            for image in found:
                 if image is not None and image not in images:
                     images.append(image)
         except InvalidReference as exc:
             raise InvalidReference(f"Dockerfile line {line_no}: {exc}") from None
         except UnsetVariable as exc:
+            where = "in the stage" if keyword != "FROM" and seen_from else "before the first FROM"
             raise InvalidReference(
                 f"Dockerfile line {line_no}: variable {exc.name!r} is not set; declare it "
-                "with ARG before the first FROM (with a default) or pass it as a build argument"
+                f"with ARG {where} (with a default) or pass it as a build argument"
             ) from None
     if not seen_from:
         raise InvalidReference("the Dockerfile has no FROM instruction")
     return images
 
 
-def _escape_of(dockerfile: str) -> str:
-    """The escape character: `\\`, or what an `# escape=` parser directive at the top says."""
+def _directives(dockerfile: str) -> Iterator[tuple[str, str]]:
+    """(name in lowercase, value) of the parser directives at the top of the file."""
     for line in dockerfile.removeprefix("\ufeff").split("\n"):
         match = _DIRECTIVE.fullmatch(line.strip())
         if match is None:
-            break
-        if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
-            return match.group(2)
+            return
+        yield match.group(1).lower(), match.group(2)
+
+
+def _escape_of(dockerfile: str) -> str:
+    """The escape character: `\\`, or what an `# escape=` parser directive at the top says."""
+    for name, value in _directives(dockerfile):
+        if name == "escape" and value in ("\\", "`"):
+            return value
     return "\\"
+
+
+def _keyword(line: str) -> tuple[str, str]:
+    words = line.split(None, 1)
+    return (words[0].upper(), words[1] if len(words) > 1 else "") if words else ("", "")
+
+
+# One leading `--name[=value]` flag of an instruction; the value may hold quoted parts.
+_FLAG = re.compile(r"""\s*--([A-Za-z][A-Za-z0-9-]*)(?:=((?:"[^"]*"|'[^']*'|[^\s"'])*))?""")
+
+
+def _flag_sources(
+    keyword: str, rest: str, variables: Mapping[str, str | None], escape: str
+) -> Iterator[str]:
+    """What the leading flags of a COPY, ADD or RUN line take content from: a stage or an
+    image. Only the flags are read: the rest of a RUN line is shell, not Dockerfile words."""
+    position = 0
+    while (match := _FLAG.match(rest, position)) is not None:
+        position = match.end()
+        name, value = match.group(1).lower(), match.group(2) or ""
+        if keyword != "RUN" and name == "from":
+            yield _expand(value, variables, escape)
+        elif keyword == "RUN" and name == "mount":
+            # Only `from=` is expanded: another option's unset variable hides no image.
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            for option in value.split(","):
+                key, _, source = option.partition("=")
+                if key.strip().lower() == "from" and source:
+                    yield _expand(source.strip(), variables, escape)
 
 
 def _instructions(dockerfile: str, escape: str) -> Iterator[tuple[int, str]]:
@@ -354,7 +459,9 @@ def _declare_args(
     variables: dict[str, str | None],
     build_args: Mapping[str, str],
     escape: str,
+    inherited: Mapping[str, str | None] | None = None,
 ) -> None:
+    """`inherited`: the global ARGs, whose value a stage's ARG without a default takes."""
     words = _split_words(rest, escape)
     if not words:
         raise InvalidReference("ARG needs a name: ARG NAME[=default]")
@@ -367,7 +474,18 @@ def _declare_args(
         elif has_default:
             variables[name] = _expand(default, variables, escape)
         else:
-            variables[name] = None
+            variables[name] = (inherited or {}).get(name)
+
+
+def _declare_env(rest: str, variables: dict[str, str | None], escape: str) -> None:
+    """`ENV A=1 B=2`, or the old `ENV NAME value with spaces`."""
+    words = _split_words(rest, escape)
+    if words and "=" not in words[0]:
+        variables[words[0]] = _expand(" ".join(words[1:]), variables, escape)
+        return
+    for word in words:
+        name, _, value = word.partition("=")
+        variables[name] = _expand(value, variables, escape)
 
 
 def _from_image(

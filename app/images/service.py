@@ -4,6 +4,7 @@ operations the requests queue (one per host)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -23,9 +24,10 @@ from app.images.models import Blob, Image
 from app.images.reference import (
     ImageReference,
     InvalidReference,
-    dockerfile_base_images,
+    dockerfile_images,
     parse_reference,
     registry_allowed,
+    tag_source_names,
 )
 from app.images.schemas import ImageAccepted, ImagePull, ImagePush, ImageRead, ImageTag, Layer
 from app.operations import queue
@@ -174,7 +176,12 @@ def pull(
         data.reference, settings, field="body.reference", action="pulling"
     )
     if data.registry_id is not None:
-        registries.get(session, registry_id=data.registry_id)
+        registries.for_image(
+            session,
+            registry_id=data.registry_id,
+            host=reference.registry_host,
+            field="body.registry_id",
+        )
     targets = target_hosts(
         session, host_id=data.host_id, host_ids=data.host_ids, all_hosts=data.all_hosts
     )
@@ -202,7 +209,12 @@ def push(
     )
     hosts.get(session, host_id=data.host_id)
     if data.registry_id is not None:
-        registries.get(session, registry_id=data.registry_id)
+        registries.for_image(
+            session,
+            registry_id=data.registry_id,
+            host=reference.registry_host,
+            field="body.registry_id",
+        )
     operation = _enqueue(
         session,
         kind="image.push",
@@ -215,10 +227,38 @@ def push(
     return _accepted([operation])
 
 
+# An image id or the prefix of one that the engine takes as an id (docker's short ids are 12).
+_IMAGE_ID_PREFIX = re.compile(r"(?:sha256:)?[a-f0-9]{12,64}")
+
+
+def enforce_tag_source(
+    source: str, names: Sequence[str] | None, settings: Settings, *, field: str
+) -> None:
+    """A tag must not give an image from a refused registry an allowed name: where the source
+    came from passes the allow-list as a pull would (see tag_source_names)."""
+    for reference in tag_source_names(source, names):
+        enforce_registry_policy(reference, settings, field=field, action="tagging an image")
+
+
+def _inventory_names(session: Session, *, host_id: str, source: str) -> list[str] | None:
+    """The tags and digests of the image `source` names on the host, as last listed; None
+    when the inventory does not know it (the worker checks again on the engine)."""
+    named = Image.references.contains(f"\n{source}\n", autoescape=True)
+    if _IMAGE_ID_PREFIX.fullmatch(source):
+        named |= Image.docker_id.startswith(f"sha256:{source.removeprefix('sha256:')}")
+    image = session.execute(
+        select(Image).where(Image.host_id == host_id, named).limit(1)
+    ).scalar_one_or_none()
+    return None if image is None else [*image.repo_tags, *image.repo_digests]
+
+
 def tag(session: Session, *, data: ImageTag, settings: Settings, created_by: str) -> ImageAccepted:
     """Queue a tag on the host; the operation names the new reference."""
     target = checked_reference(data.target, settings, field="body.target", action="tagging")
     hosts.get(session, host_id=data.host_id)
+    if settings.registry_allow_list:
+        names = _inventory_names(session, host_id=data.host_id, source=data.source)
+        enforce_tag_source(data.source, names, settings, field="body.source")
     operation = _enqueue(
         session,
         kind="image.tag",
@@ -272,11 +312,11 @@ def check_build(
     except InvalidContext as exc:
         raise invalid_field("body.context", str(exc)) from exc
     try:
-        bases = dockerfile_base_images(inspected.dockerfile, build_args)
+        used = dockerfile_images(inspected.dockerfile, build_args)
     except InvalidReference as exc:
         raise invalid_field("body.dockerfile", str(exc)) from exc
-    for base in bases:
-        enforce_registry_policy(base, settings, field="body.dockerfile", action="building FROM")
+    for image in used:
+        enforce_registry_policy(image, settings, field="body.dockerfile", action="building with")
     return CheckedBuild(fileobj.read(), dockerfile, references, build_args)
 
 

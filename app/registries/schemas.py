@@ -23,6 +23,19 @@ def registry_host(url: str) -> str:
     return DOCKER_HUB if netloc in _HUB_ALIASES else netloc
 
 
+def same_registry(host: str, other: str) -> bool:
+    """Whether two host[:port] names (a stored registry's, an image reference's) are one
+    registry: case, Docker Hub's aliases and a default port (443, 80) make no difference."""
+    return _host_key(host) == _host_key(other)
+
+
+def _host_key(host: str) -> str:
+    value = registry_host(f"//{host.strip().lower()}")
+    for default in (":443", ":80"):
+        value = value.removesuffix(default)
+    return DOCKER_HUB if value in _HUB_ALIASES else value
+
+
 def validate_registry_url(url: str) -> str:
     """http(s)://host[:port], nothing else: no credentials, no path, no query."""
     parts = urlsplit(url)

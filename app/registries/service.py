@@ -10,11 +10,21 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.db import utcnow
-from app.core.errors import Conflict
+from app.core.errors import Conflict, Invalid
 from app.core.lookup import get_or_404
 from app.registries.models import Registry
-from app.registries.schemas import RegistryCreate, RegistryRead, RegistryUpdate, registry_host
+from app.registries.schemas import (
+    RegistryCreate,
+    RegistryRead,
+    RegistryUpdate,
+    registry_host,
+    same_registry,
+)
 from app.security.crypto import Cipher
+
+
+class ForeignRegistry(Invalid):
+    """A registry's credentials asked for an image on another registry's host."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +110,33 @@ def delete(session: Session, *, registry: Registry) -> None:
     session.delete(registry)
 
 
+def check_host(registry: Registry, host: str, *, field: str) -> None:
+    """A registry's credentials go only to its own host: any other host (where an image
+    reference points) would receive its username and password."""
+    if not same_registry(registry.host, host):
+        message = (
+            f"registry {registry.name!r} holds credentials for {registry.host}, "
+            f"not for {host}: credentials go only to their own registry"
+        )
+        raise ForeignRegistry(message, errors=[{"loc": field, "msg": message}])
+
+
+def for_image(session: Session, *, registry_id: str, host: str, field: str) -> Registry:
+    """The registry a request names for an image on `host`; ForeignRegistry if it is another."""
+    registry = get(session, registry_id=registry_id)
+    check_host(registry, host, field=field)
+    return registry
+
+
 def credentials(
     session: Session, cipher: Cipher, *, registry_id: str | None, host: str
 ) -> Credentials | None:
-    """Credentials for a pull or push: the registry named, else the one whose host matches."""
+    """Credentials for a pull or push of an image on `host`: the registry named (checked
+    again here, for work queued before a registry's URL changed), else the one whose host
+    matches."""
     registry: Registry | None
     if registry_id is not None:
-        registry = get(session, registry_id=registry_id)
+        registry = for_image(session, registry_id=registry_id, host=host, field="registry_id")
     else:
         registry = session.execute(
             select(Registry).where(Registry.host == host.lower()).order_by(Registry.id).limit(1)

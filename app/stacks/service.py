@@ -23,7 +23,7 @@ from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_context
-from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_base_images
+from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_images
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
@@ -102,7 +102,7 @@ def _build(
         )
     try:
         inspected = inspect_context(io.BytesIO(data), dockerfile_path=build.dockerfile)
-        bases = dockerfile_base_images(inspected.dockerfile, build.args)
+        bases = dockerfile_images(inspected.dockerfile, build.args)
     except (InvalidContext, InvalidReference) as exc:
         raise _invalid([{"loc": where, "msg": str(exc)}]) from exc
     for base in bases:

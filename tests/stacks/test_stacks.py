@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
-from tests.support import Api
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.main import create_app
+from tests.support import Api, context_tar
 
 BAD: list[tuple[str, dict[str, str], str, str]] = [
     (
@@ -31,6 +37,30 @@ BAD: list[tuple[str, dict[str, str], str, str]] = [
         {},
         "compose.services.web.volumes[0]",
         "bind",
+    ),
+    # The host's network namespace, or another container's, by any Compose path.
+    *(
+        (
+            f"services:\n  web:\n    image: busybox\n    networks: [n]\nnetworks:\n  n:\n{how}",
+            {},
+            "compose.services.web.networks[0]",
+            "BERTH_ALLOW_HOST_NAMESPACES",
+        )
+        for how in ("    external: true\n    name: host\n", "    name: host\n")
+    ),
+    *(
+        (
+            f"services:\n  web:\n    image: busybox\n    {key}: '{value}'\n",
+            {},
+            f"compose.services.web.{key}",
+            "not supported",
+        )
+        for key, value in (
+            ("network_mode", "service:db"),
+            ("network_mode", "container:db"),
+            ("pid", "container:db"),
+            ("ipc", "container:db"),
+        )
     ),
     (
         "services:\n  web:\n    build: ./web\n",
@@ -59,3 +89,46 @@ def test_bad_compose_files_are_refused_with_their_path(
     assert api.get("/stacks").json()["items"] == []
     assert api.get("/services").json()["items"] == []
     assert [o["kind"] for o in api.get("/operations").json()["items"]] in ([], ["host.probe"])
+
+
+def test_an_update_cannot_reach_the_host_network(api: Api) -> None:
+    host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+    first = "services:\n  web:\n    image: busybox\n    deploy: {replicas: 0}\n"
+    created = api.post("/stacks", json={"name": "st", "compose": first, "host_id": host["id"]})
+    assert created.status_code == 202, created.text
+    stack = created.json()["stack"]
+    hosted = first + "    networks: [n]\nnetworks:\n  n: {external: true, name: host}\n"
+    response = api.request("PUT", f"/stacks/{stack['id']}", json={"compose": hosted})
+    assert response.status_code == 422, response.text
+    assert "BERTH_ALLOW_HOST_NAMESPACES" in response.json()["detail"]
+    assert api.get(f"/stacks/{stack['id']}").json()["compose"] == first
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "FROM 10.0.0.5:5000/base:1\nCOPY --from=evil.example.com/x:1 /x /x\n",
+        "# syntax=evil.example.com/frontend:1\nFROM 10.0.0.5:5000/base:1\n",
+    ],
+)
+def test_a_stack_build_uses_no_image_from_a_refused_registry(
+    settings_factory: Callable[..., Settings], db: Database, dockerfile: str
+) -> None:
+    context = context_tar({"Dockerfile": dockerfile.encode()}, gzip=True)
+    with TestClient(create_app(settings_factory(allowed_registries="10.0.0.5:5000"))) as client:
+        api = Api(client, db)
+        host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+        response = api.request(
+            "POST",
+            "/stacks",
+            data={
+                "name": "st",
+                "compose": "services:\n  web:\n    build: .\n",
+                "host_id": host["id"],
+            },
+            files={"context.web": ("web.tar.gz", context)},
+        )
+        assert response.status_code == 422, response.text
+        assert "evil.example.com" in response.json()["detail"]
+        assert response.json()["errors"][0]["loc"] == "compose.services.web.build"
+        assert api.get("/stacks").json()["items"] == []

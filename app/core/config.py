@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         default=False, description="Relax the policy: allow privileged containers."
     )
     allow_host_namespaces: bool = Field(
-        default=False, description="Relax the policy: allow host network, PID and IPC modes."
+        default=False,
+        description="Relax the policy: allow host network (as network_mode or in networks), PID and IPC modes.",
     )
     allowed_capabilities: str = Field(
         default="", description="Comma-separated capabilities containers may add (cap_add)."

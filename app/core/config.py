@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     )
     allow_host_namespaces: bool = Field(
         default=False,
-        description="Relax the policy: allow host network (as network_mode or in networks), PID and IPC modes.",
+        description=(
+            "Relax the policy: allow the host network (as network_mode or in networks), "
+            "PID and IPC modes."
+        ),
     )
     allowed_capabilities: str = Field(
         default="", description="Comma-separated capabilities containers may add (cap_add)."

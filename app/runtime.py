@@ -30,7 +30,7 @@ from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
 from app.workers.loops import LoopService, Service
-from app.workers.models import WorkerProcess
+from app.workers.models import Lease, WorkerProcess
 
 log = logging.getLogger("berth.runtime")
 
@@ -38,6 +38,9 @@ LOCAL_HOST_NAME = "local"
 _HEARTBEAT_SECONDS = 5.0
 WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
 _BLOB_TTL = timedelta(days=7)
+# A lease expired this long ago has no holder left (every holder renews within seconds): the
+# prober of a process that was killed, the reconciler lease of a service since deleted.
+_LEASE_FORGOTTEN_AFTER = timedelta(hours=1)
 
 
 def load_handlers() -> None:
@@ -134,8 +137,8 @@ class WorkerHeartbeat(LoopService):
 
 
 class Housekeeping(LoopService):
-    """Forgets expired idempotency records and events, and worker processes that stopped
-    heartbeating."""
+    """Forgets expired idempotency records and events, worker processes that stopped
+    heartbeating, and leases whose holder is gone."""
 
     name = "housekeeping"
 
@@ -159,6 +162,7 @@ class Housekeeping(LoopService):
             session.execute(delete(Blob).where(Blob.created_at < now - _BLOB_TTL))
             retention = timedelta(hours=self.context.settings.event_retention_hours)
             session.execute(delete(Event).where(Event.at < now - retention))
+            session.execute(delete(Lease).where(Lease.expires_at < now - _LEASE_FORGOTTEN_AFTER))
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:

@@ -33,6 +33,7 @@ from app.stacks.router import STACKS_PATH
 from app.stacks.router import router as stacks_router
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
+from app.workers.wakeups import Relay
 
 API_DESCRIPTION = """
 Berth manages images, containers and services across many Docker hosts.
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         await run_in_threadpool(prepare, context)
         await events.start()
-        services = background_services(context, kind="serve") if run_workers else []
+        services = (
+            background_services(context, kind="serve") if run_workers else [Relay(context.db)]
+        )
         with running(services):
             yield
         await events.close()

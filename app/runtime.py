@@ -31,6 +31,7 @@ from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
 from app.workers.loops import LoopService, Service
 from app.workers.models import Lease, WorkerProcess
+from app.workers.wakeups import Relay
 
 log = logging.getLogger("berth.runtime")
 
@@ -168,6 +169,7 @@ class Housekeeping(LoopService):
 def background_services(context: AppContext, *, kind: str) -> list[Service]:
     executor = OperationExecutor(context)
     return [
+        Relay(context.db),
         WorkerHeartbeat(context, kind=kind, slots=executor.slots),
         Housekeeping(context),
         HostProber(context),

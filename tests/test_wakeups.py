@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +15,16 @@ from app.core.db import Database
 from app.workers import wakeups
 from tests.conftest import backend, stop_process, wait_for
 from tests.testbed import ROOT
+
+Test = TypeVar("Test", bound=Callable[..., None])
+
+
+def postgres_only(test: Test) -> Test:
+    """NOTIFY/LISTEN is PostgreSQL's: marked, and skipped on SQLite."""
+    skip = pytest.mark.skipif(backend() != "postgresql", reason="NOTIFY/LISTEN is PostgreSQL's")
+    marked: Test = skip(pytest.mark.postgres_only(test))
+    return marked
+
 
 # A second Berth process, reduced to the bus: it says when it is listening and when woken.
 _CHILD = """
@@ -54,42 +66,42 @@ def send_until_heard(send: Callable[[], None], heard: list[str], expected: str) 
     wait_for(sent_and_heard, timeout=30, interval=0.2, what=f"{expected!r} to be heard")
 
 
-@pytest.fixture
-def listening(db_url: str) -> Iterator[tuple[Database, list[str]]]:
-    """A second Database on the same PostgreSQL database, listening: what it hears."""
-    database = Database(db_url)
+@contextmanager
+def listening_on(database: Database) -> Iterator[list[str]]:
+    """`database` listening in a thread while the block runs: the topics it hears."""
     heard: list[str] = []
     stop = threading.Event()
     thread = threading.Thread(target=database.listen, args=(heard.append,), kwargs={"stop": stop})
     thread.start()
-    yield database, heard
-    stop.set()
-    thread.join(5)
+    try:
+        yield heard
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+@pytest.fixture
+def listening(db_url: str) -> Iterator[tuple[Database, list[str]]]:
+    """A second Database on the same PostgreSQL database, listening: what it hears."""
+    database = Database(db_url)
+    with listening_on(database) as heard:
+        yield database, heard
     database.dispose()
 
 
-@pytest.mark.postgres_only
-@pytest.mark.skipif(backend() != "postgresql", reason="NOTIFY/LISTEN is PostgreSQL's")
+@postgres_only
 def test_notify_reaches_another_database_but_not_its_own_listener(
     db: Database, listening: tuple[Database, list[str]]
 ) -> None:
     other, heard = listening
-    mine: list[str] = []
-    stop = threading.Event()
-    own = threading.Thread(target=db.listen, args=(mine.append,), kwargs={"stop": stop})
-    own.start()
-    try:
+    with listening_on(db) as mine:
         send_until_heard(lambda: db.notify("test.sent"), heard, "test.sent")
         # Delivered in commit order: once this is heard, the sender's own notices were too.
         send_until_heard(lambda: other.notify("test.marker"), mine, "test.marker")
-        assert "test.sent" not in mine
-    finally:
-        stop.set()
-        own.join(5)
+    assert "test.sent" not in mine
 
 
-@pytest.mark.postgres_only
-@pytest.mark.skipif(backend() != "postgresql", reason="NOTIFY/LISTEN is PostgreSQL's")
+@postgres_only
 def test_a_notice_inside_a_transaction_is_delivered_at_commit(
     db: Database, listening: tuple[Database, list[str]]
 ) -> None:
@@ -105,8 +117,7 @@ def test_a_notice_inside_a_transaction_is_delivered_at_commit(
     assert "test.committed" in heard and "test.rolled-back" not in heard
 
 
-@pytest.mark.postgres_only
-@pytest.mark.skipif(backend() != "postgresql", reason="NOTIFY/LISTEN is PostgreSQL's")
+@postgres_only
 def test_a_wake_up_reaches_the_subscribers_of_another_process(db: Database) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, db.url],

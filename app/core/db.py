@@ -6,7 +6,8 @@ when one upgrades a read lock. Reads use a second engine with plain deferred `BE
 never wait for a writer. PostgreSQL uses one engine for both.
 
 The few statements that differ between the two are methods of `Database` (`insert_ignore`,
-`lock_transaction`, `notify`/`listen`), so no other module asks which database it runs on.
+`lock_transaction`, `locked_connection`, `notify`/`listen`), so no other module asks which
+database it runs on.
 """
 
 from __future__ import annotations
@@ -201,6 +202,24 @@ class Database:
         transaction-scoped advisory lock on `key`."""
         if not self.is_sqlite:
             bind.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    @contextmanager
+    def locked_connection(self, key: int) -> Iterator[Connection]:
+        """A connection that holds `key` while the block runs, across its transactions: one
+        process at a time runs the block (a PostgreSQL session advisory lock; on SQLite,
+        nothing, as it always was)."""
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                yield connection
+                return
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.rollback()  # whatever the block left open, so the unlock can run
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
 
     def notify(self, topic: str, *, within: Connection | Session | None = None) -> None:
         """Wake the listeners of `topic` in other processes: when `within` commits, or now.

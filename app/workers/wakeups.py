@@ -62,18 +62,25 @@ def _wake_here(topic: str) -> None:
 class Relay:
     """Carries wake-ups between this process and the others on its database: publishes what
     `notify` is given, and hands what the others notify (enqueues included) to this process's
-    subscribers. One per process; a service, started before the loops that subscribe."""
+    subscribers. One per process; a service, started before the loops that subscribe.
+
+    Publishing is a thread of its own: `notify` (a router answering a request, a watcher)
+    never waits on the database, and a burst of wake-ups of one topic goes out as one."""
 
     name = "wakeups"
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._pending: set[str] = set()
+        self._has_pending = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._listen, name="berth-wakeups", daemon=True)
-        self._thread.start()
+        for label, target in (("listener", self._listen), ("publisher", self._publish_loop)):
+            thread = threading.Thread(target=target, name=f"berth-wakeups-{label}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         with _lock:
             _relays.append(self)
 
@@ -82,16 +89,32 @@ class Relay:
             if self in _relays:
                 _relays.remove(self)
         self._stop.set()
-        if self._thread is not None:
+        self._has_pending.set()
+        for thread in self._threads:
             # The listener looks at `stop` every second.
-            self._thread.join(timeout)
+            thread.join(timeout)
 
     def publish(self, topic: str) -> None:
-        try:
-            self.db.notify(topic)
-        except Exception:
-            # Only a hint: the other processes find the change at their next round.
-            log.warning("publishing a wake-up failed", extra={"topic": topic}, exc_info=True)
+        with _lock:
+            self._pending.add(topic)
+        self._has_pending.set()
+
+    def _publish_loop(self) -> None:
+        while True:
+            self._has_pending.wait()
+            self._has_pending.clear()
+            with _lock:
+                topics, self._pending = self._pending, set()
+            if self._stop.is_set():
+                return
+            for topic in topics:
+                try:
+                    self.db.notify(topic)
+                except Exception:
+                    # Only a hint: the other processes find the change at their next round.
+                    log.warning(
+                        "publishing a wake-up failed", extra={"topic": topic}, exc_info=True
+                    )
 
     def _listen(self) -> None:
         self.db.listen(self._deliver, stop=self._stop)

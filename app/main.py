@@ -43,6 +43,7 @@ from app.stacks.router import router as stacks_router
 from app.tokens import service as tokens
 from app.tokens.router import router as tokens_router
 from app.workers.loops import running
+from app.workers.wakeups import Relay
 
 API_DESCRIPTION = """
 Berth manages images, containers and services across many Docker hosts.
@@ -75,7 +76,9 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         await run_in_threadpool(prepare, context)
         await events.start()
-        services = background_services(context, kind="serve") if run_workers else []
+        services = (
+            background_services(context, kind="serve") if run_workers else [Relay(context.db)]
+        )
         with running(services):
             yield
         await events.close()

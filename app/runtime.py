@@ -32,7 +32,8 @@ from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
 from app.workers.loops import LoopService, Service
-from app.workers.models import WorkerProcess
+from app.workers.models import Lease, WorkerProcess
+from app.workers.wakeups import Relay
 
 log = logging.getLogger("berth.runtime")
 
@@ -43,6 +44,9 @@ _BLOB_TTL = timedelta(days=7)
 # Every column that holds ciphertext: while one holds a value, a missing key is an error, never
 # a reason to make a new one (tests/security/test_encrypted_columns.py: none is left out).
 ENCRYPTED_COLUMNS = (Host.tls_encrypted, Registry.password_encrypted, Secret.value_encrypted)
+# A lease expired this long ago has no holder left (every holder renews within seconds): the
+# prober of a process that was killed, the reconciler lease of a service since deleted.
+_LEASE_FORGOTTEN_AFTER = timedelta(hours=1)
 
 
 def load_handlers() -> None:
@@ -140,8 +144,8 @@ class WorkerHeartbeat(LoopService):
 
 
 class Housekeeping(LoopService):
-    """Forgets expired idempotency records and events, and worker processes that stopped
-    heartbeating."""
+    """Forgets expired idempotency records and events, worker processes that stopped
+    heartbeating, and leases whose holder is gone."""
 
     name = "housekeeping"
 
@@ -165,11 +169,13 @@ class Housekeeping(LoopService):
             session.execute(delete(Blob).where(Blob.created_at < now - _BLOB_TTL))
             retention = timedelta(hours=self.context.settings.event_retention_hours)
             session.execute(delete(Event).where(Event.at < now - retention))
+            session.execute(delete(Lease).where(Lease.expires_at < now - _LEASE_FORGOTTEN_AFTER))
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:
     executor = OperationExecutor(context)
     return [
+        Relay(context.db),
         WorkerHeartbeat(context, kind=kind, slots=executor.slots),
         Housekeeping(context),
         HostProber(context),

@@ -50,7 +50,6 @@ from sqlalchemy import (
     insert,
     make_url,
     select,
-    text,
     update,
 )
 
@@ -181,8 +180,7 @@ def bulk_insert_noops(db: Database, count: int) -> None:
     ]
     with db.session() as session:
         session.execute(insert(Operation), rows)
-        if not db.is_sqlite:
-            session.execute(text(f"NOTIFY {queue.NOTIFY_CHANNEL}"))
+        queue.notify_workers(session)
 
 
 # Baseline: what the database itself does from one Python process

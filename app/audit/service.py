@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
 from app.api.pagination import paginate
 from app.api.paths import API_PREFIX
 from app.audit.models import AuditEntry, AuditHead
-from app.core.db import new_id, utcnow
+from app.core.db import Database, new_id, utcnow
 
 GENESIS = "0" * 64
 _HEAD_ID = 1
@@ -62,12 +61,8 @@ def append(
     head = _locked_head(session)
     if head is None:
         # The first entry ever: two first requests at once must not both start a chain.
-        postgres = session.get_bind().dialect.name == "postgresql"
-        dialect_insert = postgresql.insert if postgres else sqlite.insert
         session.execute(
-            dialect_insert(AuditHead)
-            .values(id=_HEAD_ID, seq=0, hash=GENESIS)
-            .on_conflict_do_nothing()
+            Database.of(session).insert_ignore(AuditHead).values(id=_HEAD_ID, seq=0, hash=GENESIS)
         )
         head = _locked_head(session)
         assert head is not None

@@ -4,23 +4,48 @@ SQLite gets WAL, foreign keys and a busy timeout, and every writing transaction 
 `BEGIN IMMEDIATE` so that two writers queue on the lock instead of failing mid-transaction
 when one upgrades a read lock. Reads use a second engine with plain deferred `BEGIN`, so they
 never wait for a writer. PostgreSQL uses one engine for both.
+
+The few statements that differ between the two are methods of `Database` (`insert_ignore`,
+`lock_transaction`, `locked_connection`, `notify`/`listen`), so no other module asks which
+database it runs on.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, DateTime, Dialect, Engine, MetaData, create_engine, event
+import psycopg
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Insert,
+    MetaData,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger("berth.db")
+
+WAKEUP_CHANNEL = "berth_wakeups"
+"""The PostgreSQL channel of every wake-up; the payload names the sender and the topic."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -124,8 +149,13 @@ class Database:
                 json_deserializer=orjson.loads,
             )
             self.read_engine = self.engine
-        self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        # A session knows its database, so services given only a session reach the helpers.
+        info = {"database": self}
+        self._writer = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False, info=info)
+        # Marks this object's wake-ups: its own listener skips them, since whoever notified
+        # here has already woken the subscribers of this process.
+        self._origin = new_id()
         # SQLite has one writer at a time. Threads of this process queue here, in Python, rather
         # than in SQLite's busy handler, which sleeps in steps of up to 100 ms.
         self._write_lock: AbstractContextManager[Any] = (
@@ -152,6 +182,79 @@ class Database:
         """One Core write transaction, for hot paths where the ORM's overhead shows."""
         with self._write_lock, self.engine.begin() as connection:
             yield connection
+
+    @staticmethod
+    def of(session: Session) -> Database:
+        """The database whose `session()` made `session`."""
+        database = session.info["database"]
+        assert isinstance(database, Database)
+        return database
+
+    def insert_ignore(self, table: Any) -> Insert:
+        """`INSERT ... ON CONFLICT DO NOTHING`: a row that would break a unique key is skipped.
+        Both databases speak it; SQLAlchemy builds it with each dialect's own construct."""
+        insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        return insert(table).on_conflict_do_nothing()
+
+    def lock_transaction(self, bind: Connection | Session, key: int) -> None:
+        """Let one transaction at a time past this point, until it ends. SQLite's write
+        transactions already run one at a time (`BEGIN IMMEDIATE`); PostgreSQL takes a
+        transaction-scoped advisory lock on `key`."""
+        if not self.is_sqlite:
+            bind.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    @contextmanager
+    def locked_connection(self, key: int) -> Iterator[Connection]:
+        """A connection that holds `key` while the block runs, across its transactions: one
+        process at a time runs the block (a PostgreSQL session advisory lock; on SQLite,
+        nothing, as it always was)."""
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                yield connection
+                return
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.rollback()  # whatever the block left open, so the unlock can run
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+
+    def notify(self, topic: str, *, within: Connection | Session | None = None) -> None:
+        """Wake the listeners of `topic` in other processes: when `within` commits, or now.
+
+        PostgreSQL NOTIFY. Nothing on SQLite, whose processes find new work by polling.
+        """
+        if self.is_sqlite:
+            return
+        statement = select(func.pg_notify(WAKEUP_CHANNEL, f"{self._origin} {topic}"))
+        if within is not None:
+            within.execute(statement)
+            return
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def listen(self, on_topic: Callable[[str], None], *, stop: threading.Event) -> None:
+        """Call `on_topic` for every wake-up another process (or Database) notifies, until
+        `stop` is set; a lost connection is opened again. On SQLite it only waits for `stop`."""
+        if self.is_sqlite:
+            stop.wait()
+            return
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    while not stop.is_set():
+                        # A short timeout: how long `stop` may go unnoticed.
+                        for notice in connection.notifies(timeout=1.0, stop_after=1):
+                            origin, _, topic = notice.payload.partition(" ")
+                            if origin != self._origin:
+                                on_topic(topic)
+            except psycopg.Error:
+                log.warning("the wake-up listener lost its connection; reconnecting", exc_info=True)
+                stop.wait(1.0)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
 
 from app.core.db import Database
 
@@ -23,20 +22,10 @@ def alembic_config() -> Config:
 
 def upgrade(database: Database, revision: str = "head") -> None:
     config = alembic_config()
-    with database.engine.connect() as connection:
-        if not database.is_sqlite:
-            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-            connection.commit()
-        try:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            connection.commit()
-        finally:
-            if not database.is_sqlite:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
-                )
-                connection.commit()
+    with database.locked_connection(_MIGRATION_LOCK_KEY) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        connection.commit()
 
 
 def downgrade(database: Database, revision: str = "base") -> None:

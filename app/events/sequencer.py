@@ -9,7 +9,7 @@ no reader can have passed its place, because that place did not exist until now.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, select, update
 
 from app.core.db import Database
 from app.events.models import Event
@@ -34,8 +34,7 @@ def sequence(db: Database) -> int:
         if session.execute(_PENDING.limit(1)).first() is None:
             return 0
     with db.transaction() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+        db.lock_transaction(connection, _LOCK)
         pending = list(connection.execute(_PENDING).scalars())
         if not pending:
             return 0

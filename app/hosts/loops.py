@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from app.core.context import AppContext
-from app.core.db import new_id, utcnow
+from app.core.db import utcnow
 from app.engine.docker_engine import EngineFacts
 from app.engine.errors import EngineError
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.security.crypto import KeyUnavailable
-from app.workers import leases
-from app.workers.loops import LoopService
+from app.workers.loops import LeasedLoop
 
 log = logging.getLogger("berth.hosts")
 
@@ -30,26 +29,22 @@ class ProbeResult:
     error: str | None
 
 
-class HostProber(LoopService):
+class HostProber(LeasedLoop):
     """Keeps every host's status and figures current. One process probes at a time (a lease)."""
 
     name = "host-prober"
+    lease = PROBE_LEASE
 
     def __init__(self, app: AppContext) -> None:
-        super().__init__(app.settings.host_probe_interval_seconds)
+        super().__init__(app.db, app.settings.host_probe_interval_seconds)
         self.app = app
-        self.holder = f"prober-{new_id()}"
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="berth-probe")
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        leases.release(self.app.db, PROBE_LEASE, holder=self.holder)
 
-    def run_once(self) -> None:
-        ttl = max(3 * self.interval, 10.0)
-        if leases.acquire(self.app.db, PROBE_LEASE, holder=self.holder, ttl_seconds=ttl) is None:
-            return
+    def run_leased(self) -> None:
         with self.app.db.session(write=False) as session:
             targets = session.execute(
                 select(Host.id, Host.url, Host.tls_encrypted, Host.insecure)
@@ -88,6 +83,8 @@ class HostProber(LoopService):
         threshold = self.app.settings.host_unreachable_after
         now = utcnow()
         with self.app.db.session() as session:
+            if not self.holds_lease(session):
+                return  # another process probes now; its results are the current ones
             # Locked (in id order), so a host deleted meanwhile is skipped here rather than
             # failing the whole round's update on PostgreSQL.
             hosts = {

@@ -8,43 +8,34 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import select
 
 from app.core.context import AppContext
-from app.core.db import new_id
 from app.engine.errors import EngineError
 from app.hosts.models import Host
 from app.hosts.service import engine_for_host
 from app.images.inventory import sync_host
-from app.workers import leases
-from app.workers.loops import LoopService
+from app.workers.loops import LeasedLoop
 
 log = logging.getLogger("berth.images")
 
 INVENTORY_LEASE = "images.inventory"
 
 
-class ImageInventory(LoopService):
+class ImageInventory(LeasedLoop):
     """Keeps `GET /images` true to the engines, also for changes made behind Berth's back.
     One process runs it at a time (a lease)."""
 
     name = "image-inventory"
+    lease = INVENTORY_LEASE
 
     def __init__(self, app: AppContext) -> None:
-        super().__init__(app.settings.image_sync_interval_seconds)
+        super().__init__(app.db, app.settings.image_sync_interval_seconds)
         self.app = app
-        self.holder = f"inventory-{new_id()}"
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="berth-inventory")
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        leases.release(self.app.db, INVENTORY_LEASE, holder=self.holder)
 
-    def run_once(self) -> None:
-        ttl = max(3 * self.interval, 10.0)
-        if (
-            leases.acquire(self.app.db, INVENTORY_LEASE, holder=self.holder, ttl_seconds=ttl)
-            is None
-        ):
-            return
+    def run_leased(self) -> None:
         with self.app.db.session(write=False) as session:
             ready = list(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
         list(self._pool.map(self._sync, ready))

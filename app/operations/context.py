@@ -57,6 +57,7 @@ class OperationContext:
         if claim.cancel_requested:
             self.cancel_requested.set()
         self._last_progress_write = 0.0
+        self._progress = claim.progress
 
     @property
     def id(self) -> str:
@@ -77,14 +78,16 @@ class OperationContext:
         queue.append_logs(self.app.db, self.claim.id, self.claim.attempts, lines)
 
     def progress(self, progress: dict[str, Any], *, force: bool = False) -> None:
-        """Record progress; throttled to a few writes a second unless `force`."""
+        """Record progress; throttled to a few writes a second unless `force`. What is stored
+        already is not written again (a waiting handler reports the same every round)."""
         now = time.monotonic()
-        if not force and now - self._last_progress_write < 0.25:
+        if progress == self._progress or (not force and now - self._last_progress_write < 0.25):
             return
         self._last_progress_write = now
         if not queue.set_progress(self.app.db, self.claim, progress):
             self.lease_lost.set()
             raise LeaseLost(self.claim.id)
+        self._progress = dict(progress)
 
     def checkpoint(self) -> None:
         """A safe point: stop here if the operation was cancelled, taken over, or interrupted."""

@@ -25,6 +25,8 @@ class Operation(Base):
 
     Claimed with a lease (`lease_owner`, `lease_expires_at`); `lease_epoch` grows with every
     claim and fences writes: a worker whose lease was taken over can no longer change the row.
+    A `running` operation whose handler waits on something else holds no lease: it is due
+    again at `deferred_until`, when any worker claims it.
     """
 
     __tablename__ = "operations"
@@ -53,6 +55,9 @@ class Operation(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
     lease_epoch: Mapped[int] = mapped_column(default=0)
+    # Not indexed: it changes on every round of a wait, and the running rows it is looked for
+    # among are few (found through ix_operations_lease's `status`).
+    deferred_until: Mapped[datetime | None]
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

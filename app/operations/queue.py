@@ -5,6 +5,10 @@ Claiming is one statement per batch. On PostgreSQL the candidate rows are picked
 the `UPDATE ... WHERE id IN (SELECT ...)` runs inside `BEGIN IMMEDIATE`, which makes it atomic.
 Every later write names the lease epoch it was claimed with, so a worker whose lease expired
 and was taken over cannot touch the operation any more.
+
+An operation whose handler waits on something else (`defer`) stays `running` but holds no
+lease: `deferred_until` says when it is due again, and then any worker claims it as it would
+an expired lease.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, event, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, event, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -31,7 +35,8 @@ from app.operations.models import (
     OperationLog,
 )
 
-NOTIFY_CHANNEL = "berth_operations"
+WAKEUP_TOPIC = "operations"
+"""The wake-up other processes' workers hear when operations were enqueued."""
 
 # Set after a transaction that enqueued work commits: wakes this process's workers at once.
 work_available = threading.Event()
@@ -83,12 +88,15 @@ def enqueue(
         version=1,
     )
     session.add(operation)
-    first_in_transaction = not session.info.get("enqueued")
-    session.info["enqueued"] = True
-    if first_in_transaction and session.get_bind().dialect.name == "postgresql":
-        # Delivered at commit, to the LISTEN connections of workers in other processes.
-        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    notify_workers(session)
     return operation
+
+
+def notify_workers(session: Session) -> None:
+    """Wake the workers of every process when the caller's transaction commits."""
+    if not session.info.get("enqueued"):
+        session.info["enqueued"] = True
+        Database.of(session).notify(WAKEUP_TOPIC, within=session)
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class Claim:
     epoch: int
     created_by: str | None
     cancel_requested: bool
+    progress: dict[str, Any] | None
+    resumed: bool
+    """Running already before this claim: deferred until now, or its worker died."""
 
 
 _CLAIM_COLUMNS = (
@@ -120,6 +131,7 @@ _CLAIM_COLUMNS = (
     Operation.lease_epoch,
     Operation.created_by,
     Operation.cancel_requested,
+    Operation.progress,
 )
 
 
@@ -136,6 +148,7 @@ def _claim_statement(candidates: Select[Any]) -> Any:
             lease_expires_at=bindparam("expires", type_=UTCDateTime()),
             lease_epoch=Operation.lease_epoch + 1,
             attempts=Operation.attempts + 1,
+            deferred_until=None,
             started_at=func.coalesce(Operation.started_at, now),
         )
         .returning(*_CLAIM_COLUMNS)
@@ -147,10 +160,11 @@ _CLAIM_DUE = _claim_statement(
     .where(Operation.status == QUEUED, Operation.run_after <= bindparam("now", type_=UTCDateTime()))
     .order_by(Operation.run_after)
 )
-_CLAIM_EXPIRED = _claim_statement(
+_CLAIM_RESUMABLE = _claim_statement(
     select(Operation.id).where(
         Operation.status == RUNNING,
-        Operation.lease_expires_at < bindparam("now", type_=UTCDateTime()),
+        (Operation.lease_expires_at < bindparam("now", type_=UTCDateTime()))
+        | (Operation.deferred_until <= bindparam("now", type_=UTCDateTime())),
     )
 )
 
@@ -161,17 +175,22 @@ def claim(
     owner: str,
     limit: int,
     lease_seconds: float,
-    include_expired: bool = True,
+    include_resumable: bool = True,
 ) -> list[Claim]:
-    """Take up to `limit` runnable operations: queued and due, or running with an expired lease."""
+    """Take up to `limit` runnable operations: queued and due, or running and either deferred
+    until now or with an expired lease."""
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
     params = {"now": now, "owner": owner, "expires": expires}
     with db.transaction() as connection:
-        # Taking over an expired lease (a dead worker's, or a deferred wait's) changes no state
-        # anyone watches; only queued -> running is an event.
-        resumed = _claim_rows(connection, _CLAIM_EXPIRED, limit, params) if include_expired else []
-        started = _claim_rows(connection, _CLAIM_DUE, limit - len(resumed), params)
+        # Resuming a deferred wait or a dead worker's operation changes no state anyone
+        # watches; only queued -> running is an event.
+        resumed = (
+            _claim_rows(connection, _CLAIM_RESUMABLE, limit, params, resumed=True)
+            if include_resumable
+            else []
+        )
+        started = _claim_rows(connection, _CLAIM_DUE, limit - len(resumed), params, resumed=False)
         recorder.write(
             connection,
             [_event(c, RUNNING, {"attempts": c.attempts, "host_id": c.host_id}) for c in started],
@@ -197,7 +216,7 @@ def _event(claim_: Claim, status: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _claim_rows(
-    connection: Connection, statement: Any, limit: int, params: dict[str, Any]
+    connection: Connection, statement: Any, limit: int, params: dict[str, Any], *, resumed: bool
 ) -> list[Claim]:
     if limit <= 0:
         return []
@@ -215,6 +234,8 @@ def _claim_rows(
             epoch=row.lease_epoch,
             created_by=row.created_by,
             cancel_requested=row.cancel_requested,
+            progress=row.progress,
+            resumed=resumed,
         )
         for row in rows
     ]
@@ -225,6 +246,7 @@ def _fenced(claim_: Claim) -> Any:
         (Operation.id == claim_.id)
         & (Operation.lease_epoch == claim_.epoch)
         & (Operation.status == RUNNING)
+        & Operation.deferred_until.is_(None)
     )
 
 
@@ -365,15 +387,17 @@ def requeue(
 
 
 def defer(db: Database, claim_: Claim, *, seconds: float) -> bool:
-    """Release a held operation that is waiting on something else, still `running`: the lease
-    ends after `seconds`, when any worker takes it up again (not counted as a new attempt)."""
+    """Release a held operation that is waiting on something else, still `running`: it holds
+    no lease, and is due again after `seconds`, when any worker claims it (not counted as a
+    new attempt). Nobody heartbeats it meanwhile."""
     with db.transaction() as connection:
         updated = connection.execute(
             update(Operation)
             .where(_fenced(claim_))
             .values(
                 lease_owner=None,
-                lease_expires_at=utcnow() + timedelta(seconds=seconds),
+                lease_expires_at=None,
+                deferred_until=utcnow() + timedelta(seconds=seconds),
                 attempts=Operation.attempts - 1,
             )
             .returning(Operation.id)
@@ -396,7 +420,11 @@ def verify_lease(session: Session, claim_: Claim) -> bool:
     """Inside the caller's transaction: lock the row and check this claim still owns it."""
     epoch = session.execute(
         select(Operation.lease_epoch)
-        .where(Operation.id == claim_.id, Operation.status == RUNNING)
+        .where(
+            Operation.id == claim_.id,
+            Operation.status == RUNNING,
+            Operation.deferred_until.is_(None),
+        )
         .with_for_update()
     ).scalar_one_or_none()
     return epoch == claim_.epoch
@@ -433,6 +461,10 @@ def request_cancel(session: Session, operation: Operation) -> None:
         operation.error = "cancelled before it started"
     else:
         operation.cancel_requested = True
+        if operation.deferred_until is not None:
+            # Nobody holds a deferred operation to tell; due now, a worker finds the request
+            # at its handler's first safe point instead of after the wait.
+            operation.deferred_until = utcnow()
     operation.version += 1
 
 

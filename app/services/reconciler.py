@@ -331,6 +331,7 @@ class ServiceReconciler(LoopService):
     def stop(self, timeout: float) -> None:
         self._unsubscribe()
         super().stop(timeout)
+        leases.release_all(self.app.db, holder=self.holder)
 
     def run_once(self) -> None:
         # A burst of container events is one reason to look, not one pass each.

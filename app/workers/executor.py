@@ -1,8 +1,8 @@
 """The operation executor: claims operations with leases and runs their handlers in threads.
 
 One claimer thread fills free slots, one heartbeat thread keeps every held lease alive (and
-learns of cancel requests), one finisher thread stores outcomes in batches (one commit for many
-operations), and on PostgreSQL one listener thread wakes the claimer on NOTIFY.
+learns of cancel requests), and one finisher thread stores outcomes in batches (one commit for
+many operations). Enqueues in other processes wake the claimer through the wake-up bus.
 
 A handler's slot is free as soon as its outcome is handed to the finisher; the operation stays
 leased (and heartbeated) until the outcome is committed, so a crash in between only means the
@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -39,11 +40,13 @@ from app.operations.context import (
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED
 from app.operations.registry import get_handler
 from app.operations.waiters import waiters
+from app.workers import wakeups
 
 log = logging.getLogger("berth.executor")
 
-# How often a held operation whose lease expired elsewhere is looked for, at most.
-_EXPIRED_SCAN_SECONDS = 1.0
+# How often running operations that no worker holds (deferred by another process, or whose
+# worker died) are looked for, at most.
+_RESUMABLE_SCAN_SECONDS = 1.0
 # Most outcomes stored in one transaction.
 _FINISH_BATCH = 256
 
@@ -70,32 +73,33 @@ class OperationExecutor:
         self._slot_free = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_expired_scan = 0.0
+        self._unsubscribe: Callable[[], None] = lambda: None
+        self._last_resumable_scan = 0.0
         # When an operation this process deferred is due again: looked for then, not only at
         # the next periodic scan, so a short wait (a deploy watching a health check) stays short.
         self._deferred_due = math.inf
+        # When the idle claimer looks next, unless woken: a deferral due sooner wakes it.
+        self._claimer_wakes_at = 0.0
 
     # Lifecycle
 
     def start(self) -> None:
+        self._unsubscribe = wakeups.subscribe(queue.WAKEUP_TOPIC, queue.work_available.set)
         targets: list[tuple[str, Any]] = [
             ("claimer", self._claim_loop),
             ("lease", self._lease_loop),
             ("finisher", self._finish_loop),
         ]
-        if not self.app.db.is_sqlite:
-            targets.append(("listener", self._listen_loop))
         for label, target in targets:
             thread = threading.Thread(target=target, name=f"berth-{label}", daemon=True)
             thread.start()
-            # The listener ends on its own within a second of stop(); nothing to wait for.
-            if label != "listener":
-                self._threads.append(thread)
+            self._threads.append(thread)
         log.info("executor started", extra={"owner": self.owner, "slots": self.slots})
 
     def stop(self, timeout: float) -> None:
         """Stop claiming; interrupt handlers at their next safe point; hand back the rest."""
         deadline = time.monotonic() + timeout
+        self._unsubscribe()
         self._stop.set()
         queue.work_available.set()
         self._slot_free.set()
@@ -145,41 +149,30 @@ class OperationExecutor:
                     self._running[claim.id] = context
                 self._pool.submit(self._run, context)
             if len(claims) < free:
-                due = self._deferred_due - time.monotonic()
-                queue.work_available.wait(max(0.0, min(poll, due)))
+                now = time.monotonic()
+                self._claimer_wakes_at = min(now + poll, self._deferred_due)
+                queue.work_available.wait(max(0.0, self._claimer_wakes_at - now))
 
     def _claim(self, limit: int) -> list[queue.Claim]:
         now = time.monotonic()
-        scan_expired = (
-            now - self._last_expired_scan >= _EXPIRED_SCAN_SECONDS or now >= self._deferred_due
+        scan_resumable = (
+            now - self._last_resumable_scan >= _RESUMABLE_SCAN_SECONDS or now >= self._deferred_due
         )
-        if scan_expired:
-            self._last_expired_scan = now
+        if scan_resumable:
+            self._last_resumable_scan = now
             self._deferred_due = math.inf
-        return queue.claim(
+        claims = queue.claim(
             self.app.db,
             owner=self.owner,
             limit=limit,
             lease_seconds=self.app.settings.lease_seconds,
-            include_expired=scan_expired,
+            include_resumable=scan_resumable,
         )
-
-    def _listen_loop(self) -> None:
-        """PostgreSQL only: LISTEN for enqueues made by other processes."""
-        import psycopg
-
-        url = self.app.db.engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
-                    while not self._stop.is_set():
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
-                            queue.work_available.set()
-            except Exception:
-                log.warning("operation listener lost its connection; reconnecting", exc_info=True)
-                self._stop.wait(1.0)
+        if sum(claim.resumed for claim in claims) >= limit:
+            # A full batch of resumed operations: more may be due already. Look again as soon
+            # as a slot is free, rather than let many waits fall behind their due times.
+            self._deferred_due = now
+        return claims
 
     # Leases
 
@@ -292,6 +285,9 @@ class OperationExecutor:
             due = time.monotonic() + deferred.seconds
             with self._lock:
                 self._deferred_due = min(self._deferred_due, due)
+            if due < self._claimer_wakes_at:
+                # The claimer sleeps past the due time (a long idle poll): let it plan again.
+                queue.work_available.set()
         except (TransientError, EngineError) as exc:
             transient = isinstance(exc, TransientError) or exc.transient
             message = str(exc) or type(exc).__name__

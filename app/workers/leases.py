@@ -1,11 +1,16 @@
-"""Named leases: one holder at a time across every Berth process sharing the database."""
+"""Named leases: one holder at a time across every Berth process sharing the database.
+
+Rows of holders that went away without releasing stay expired; housekeeping removes them.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.core.db import Database, utcnow
 from app.workers.models import Lease
@@ -43,10 +48,34 @@ def acquire(db: Database, name: str, *, holder: str, ttl_seconds: float) -> int 
     return 1
 
 
+def held(session: Session, name: str, *, holder: str, epoch: int) -> bool:
+    """Inside the caller's write transaction: lock the lease and check `holder` still holds it,
+    unexpired, with `epoch` — the fence for the writes of a holder that may have stalled."""
+    row = session.execute(
+        select(Lease.holder, Lease.epoch, Lease.expires_at)
+        .where(Lease.name == name)
+        .with_for_update()
+    ).first()
+    return (
+        row is not None
+        and row.holder == holder
+        and row.epoch == epoch
+        and row.expires_at > utcnow()
+    )
+
+
 def release(db: Database, name: str, *, holder: str) -> None:
+    """Give the lease up, so another process takes it at its next round, not after the TTL."""
+    _expire(db, Lease.name == name, Lease.holder == holder)
+
+
+def release_all(db: Database, *, holder: str) -> None:
+    """Give up every lease `holder` has (a loop with a lease per object, when it stops)."""
+    _expire(db, Lease.holder == holder)
+
+
+def _expire(db: Database, *conditions: Any) -> None:
     with db.session() as session:
         session.execute(
-            update(Lease)
-            .where(Lease.name == name, Lease.holder == holder)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
+            update(Lease).where(*conditions).values(expires_at=utcnow() - timedelta(seconds=1))
         )

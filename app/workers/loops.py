@@ -9,6 +9,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
+from sqlalchemy.orm import Session
+
+from app.core.db import Database, new_id
+from app.workers import leases
+
 log = logging.getLogger("berth.loops")
 
 
@@ -60,6 +65,44 @@ class LoopService(ABC):
                 log.exception("loop round failed", extra={"loop": self.name})
             self._wake.wait(self.interval)
             self._wake.clear()
+
+
+class LeasedLoop(LoopService):
+    """A loop that one process at a time runs: each round takes or renews the lease named
+    `lease` and runs `run_leased` only while this loop holds it; `stop` gives the lease up so
+    another process takes over at its next round.
+
+    `epoch` is the lease's epoch for this round (None while another process holds it); a
+    round's writes call `holds_lease(session)` in their transaction, so a round that stalled
+    past its lease, while another process took over, writes nothing.
+    """
+
+    lease: str
+
+    def __init__(self, db: Database, interval: float) -> None:
+        super().__init__(interval)
+        self.db = db
+        self.holder = f"{self.name}-{new_id()}"
+        self.epoch: int | None = None
+
+    @abstractmethod
+    def run_leased(self) -> None: ...
+
+    def run_once(self) -> None:
+        # A few rounds long, so a slow round or a late renewal does not hand the loop over.
+        ttl = max(3 * self.interval, 10.0)
+        self.epoch = leases.acquire(self.db, self.lease, holder=self.holder, ttl_seconds=ttl)
+        if self.epoch is not None:
+            self.run_leased()
+
+    def holds_lease(self, session: Session) -> bool:
+        return self.epoch is not None and leases.held(
+            session, self.lease, holder=self.holder, epoch=self.epoch
+        )
+
+    def stop(self, timeout: float) -> None:
+        super().stop(timeout)
+        leases.release(self.db, self.lease, holder=self.holder)
 
 
 @contextmanager

@@ -5,15 +5,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from app.core.config import Settings
+from app.core.context import AppContext
 from app.core.db import Database, utcnow
 from app.main import create_app
 from app.operations import queue
+from app.operations.context import Deferred, OperationContext
 from app.operations.models import Operation
+from app.operations.registry import handler
 from tests.support import Api, wait_for
+
+_rounds: dict[str, int] = {}
+
+
+@handler("test.wait")
+def _wait(ctx: OperationContext) -> dict[str, Any]:
+    """Waits on nothing for `rounds` rounds, reporting the same progress each time."""
+    _rounds[ctx.id] = _rounds.get(ctx.id, 0) + 1
+    ctx.progress({"waiting": True})
+    if _rounds[ctx.id] < ctx.params["rounds"]:
+        raise Deferred(0.1)
+    return {"rounds": _rounds[ctx.id]}
 
 
 def test_noop_runs_to_success(api: Api) -> None:
@@ -180,3 +197,74 @@ def test_operation_logs_paginate(api: Api, db: Database) -> None:
         if cursor is None:
             break
     assert seen[:7] == [f"line {i}" for i in range(7)]
+
+
+def test_a_deferred_operation_runs_again_when_due(api: Api, db: Database) -> None:
+    with db.session() as session:
+        operation_id = queue.enqueue(session, kind="test.wait", params={"rounds": 3}).id
+    done = api.wait_operation(operation_id)
+    assert done["status"] == "succeeded"
+    assert done["result"] == {"rounds": 3}
+    assert done["attempts"] == 1  # waiting rounds are not attempts
+
+
+def test_a_deferred_operation_holds_no_lease_until_due(db: Database) -> None:
+    """Nobody holds it while it waits; any worker claims it when due, fenced by a new epoch."""
+    with db.session() as session:
+        queue.enqueue(session, kind="debug.noop")
+    (first,) = queue.claim(db, owner="a", limit=1, lease_seconds=30)
+    assert queue.defer(db, first, seconds=0.3)
+    with db.session(write=False) as session:
+        operation = session.get(Operation, first.id)
+        assert operation is not None
+        assert operation.status == "running"
+        assert operation.lease_owner is None and operation.lease_expires_at is None
+        assert operation.deferred_until is not None
+    assert queue.claim(db, owner="b", limit=1, lease_seconds=30) == []
+    # Deferring ended the claim: the deferring worker can no longer write.
+    assert not queue.set_progress(db, first, {"x": 1})
+
+    (second,) = wait_for(
+        lambda: queue.claim(db, owner="b", limit=1, lease_seconds=30),
+        timeout=10,
+        interval=0.05,
+        what="the deferral to fall due",
+    )
+    # Resumed under a new epoch; waiting was not an attempt.
+    assert (second.id, second.resumed, second.attempts) == (first.id, True, first.attempts)
+    assert second.epoch > first.epoch
+
+
+def test_cancelling_a_deferred_operation_makes_it_due_at_once(db: Database) -> None:
+    with db.session() as session:
+        queue.enqueue(session, kind="debug.noop")
+    (first,) = queue.claim(db, owner="a", limit=1, lease_seconds=30)
+    assert queue.defer(db, first, seconds=3600)
+    with db.session() as session:
+        operation = session.get(Operation, first.id)
+        assert operation is not None
+        queue.request_cancel(session, operation)
+    (second,) = queue.claim(db, owner="b", limit=1, lease_seconds=30)
+    assert second.id == first.id and second.cancel_requested
+
+
+def test_unchanged_progress_is_not_written_again(settings: Settings, db: Database) -> None:
+    """A waiting handler reports the same progress every round: one write, not one a round."""
+    with db.session() as session:
+        queue.enqueue(session, kind="debug.noop")
+    (first,) = queue.claim(db, owner="a", limit=1, lease_seconds=30)
+    app = AppContext(settings, db)
+    OperationContext(app, first).progress({"waiting": True})
+    assert queue.defer(db, first, seconds=0)
+    (second,) = queue.claim(db, owner="a", limit=1, lease_seconds=30)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        OperationContext(app, second).progress({"waiting": True}, force=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert statements == []

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from app.core.context import AppContext
 from app.engine.errors import EngineError
 from app.hosts.models import Host
-from app.hosts.service import engine_for_host
 from app.images.inventory import sync_host
 from app.workers.loops import LeasedLoop
 
@@ -42,7 +41,7 @@ class ImageInventory(LeasedLoop):
 
     def _sync(self, host_id: str) -> None:
         try:
-            sync_host(self.app.db, engine_for_host(self.app, host_id), host_id)
+            sync_host(self.app.db, self.app.engine_for_host(host_id), host_id)
         except EngineError as exc:
             # The prober reports the host's health; here a failed round just waits for the next.
             log.info(

@@ -235,25 +235,38 @@ class Database:
         with self.engine.begin() as connection:
             connection.execute(statement)
 
-    def listen(self, on_topic: Callable[[str], None], *, stop: threading.Event) -> None:
+    def listen(
+        self,
+        on_topic: Callable[[str], None],
+        *,
+        stop: threading.Event,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         """Call `on_topic` for every wake-up another process (or Database) notifies, until
-        `stop` is set; a lost connection is opened again. On SQLite it only waits for `stop`."""
+        `stop` is set; a lost connection is opened again, and then `on_reconnect` runs, since
+        what was notified while no one listened is gone. On SQLite it only waits for `stop`."""
         if self.is_sqlite:
             stop.wait()
             return
         dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        lost = False
         while not stop.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True) as connection:
                     connection.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    if lost and on_reconnect is not None:
+                        on_reconnect()
                     while not stop.is_set():
                         # A short timeout: how long `stop` may go unnoticed.
                         for notice in connection.notifies(timeout=1.0, stop_after=1):
                             origin, _, topic = notice.payload.partition(" ")
                             if origin != self._origin:
                                 on_topic(topic)
-            except psycopg.Error:
-                log.warning("the wake-up listener lost its connection; reconnecting", exc_info=True)
+            except Exception:
+                # Whatever broke (the connection, a payload, a subscriber), the listener must
+                # outlive it: without it this process only learns of others' work by polling.
+                log.warning("the wake-up listener failed; listening again", exc_info=True)
+                lost = True
                 stop.wait(1.0)
 
     def dispose(self) -> None:

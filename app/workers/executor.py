@@ -255,7 +255,10 @@ class OperationExecutor:
             operation_id_var.reset(op_token)
             host_id_var.reset(host_token)
             with self._lock:
-                self._running.pop(claim.id, None)
+                # The same operation may already run again here (a deferral that fell due and was
+                # claimed anew): only this run's own entry is removed.
+                if self._running.get(claim.id) is context:
+                    del self._running[claim.id]
             self._slot_free.set()
 
     def _execute(self, context: OperationContext) -> None:

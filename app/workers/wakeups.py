@@ -117,7 +117,15 @@ class Relay:
                     )
 
     def _listen(self) -> None:
-        self.db.listen(self._deliver, stop=self._stop)
+        self.db.listen(self._deliver, stop=self._stop, on_reconnect=self._wake_every_topic)
+
+    @classmethod
+    def _wake_every_topic(cls) -> None:
+        """After a gap in listening: any topic may have been notified meanwhile."""
+        with _lock:
+            topics = list(_subscribers)
+        for topic in topics:
+            cls._deliver(topic)
 
     @staticmethod
     def _deliver(topic: str) -> None:

@@ -130,9 +130,16 @@ def duration_seconds(value: str, loc: str, problems: Problems) -> float | None:
     return sum(float(n) * _SECONDS_PER_UNIT[unit] for n, unit in _DURATION_PART.findall(value))
 
 
+_MEMORY = re.compile(r"\d+(?:\.\d+)?\s*[kmg]?b?", re.IGNORECASE)
+
+
 def memory_bytes(value: Any, loc: str, problems: Problems) -> int | None:
     """A size in bytes, with an optional unit b, k, m or g (powers of 1024), as docker reads it."""
     size = text(value).strip()
+    if size and not _MEMORY.fullmatch(size):
+        # parse_bytes also takes "1e3", "1_000k", ".5g": Compose files never meant those.
+        problems.add(loc, f"invalid memory size {value!r} (e.g. 512m, 1g)")
+        return None
     try:
         # parse_bytes reads "" as 0 and takes a negative number: Berth refuses both.
         amount = int(parse_bytes(size)) if size else -1

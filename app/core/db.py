@@ -8,6 +8,8 @@ never wait for a writer. PostgreSQL uses one engine for both.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import threading
 import time
@@ -17,7 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, DateTime, Dialect, Engine, MetaData, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -83,6 +95,17 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # several times faster than the standard library.
         json_deserializer=orjson.loads,
     )
+
+    path = make_url(url).database
+
+    @event.listens_for(engine, "do_connect")
+    def _private_file(*_args: Any) -> None:
+        # The file holds token hashes, ciphertexts and the audit trail: a new one is made
+        # 0600 (like the key file) before SQLite opens it, and SQLite gives its -wal and -shm
+        # files the database file's mode. An existing file keeps the mode its owner chose.
+        if path and path != ":memory:" and not path.startswith("file:"):
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

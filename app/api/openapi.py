@@ -2,12 +2,12 @@
 
 Every error is `application/problem+json` with one `Problem` schema. Which errors an operation
 can answer with follows from what its route is, so it is worked out here, once, instead of by
-hand on every route: a token dependency means 401 and 429 (and 403 above the viewer role), a
-path id means 404, a write means 400 (a malformed Content-Length or Idempotency-Key), 409 (a
-conflict, a concurrent change or a reused Idempotency-Key) and 413 (the body limits); a write
-to an existing resource honours If-Match (412); parameters or a body mean 422; a cursor means
-400 when it is malformed. A route adds what only it can answer with `responses={status:
-{"description": ...}}`; the Problem content is filled in here.
+hand on every route: a token dependency means 401 and 429 (and 403 above the viewer role); an
+id in the path or the body means 404; a write means 400 (a malformed Content-Length or
+Idempotency-Key), 409 (a conflict, a concurrent change or a reused Idempotency-Key) and 413
+(the body limits); a write to an existing resource honours If-Match (412); parameters or a
+body mean 422; a cursor means 400 when it is malformed. A route adds what only it can answer
+with `responses={status: {"description": ...}}`; the Problem content is filled in here.
 """
 
 from __future__ import annotations
@@ -62,7 +62,28 @@ def required_role(route: APIRoute, checks: dict[Callable[..., Any], Role]) -> Ro
     return max(roles, key=lambda role: role.rank) if roles else None
 
 
-def error_statuses(route: APIRoute, method: str, role: Role | None) -> dict[int, str]:
+def _names_an_id(node: Any, schemas: dict[str, Any], seen: set[str]) -> bool:
+    """Whether a request body schema has a field that names another resource by id."""
+    if isinstance(node, list):
+        return any(_names_an_id(item, schemas, seen) for item in node)
+    if not isinstance(node, dict):
+        return False
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:
+            return False
+        seen.add(name)
+        return _names_an_id(schemas.get(name), schemas, seen)
+    properties = node.get("properties") or {}
+    if any(key.endswith(("_id", "_ids")) for key in properties):
+        return True
+    return any(_names_an_id(value, schemas, seen) for value in node.values())
+
+
+def error_statuses(
+    route: APIRoute, method: str, role: Role | None, *, body_names_an_id: bool
+) -> dict[int, str]:
     """Each error status `method` on `route` can answer with, and when."""
     dependant = route.dependant
     statuses: dict[int, str] = {}
@@ -71,8 +92,8 @@ def error_statuses(route: APIRoute, method: str, role: Role | None) -> dict[int,
         if role is not Role.viewer:
             statuses[403] = f"The token's role is below {role.value}"
         statuses[429] = "Too many failed authentications from this client; retry after Retry-After"
-    if dependant.path_params:
-        statuses[404] = "No such resource"
+    if dependant.path_params or body_names_an_id:
+        statuses[404] = "No such resource (named in the path or the body)"
     if any(param.name == "cursor" for param in dependant.query_params):
         statuses[400] = "A malformed cursor"
     if method in _MUTATING:
@@ -130,10 +151,13 @@ def _routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[APIRoute, str]]:
 def add_errors(document: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[str, Any]:
     """`document` (FastAPI's) with every operation's errors and the schemas they name."""
     checks = _role_checks()
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for route, method in _routes(routes):
         operation = document["paths"][route.path_format][method.lower()]
-        _document_operation(operation, error_statuses(route, method, required_role(route, checks)))
-    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+        names_an_id = _names_an_id(operation.get("requestBody"), schemas, set())
+        role = required_role(route, checks)
+        statuses = error_statuses(route, method, role, body_names_an_id=names_an_id)
+        _document_operation(operation, statuses)
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
     models: list[type[BaseModel]] = [Problem, *_BODY_MODELS.values()]

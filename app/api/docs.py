@@ -8,6 +8,7 @@ a Content-Security-Policy tells the browser to load nothing from elsewhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import fastapi_offline
 from fastapi import APIRouter, Request
@@ -38,6 +39,20 @@ _ASSET_CACHE = "public, max-age=86400"
 router = APIRouter(include_in_schema=False)
 
 
+class _Document(TypedDict):
+    openapi_url: str
+    title: str
+
+
+def _document(request: Request) -> _Document:
+    """Where the page finds the OpenAPI document, under the root path the app is served at."""
+    return {"openapi_url": f"{_root(request)}{request.app.openapi_url}", "title": "Berth API"}
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", ""))
+
+
 def _guarded(page: HTMLResponse) -> HTMLResponse:
     page.headers["Content-Security-Policy"] = _PAGE_POLICY
     page.headers["Referrer-Policy"] = "no-referrer"
@@ -46,14 +61,13 @@ def _guarded(page: HTMLResponse) -> HTMLResponse:
 
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
+    assets = _root(request) + ASSETS_PATH
     return _guarded(
         get_swagger_ui_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title="Berth API",
-            swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+            **_document(request),
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
             # Swagger UI's default sends the document's URL to its public validator.
             swagger_ui_parameters={"validatorUrl": None},
         )
@@ -62,13 +76,12 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 
 @router.get(REDOC_PATH)
 async def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
+    assets = _root(request) + ASSETS_PATH
     return _guarded(
         get_redoc_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title="Berth API",
-            redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+            **_document(request),
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
             with_google_fonts=False,
         )
     )

@@ -152,18 +152,18 @@ def add_errors(document: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[st
     """`document` (FastAPI's) with every operation's errors and the schemas they name."""
     checks = _role_checks()
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
-    for route, method in _routes(routes):
-        operation = document["paths"][route.path_format][method.lower()]
-        names_an_id = _names_an_id(operation.get("requestBody"), schemas, set())
-        role = required_role(route, checks)
-        statuses = error_statuses(route, method, role, body_names_an_id=names_an_id)
-        _document_operation(operation, statuses)
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
     models: list[type[BaseModel]] = [Problem, *_BODY_MODELS.values()]
     _, extra = models_json_schema([(m, "validation") for m in models], ref_template=_COMPONENTS)
     for name, schema in extra.get("$defs", {}).items():
         schemas.setdefault(name, schema)
+    for route, method in _routes(routes):
+        operation = document["paths"][route.path_format][method.lower()]
+        names_an_id = _names_an_id(operation.get("requestBody"), schemas, set())
+        role = required_role(route, checks)
+        statuses = error_statuses(route, method, role, body_names_an_id=names_an_id)
+        _document_operation(operation, statuses)
     return document
 
 

@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh                       (the testbed must be up: scripts/testbed.sh up)
 #   BERTH_FUZZ_EXAMPLES=20 BERTH_FUZZ_SECONDS=300 scripts/fuzz.sh      (a longer run)
+#   scripts/fuzz.sh --phases stateful ...   (further schemathesis options; a later one wins)
 #
 # Containers the fuzzed requests create on h1 carry `berth.container=<id>` of this server's
 # database; they, and the networks and volumes they were given, are removed at the end.
@@ -116,4 +117,5 @@ timeout --kill-after=10 $((budget + 60)) "$root/.venv/bin/schemathesis" run "$ba
   --seed "${BERTH_FUZZ_SEED:-11}" \
   --generation-database none \
   --no-color \
-  --warnings off
+  --warnings off \
+  "$@"

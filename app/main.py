@@ -10,7 +10,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.api import openapi
 from app.api.deps import TokenStore
+from app.api.docs import router as docs_router
 from app.api.health import WorkersAlive
 from app.api.health import router as health_router
 from app.api.middleware.body_limit import BodyLimitMiddleware
@@ -90,6 +92,9 @@ def create_app(
         summary="A control plane for fleets of Docker hosts",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # Berth's own pages replace FastAPI's, which load their scripts from a public CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     app.state.metrics = metrics
@@ -104,7 +109,7 @@ def create_app(
 
     # Each router carries its full /api/v1/... prefix, so a route's path is its whole template
     # (used as the metrics label and in the audit trail).
-    routers = (
+    routers = [
         hosts_router,
         operations_router,
         registries_router,
@@ -118,11 +123,13 @@ def create_app(
         tokens_router,
         audit_router,
         health_router,
-    )
+        docs_router,
+    ]
+    if settings.enable_debug_operations:
+        routers.append(debug_router)
     for router in routers:
         app.include_router(router)
-    if settings.enable_debug_operations:
-        app.include_router(debug_router)
+    openapi.install(app, [route for router in routers for route in router.routes])
 
     # Added last = outermost: request ids and the audit see everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, context=context)

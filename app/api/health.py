@@ -53,7 +53,15 @@ def readyz(request: Request, context: Ctx) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"description": "No valid token, with BERTH_METRICS_REQUIRE_TOKEN=true"},
+    },
+)
 async def metrics(request: Request, context: Ctx) -> Response:
     if context.settings.metrics_require_token:
         # Any valid token (viewer and up) may scrape.

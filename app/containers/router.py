@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -235,6 +235,13 @@ def delete_container(
     )
 
 
+# What the routes that ask the container's engine directly answer besides the usual errors.
+_LIVE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The container does not exist on its host (any more)"},
+    503: {"description": "The container's host did not answer"},
+}
+
+
 async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str]:
     def load() -> tuple[str, str | None, bool, str]:
         with context.db.session(write=False) as session:
@@ -261,6 +268,7 @@ async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str
     "/{container_id}/logs",
     summary="Stream the container's output (text/plain); follow=true keeps streaming",
     response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}}, **_LIVE_ERRORS},
 )
 async def container_logs(
     container_id: str,
@@ -297,7 +305,11 @@ async def container_logs(
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/{container_id}/stats", summary="One sample of CPU, memory, network and block I/O")
+@router.get(
+    "/{container_id}/stats",
+    summary="One sample of CPU, memory, network and block I/O",
+    responses=_LIVE_ERRORS,
+)
 async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStats:
     engine, docker_id = await _live(context, container_id)
     try:

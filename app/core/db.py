@@ -12,7 +12,9 @@ database it runs on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -34,6 +36,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    make_url,
     select,
     text,
 )
@@ -108,6 +111,17 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # several times faster than the standard library.
         json_deserializer=orjson.loads,
     )
+
+    path = make_url(url).database
+
+    @event.listens_for(engine, "do_connect")
+    def _private_file(*_args: Any) -> None:
+        # The file holds token hashes, ciphertexts and the audit trail: a new one is made
+        # 0600 (like the key file) before SQLite opens it, and SQLite gives its -wal and -shm
+        # files the database file's mode. An existing file keeps the mode its owner chose.
+        if path and path != ":memory:" and not path.startswith("file:"):
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

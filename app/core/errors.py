@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -106,6 +106,29 @@ class PolicyViolation(Invalid):
 
 class HostUnavailable(BerthError):
     status, kind = 503, "host-unavailable"
+
+
+class ProblemError(BaseModel):
+    """One field that broke a rule."""
+
+    loc: str = Field(
+        description="Where: `body.name`, `query.limit`, `compose.services.web.ports[0]`"
+    )
+    msg: str
+
+
+class Problem(BaseModel):
+    """The body of every error answer (RFC 9457), sent as `application/problem+json`; what
+    `problem` below writes (the OpenAPI document describes every error with this schema)."""
+
+    type: str = Field(description="`https://berth.dev/problems/<kind>`: the kind of problem")
+    title: str = Field(description="The HTTP status phrase")
+    status: int = Field(description="The HTTP status")
+    detail: str = Field(description="What went wrong, for a person")
+    errors: list[ProblemError] = Field(
+        default_factory=list,
+        description="For a 422: one entry per field that broke a rule (absent otherwise)",
+    )
 
 
 def problem(

@@ -49,7 +49,10 @@ def _set(value: str | None) -> frozenset[str]:
     "comma-separated values. A comment line is sent every 15 s while nothing happens. A token "
     "revoked while its stream is open ends the stream within about 20 s.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        410: {"description": "The cursor is older than the events kept"},
+    },
 )
 async def stream_events(
     request: Request,

@@ -83,7 +83,12 @@ def current_spec(service: Service) -> ServiceSpec:
 
 
 def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
-    containers.validate_spec(session, container_spec(spec), settings)
+    try:
+        replica = container_spec(spec)
+    except ValidationError as exc:
+        # A replica's spec checks fields (`user`) that the service's takes as written.
+        raise Invalid.from_model(exc, prefix="body") from exc
+    containers.validate_spec(session, replica, settings)
 
 
 def to_read(session: Session, service: Service) -> ServiceRead:

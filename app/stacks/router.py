@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
+from app.api.openapi import schema_ref
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.errors import Invalid
@@ -26,15 +27,34 @@ _MULTIPART_DOC = (
     "same fields (`variables` and `env_files` as JSON text) plus one tar / tar.gz file per "
     "Compose service that has `build:`, in the field `context.<compose service name>`."
 )
-_BODY_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/StackCreate"}},
-            "multipart/form-data": {"schema": {"type": "object"}},
-        },
+
+
+def _body_schema(model: type[StackUpdate]) -> dict[str, Any]:
+    """The request body `_read_request` reads by hand, as JSON or as multipart/form-data."""
+    fields: dict[str, Any] = {
+        name: {"type": "string", "description": field.description}
+        for name, field in model.model_fields.items()
     }
-}
+    for name in _JSON_FIELDS:
+        fields[name]["description"] += " (a JSON object, as text)"
+    required = [name for name, field in model.model_fields.items() if field.is_required()]
+    form = {
+        "type": "object",
+        "properties": fields,
+        "required": required,
+        # One build context per Compose service that has `build:`.
+        "patternProperties": {r"^context\.": {"type": "string", "format": "binary"}},
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema_ref(model)},
+                "multipart/form-data": {"schema": form},
+            },
+        }
+    }
 
 
 def _validated(model: type[T], raw: dict[str, Any]) -> T:
@@ -93,7 +113,7 @@ def _located(response: Response, body: StackAccepted) -> StackAccepted:
     summary="Deploy a Compose file as a stack",
     description=_MULTIPART_DOC
     + " Builds run first, then each service once its `depends_on` are started or healthy.",
-    openapi_extra=_BODY_SCHEMA,
+    openapi_extra=_body_schema(StackCreate),
 )
 async def create_stack(
     request: Request, response: Response, context: Ctx, principal: Operator
@@ -141,15 +161,7 @@ def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> Sta
     summary="Deploy a new Compose file: only the services whose spec changed roll",
     description=_MULTIPART_DOC.replace("{name, ", "{").replace(", host_id?", "")
     + " Services no longer in the file are removed; the stack stays on its host.",
-    openapi_extra={
-        "requestBody": {
-            **_BODY_SCHEMA["requestBody"],
-            "content": {
-                **_BODY_SCHEMA["requestBody"]["content"],
-                "application/json": {"schema": {"$ref": "#/components/schemas/StackUpdate"}},
-            },
-        }
-    },
+    openapi_extra=_body_schema(StackUpdate),
 )
 async def update_stack(
     stack_id: str, request: Request, response: Response, context: Ctx, principal: Operator

@@ -32,9 +32,13 @@ _ComposeLoader.add_implicit_resolver(
 
 
 def load(text: str) -> dict[str, Any]:
-    loader = _ComposeLoader(text)
     try:
-        document = loader.get_single_data()
+        # The reader refuses non-printable characters as the loader is made, before parsing.
+        loader = _ComposeLoader(text)
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -43,8 +47,6 @@ def load(text: str) -> dict[str, Any]:
         ) from exc
     except yaml.YAMLError as exc:
         raise ComposeError([{"loc": "compose", "msg": f"invalid YAML: {exc}"}]) from exc
-    finally:
-        loader.dispose()
     if not isinstance(document, dict):
         raise ComposeError([{"loc": "compose", "msg": "a Compose file is a mapping of keys"}])
     return document

@@ -11,7 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.deps import (
+    Ctx,
+    Operator,
+    Principal,
+    Viewer,
+    check_if_match,
+    set_audit_resource,
+    while_valid,
+)
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.containers import service
@@ -50,7 +58,7 @@ def create_container(
         body = service.create_and_queue(
             session, data=data, settings=context.settings, created_by=principal.actor
         )
-    set_audit_resource(request, f"containers/{body.container.id}")
+        set_audit_resource(request, f"containers/{body.container.id}")
     return _located(response, body)
 
 
@@ -264,8 +272,9 @@ async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str
 )
 async def container_logs(
     container_id: str,
+    request: Request,
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = 100,
     since: datetime | None = None,
     follow: bool = False,
@@ -294,7 +303,10 @@ async def container_logs(
             await stream.aclose()
             await engine.aclose()
 
-    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+    # A followed log outlives no revocation: the token is asked again every second.
+    return StreamingResponse(
+        while_valid(request, principal.token_id, body()), media_type="text/plain; charset=utf-8"
+    )
 
 
 @router.get("/{container_id}/stats", summary="One sample of CPU, memory, network and block I/O")

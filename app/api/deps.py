@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Protocol
@@ -157,7 +157,7 @@ def bearer_is_live(context: AppContext, store: TokenStore, authorization: str) -
 
 async def while_valid(
     request: Request, token_id: str, source: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`source`'s chunks while the token that opened the stream stays valid: asked again every
     PRINCIPAL_TTL_SECONDS even while the source is silent (a quiet followed log must end too)."""
     checked = time.monotonic()

@@ -284,8 +284,11 @@ async def container_logs(
     stream: AsyncGenerator[bytes, None] = engine.logs(
         docker_id, tail=tail, since=since, follow=follow, timestamps=timestamps
     )
+    # A followed log outlives no revocation: the token is asked again every second, even
+    # while the container prints nothing (and before its first line).
+    guarded = while_valid(request, principal.token_id, stream)
     try:
-        first = await anext(stream, None)
+        first = await anext(guarded, None)
     except ObjectNotFound as exc:
         await engine.aclose()
         raise Conflict("the container is gone from its host") from exc
@@ -297,16 +300,14 @@ async def container_logs(
         try:
             if first is not None:
                 yield first
-            async for chunk in stream:
+            async for chunk in guarded:
                 yield chunk
         finally:
+            await guarded.aclose()
             await stream.aclose()
             await engine.aclose()
 
-    # A followed log outlives no revocation: the token is asked again every second.
-    return StreamingResponse(
-        while_valid(request, principal.token_id, body()), media_type="text/plain; charset=utf-8"
-    )
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/{container_id}/stats", summary="One sample of CPU, memory, network and block I/O")

@@ -34,8 +34,9 @@ async def get_app_context(request: Request) -> AppContext:
 Ctx = Annotated[AppContext, Depends(get_app_context)]
 
 # How long a process trusts what it read about a token. Revocation in another process (which
-# cannot clear this one's cache) is seen within this bound, on SQLite as on PostgreSQL.
-PRINCIPAL_TTL_SECONDS = 1.0
+# cannot clear this one's cache) is seen within this bound, on SQLite as on PostgreSQL; a long
+# stream asks as often, so it ends within twice this after a revocation elsewhere.
+PRINCIPAL_TTL_SECONDS = 0.5
 
 bearer = HTTPBearer(auto_error=False, description="A Berth API token: `Bearer berth_...`")
 
@@ -65,8 +66,6 @@ class TokenStore(Protocol):
     importing it."""
 
     def find_by_hash(self, session: Session, *, token_hash: str) -> StoredToken | None: ...
-
-    def find(self, session: Session, *, token_id: str) -> StoredToken | None: ...
 
 
 def _token_store(request: Request) -> TokenStore:
@@ -117,33 +116,43 @@ async def authenticate(
             guess=False,
         )
     digest = hash_token(credentials.credentials)
-    cached = context.principals.get(digest)
-    if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
-        token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
-        if token is None:
-            context.principals.pop(digest, None)
-            raise _refused(request, limiter, address, "invalid or revoked token")
-        cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
-        context.principals[digest] = cached
+    cached = await _cached_token(request, context, digest)
+    if cached is None:
+        raise _refused(request, limiter, address, "invalid or revoked token")
     _, token_id, name, role, expires_at = cached
     if expires_at is not None and expires_at <= utcnow():
         raise _refused(request, limiter, address, "token expired")
     principal = Principal(token_id=token_id, name=name, role=Role(role))
     request.state.principal = principal
+    request.state.token_digest = digest
     return principal
+
+
+async def _cached_token(
+    request: Request, context: AppContext, digest: str
+) -> tuple[float, str, str, str, datetime | None] | None:
+    """What this process knows of the token hashing to `digest`, read again once older than
+    PRINCIPAL_TTL_SECONDS; None when it is revoked or never existed."""
+    cached = context.principals.get(digest)
+    if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
+        token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
+        if token is None:
+            context.principals.pop(digest, None)
+            return None
+        cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
+        context.principals[digest] = cached
+    return cached
 
 
 def _live(token: StoredToken | None) -> bool:
     return token is not None and (token.expires_at is None or token.expires_at > utcnow())
 
 
-def still_valid(request: Request, token_id: str) -> bool:
-    """Whether a token that authenticated a long-lived request is still neither revoked nor
-    expired (streams ask again while they run)."""
-    context: AppContext = request.app.state.context
-    with context.db.session(write=False) as session:
-        token = _token_store(request).find(session, token_id=token_id)
-    return _live(token)
+async def _still_valid(request: Request) -> bool:
+    """Whether the token that authenticated this long-lived request is still neither revoked
+    nor expired. Through the cache: a thousand streams of one token cost one query per TTL."""
+    cached = await _cached_token(request, request.app.state.context, request.state.token_digest)
+    return cached is not None and (cached[4] is None or cached[4] > utcnow())
 
 
 def bearer_is_live(context: AppContext, store: TokenStore, authorization: str) -> bool:
@@ -156,7 +165,7 @@ def bearer_is_live(context: AppContext, store: TokenStore, authorization: str) -
 
 
 async def while_valid(
-    request: Request, token_id: str, source: AsyncIterator[bytes]
+    request: Request, source: AsyncIterator[bytes]
 ) -> AsyncGenerator[bytes, None]:
     """`source`'s chunks while the token that opened the stream stays valid: asked again every
     PRINCIPAL_TTL_SECONDS even while the source is silent (a quiet followed log must end too)."""
@@ -168,7 +177,7 @@ async def while_valid(
                 pending = asyncio.ensure_future(anext(source))
             done, _ = await asyncio.wait({pending}, timeout=PRINCIPAL_TTL_SECONDS)
             if time.monotonic() - checked >= PRINCIPAL_TTL_SECONDS:
-                if not await run_in_threadpool(still_valid, request, token_id):
+                if not await _still_valid(request):
                     return
                 checked = time.monotonic()
             if pending in done:

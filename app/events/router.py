@@ -100,7 +100,7 @@ async def stream_events(
     async def messages() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         # A token revoked (or expired) while its stream is open ends the stream within a second.
-        async for chunk in while_valid(request, principal.token_id, hub.subscribe(cursor, matches)):
+        async for chunk in while_valid(request, hub.subscribe(cursor, matches)):
             if chunk:
                 yield chunk
 

@@ -121,9 +121,9 @@ def test_revocation_reaches_another_process_and_ends_its_log_follow(
             timeout=5,
             what="the other process to refuse the revoked token",
         )
-        assert time.monotonic() - revoked < 1.5
+        assert time.monotonic() - revoked < 1.2  # 1 s, and a poll's slack
         assert ended.wait(5), "the followed log outlived its token"
-        assert time.monotonic() - revoked < 2.5
+        assert time.monotonic() - revoked < 2.0
     finally:
         remove_containers(engine, f"berth.container={container_id}")
         engine.close()

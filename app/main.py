@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app.api import openapi
+from app.api.auth_limit import FailedAuthLimiter
 from app.api.deps import TokenStore
 from app.api.docs import router as docs_router
 from app.api.health import WorkersAlive
@@ -104,6 +105,9 @@ def create_app(
     token_store: TokenStore = tokens
     alive: WorkersAlive = workers_alive
     app.state.tokens = token_store
+    app.state.auth_failures = FailedAuthLimiter(
+        limit=settings.auth_failure_limit, window_seconds=settings.auth_failure_window_seconds
+    )
     app.state.workers_alive = alive
     install_error_handlers(app)
 

@@ -123,6 +123,9 @@ def make_settings(db_url: str, key_file: Path, /, **overrides: Any) -> Settings:
         "reconcile_interval_seconds": 0.5,
         "host_down_grace_seconds": 3,
         "log_level": "WARNING",
+        # Tests that walk every route with a wrong token must not be braked by the guessing
+        # limit; the test of the limit sets it back (tests/security/test_auth_limits.py).
+        "auth_failure_limit": 10_000,
     }
     values.update(overrides)
     return Settings(**values)

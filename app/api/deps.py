@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Protocol
@@ -13,9 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth_limit import FailedAuthLimiter
 from app.core.context import AppContext
 from app.core.db import utcnow
-from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
+from app.core.errors import BerthError, Forbidden, PreconditionFailed, Unauthorized
 from app.security.roles import Role
 from app.security.tokens import hash_token
 
@@ -31,7 +33,10 @@ async def get_app_context(request: Request) -> AppContext:
 
 Ctx = Annotated[AppContext, Depends(get_app_context)]
 
-PRINCIPAL_TTL_SECONDS = 5.0
+# How long a process trusts what it read about a token. Revocation in another process (which
+# cannot clear this one's cache) is seen within this bound, on SQLite as on PostgreSQL; a long
+# stream asks as often, so it ends within twice this after a revocation elsewhere.
+PRINCIPAL_TTL_SECONDS = 0.5
 
 bearer = HTTPBearer(auto_error=False, description="A Berth API token: `Bearer berth_...`")
 
@@ -62,8 +67,6 @@ class TokenStore(Protocol):
 
     def find_by_hash(self, session: Session, *, token_hash: str) -> StoredToken | None: ...
 
-    def find(self, session: Session, *, token_id: str) -> StoredToken | None: ...
-
 
 def _token_store(request: Request) -> TokenStore:
     store: TokenStore = request.app.state.tokens
@@ -75,37 +78,120 @@ def _stored_token(context: AppContext, store: TokenStore, digest: str) -> Stored
         return store.find_by_hash(session, token_hash=digest)
 
 
+class TooManyFailures(BerthError):
+    status, kind = 429, "too-many-requests"
+
+
+def _refused(
+    request: Request, limiter: FailedAuthLimiter, address: str, detail: str, *, guess: bool = True
+) -> Unauthorized:
+    """Count a failed authentication. A burst of them is one audit entry, not one per request:
+    only the first of its window is recorded."""
+    if not limiter.failed(address, guess=guess):
+        request.state.audit_skip = True
+    return Unauthorized(detail)
+
+
 async def authenticate(
     request: Request,
     context: Ctx,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    limiter: FailedAuthLimiter = request.app.state.auth_failures
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        # Every token is refused, a right one too: a guess must not be confirmed meanwhile.
+        request.state.audit_skip = True  # the burst's first failure is its entry
+        raise TooManyFailures(
+            f"too many failed authentications from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
+        raise _refused(
+            request,
+            limiter,
+            address,
+            "missing bearer token: send `Authorization: Bearer <token>`",
+            guess=False,
+        )
     digest = hash_token(credentials.credentials)
+    cached = await _cached_token(request, context, digest)
+    if cached is None:
+        raise _refused(request, limiter, address, "invalid or revoked token")
+    _, token_id, name, role, expires_at = cached
+    if expires_at is not None and expires_at <= utcnow():
+        raise _refused(request, limiter, address, "token expired")
+    principal = Principal(token_id=token_id, name=name, role=Role(role))
+    request.state.principal = principal
+    request.state.token_digest = digest
+    return principal
+
+
+async def _cached_token(
+    request: Request, context: AppContext, digest: str
+) -> tuple[float, str, str, str, datetime | None] | None:
+    """What this process knows of the token hashing to `digest`, read again once older than
+    PRINCIPAL_TTL_SECONDS; None when it is revoked or never existed."""
     cached = context.principals.get(digest)
     if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
         token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
         if token is None:
             context.principals.pop(digest, None)
-            raise Unauthorized("invalid or revoked token")
+            return None
         cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
         context.principals[digest] = cached
-    _, token_id, name, role, expires_at = cached
-    if expires_at is not None and expires_at <= utcnow():
-        raise Unauthorized("token expired")
-    principal = Principal(token_id=token_id, name=name, role=Role(role))
-    request.state.principal = principal
-    return principal
+    return cached
 
 
-def still_valid(request: Request, token_id: str) -> bool:
-    """Whether a token that authenticated a long-lived request is still neither revoked nor
-    expired (event streams ask again while they run)."""
-    context: AppContext = request.app.state.context
-    with context.db.session(write=False) as session:
-        token = _token_store(request).find(session, token_id=token_id)
+def _live(token: StoredToken | None) -> bool:
     return token is not None and (token.expires_at is None or token.expires_at > utcnow())
+
+
+async def _still_valid(request: Request) -> bool:
+    """Whether the token that authenticated this long-lived request is still neither revoked
+    nor expired. Through the cache: a thousand streams of one token cost one query per TTL."""
+    cached = await _cached_token(request, request.app.state.context, request.state.token_digest)
+    return cached is not None and (cached[4] is None or cached[4] > utcnow())
+
+
+def bearer_is_live(context: AppContext, store: TokenStore, authorization: str) -> bool:
+    """Whether an `Authorization` header names a token neither revoked nor expired, read from
+    the database (never the cache): a stored response is replayed only to a live token."""
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return False
+    return _live(_stored_token(context, store, hash_token(secret.strip())))
+
+
+async def while_valid(
+    request: Request, source: AsyncIterator[bytes]
+) -> AsyncGenerator[bytes, None]:
+    """`source`'s chunks while the token that opened the stream stays valid: asked again every
+    PRINCIPAL_TTL_SECONDS even while the source is silent (a quiet followed log must end too)."""
+    checked = time.monotonic()
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            done, _ = await asyncio.wait({pending}, timeout=PRINCIPAL_TTL_SECONDS)
+            if time.monotonic() - checked >= PRINCIPAL_TTL_SECONDS:
+                if not await _still_valid(request):
+                    return
+                checked = time.monotonic()
+            if pending in done:
+                try:
+                    chunk = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield chunk
+    finally:
+        if pending is not None:
+            # Wait for the cancelled read, so the source's own clean-up has run when we end.
+            pending.cancel()
+            await asyncio.wait({pending})
 
 
 def require(role: Role) -> object:
@@ -139,6 +225,12 @@ def check_if_match(request: Request, version: int) -> None:
     raise PreconditionFailed(
         f"resource is at version {version}; If-Match named {header}. Fetch it again and retry."
     )
+
+
+def mark_secret_response(request: Request) -> None:
+    """Say that this request's response carries a secret: it is never stored for an
+    Idempotency-Key replay (a retry is answered 409 instead)."""
+    request.state.secret_response = True
 
 
 def set_audit_resource(request: Request, resource: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary, String, UniqueConstraint
+from sqlalchemy import LargeBinary, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
@@ -25,4 +25,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None]
     response_headers: Mapped[dict[str, Any] | None]
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The response carried a secret (a new token): only this marker is kept, and a retry is
+    # answered 409 instead of a replay, so the table never holds a secret.
+    secret_withheld: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

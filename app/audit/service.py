@@ -8,14 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from app.api.middleware.request_context import pending_audit
 from app.api.pagination import paginate
 from app.api.paths import API_PREFIX
 from app.audit.models import AuditEntry, AuditHead
 from app.core.db import Database, new_id, utcnow
+from app.events import recorder
 
 GENESIS = "0" * 64
 _HEAD_ID = 1
@@ -109,6 +111,24 @@ def append_request(session: Session, *, scope: Scope, status: int, request_id: s
         source=client[0] if client else None,
         outcome=status,
     )
+
+
+@event.listens_for(Session, "before_commit")
+def _append_in_transaction(session: Session) -> None:
+    """A mutating request's entry goes into the transaction that makes its change, so the
+    change and its entry commit together or not at all: an entry that cannot be written fails
+    the commit (fail closed), and no crash between them can leave a change unaudited."""
+    pending = pending_audit.get()
+    if pending is None or pending.written:
+        return
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    if not recorder.changed(session):
+        return  # a read, idempotency bookkeeping: not the request's change
+    # The response is not sent yet; the route's success status is the one it is about to send.
+    status = getattr(pending.scope.get("route"), "status_code", None) or 200
+    append_request(session, scope=pending.scope, status=status, request_id=pending.request_id)
+    pending.written = True
 
 
 @dataclass(frozen=True)

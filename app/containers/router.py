@@ -11,7 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from app.api.deps import Ctx, Operator, Principal, Viewer, check_if_match, set_audit_resource
+from app.api.deps import (
+    Ctx,
+    Operator,
+    Principal,
+    Viewer,
+    check_if_match,
+    set_audit_resource,
+    while_valid,
+)
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.containers import service
@@ -50,7 +58,7 @@ def create_container(
         body = service.create_and_queue(
             session, data=data, settings=context.settings, created_by=principal.actor
         )
-    set_audit_resource(request, f"containers/{body.container.id}")
+        set_audit_resource(request, f"containers/{body.container.id}")
     return _located(response, body)
 
 
@@ -272,6 +280,7 @@ async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str
 )
 async def container_logs(
     container_id: str,
+    request: Request,
     context: Ctx,
     _: Viewer,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = 100,
@@ -283,8 +292,11 @@ async def container_logs(
     stream: AsyncGenerator[bytes, None] = engine.logs(
         docker_id, tail=tail, since=since, follow=follow, timestamps=timestamps
     )
+    # A followed log outlives no revocation: the token is asked again every second, even
+    # while the container prints nothing (and before its first line).
+    guarded = while_valid(request, stream)
     try:
-        first = await anext(stream, None)
+        first = await anext(guarded, None)
     except ObjectNotFound as exc:
         await engine.aclose()
         raise Conflict("the container is gone from its host") from exc
@@ -296,9 +308,10 @@ async def container_logs(
         try:
             if first is not None:
                 yield first
-            async for chunk in stream:
+            async for chunk in guarded:
                 yield chunk
         finally:
+            await guarded.aclose()
             await stream.aclose()
             await engine.aclose()
 

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    auth_failure_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Failed authentications a client address may make per window before it is "
+        "answered 429 (counted per process).",
+    )
+    auth_failure_window_seconds: float = Field(
+        default=10.0, gt=0, description="The window BERTH_AUTH_FAILURE_LIMIT counts in."
+    )
     event_retention_hours: float = Field(
         default=72.0, gt=0, description="How long the event stream can be replayed from a cursor."
     )

@@ -52,6 +52,6 @@ def create_debug_operation(
             max_attempts=data.max_attempts or context.settings.operation_max_attempts,
         )
         read = to_read(operation)
-    set_audit_resource(request, f"operations/{read.id}")
+        set_audit_resource(request, f"operations/{read.id}")
     response.headers["Location"] = f"/api/v1/operations/{read.id}"
     return DebugOperationAccepted(operation=read)

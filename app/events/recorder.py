@@ -170,6 +170,12 @@ def _write_pending(session: Session) -> None:
         session.info["berth.events_written"] = True
 
 
+def changed(session: Session) -> bool:
+    """Whether this transaction changed a tracked resource (its events are pending or were
+    written), whichever before_commit hook asks first."""
+    return bool(session.info.get(_PENDING)) or bool(session.info.get("berth.events_written"))
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.info.pop("berth.events_written", False):

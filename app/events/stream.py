@@ -57,10 +57,13 @@ class Filter:
     resource_types: frozenset[str] = frozenset()
     resource_ids: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
+    # The resource types the subscriber may read (None: all); never widened by the filters above.
+    readable: frozenset[str] | None = None
 
     def __call__(self, event: StreamEvent) -> bool:
         return (
-            (not self.resource_types or event.resource_type in self.resource_types)
+            (self.readable is None or event.resource_type in self.readable)
+            and (not self.resource_types or event.resource_type in self.resource_types)
             and (not self.resource_ids or event.resource_id in self.resource_ids)
             and (not self.types or event.type in self.types)
         )

@@ -20,7 +20,7 @@ def create_host(
     with context.db.session() as session:
         host = service.create(session, data=data, cipher=context.cipher)
         read = service.to_read(host)
-    set_audit_resource(request, f"hosts/{read.id}")
+        set_audit_resource(request, f"hosts/{read.id}")
     response.headers["Location"] = f"/api/v1/hosts/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'
     return read

@@ -79,7 +79,7 @@ def pull_image(
         body = service.pull(
             session, data=data, settings=context.settings, created_by=principal.actor
         )
-    set_audit_resource(request, f"images/{body.operation.target_id}")
+        set_audit_resource(request, f"images/{body.operation.target_id}")
     return _located(response, body)
 
 
@@ -91,7 +91,7 @@ def push_image(
         body = service.push(
             session, data=data, settings=context.settings, created_by=principal.actor
         )
-    set_audit_resource(request, f"images/{body.operation.target_id}")
+        set_audit_resource(request, f"images/{body.operation.target_id}")
     return _located(response, body)
 
 
@@ -103,7 +103,7 @@ def tag_image(
         body = service.tag(
             session, data=data, settings=context.settings, created_by=principal.actor
         )
-    set_audit_resource(request, f"images/{body.operation.target_id}")
+        set_audit_resource(request, f"images/{body.operation.target_id}")
     return _located(response, body)
 
 
@@ -153,6 +153,6 @@ def build_image(
             settings=context.settings,
             created_by=principal.actor,
         )
-    target = body.operation.target_id
-    set_audit_resource(request, f"images/{target}" if target else "images")
+        target = body.operation.target_id
+        set_audit_resource(request, f"images/{target}" if target else "images")
     return _located(response, body)

@@ -21,7 +21,7 @@ def create_registry(
 ) -> RegistryRead:
     with context.db.session() as session:
         read = service.to_read(service.create(session, data=data, cipher=context.cipher))
-    set_audit_resource(request, f"registries/{read.id}")
+        set_audit_resource(request, f"registries/{read.id}")
     response.headers["Location"] = f"{API_PREFIX}/registries/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'
     return read

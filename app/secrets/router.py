@@ -32,7 +32,7 @@ def create_secret(
             created_by=principal.actor,
         )
         read = service.to_read(secret, [])
-    set_audit_resource(request, f"secrets/{read.id}")
+        set_audit_resource(request, f"secrets/{read.id}")
     response.headers["Location"] = f"{SECRETS_PATH}/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'
     return read

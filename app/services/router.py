@@ -54,7 +54,7 @@ def create_service(
             settings=context.settings,
             created_by=principal.actor,
         )
-    set_audit_resource(request, f"services/{body.service.id}")
+        set_audit_resource(request, f"services/{body.service.id}")
     return _answer(response, body)
 
 

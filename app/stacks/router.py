@@ -122,16 +122,17 @@ async def create_stack(
 
     def create() -> StackAccepted:
         with context.db.session() as session:
-            return service.create(
+            body = service.create(
                 session,
                 data=data,
                 contexts=contexts,
                 settings=context.settings,
                 created_by=principal.actor,
             )
+            set_audit_resource(request, f"stacks/{body.stack.id}")
+            return body
 
     body = await run_in_threadpool(create)
-    set_audit_resource(request, f"stacks/{body.stack.id}")
     return _located(response, body)
 
 

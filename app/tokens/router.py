@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
+from app.api.deps import (
+    Admin,
+    Ctx,
+    Viewer,
+    check_if_match,
+    mark_secret_response,
+    set_audit_resource,
+)
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.tokens import service
@@ -26,7 +33,8 @@ def create_token(
             created_by=principal.actor,
         )
         read = TokenRead.model_validate(token)
-    set_audit_resource(request, f"tokens/{read.id}")
+        set_audit_resource(request, f"tokens/{read.id}")
+    mark_secret_response(request)
     response.headers["Location"] = f"/api/v1/tokens/{read.id}"
     return TokenCreated(**read.model_dump(), token=secret)
 

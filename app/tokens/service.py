@@ -71,10 +71,6 @@ def find_by_hash(session: Session, *, token_hash: str) -> StoredToken | None:
     return _stored(session, ApiToken.token_hash == token_hash)
 
 
-def find(session: Session, *, token_id: str) -> StoredToken | None:
-    return _stored(session, ApiToken.id == token_id)
-
-
 def get(session: Session, *, token_id: str) -> ApiToken:
     return get_or_404(session, ApiToken, token_id, what="token")
 

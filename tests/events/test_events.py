@@ -261,3 +261,44 @@ def test_a_revoked_token_ends_its_stream(live: str, live_app: FastAPI) -> None:
     assert stream.finished.wait(10), "the stream outlived its token"
     assert stream.error is None
     client.close()
+
+
+def test_a_viewer_sees_no_token_events(live: str) -> None:
+    admin = httpx.Client(base_url=f"{live}/api/v1", headers=HEADERS, timeout=30)
+    viewer = admin.post("/tokens", json={"name": "watcher", "role": "viewer"}).json()
+    created = admin.post("/tokens", json={"name": "secret-name", "role": "admin"}).json()
+    host = admin.post(
+        "/hosts", json={"name": "h", "url": "tcp://10.203.0.2:2375", "insecure": True}
+    ).json()
+    as_viewer = {"Authorization": f"Bearer {viewer['token']}"}
+    # Asked for tokens by name, from the start: the filter narrows, never widens.
+    seen = Subscriber(live, _has("host.created", host["id"]), headers=as_viewer, since="0").wait()
+    assert not [e for e in seen if e["resource_type"] == "token"]
+    asked = Subscriber(
+        live,
+        _has("host.created", host["id"]),
+        headers=as_viewer,
+        since="0",
+        resource_type="token,host",
+    ).wait()
+    assert [e["resource_type"] for e in asked] == ["host"]
+    # An admin still sees them.
+    everything = Subscriber(live, _has("token.created", created["id"]), since="0").wait()
+    assert any(e["resource_id"] == viewer["id"] for e in everything)
+    admin.close()
+
+
+def test_a_revoked_token_ends_its_quiet_stream_within_a_second(live: str) -> None:
+    client = httpx.Client(base_url=f"{live}/api/v1", headers=HEADERS, timeout=30)
+    token = client.post("/tokens", json={"name": "watcher", "role": "viewer"}).json()
+    stream = Subscriber(
+        live, lambda _events: False, headers={"Authorization": f"Bearer {token['token']}"}
+    )
+    assert not stream.finished.wait(1.0)
+    assert client.delete(f"/tokens/{token['id']}").status_code == 204
+    revoked = time.monotonic()
+    # Nothing is published meanwhile, and the keep-alive is 15 s: only the re-check ends it.
+    assert stream.finished.wait(5), "the stream outlived its token"
+    assert time.monotonic() - revoked < 2.5
+    assert stream.error is None
+    client.close()

@@ -11,11 +11,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.deps import TokenStore, bearer_is_live
 from app.api.middleware.asgi import header, send_problem
 from app.api.models import IdempotencyRecord
 from app.api.paths import API_PREFIX
 from app.core.context import AppContext
 from app.core.db import utcnow
+
+_WITHHELD = (
+    "the first request with this Idempotency-Key succeeded, and its response carried a secret, "
+    "which Berth never stores, so it cannot be replayed; if that response was lost, find the "
+    "token in GET /tokens, revoke it, and create another with a new key"
+)
 
 # A placeholder left by a request that never finished (its process died) stops blocking its key.
 _ABANDONED_AFTER = timedelta(seconds=120)
@@ -49,6 +56,12 @@ class IdempotencyMiddleware:
         if not 1 <= len(key) <= 255:
             await send_problem(send, 400, "Idempotency-Key must be 1-255 characters")
             return
+        # Authenticate before anything is replayed: a revoked or expired token gets the 401 the
+        # route gives it, never the response it was once sent.
+        store: TokenStore = scope["app"].state.tokens
+        if not await anyio.to_thread.run_sync(bearer_is_live, self.context, store, authorization):
+            await self.app(scope, receive, send)
+            return
 
         body = bytearray()
         while True:
@@ -69,6 +82,9 @@ class IdempotencyMiddleware:
             self._reserve, caller, key, scope["path"], fingerprint
         )
         if isinstance(outcome, IdempotencyRecord):
+            if outcome.secret_withheld:
+                await send_problem(send, 409, _WITHHELD)
+                return
             await self._replay(send, outcome)
             return
         if isinstance(outcome, str):
@@ -102,8 +118,9 @@ class IdempotencyMiddleware:
             await self.app(scope, replay_receive, capturing_send)
         finally:
             keep = status < 500 and status not in (401, 403)
+            secret = bool(scope["state"].get("secret_response"))
             await anyio.to_thread.run_sync(
-                self._settle, record_id, status if keep else None, headers, b"".join(chunks)
+                self._settle, record_id, status if keep else None, headers, b"".join(chunks), secret
             )
 
     def _reserve(
@@ -146,7 +163,12 @@ class IdempotencyMiddleware:
         return "a request with this Idempotency-Key is still in progress"
 
     def _settle(
-        self, record_id: str, status: int | None, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        record_id: str,
+        status: int | None,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        secret: bool,
     ) -> None:
         with self.context.db.session() as session:
             if status is None:
@@ -155,8 +177,11 @@ class IdempotencyMiddleware:
             record = session.get(IdempotencyRecord, record_id)
             if record is None:
                 return
-            kept = {"content-type", "location", "etag"}
             record.status_code = status
+            if secret:
+                record.secret_withheld = True  # a marker only: the secret is never stored
+                return
+            kept = {"content-type", "location", "etag"}
             record.response_headers = {
                 k.decode(): v.decode() for k, v in headers if k.decode().lower() in kept
             }

@@ -6,6 +6,8 @@ import logging
 import re
 import time
 import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -33,6 +35,21 @@ class AuditWriter(Protocol):
     ) -> object: ...
 
 
+@dataclass
+class PendingAudit:
+    """The audit entry one mutating request still owes. The audit trail's before_commit hook
+    writes it into the first transaction of the request that changes a resource, and sets
+    `written`; a request that changed nothing gets its entry after the response."""
+
+    scope: Scope
+    request_id: str
+    written: bool = False
+
+
+# Set for the whole request; the thread pool copies it into the thread a route runs in.
+pending_audit: ContextVar[PendingAudit | None] = ContextVar("berth_pending_audit", default=None)
+
+
 class RequestContextMiddleware:
     """Request id in, request id out; one log line, metrics, and an audit entry per mutation."""
 
@@ -52,6 +69,9 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})
+        audited = scope["method"] in MUTATING and scope["path"].startswith(API_PREFIX)
+        pending = PendingAudit(scope, request_id) if audited else None
+        pending_token = pending_audit.set(pending)
         status = 500
         started = time.perf_counter()
 
@@ -83,7 +103,11 @@ class RequestContextMiddleware:
                     "actor": getattr(principal, "actor", None),
                 },
             )
-            if method in MUTATING and scope["path"].startswith(API_PREFIX):
+            pending_audit.reset(pending_token)
+            # A request that changed nothing (refused, failed, replayed) is audited afterwards,
+            # except the repeats of a burst of failed authentications (one entry per burst).
+            skip = scope["state"].get("audit_skip", False)
+            if pending is not None and not pending.written and not skip:
                 await self._audit(scope, status, request_id)
             request_id_var.reset(token)
 

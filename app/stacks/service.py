@@ -22,7 +22,7 @@ from app.core.db import new_id, utcnow
 from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
-from app.images.build_context import InvalidContext, inspect_context
+from app.images.build_context import InvalidContext, inspect_upload
 from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_base_images
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
@@ -101,7 +101,9 @@ def _build(
             ]
         )
     try:
-        inspected = inspect_context(io.BytesIO(data), dockerfile_path=build.dockerfile)
+        inspected = inspect_upload(
+            io.BytesIO(data), dockerfile_path=build.dockerfile, settings=settings
+        )
         bases = dockerfile_base_images(inspected.dockerfile, build.args)
     except (InvalidContext, InvalidReference) as exc:
         raise _invalid([{"loc": where, "msg": str(exc)}]) from exc
@@ -114,11 +116,15 @@ def _build(
     return Build(name, tag, data, build.dockerfile, build.args)
 
 
-def parse(stack_name: str, data: StackUpdate) -> compose.ComposeProject:
+def parse(stack_name: str, data: StackUpdate, settings: Settings) -> compose.ComposeProject:
     """The Compose file as a project; a 422 locating every problem in the file."""
     try:
         return compose.parse(
-            data.compose, project=stack_name, variables=data.variables, env_files=data.env_files
+            data.compose,
+            project=stack_name,
+            variables=data.variables,
+            env_files=data.env_files,
+            max_bytes=settings.max_compose_bytes,
         )
     except compose.ComposeError as exc:
         raise _invalid(exc.errors) from exc
@@ -207,7 +213,7 @@ def prepare(
 ) -> tuple[Host, dict[str, Any], list[Build]]:
     """Everything a create or an update checks, in the order a user fixes things: the file,
     then the host, then each service against Berth's rules."""
-    project = parse(stack_name, data)
+    project = parse(stack_name, data, settings)
     host = choose_host(session, host_id)
     planned, builds = plan(
         session,

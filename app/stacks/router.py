@@ -12,6 +12,7 @@ from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resour
 from app.api.middleware.asgi import is_multipart
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
+from app.api.uploads import checked_apart
 from app.core.config import Settings
 from app.core.errors import Invalid, PayloadTooLarge
 from app.stacks import service
@@ -110,13 +111,23 @@ async def create_stack(
     request: Request, response: Response, context: Ctx, principal: Operator
 ) -> StackAccepted:
     data, contexts = await _read_request(request, StackCreate, context.settings)
+    upload = await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=data.name,
+            data=data,
+            contexts=contexts,
+            settings=context.settings,
+        ),
+    )
 
     def create() -> StackAccepted:
         with context.db.session() as session:
             return service.create(
                 session,
                 data=data,
-                contexts=contexts,
+                upload=upload,
                 settings=context.settings,
                 created_by=principal.actor,
             )
@@ -168,13 +179,28 @@ async def update_stack(
     set_audit_resource(request, f"stacks/{stack_id}")
     data, contexts = await _read_request(request, StackUpdate, context.settings)
 
+    def stack_name() -> str:  # It never changes: read before the upload is checked.
+        with context.db.session(write=False) as session:
+            return service.get(session, stack_id=stack_id).name
+
+    upload = await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=await run_in_threadpool(stack_name),
+            data=data,
+            contexts=contexts,
+            settings=context.settings,
+        ),
+    )
+
     def update() -> StackAccepted:
         with context.db.session() as session:
             return service.update(
                 session,
                 stack_id=stack_id,
                 data=data,
-                contexts=contexts,
+                upload=upload,
                 check_version=partial(check_if_match, request),
                 settings=context.settings,
                 created_by=principal.actor,

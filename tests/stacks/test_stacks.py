@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import pytest
 
 from tests.support import Api
@@ -59,3 +62,34 @@ def test_bad_compose_files_are_refused_with_their_path(
     assert api.get("/stacks").json()["items"] == []
     assert api.get("/services").json()["items"] == []
     assert [o["kind"] for o in api.get("/operations").json()["items"]] in ([], ["host.probe"])
+
+
+def test_a_build_context_whose_links_chain_out_is_refused(api: Api) -> None:
+    # d1 is the context root, so d1/d2 is d2, and ../.. from there is outside the context.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        dockerfile = tarfile.TarInfo("Dockerfile")
+        dockerfile.size = len(b"FROM busybox\n")
+        archive.addfile(dockerfile, io.BytesIO(b"FROM busybox\n"))
+        for name, target in (("d1", "."), ("d1/d2/l", "../..")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            archive.addfile(link)
+    host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+    response = api.post(
+        "/stacks",
+        data={
+            "name": "links",
+            "compose": "services:\n  web:\n    build: .\n",
+            "host_id": host["id"],
+        },
+        files={"context.web": ("web.tar.gz", buffer.getvalue(), "application/gzip")},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {
+            "loc": "compose.services.web.build",
+            "msg": "member 'd1/d2/l' link target '../..' points outside the context",
+        }
+    ]
+    assert api.get("/stacks").json()["items"] == []

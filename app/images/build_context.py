@@ -25,8 +25,9 @@ _RATIO_GRACE_BYTES = 16 * 2**20
 _SKIP_STEP_BYTES = 2**20
 # The kernel's limit on a path (and a link's target): longer ones could not be unpacked.
 _PATH_MAX = 4096
-# Steps of following links, for the whole archive: a few per member in real contexts.
-_MAX_LINK_STEPS = 500_000
+# Steps of following links, for the whole archive: a few per member in real contexts (pnpm
+# trees of links included); about two seconds of work at worst.
+_MAX_LINK_STEPS = 2_000_000
 _GZIP_MAGIC = b"\x1f\x8b"
 _UNSUPPORTED_MAGIC = {
     b"BZh": "bzip2",

@@ -245,9 +245,9 @@ def inspect_context(
         text = scan.run(fileobj, wanted)
         try:
             resolved = scan.links.follow(wanted)
-        except (_Escapes, _TooManyLinks):  # Only a loop: every link was checked not to escape.
+        except (_Escapes, _TooManyLinks):  # A loop (no link escapes: each was checked).
             raise InvalidContext(
-                f"too many links while resolving the Dockerfile {dockerfile_path!r}"
+                f"too many links while resolving the Dockerfile {wanted!r}"
             ) from None
         if resolved != wanted:  # The Dockerfile is a link; Docker follows it within the context.
             text = scan.run(fileobj, resolved)

@@ -35,6 +35,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.http_protocol import LimitedHttpToolsProtocol
     from app.main import create_app
 
     settings = get_settings()
@@ -47,6 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=False,
         timeout_graceful_shutdown=15,
+        http=LimitedHttpToolsProtocol.limited(
+            max_head_bytes=settings.max_header_bytes,
+            head_timeout=settings.header_timeout_seconds,
+        ),
     )
     return 0
 

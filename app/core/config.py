@@ -70,9 +70,53 @@ class Settings(BaseSettings):
         default=True, description="Register DOCKER_HOST as `local` on an empty database."
     )
 
-    max_request_bytes: int = Field(default=1_048_576, ge=1024, description="Largest JSON body.")
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body that is not a file upload (JSON, form fields), "
+        "answered 413 before it is parsed.",
+    )
     max_build_context_bytes: int = Field(
-        default=256 * 2**20, ge=1024, description="Largest build context upload (tar or tar.gz)."
+        default=256 * 2**20,
+        ge=1024,
+        description="Largest build context upload (tar or tar.gz): the only multipart file "
+        "parts (image builds, stacks) that may exceed `max_request_bytes`.",
+    )
+    max_build_context_unpacked_bytes: int = Field(
+        default=512 * 2**20,
+        ge=1024,
+        description="Largest a build context may be once decompressed (the sum of its files).",
+    )
+    max_build_context_ratio: int = Field(
+        default=100,
+        ge=2,
+        description="Largest compression ratio of a tar.gz build context, checked while it is "
+        "read (beyond its first 16 MiB): a decompression bomb stops early.",
+    )
+    upload_check_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Build contexts and Compose files checked at once, on threads of their own: "
+        "large or hostile uploads wait for each other, not for the request threads.",
+    )
+    max_compose_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Largest Compose file (the API accepts 512 KiB at most).",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=4096,
+        description="Largest request head (request line and headers) `berth serve` reads; "
+        "a larger one is answered 431.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long `berth serve` waits for a request's head to be complete before "
+        "it closes the connection (slow clients holding connections open).",
     )
     allowed_registries: str = Field(
         default="",

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
+from app.api.uploads import checked_apart
 from app.images import service
 from app.images.schemas import ImageAccepted, ImagePull, ImagePush, ImageRead, ImageTag
 
@@ -115,7 +118,7 @@ def tag_image(
     "`tags[]` (repeat for each tag), `build_args` (a JSON object), `host_id`. The build log "
     "streams into the operation's logs.",
 )
-def build_image(
+async def build_image(
     request: Request,
     response: Response,
     context: Ctx,
@@ -138,21 +141,32 @@ def build_image(
     tags = [*(tags_list or []), *(tags_plain or [])]
     if len(tags) > 50:
         raise service.invalid_field("body.tags", "at most 50 tags")
-    build = service.check_build(
-        build_context.file,
-        dockerfile=dockerfile,
-        tags=tags,
-        build_args=build_args,
-        settings=context.settings,
-    )
-    with context.db.session() as session:
-        body = service.build(
-            session,
-            build=build,
-            host_id=host_id,
+    # Scanning the archive is the costly part: off the request threads (app.api.uploads).
+    build = await checked_apart(
+        request,
+        partial(
+            service.check_build,
+            build_context.file,
+            dockerfile=dockerfile,
+            tags=tags,
+            build_args=build_args,
             settings=context.settings,
-            created_by=principal.actor,
-        )
-        target = body.operation.target_id
-        set_audit_resource(request, f"images/{target}" if target else "images")
+        ),
+    )
+
+    def enqueue() -> ImageAccepted:
+        with context.db.session() as session:
+            body = service.build(
+                session,
+                build=build,
+                host_id=host_id,
+                settings=context.settings,
+                created_by=principal.actor,
+            )
+            # Named before the commit: the audit entry is written in the same transaction.
+            target = body.operation.target_id
+            set_audit_resource(request, f"images/{target}" if target else "images")
+            return body
+
+    body = await run_in_threadpool(enqueue)
     return _located(response, body)

@@ -19,7 +19,7 @@ from app.core.errors import Conflict, Invalid, PolicyViolation
 from app.core.lookup import get_or_404
 from app.hosts import service as hosts
 from app.hosts.models import Host
-from app.images.build_context import InvalidContext, inspect_context
+from app.images.build_context import InvalidContext, inspect_upload
 from app.images.models import Blob, Image
 from app.images.reference import (
     ImageReference,
@@ -308,7 +308,7 @@ def check_build(
         checked_reference(tag, settings, field="body.tags", action="tagging") for tag in tags
     ]
     try:
-        inspected = inspect_context(fileobj, dockerfile_path=dockerfile)
+        inspected = inspect_upload(fileobj, dockerfile_path=dockerfile, settings=settings)
     except InvalidContext as exc:
         raise invalid_field("body.context", str(exc)) from exc
     try:

@@ -9,10 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
+from app.api.middleware.asgi import is_multipart
 from app.api.openapi import schema_ref
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.errors import Invalid
+from app.api.uploads import checked_apart
+from app.core.config import Settings
+from app.core.errors import Invalid, PayloadTooLarge
 from app.stacks import service
 from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackUpdate
 from app.workers import wakeups
@@ -64,11 +67,15 @@ def _validated(model: type[T], raw: dict[str, Any]) -> T:
         raise Invalid.from_model(exc, prefix="body") from exc
 
 
-async def _read_request(request: Request, model: type[T]) -> tuple[T, dict[str, bytes]]:
+async def _read_request(
+    request: Request, model: type[T], settings: Settings
+) -> tuple[T, dict[str, bytes]]:
     """The stack fields and the uploaded build contexts (by Compose service name)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=50, max_fields=200, max_part_size=2 * 2**20)
+    if is_multipart(request.headers.get("content-type")):
+        # Only the build contexts are uploads; the other fields are held to the JSON limit.
+        form = await request.form(
+            max_files=50, max_fields=200, max_part_size=settings.max_request_bytes
+        )
         raw: dict[str, Any] = {}
         contexts: dict[str, bytes] = {}
         for key, value in form.multi_items():
@@ -77,6 +84,11 @@ async def _read_request(request: Request, model: type[T]) -> tuple[T, dict[str, 
             elif key.startswith("context."):
                 contexts[key.removeprefix("context.")] = await value.read()
             elif key == "compose":
+                if (value.size or 0) > settings.max_compose_bytes:
+                    raise PayloadTooLarge(
+                        f"body.compose: the file is {value.size} bytes; "
+                        f"the limit is {settings.max_compose_bytes}"
+                    )
                 raw[key] = (await value.read()).decode("utf-8", errors="replace")
             else:
                 raise Invalid(
@@ -118,14 +130,24 @@ def _located(response: Response, body: StackAccepted) -> StackAccepted:
 async def create_stack(
     request: Request, response: Response, context: Ctx, principal: Operator
 ) -> StackAccepted:
-    data, contexts = await _read_request(request, StackCreate)
+    data, contexts = await _read_request(request, StackCreate, context.settings)
+    upload = await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=data.name,
+            data=data,
+            contexts=contexts,
+            settings=context.settings,
+        ),
+    )
 
     def create() -> StackAccepted:
         with context.db.session() as session:
             body = service.create(
                 session,
                 data=data,
-                contexts=contexts,
+                upload=upload,
                 settings=context.settings,
                 created_by=principal.actor,
             )
@@ -168,7 +190,22 @@ async def update_stack(
     stack_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> StackAccepted:
     set_audit_resource(request, f"stacks/{stack_id}")
-    data, contexts = await _read_request(request, StackUpdate)
+    data, contexts = await _read_request(request, StackUpdate, context.settings)
+
+    def stack_name() -> str:  # It never changes: read before the upload is checked.
+        with context.db.session(write=False) as session:
+            return service.get(session, stack_id=stack_id).name
+
+    upload = await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=await run_in_threadpool(stack_name),
+            data=data,
+            contexts=contexts,
+            settings=context.settings,
+        ),
+    )
 
     def update() -> StackAccepted:
         with context.db.session() as session:
@@ -176,7 +213,7 @@ async def update_stack(
                 session,
                 stack_id=stack_id,
                 data=data,
-                contexts=contexts,
+                upload=upload,
                 check_version=partial(check_if_match, request),
                 settings=context.settings,
                 created_by=principal.actor,

@@ -22,7 +22,7 @@ from app.core.db import new_id, utcnow
 from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
-from app.images.build_context import InvalidContext, inspect_context
+from app.images.build_context import InvalidContext, inspect_upload
 from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_images
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
@@ -101,7 +101,9 @@ def _build(
             ]
         )
     try:
-        inspected = inspect_context(io.BytesIO(data), dockerfile_path=build.dockerfile)
+        inspected = inspect_upload(
+            io.BytesIO(data), dockerfile_path=build.dockerfile, settings=settings
+        )
         bases = dockerfile_images(inspected.dockerfile, build.args)
     except (InvalidContext, InvalidReference) as exc:
         raise _invalid([{"loc": where, "msg": str(exc)}]) from exc
@@ -114,14 +116,50 @@ def _build(
     return Build(name, tag, data, build.dockerfile, build.args)
 
 
-def parse(stack_name: str, data: StackUpdate) -> compose.ComposeProject:
+def parse(stack_name: str, data: StackUpdate, settings: Settings) -> compose.ComposeProject:
     """The Compose file as a project; a 422 locating every problem in the file."""
     try:
         return compose.parse(
-            data.compose, project=stack_name, variables=data.variables, env_files=data.env_files
+            data.compose,
+            project=stack_name,
+            variables=data.variables,
+            env_files=data.env_files,
+            max_bytes=settings.max_compose_bytes,
         )
     except compose.ComposeError as exc:
         raise _invalid(exc.errors) from exc
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stack request's Compose file, parsed, and its uploaded build contexts, scanned: the
+    work that reads the request's bytes, done with no session open (on an upload-check thread,
+    app.api.uploads)."""
+
+    project: compose.ComposeProject
+    builds: dict[str, Build]  # by Compose service name: the services whose context came
+
+
+def check_upload(
+    *, stack_name: str, data: StackUpdate, contexts: dict[str, bytes], settings: Settings
+) -> Upload:
+    """The Compose file and every uploaded context checked; a 422 for the first problem."""
+    project = parse(stack_name, data, settings)
+    building = {s.name: s.build for s in project.services if s.build is not None}
+    unknown = set(contexts) - set(building)
+    if unknown:
+        raise _invalid(
+            [
+                {"loc": f"body.{context_field(n)}", "msg": "no Compose service builds from it"}
+                for n in sorted(unknown)
+            ]
+        )
+    builds = {
+        name: _build(name, stack_name, build, contexts[name], settings)
+        for name, build in building.items()
+        if name in contexts
+    }
+    return Upload(project, builds)
 
 
 def plan(
@@ -129,9 +167,8 @@ def plan(
     *,
     stack_name: str,
     stack_id: str | None,
-    project: compose.ComposeProject,
+    upload: Upload,
     host: Host,
-    contexts: dict[str, bytes],
     settings: Settings,
     previous: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Build]]:
@@ -145,24 +182,17 @@ def plan(
         for item in (previous or {}).get("services", [])
         if item.get("build")
     }
-    unknown = set(contexts) - {s.name for s in project.services if s.build is not None}
-    if unknown:
-        raise _invalid(
-            [
-                {"loc": f"body.{context_field(n)}", "msg": "no Compose service builds from it"}
-                for n in sorted(unknown)
-            ]
-        )
     builds: list[Build] = []
     planned = []
-    for item in project.services:
+    for item in upload.project.services:
         raw = dict(item.spec)
-        build = None
+        build = upload.builds.get(item.name)
         kept = built_before.get(item.name)
-        if item.build is not None and item.name not in contexts and kept is not None:
+        if item.build is not None and build is None and kept is not None:
             raw["image"] = kept["tag"]
         elif item.build is not None:
-            build = _build(item.name, stack_name, item.build, contexts.get(item.name), settings)
+            # Without an upload, _build answers which field to upload the context in.
+            build = build or _build(item.name, stack_name, item.build, None, settings)
             builds.append(build)
             raw["image"] = build.tag
         # Compose's default: the old replica stops before the new one starts (both would
@@ -190,8 +220,8 @@ def plan(
         )
     return {
         "services": planned,
-        "networks": list(project.networks),
-        "volumes": list(project.volumes),
+        "networks": list(upload.project.networks),
+        "volumes": list(upload.project.volumes),
     }, builds
 
 
@@ -199,23 +229,20 @@ def prepare(
     session: Session,
     *,
     stack_name: str,
-    data: StackUpdate,
+    upload: Upload,
     host_id: str | None,
-    contexts: dict[str, bytes],
     settings: Settings,
     existing: Stack | None = None,
 ) -> tuple[Host, dict[str, Any], list[Build]]:
-    """Everything a create or an update checks, in the order a user fixes things: the file,
-    then the host, then each service against Berth's rules."""
-    project = parse(stack_name, data)
+    """Everything a create or an update checks, in the order a user fixes things: the file
+    (checked before, in `upload`), then the host, then each service against Berth's rules."""
     host = choose_host(session, host_id)
     planned, builds = plan(
         session,
         stack_name=stack_name,
         stack_id=existing.id if existing else None,
-        project=project,
+        upload=upload,
         host=host,
-        contexts=contexts,
         settings=settings,
         previous=existing.plan if existing else None,
     )
@@ -401,7 +428,7 @@ def create(
     session: Session,
     *,
     data: StackCreate,
-    contexts: dict[str, bytes],
+    upload: Upload,
     settings: Settings,
     created_by: str,
 ) -> StackAccepted:
@@ -414,9 +441,8 @@ def create(
     host, plan, builds = prepare(
         session,
         stack_name=data.name,
-        data=data,
+        upload=upload,
         host_id=data.host_id,
-        contexts=contexts,
         settings=settings,
     )
     now = utcnow()
@@ -444,7 +470,7 @@ def update(
     *,
     stack_id: str,
     data: StackUpdate,
-    contexts: dict[str, bytes],
+    upload: Upload,
     check_version: VersionCheck,
     settings: Settings,
     created_by: str,
@@ -457,9 +483,8 @@ def update(
     _, plan, builds = prepare(
         session,
         stack_name=stack.name,
-        data=data,
+        upload=upload,
         host_id=stack.host_id,
-        contexts=contexts,
         settings=settings,
         existing=stack,
     )

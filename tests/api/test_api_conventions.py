@@ -59,6 +59,44 @@ def test_oversized_bodies_get_413_and_change_nothing(api: Api, settings: Setting
     assert api.get("/hosts").json()["items"] == []
 
 
+def test_only_file_uploads_get_the_upload_limit(api: Api, settings: Settings) -> None:
+    """/stacks takes build contexts, but a JSON body there is held to the JSON limit: 413
+    before it is read, not parsed (a 200 MB one once grew the process by 600 MB)."""
+    limit = settings.max_request_bytes
+    compose = "services:\n  web:\n    image: busybox\n"
+    body = {"name": "big", "compose": compose, "variables": {"PAD": "v" * (limit + 1)}}
+    too_large = f"request body larger than {limit} bytes"
+    for method, path in (("POST", "/stacks"), ("PUT", "/stacks/some-id")):
+        response = api.request(method, path, json=body)
+        assert response.status_code == 413, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"] == too_large
+
+    def chunks() -> Iterator[bytes]:  # No Content-Length: counted as it streams.
+        yield json.dumps(body).encode()
+
+    streamed = api.post("/stacks", content=chunks(), headers={"content-type": "application/json"})
+    assert (streamed.status_code, streamed.json()["detail"]) == (413, too_large)
+    # A form field is no upload either, and neither is a Compose file sent as a file.
+    fields = {"name": "big", "compose": compose, "variables": json.dumps(body["variables"])}
+    form = api.post("/stacks", data=fields, files={"context.web": ("c.tar", b"x", "x/y")})
+    assert form.status_code in (400, 413), form.text
+    compose_file = ("compose.yaml", compose + "#" * settings.max_compose_bytes, "text/yaml")
+    as_file = api.post("/stacks", data={"name": "big"}, files={"compose": compose_file})
+    assert as_file.status_code == 413, as_file.text
+    assert "the limit is 262144" in as_file.json()["detail"]
+    # A build context larger than the JSON limit is an upload: past the limit, to the checks.
+    host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+    upload = api.post(
+        "/stacks",
+        data={"name": "big", "compose": "services:\n  web:\n    build: .\n", "host_id": host["id"]},
+        files={"context.web": ("c.tar", b"\0" * (limit + 1), "application/x-tar")},
+    )
+    assert upload.status_code == 422, upload.text
+    assert "compose.services.web.build" in upload.text
+    assert api.get("/stacks").json()["items"] == []
+
+
 def test_hostile_values_are_refused_not_crashed_on(api: Api) -> None:
     bodies: list[object] = [
         {"name": "x" * 10_000, "url": "tcp://10.203.0.2:2375"},

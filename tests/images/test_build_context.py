@@ -7,6 +7,8 @@ import io
 import random
 import re
 import tarfile
+import time
+from typing import Any
 
 import pytest
 
@@ -328,3 +330,118 @@ def test_chained_extended_headers() -> None:
 )
 def test_normalise_member_path(path: str, normal: str) -> None:
     assert normalise_member_path(path) == normal
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (  # d1 is the root, so d1/d2 is d2 and ../.. from there is above the root.
+            [special("d1", tarfile.SYMTYPE, "."), special("d1/d2/l", tarfile.SYMTYPE, "../..")],
+            "member 'd1/d2/l' link target '../..' points outside the context",
+        ),
+        (  # A link's target goes through an earlier link, then up.
+            [special("d1", tarfile.SYMTYPE, "."), special("l", tarfile.SYMTYPE, "d1/../..")],
+            "member 'l' link target 'd1/../..' points outside the context",
+        ),
+        (  # A folder link whose target is in a deeper folder: `..` is taken from there.
+            [special("a/b/up", tarfile.SYMTYPE, ".."), special("x", tarfile.SYMTYPE, "a/b/up/..")],
+            "",
+        ),
+        (  # A member unpacked through a link that a later link leads out.
+            [
+                special("a", tarfile.SYMTYPE, "b/../x"),
+                special("b", tarfile.SYMTYPE, "."),
+                regular("a/evil"),
+            ],
+            "member 'a/evil' is unpacked through links that point outside the context",
+        ),
+        (  # The same, no member written through it: the link still leads out once unpacked.
+            [special("a", tarfile.SYMTYPE, "b/../x"), special("b", tarfile.SYMTYPE, ".")],
+            "member 'a' link target 'b/../x' points outside the context through the links",
+        ),
+        (  # A hard link to a symlink is that symlink, read from the hard link's folder.
+            [special("x/s", tarfile.SYMTYPE, "../y"), special("h", tarfile.LNKTYPE, "x/s")],
+            "member 'h' link target 'x/s' points outside the context",
+        ),
+        (  # A hard link whose target's folder is a link out of the context.
+            [special("d1", tarfile.SYMTYPE, "."), special("h", tarfile.LNKTYPE, "d1/../x")],
+            "member 'h' link target 'd1/../x' points outside the context",
+        ),
+    ],
+)
+@pytest.mark.parametrize("gz", [False, True])
+def test_link_chains_are_followed_as_extraction_follows_them(
+    members: list[Member], message: str, gz: bool
+) -> None:
+    fileobj = archive(regular("Dockerfile", DOCKERFILE), *members, gz=gz)
+    if message:
+        rejected(fileobj, message)
+    else:  # a/b/up is a, so a/b/up/.. is the root: inside.
+        assert inspect_context(fileobj).files == 1 + len(members)
+
+
+def test_relative_links_inside_the_context_are_accepted() -> None:
+    context = inspect_context(
+        archive(
+            regular("Dockerfile", DOCKERFILE),
+            regular("node_modules/pkg/bin/cli.js", b"#!/usr/bin/env node\n"),
+            special("node_modules/.bin/cli", tarfile.SYMTYPE, "../pkg/bin/cli.js"),
+            special("current", tarfile.SYMTYPE, "releases/v2"),
+            regular("releases/v2/app.py"),
+            special("current/config", tarfile.SYMTYPE, "../../shared/config"),
+            special("loop", tarfile.SYMTYPE, "loop"),
+            special("same", tarfile.LNKTYPE, "current/app.py"),
+            special("docker", tarfile.SYMTYPE, "."),
+        ),
+        dockerfile_path="docker/docker/Dockerfile",
+    )
+    assert (context.files, context.dockerfile) == (9, DOCKERFILE.decode())
+
+
+def test_overlong_paths_are_refused() -> None:
+    rejected(
+        archive(regular("Dockerfile", DOCKERFILE), special("l", tarfile.SYMTYPE, "a/" * 2048)),
+        "member 'l' has a path of 4096 characters or more",
+    )
+
+
+def _gzip_bomb(unpacked: int) -> io.BytesIO:
+    """A tar.gz of zeros in 64 MiB members: about a thousandth of its unpacked size."""
+    buffer = io.BytesIO()
+    chunk = 64 * 2**20
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|") as tar,
+    ):
+        info, _ = regular("Dockerfile", DOCKERFILE)
+        tar.addfile(info, io.BytesIO(DOCKERFILE))
+        for index in range(unpacked // chunk):
+            info = tarfile.TarInfo(f"zeros{index}")
+            info.size = chunk
+            tar.addfile(info, _Zeros(chunk))
+    buffer.seek(0)
+    return buffer
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self.left)
+        buffer[:size] = bytes(size)
+        self.left -= size
+        return size
+
+
+def test_a_gzip_bomb_stops_at_the_compression_ratio() -> None:
+    bomb = _gzip_bomb(256 * 2**20)  # 256 MiB of zeros in about 256 KB
+    started = time.process_time()
+    rejected(bomb, "it inflates more than 100 times (a decompression bomb)")
+    # Stopped after a few tens of MiB inflated, not all of it.
+    assert time.process_time() - started < 1.0
+    # A higher ratio, set for contexts that hold such files, lets it through.
+    assert inspect_context(bomb, max_ratio=2000).total_bytes == 256 * 2**20 + len(DOCKERFILE)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Callable
 
 import pytest
@@ -132,3 +134,34 @@ def test_a_stack_build_uses_no_image_from_a_refused_registry(
         assert "evil.example.com" in response.json()["detail"]
         assert response.json()["errors"][0]["loc"] == "compose.services.web.build"
         assert api.get("/stacks").json()["items"] == []
+
+
+def test_a_build_context_whose_links_chain_out_is_refused(api: Api) -> None:
+    # d1 is the context root, so d1/d2 is d2, and ../.. from there is outside the context.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        dockerfile = tarfile.TarInfo("Dockerfile")
+        dockerfile.size = len(b"FROM busybox\n")
+        archive.addfile(dockerfile, io.BytesIO(b"FROM busybox\n"))
+        for name, target in (("d1", "."), ("d1/d2/l", "../..")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            archive.addfile(link)
+    host = api.post("/hosts", json={"name": "h1", "url": "unix:///nonexistent.sock"}).json()
+    response = api.post(
+        "/stacks",
+        data={
+            "name": "links",
+            "compose": "services:\n  web:\n    build: .\n",
+            "host_id": host["id"],
+        },
+        files={"context.web": ("web.tar.gz", buffer.getvalue(), "application/gzip")},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {
+            "loc": "compose.services.web.build",
+            "msg": "member 'd1/d2/l' link target '../..' points outside the context",
+        }
+    ]
+    assert api.get("/stacks").json()["items"] == []

@@ -16,6 +16,12 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def is_multipart(content_type: str | None) -> bool:
+    """A multipart/form-data body: the only kind whose file parts may be uploads. Media types
+    are case-insensitive (as the form parser reads them)."""
+    return (content_type or "").lstrip().lower().startswith("multipart/form-data")
+
+
 async def send_problem(send: Send, status: int, detail: str) -> None:
     response = problem(status, detail)
     headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]

@@ -49,11 +49,16 @@ __all__ = [
 
 
 def parse(
-    text: str, *, project: str, variables: Mapping[str, str], env_files: Mapping[str, str]
+    text: str,
+    *,
+    project: str,
+    variables: Mapping[str, str],
+    env_files: Mapping[str, str],
+    max_bytes: int = 256 * 1024,
 ) -> ComposeProject:
     """The stack that the Compose file `text` describes; ComposeError lists every problem."""
     problems = Problems()
-    document = interpolated(load(text), "compose", variables, problems)
+    document = interpolated(load(text, max_bytes=max_bytes), "compose", variables, problems)
     check.schema(document, problems)
     problems.raise_if_any()
     return project_of(

@@ -175,13 +175,7 @@ def pull(
     reference = checked_reference(
         data.reference, settings, field="body.reference", action="pulling"
     )
-    if data.registry_id is not None:
-        registries.for_image(
-            session,
-            registry_id=data.registry_id,
-            host=reference.registry_host,
-            field="body.registry_id",
-        )
+    _check_registry(session, data.registry_id, reference)
     targets = target_hosts(
         session, host_id=data.host_id, host_ids=data.host_ids, all_hosts=data.all_hosts
     )
@@ -200,6 +194,14 @@ def pull(
     return _accepted(operations)
 
 
+def _check_registry(session: Session, registry_id: str | None, reference: ImageReference) -> None:
+    """A registry named for a pull or push must be the image's own (its credentials go there)."""
+    if registry_id is not None:
+        registries.for_image(
+            session, registry_id=registry_id, host=reference.registry_host, field="body.registry_id"
+        )
+
+
 def push(
     session: Session, *, data: ImagePush, settings: Settings, created_by: str
 ) -> ImageAccepted:
@@ -208,13 +210,7 @@ def push(
         data.reference, settings, field="body.reference", action="pushing"
     )
     hosts.get(session, host_id=data.host_id)
-    if data.registry_id is not None:
-        registries.for_image(
-            session,
-            registry_id=data.registry_id,
-            host=reference.registry_host,
-            field="body.registry_id",
-        )
+    _check_registry(session, data.registry_id, reference)
     operation = _enqueue(
         session,
         kind="image.push",

@@ -59,9 +59,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # The parser's callbacks say where the bytes are: a head between a message's end (or the
     # connection's start) and on_headers_complete, pipelined requests included.
     def on_message_begin(self) -> None:
+        # Not a reset of the count: the parser reports a message's beginning while it reads
+        # the first piece of that message's head, which data_received has counted already.
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -95,7 +95,7 @@ wait_ready() { # WHAT LOGFILE PID CHECK...
 
 ensure_packages() {
   local c missing=()
-  for c in dockerd docker docker-registry htpasswd ip nsenter pg_ctlcluster psql; do
+  for c in dockerd docker docker-registry htpasswd ip iptables nsenter pg_ctlcluster psql; do
     command -v "$c" >/dev/null || missing+=("$c")
   done
   # Debian's plain "busybox" is dynamically linked and would not run in a FROM-scratch image.
@@ -104,7 +104,7 @@ ensure_packages() {
   echo "testbed: installing packages (missing: ${missing[*]})" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    docker.io busybox-static docker-registry apache2-utils iproute2 postgresql >/dev/null
+    docker.io busybox-static docker-registry apache2-utils iproute2 iptables postgresql >/dev/null
 }
 
 # ---- network: namespace h2 joined to the host by a veth pair; h1's own bridge ----
@@ -151,6 +151,32 @@ ensure_h3_bridge() {
   ip -n h2 link set berth-h3 up
 }
 
+# h1 and h3 run with --iptables=false, so nothing accepts their containers' traffic in FORWARD:
+# where an ordinary Docker runs beside the testbed (its FORWARD policy is DROP, and with
+# br_netfilter even traffic between two containers on one bridge passes FORWARD), that traffic
+# is dropped. The testbed accepts it itself, for its own address ranges only, from a chain of
+# its own: filled afresh on every call (idempotent), removed by `down`.
+FORWARD_CHAIN=BERTH-TESTBED
+H1_NETS=(10.212.0.0/24 10.214.0.0/16) # berth-h1 (--bip) and h1's --default-address-pool
+H3_NETS=(10.216.0.0/24 10.217.0.0/16) # the same for h3, inside namespace h2
+ensure_forward_rules() { # IPTABLES-COMMAND... -- CIDR...
+  local ipt=() net
+  while [[ $1 != -- ]]; do ipt+=("$1"); shift; done
+  shift
+  "${ipt[@]}" -w -N "$FORWARD_CHAIN" 2>/dev/null || "${ipt[@]}" -w -F "$FORWARD_CHAIN"
+  for net in "$@"; do
+    "${ipt[@]}" -w -A "$FORWARD_CHAIN" -s "$net" -j ACCEPT
+    "${ipt[@]}" -w -A "$FORWARD_CHAIN" -d "$net" -j ACCEPT
+  done
+  "${ipt[@]}" -w -C FORWARD -j "$FORWARD_CHAIN" 2>/dev/null ||
+    "${ipt[@]}" -w -I FORWARD 1 -j "$FORWARD_CHAIN"
+}
+remove_forward_rules() { # IPTABLES-COMMAND...
+  while "$@" -w -D FORWARD -j "$FORWARD_CHAIN" 2>/dev/null; do :; done
+  "$@" -w -F "$FORWARD_CHAIN" 2>/dev/null || true
+  "$@" -w -X "$FORWARD_CHAIN" 2>/dev/null || true
+}
+
 ensure_tls() {
   local python=${SCRIPT%/scripts/*}/.venv/bin/python
   [[ -x $python ]] || die "no $python: run scripts/bootstrap.sh first (h3's certificates need it)"
@@ -177,6 +203,7 @@ launch_engine() {
   case $h in
     h1)
       ensure_h1_bridge
+      ensure_forward_rules iptables -- "${H1_NETS[@]}"
       # dockerd flushes the DOCKER iptables chains at start; in the shared host namespace that
       # would break another engine's port forwards. Published ports still work via docker-proxy.
       args+=(--bridge berth-h1 --iptables=false
@@ -189,6 +216,7 @@ launch_engine() {
     h3)
       ensure_netns
       ensure_h3_bridge
+      ensure_forward_rules nsenter --net=/run/netns/h2 iptables -- "${H3_NETS[@]}"
       ensure_tls
       # --tlsverify: the engine checks clients against the CA too; one without a certificate is refused.
       args+=(-H "$(engine_url h3)" --tlsverify --tlscacert "$TLS/ca.pem"
@@ -345,6 +373,8 @@ cmd_down() {
   ip link del veth-h2 2>/dev/null || true
   ip netns del h2 2>/dev/null || true
   ip link del berth-h1 2>/dev/null || true
+  # h3's rules went with namespace h2; h1's live in the host's tables.
+  remove_forward_rules iptables
   ip route del unreachable 10.203.0.0/24 metric 4242 2>/dev/null || true
   # Engines killed with SIGKILL leave their data-root bind mounts behind, which block rm -rf.
   awk -v tb="$TB/" 'index($5, tb) == 1 {print $5}' /proc/self/mountinfo | sort -r |

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 
 from app.core.db import Database
 
-ROOT = Path(__file__).resolve().parents[2]
 # An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent upgrades.
 _MIGRATION_LOCK_KEY = 7_231_004_117
 
 
 def alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """The migrations as the package carries them: `app._migrations` is the repository's
+    migrations/ (setup.py maps it), so an installed Berth needs no source tree. alembic.ini at
+    the root serves only the `alembic` command in a checkout."""
+    config = Config()
+    config.set_main_option("script_location", str(files("app._migrations")))
     return config
 
 

@@ -1,0 +1,1 @@
+"""Berth's Alembic migrations; installed as the package `app._migrations` (see setup.py)."""

@@ -24,7 +24,7 @@ commit b2835e8acc1e42e7aecbc27a9bc4a1fc66ef21ba, saved verbatim.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from app.stacks.compose import check
 from app.stacks.compose.errors import ComposeError, Problems
@@ -45,6 +45,7 @@ __all__ = [
     "ComposeService",
     "berth_service_name",
     "parse",
+    "parse_profiles",
 ]
 
 
@@ -56,11 +57,37 @@ def parse(
     env_files: Mapping[str, str],
     max_bytes: int = 256 * 1024,
 ) -> ComposeProject:
-    """The stack that the Compose file `text` describes; ComposeError lists every problem."""
+    """The stack that the Compose file `text` describes, with no profile chosen."""
+    return parse_profiles(
+        text,
+        project=project,
+        variables=variables,
+        env_files=env_files,
+        max_bytes=max_bytes,
+        profiles=(),
+    )
+
+
+def parse_profiles(
+    text: str,
+    *,
+    project: str,
+    variables: Mapping[str, str],
+    env_files: Mapping[str, str],
+    profiles: Collection[str],
+    max_bytes: int = 256 * 1024,
+) -> ComposeProject:
+    """The stack that the Compose file `text` describes, with the services of the chosen
+    `profiles` and those in none; ComposeError lists every problem."""
     problems = Problems()
     document = interpolated(load(text, max_bytes=max_bytes), "compose", variables, problems)
     check.schema(document, problems)
     problems.raise_if_any()
     return project_of(
-        document, project=project, variables=variables, env_files=env_files, problems=problems
+        document,
+        project=project,
+        variables=variables,
+        env_files=env_files,
+        problems=problems,
+        profiles=profiles,
     )

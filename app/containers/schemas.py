@@ -271,7 +271,7 @@ class RuntimeOptions(SetOnly):
         default_factory=list, description='e.g. "no-new-privileges:true"'
     )
     sysctls: Annotated[
-        dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-/]{1,128}$")], _Short],
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_./-]{1,128}$")], _Short],
         Field(max_length=64),
     ] = Field(default_factory=dict, description="Namespaced kernel parameters")
     pull_policy: Literal["always", "missing", "never"] | None = Field(

@@ -9,14 +9,19 @@ from typing import Any
 import pytest
 
 from tests.support import Api, Fleet
-from tests.testbed import Testbed
+from tests.testbed import Testbed, remove_containers
 
 
 @pytest.fixture
 def fleet(api: Api, bed: Testbed) -> Iterator[Fleet]:
     helper = Fleet(api, bed)
     yield helper
-    helper.cleanup()
+    # Only this test's containers (and their anonymous volumes): other tests share the engines.
+    for container in api.get("/containers", params={"limit": 500}).json()["items"]:
+        for engine in helper.engines.values():
+            remove_containers(engine, f"berth.container={container['id']}")
+    for engine in helper.engines.values():
+        engine.close()
 
 
 def _inspect(fleet: Fleet, host: str, container: dict[str, Any]) -> dict[str, Any]:

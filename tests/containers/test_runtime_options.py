@@ -84,7 +84,8 @@ def test_runtime_options_reach_the_engine(fleet: Fleet) -> None:
     refused = engine_container.exec_run(["sh", "-c", "touch /x"])
     assert refused.exit_code != 0
     assert engine_container.exec_run(["sh", "-c", "touch /run/app/x"]).exit_code == 0
-    assert engine_container.exec_run(["hostname"]).output.decode().strip() == "web"
+    hostname = engine_container.exec_run(["hostname"]).output
+    assert isinstance(hostname, bytes) and hostname.decode().strip() == "web"
 
     # The API shows what was asked.
     shown = fleet.state(container["id"])

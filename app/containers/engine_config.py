@@ -135,27 +135,27 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
     return body
 
 
+# Runtime options the engine takes as they are, by HostConfig key; each is set only when given.
+_AS_GIVEN = (
+    ("cap_drop", "CapDrop"),
+    ("read_only", "ReadonlyRootfs"),
+    ("extra_hosts", "ExtraHosts"),
+    ("dns", "Dns"),
+    ("dns_search", "DnsSearch"),
+    ("security_opt", "SecurityOpt"),
+    ("sysctls", "Sysctls"),
+)
+
+
 def _runtime_host_config(spec: ContainerSpec) -> dict[str, Any]:
     """The HostConfig fields of the spec's runtime options, only those that are set."""
-    host_config: dict[str, Any] = {}
-    if spec.cap_drop:
-        host_config["CapDrop"] = spec.cap_drop
+    host_config: dict[str, Any] = {
+        key: getattr(spec, name) for name, key in _AS_GIVEN if getattr(spec, name)
+    }
     if spec.init is not None:
         host_config["Init"] = spec.init
-    if spec.read_only:
-        host_config["ReadonlyRootfs"] = True
     if spec.shm_size_bytes is not None:
         host_config["ShmSize"] = spec.shm_size_bytes
-    if spec.extra_hosts:
-        host_config["ExtraHosts"] = spec.extra_hosts
-    if spec.dns:
-        host_config["Dns"] = spec.dns
-    if spec.dns_search:
-        host_config["DnsSearch"] = spec.dns_search
-    if spec.security_opt:
-        host_config["SecurityOpt"] = spec.security_opt
-    if spec.sysctls:
-        host_config["Sysctls"] = spec.sysctls
     if spec.ulimits:
         host_config["Ulimits"] = [
             {"Name": name, "Soft": limit.soft, "Hard": limit.hard}

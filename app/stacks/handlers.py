@@ -73,10 +73,11 @@ def _ready(session: Session, service: Service | None, condition: str) -> bool:
     completed_successfully = every replica of its revision ran and exited 0."""
     if service is None:
         return False
+    done = completed(
+        slots_from_json(service.slots), revision=service.revision, replicas=service.replicas
+    )
     if condition == "service_completed_successfully":
-        return completed(
-            slots_from_json(service.slots), revision=service.revision, replicas=service.replicas
-        )
+        return done
     if condition == "service_healthy":
         return service.status == ServiceStatus.RUNNING and service.rollout is None
     started = session.execute(
@@ -84,7 +85,8 @@ def _ready(session: Session, service: Service | None, condition: str) -> bool:
         .where(Container.service_id == service.id, Container.state == "running")
         .limit(1)
     ).first()
-    return started is not None or service.replicas == 0
+    # A one-shot service that already completed has no replica left to run: it has started.
+    return started is not None or service.replicas == 0 or done
 
 
 @handler("stack.deploy")

@@ -235,25 +235,24 @@ def test_deploy_reservations_and_rollback_config() -> None:
     ServiceSpec.model_validate(spec)
 
 
+# A web that waits for its init service `migrate` to complete.
+_WITH_INIT = """
+services:
+  web:
+    image: nginx
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+  migrate:
+    image: busybox
+"""
+
+
 def test_an_init_service_runs_once() -> None:
     project = _project(
-        """
-        services:
-          web:
-            image: nginx
-            depends_on:
-              migrate: {condition: service_completed_successfully}
-          migrate:
-            image: busybox
-            command: ["true"]
-          seed:
-            image: busybox
-            restart: on-failure
-          api:
-            image: nginx
-            depends_on:
-              seed: {condition: service_completed_successfully}
-        """
+        _WITH_INIT
+        + "  seed:\n    image: busybox\n    restart: on-failure\n"
+        + "  api:\n    image: nginx\n"
+        + "    depends_on:\n      seed: {condition: service_completed_successfully}\n"
     )
 
     by_name = {service.name: service for service in project.services}
@@ -270,18 +269,7 @@ def test_an_init_service_runs_once() -> None:
 
 
 def test_an_init_service_cannot_restart_always() -> None:
-    errors = _errors(
-        """
-        services:
-          web:
-            image: nginx
-            depends_on:
-              migrate: {condition: service_completed_successfully}
-          migrate:
-            image: busybox
-            restart: always
-        """
-    )
+    errors = _errors(_WITH_INIT + "    restart: always\n")
 
     assert [error["loc"] for error in errors] == ["compose.services.migrate.restart"]
     with pytest.raises(ValidationError, match="one_shot"):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from app.containers.engine_config import create_body
 from app.containers.policy import check_container
-from app.containers.schemas import ContainerSpec
+from app.containers.schemas import ContainerSpec, RuntimeOptions
 from app.core.config import Settings
 from app.core.errors import PolicyViolation
 from app.services.schemas import ServiceSpec
@@ -447,6 +447,10 @@ def test_options_enter_a_stored_spec_only_when_set() -> None:
     assert "reservations" not in stored["resources"]
     assert ServiceSpec.model_validate(stored).model_dump(mode="json") == stored
     assert ServiceSpec(image="nginx", tty=True).model_dump(mode="json")["tty"] is True
+
+
+def test_every_runtime_option_is_stored_only_when_set() -> None:
+    assert set(RuntimeOptions.model_fields) == RuntimeOptions._SET_ONLY
 
 
 def test_a_replica_carries_the_service_options() -> None:

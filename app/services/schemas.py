@@ -102,11 +102,17 @@ class ServiceSpec(RuntimeOptions):
             return self
         if self.replicas > 1:
             raise ValueError("container_name names one container: replicas must be 0 or 1")
-        if "order" not in self.update_config.model_fields_set:
-            # Two replicas cannot hold one name at once: the old one goes first.
-            self.update_config.order = "stop-first"
-        elif self.update_config.order != "stop-first":
-            raise ValueError("container_name needs update_config.order stop-first")
+        # Two replicas cannot hold one name at once: the old one goes first.
+        for name, config in (
+            ("update_config", self.update_config),
+            ("rollback_config", self.rollback_config),
+        ):
+            if config is None:
+                continue
+            if "order" not in config.model_fields_set:
+                config.order = "stop-first"
+            elif config.order != "stop-first":
+                raise ValueError(f"container_name needs {name}.order stop-first")
         return self
 
 

@@ -185,10 +185,18 @@ def test_container_name_needs_a_single_replica() -> None:
 def test_container_name_on_the_service_spec() -> None:
     with pytest.raises(ValidationError, match="replicas must be 0 or 1"):
         ServiceSpec(image="nginx", container_name="web", replicas=2)
-    with pytest.raises(ValidationError, match="stop-first"):
+    with pytest.raises(ValidationError, match=r"update_config\.order stop-first"):
         ServiceSpec.model_validate(
             {"image": "nginx", "container_name": "web", "update_config": {"order": "start-first"}}
         )
+    with pytest.raises(ValidationError, match=r"rollback_config\.order stop-first"):
+        ServiceSpec.model_validate(
+            {"image": "nginx", "container_name": "web", "rollback_config": {"order": "start-first"}}
+        )
+    named = ServiceSpec.model_validate(
+        {"image": "nginx", "container_name": "web", "rollback_config": {"parallelism": 1}}
+    )
+    assert named.rollback_config is not None and named.rollback_config.order == "stop-first"
 
 
 def test_anonymous_volumes() -> None:

@@ -3,6 +3,7 @@ inspection shows it, and reservations in placement over two hosts."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,3 +157,32 @@ def test_no_host_has_the_reserved_memory(fleet: Fleet) -> None:
 
     assert response.status_code == 409, response.text
     assert "not enough memory" in response.text
+
+
+def _create_error(fleet: Fleet, **spec: Any) -> str:
+    body = fleet.create(host_id=fleet.hosts["h1"], command=["sleep", "300"], **spec)
+    done = fleet.api.wait_operation(body["operation"]["id"], timeout=60)
+    assert done["status"] == "failed", done
+    error: str = done["error"]
+    return error
+
+
+def test_pull_policy_never_does_not_pull(fleet: Fleet) -> None:
+    missing = f"{fleet.bed.registry}/berth-test/not-here-{uuid.uuid4().hex[:8]}:1"
+
+    error = _create_error(fleet, image=missing, pull_policy="never")
+
+    assert "pull_policy is never" in error
+
+
+def test_the_platform_chooses_the_image(fleet: Fleet) -> None:
+    """The testbed's image is for this machine's platform only, and in no registry: for another
+    platform the engine does not use it and the pull that follows fails; for its own it runs."""
+    arch = fleet.engines["h1"].info()["Architecture"]
+    other = "linux/arm64" if arch in ("x86_64", "amd64") else "linux/amd64"
+
+    error = _create_error(fleet, platform=other)
+
+    assert "pull" in error
+    own = "linux/amd64" if arch in ("x86_64", "amd64") else "linux/arm64"
+    assert fleet.run(host_id=fleet.hosts["h1"], command=["sleep", "300"], platform=own)["docker_id"]

@@ -230,7 +230,6 @@ def test_deploy_reservations_and_rollback_config() -> None:
           rollback_config:
             parallelism: 2
             delay: 5s
-            order: stop-first
         """
     )
 
@@ -239,7 +238,8 @@ def test_deploy_reservations_and_rollback_config() -> None:
         "memory_bytes": 512 * 2**20,
         "reservations": {"cpus": 0.25, "memory_bytes": 128 * 2**20},
     }
-    assert spec["rollback_config"] == {"parallelism": 2, "delay_s": 5.0, "order": "stop-first"}
+    # Compose's default order, stop-first, unless the file says otherwise.
+    assert spec["rollback_config"] == {"order": "stop-first", "parallelism": 2, "delay_s": 5.0}
     ServiceSpec.model_validate(spec)
 
 

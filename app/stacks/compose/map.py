@@ -931,9 +931,16 @@ def _deploy(deploy: dict[str, Any], loc: str, problems: Problems) -> dict[str, A
                 at(restart_loc, "condition"), f"'{condition}' is not none, on-failure or any"
             )
         fields["restart_policy"] = condition
-    for key in ("update_config", "rollback_config"):
-        if key in deploy:
-            fields[key] = _update_config(deploy[key], at(loc, key), problems)
+    if "update_config" in deploy:
+        fields["update_config"] = _update_config(
+            deploy["update_config"], at(loc, "update_config"), problems
+        )
+    if "rollback_config" in deploy:
+        # Compose's default order, as for update_config (which the stack's plan sets).
+        fields["rollback_config"] = {
+            "order": "stop-first",
+            **_update_config(deploy["rollback_config"], at(loc, "rollback_config"), problems),
+        }
     if "placement" in deploy:
         fields["placement"] = _placement(deploy["placement"], at(loc, "placement"), problems)
     return fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,8 @@ def _device(text: str) -> dict[str, str]:
 def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> dict[str, Any]:
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
+    for key in spec.exposed_ports():
+        exposed[key] = {}
     for port in spec.ports:
         key = f"{port.container_port}/{port.protocol}"
         exposed[key] = {}
@@ -59,6 +62,10 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
             "ReadOnly": volume.read_only,
         }
         for volume in spec.volumes
+    ] + [
+        # No source: the engine makes a fresh volume for this container alone.
+        {"Type": "volume", "Target": target, "VolumeOptions": {"Labels": {"berth.managed": "true"}}}
+        for target in spec.anonymous_volumes
     ]
     network_mode = spec.network_mode or (spec.networks[0] if spec.networks else "bridge")
     host_config: dict[str, Any] = {
@@ -78,6 +85,10 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
         host_config["NanoCpus"] = int(spec.resources.cpus * _NANOS)
     if spec.resources.memory_bytes:
         host_config["Memory"] = spec.resources.memory_bytes
+    reservations = spec.resources.reservations
+    if reservations is not None and reservations.memory_bytes:
+        host_config["MemoryReservation"] = reservations.memory_bytes
+    host_config |= _runtime_host_config(spec)
     body: dict[str, Any] = {
         "Image": image,
         "Env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -95,6 +106,23 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
         body["Entrypoint"] = spec.entrypoint
     if spec.user:
         body["User"] = spec.user
+    body |= {
+        key: value
+        for key, value in (
+            ("Hostname", spec.hostname),
+            ("Domainname", spec.domainname),
+            ("StopSignal", spec.stop_signal),
+            ("WorkingDir", spec.working_dir),
+        )
+        if value is not None
+    }
+    if spec.stop_grace_period_s is not None:
+        # The engine takes whole seconds; a part second waits the next whole one.
+        body["StopTimeout"] = math.ceil(spec.stop_grace_period_s)
+    if spec.stdin_open:
+        body |= {"OpenStdin": True, "AttachStdin": True}
+    if spec.tty:
+        body["Tty"] = True
     if spec.healthcheck is not None:
         check = spec.healthcheck
         body["Healthcheck"] = {
@@ -105,6 +133,41 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
             "StartPeriod": int(check.start_period_s * _NANOS),
         }
     return body
+
+
+# Runtime options the engine takes as they are, by HostConfig key; each is set only when given.
+_AS_GIVEN = (
+    ("cap_drop", "CapDrop"),
+    ("read_only", "ReadonlyRootfs"),
+    ("extra_hosts", "ExtraHosts"),
+    ("dns", "Dns"),
+    ("dns_search", "DnsSearch"),
+    ("security_opt", "SecurityOpt"),
+    ("sysctls", "Sysctls"),
+)
+
+
+def _runtime_host_config(spec: ContainerSpec) -> dict[str, Any]:
+    """The HostConfig fields of the spec's runtime options, only those that are set."""
+    host_config: dict[str, Any] = {
+        key: getattr(spec, name) for name, key in _AS_GIVEN if getattr(spec, name)
+    }
+    if spec.init is not None:
+        host_config["Init"] = spec.init
+    if spec.shm_size_bytes is not None:
+        host_config["ShmSize"] = spec.shm_size_bytes
+    if spec.ulimits:
+        host_config["Ulimits"] = [
+            {"Name": name, "Soft": limit.soft, "Hard": limit.hard}
+            for name, limit in spec.ulimits.items()
+        ]
+    if spec.tmpfs:
+        host_config["Tmpfs"] = {
+            path: options for path, _, options in (entry.partition(":") for entry in spec.tmpfs)
+        }
+    if spec.logging is not None:
+        host_config["LogConfig"] = {"Type": spec.logging.driver, "Config": spec.logging.options}
+    return host_config
 
 
 def observed(details: dict[str, Any]) -> dict[str, Any]:

@@ -112,13 +112,20 @@ def _create_once(
     body["Env"] += [
         f"{ref.env}={secret_values[ref.name]}" for ref in spec.secrets if ref.env is not None
     ]
+    reference = parse_reference(spec.image)
     try:
+        if spec.pull_policy == "always":
+            pull_image(ctx, engine, reference, spec.registry_id, platform=spec.platform)
         try:
-            docker_id = engine.create_container_raw(name, body)
+            docker_id = engine.create_container_raw(name, body, platform=spec.platform)
         except ObjectNotFound:
+            if spec.pull_policy == "never":
+                raise PermanentError(
+                    f"the image {spec.image} is not on the host, and pull_policy is never"
+                ) from None
             # The image is not on the host: pull it (with the registry's credentials), once.
-            pull_image(ctx, engine, parse_reference(spec.image), spec.registry_id)
-            docker_id = engine.create_container_raw(name, body)
+            pull_image(ctx, engine, reference, spec.registry_id, platform=spec.platform)
+            docker_id = engine.create_container_raw(name, body, platform=spec.platform)
     except EngineError as exc:
         if exc.transient:
             raise

@@ -4,6 +4,7 @@ admin setting allows it. Every violation is reported, each naming its rule and f
 from __future__ import annotations
 
 import posixpath
+import re
 
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
@@ -11,6 +12,16 @@ from app.core.errors import PolicyViolation
 
 # Even under an allowed path: a mounted engine socket is root on the host.
 _ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock")
+
+
+# Kernel parameters the engine namespaces per container (as Docker documents for --sysctl):
+# any other one is the host's own.
+_NAMESPACED_SYSCTLS = re.compile(r"^(net\.|kernel\.shm|kernel\.msg|kernel\.sem$|fs\.mqueue\.)")
+# Security options that switch a confinement off, or replace it with a profile of the user's
+# own (a seccomp profile can allow every system call).
+_UNCONFINED = re.compile(
+    r"^(seccomp[=:](?!builtin$).*|apparmor[=:]unconfined|label[=:]disable|systempaths[=:]unconfined)$"
+)
 
 
 def _within(path: str, roots: list[str]) -> bool:
@@ -58,6 +69,21 @@ def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body
                 "cap_add",
                 f"adding capability {capability} is refused (rule: BERTH_ALLOWED_CAPABILITIES)",
             )
+    if not settings.allow_privileged:
+        for index, option in enumerate(spec.security_opt):
+            if _UNCONFINED.match(option):
+                refuse(
+                    f"security_opt[{index}]",
+                    f"security_opt {option} is refused (rule: BERTH_ALLOW_PRIVILEGED)",
+                )
+        for name in spec.sysctls:
+            host_network = spec.network_mode == "host" and name.startswith("net.")
+            if host_network or not _NAMESPACED_SYSCTLS.match(name):
+                refuse(
+                    f"sysctls.{name}",
+                    f"sysctl {name} is the host's, not the container's "
+                    "(rule: BERTH_ALLOW_PRIVILEGED)",
+                )
     if spec.devices and not settings.allow_devices:
         refuse("devices", "host devices are refused (rule: BERTH_ALLOW_DEVICES)")
     roots = settings.bind_path_allow_list

@@ -1,14 +1,15 @@
 """Placement: which ready, schedulable host a new container (or replica) goes to.
 
-Hosts are filtered by label constraints, resources that fit, and free host ports; among those
-left, the one running the fewest containers wins, ties broken by name then id, so the same
-request against the same state always lands on the same host.
+Hosts are filtered by label constraints, resources that fit (reservations, else limits), and
+free host ports; among those left, the one running the fewest containers wins, ties broken by
+name then id, so the same request against the same state always lands on the same host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -60,13 +61,16 @@ def _usage(session: Session, host_ids: list[str]) -> dict[str, tuple[int, float,
     ).all()
     for host_id, spec in rows:
         count, cpus, memory = usage[host_id]
-        resources = (spec or {}).get("resources") or {}
-        usage[host_id] = (
-            count + 1,
-            cpus + float(resources.get("cpus") or 0),
-            memory + int(resources.get("memory_bytes") or 0),
-        )
+        want_cpus, want_memory = _set_aside((spec or {}).get("resources") or {})
+        usage[host_id] = (count + 1, cpus + want_cpus, memory + want_memory)
     return usage
+
+
+def _set_aside(resources: dict[str, Any]) -> tuple[float, int]:
+    """The (CPUs, memory bytes) a container takes from its host: its reservations where it
+    has them, else its limits. Read from the stored spec, unvalidated: it is the hot path."""
+    amounts = resources.get("reservations") or resources
+    return float(amounts.get("cpus") or 0), int(amounts.get("memory_bytes") or 0)
 
 
 def place(
@@ -110,11 +114,11 @@ def place(
             ).where(PortClaim.host_id.in_([h.id for h in candidates]))
         ):
             claimed.setdefault(host_id, set()).add((ip, port, protocol))
+    wanted = _set_aside(spec.resources.model_dump())
     fitting: list[tuple[int, int, str, str, Host]] = []
     for host in candidates:
         count, cpus, memory = usage[host.id]
-        want_cpus = spec.resources.cpus or 0.0
-        want_memory = spec.resources.memory_bytes or 0
+        want_cpus, want_memory = wanted
         if host.cpus is not None and want_cpus and cpus + want_cpus > host.cpus:
             result.reasons[host.name] = f"not enough CPU ({cpus:g} of {host.cpus} reserved)"
         elif (

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -41,6 +43,30 @@ Arg = Annotated[str, StringConstraints(max_length=8192)]
 _RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]{0,3})?)$")
 _USER = re.compile(r"^[a-zA-Z0-9_.-]{1,64}(:[a-zA-Z0-9_.-]{1,64})?$")
 _CAPABILITY = re.compile(r"^[A-Z_]{2,40}$")
+AbsolutePath = Annotated[
+    str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/[^\x00]*$")
+]
+_EXPOSE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?$")
+_MAX_EXPOSED = 1024
+
+
+class SetOnly(BaseModel):
+    """A model whose `_SET_ONLY` fields are left out of its dump while at their default: the
+    options added after specs were first stored change neither a stored spec nor what an
+    equal spec compares to, so an existing service keeps its revision."""
+
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            fields = type(self).model_fields
+            for name in self._SET_ONLY:
+                default = fields[name].get_default(call_default_factory=True)
+                if name in data and getattr(self, name) == default:
+                    del data[name]
+        return data
 
 
 class PortMapping(BaseModel):
@@ -102,11 +128,24 @@ class VolumeMount(BaseModel):
         return self.source.startswith("/")
 
 
-class Resources(BaseModel):
+class Reservations(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
+    memory_bytes: int | None = Field(default=None, ge=0, description="Bytes")
+
+
+class Resources(SetOnly):
+    model_config = ConfigDict(extra="forbid")
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset({"reservations"})
+
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
     memory_bytes: int | None = Field(default=None, ge=6 * 2**20, description="At least 6 MiB")
+    reservations: Reservations | None = Field(
+        default=None,
+        description="What placement sets aside on the host (Compose deploy.resources."
+        "reservations); without it, placement sets aside the limits above",
+    )
 
 
 class HealthCheck(BaseModel):
@@ -147,7 +186,164 @@ class Placement(BaseModel):
         return value
 
 
-class ContainerSpec(BaseModel):
+class Ulimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    soft: int = Field(ge=-1, description="-1: unlimited")
+    hard: int = Field(ge=-1, description="-1: unlimited")
+
+    @model_validator(mode="after")
+    def _order(self) -> Ulimit:
+        if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
+            raise ValueError("the soft limit cannot exceed the hard limit")
+        return self
+
+
+class LogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_./:-]{0,127}$")]
+    options: Annotated[
+        dict[
+            Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")],
+            Annotated[str, StringConstraints(max_length=4096)],
+        ],
+        Field(max_length=64),
+    ] = Field(default_factory=dict)
+
+
+_Short = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+_Hostname = Annotated[
+    str, StringConstraints(pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,253}[a-zA-Z0-9])?$")
+]
+_Capability = Annotated[str, StringConstraints(max_length=44)]
+
+
+class RuntimeOptions(SetOnly):
+    """How the engine runs a container beyond what it runs: each maps to the Engine API field of
+    the same meaning, named as Compose names it. The security policy checks the ones that could
+    give a container its host (cap_add, security_opt, sysctls)."""
+
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cap_add", "hostname", "domainname", "stop_signal", "stop_grace_period_s", "stdin_open",
+            "tty", "working_dir", "init", "platform", "extra_hosts", "dns", "dns_search",
+            "ulimits", "tmpfs", "shm_size_bytes", "read_only", "logging", "cap_drop",
+            "security_opt", "sysctls", "pull_policy", "expose", "anonymous_volumes",
+        }
+    )  # fmt: skip
+
+    hostname: _Hostname | None = Field(default=None, description="The container's host name")
+    domainname: _Hostname | None = Field(default=None, description="Its domain name")
+    stop_signal: (
+        Annotated[str, StringConstraints(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}$|^[0-9]{1,2}$")] | None
+    ) = Field(default=None, description="Sent on stop instead of SIGTERM")
+    stop_grace_period_s: float | None = Field(
+        default=None, ge=0, le=3600, description="How long a stop waits before SIGKILL"
+    )
+    stdin_open: bool = Field(default=False, description="Keep stdin open (docker run -i)")
+    tty: bool = Field(default=False, description="Allocate a pseudo-TTY (docker run -t)")
+    working_dir: AbsolutePath | None = None
+    init: bool | None = Field(
+        default=None, description="Run an init process as PID 1 (None: the engine's default)"
+    )
+    platform: (
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")] | None
+    ) = Field(default=None, description="os/arch[/variant] to pull and run, e.g. linux/amd64")
+    extra_hosts: Annotated[list[_Short], Field(max_length=100)] = Field(
+        default_factory=list, description='Lines for /etc/hosts: "name:address"'
+    )
+    dns: Annotated[list[_Short], Field(max_length=16)] = Field(default_factory=list)
+    dns_search: Annotated[list[_Short], Field(max_length=16)] = Field(default_factory=list)
+    ulimits: Annotated[
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,16}$")], Ulimit],
+        Field(max_length=32),
+    ] = Field(default_factory=dict, description='e.g. {"nofile": {"soft": 1024, "hard": 4096}}')
+    tmpfs: Annotated[
+        list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=32)
+    ] = Field(default_factory=list, description='"/path[:options]", e.g. "/run:size=64m"')
+    shm_size_bytes: int | None = Field(default=None, ge=0, description="Size of /dev/shm")
+    read_only: bool = Field(default=False, description="A read-only root filesystem")
+    logging: LogConfig | None = Field(default=None, description="The log driver and its options")
+    cap_add: Annotated[list[_Capability], Field(max_length=64)] = Field(default_factory=list)
+    cap_drop: Annotated[list[_Capability], Field(max_length=64)] = Field(default_factory=list)
+    security_opt: Annotated[list[_Short], Field(max_length=32)] = Field(
+        default_factory=list, description='e.g. "no-new-privileges:true"'
+    )
+    sysctls: Annotated[
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_./-]{1,128}$")], _Short],
+        Field(max_length=64),
+    ] = Field(default_factory=dict, description="Namespaced kernel parameters")
+    pull_policy: Literal["always", "missing", "never"] | None = Field(
+        default=None,
+        description="always: pull before each create; missing (default): pull when the host "
+        "lacks the image; never: the image must be on the host",
+    )
+    expose: Annotated[list[_Short], Field(max_length=100)] = Field(
+        default_factory=list, description='Ports the container listens on: "3000", "8000-8010/udp"'
+    )
+    anonymous_volumes: Annotated[list[AbsolutePath], Field(max_length=100)] = Field(
+        default_factory=list,
+        description="Container paths that each get a fresh volume of their own, removed with "
+        "the container when it is removed with its volumes",
+    )
+
+    @field_validator("cap_add", "cap_drop")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        for capability in value:
+            if not _CAPABILITY.match(capability.removeprefix("CAP_")):
+                raise ValueError(f"{capability!r} is not a capability name")
+        return value
+
+    @field_validator("extra_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            name, separator, address = entry.partition(":")
+            if not separator or not name or not address:
+                raise ValueError(f"{entry!r}: an extra host is name:address")
+        return value
+
+    @field_validator("tmpfs")
+    @classmethod
+    def _tmpfs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            path = entry.partition(":")[0]
+            if not path.startswith("/") or path == "/" or ".." in path.split("/"):
+                raise ValueError(f"{entry!r}: a tmpfs mounts on an absolute path other than '/'")
+        return value
+
+    @field_validator("expose")
+    @classmethod
+    def _expose(cls, value: list[str]) -> list[str]:
+        total = 0
+        for entry in value:
+            match = _EXPOSE.match(entry)
+            first, last = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+            if not 1 <= first <= last <= 65535:
+                raise ValueError(f"{entry!r}: expose a port or range, e.g. 3000, 8000-8010/udp")
+            total += last - first + 1
+        if total > _MAX_EXPOSED:
+            raise ValueError(f"at most {_MAX_EXPOSED} exposed ports")
+        return value
+
+    def runtime_options(self) -> dict[str, Any]:
+        """These options as keyword arguments, to carry them to another spec."""
+        return {name: getattr(self, name) for name in RuntimeOptions.model_fields}
+
+    def exposed_ports(self) -> list[str]:
+        """`expose` as the engine's port keys ("3000/tcp")."""
+        keys: list[str] = []
+        for entry in self.expose:
+            match = _EXPOSE.match(entry)
+            assert match is not None  # validated
+            first, last = int(match[1]), int(match[2] or match[1])
+            keys.extend(f"{port}/{match[3] or 'tcp'}" for port in range(first, last + 1))
+        return keys
+
+
+class ContainerSpec(RuntimeOptions):
     """What to run. Shared by containers and (later) each replica of a service."""
 
     model_config = ConfigDict(extra="forbid")
@@ -174,7 +370,6 @@ class ContainerSpec(BaseModel):
     )
     pid_mode: Literal["host"] | None = None
     ipc_mode: Literal["private", "shareable", "host", "none"] | None = None
-    cap_add: Annotated[list[str], Field(max_length=64)] = Field(default_factory=list)
     devices: Annotated[
         list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)
     ] = Field(default_factory=list)
@@ -202,14 +397,6 @@ class ContainerSpec(BaseModel):
             raise ValueError("user is name|uid[:group|gid]")
         return value
 
-    @field_validator("cap_add")
-    @classmethod
-    def _caps(cls, value: list[str]) -> list[str]:
-        for capability in value:
-            if not _CAPABILITY.match(capability.removeprefix("CAP_")):
-                raise ValueError(f"{capability!r} is not a capability name")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> ContainerSpec:
         seen: set[tuple[str, int, str]] = set()
@@ -220,7 +407,7 @@ class ContainerSpec(BaseModel):
             if key in seen:
                 raise ValueError(f"host port {port.host_port}/{port.protocol} is published twice")
             seen.add(key)
-        targets = [v.target for v in self.volumes]
+        targets = [v.target for v in self.volumes] + self.anonymous_volumes
         if len(targets) != len(set(targets)):
             raise ValueError("two volumes mount on the same target")
         if self.network_mode not in (None, "bridge", "none", "host", "default") and not (
@@ -245,7 +432,9 @@ class ContainerCreate(ContainerSpec):
     start: bool = Field(default=True, description="Start it once created (desired_state running)")
 
 
-class ContainerRead(BaseModel):
+class ContainerRead(RuntimeOptions):
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset()  # a read shows every option
+
     id: str
     name: str
     host_id: str
@@ -265,7 +454,6 @@ class ContainerRead(BaseModel):
     network_mode: str | None
     pid_mode: str | None
     ipc_mode: str | None
-    cap_add: list[str]
     devices: list[str]
     user: str | None
     secrets: list[SecretReference] = Field(description="Which secrets it receives, and how")

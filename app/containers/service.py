@@ -18,6 +18,7 @@ from app.containers.schemas import (
     ContainerCreate,
     ContainerRead,
     ContainerSpec,
+    RuntimeOptions,
 )
 from app.core.config import Settings
 from app.core.db import new_id, utcnow
@@ -54,6 +55,10 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "user": None,
     "secrets": [],
     "network_aliases": [],
+    **{
+        name: field.get_default(call_default_factory=True)
+        for name, field in RuntimeOptions.model_fields.items()
+    },
 }
 
 

@@ -122,11 +122,14 @@ class DockerEngine:
         with contextlib.suppress(ObjectNotFound), translate_errors(f"remove {container_id[:12]}"):
             self.api.remove_container(container_id, force=force, v=volumes)
 
-    def create_container_raw(self, name: str | None, config: dict[str, Any]) -> str:
-        """POST /containers/create with a full Engine API body (Config + HostConfig + ...)."""
+    def create_container_raw(
+        self, name: str | None, config: dict[str, Any], *, platform: str | None = None
+    ) -> str:
+        """POST /containers/create with a full Engine API body (Config + HostConfig + ...);
+        `platform` chooses among the images of one name for other platforms."""
         with translate_errors(f"create container {name or ''}".strip()):
             created: dict[str, Any] = self.api.create_container_from_config(  # type: ignore[no-untyped-call]
-                config, name=name
+                config, name=name, platform=platform
             )
         return str(created["Id"])
 
@@ -243,11 +246,21 @@ class DockerEngine:
         return counts
 
     def pull(
-        self, repository: str, tag: str, auth: dict[str, str] | None
+        self,
+        repository: str,
+        tag: str,
+        auth: dict[str, str] | None,
+        *,
+        platform: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         with translate_errors(f"pull {repository}:{tag}"):
             yield from self.api.pull(
-                repository, tag=tag, stream=True, decode=True, auth_config=auth
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=auth,
+                platform=platform,
             )
 
     def push(
@@ -266,8 +279,12 @@ class DockerEngine:
         tag: str | None,
         build_args: dict[str, str],
         labels: dict[str, str],
+        target: str | None = None,
+        cache_from: list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Build from a tar (or compressed tar) context; the engine detects the compression."""
+        """Build from a tar (or compressed tar) context; the engine detects the compression.
+        `target` stops at that stage of a multi-stage Dockerfile; `cache_from` names images
+        whose layers the build may reuse."""
         with translate_errors("build"):
             yield from self.api.build(
                 fileobj=context,
@@ -276,6 +293,8 @@ class DockerEngine:
                 tag=tag,
                 buildargs=build_args,
                 labels=labels,
+                target=target,
+                cache_from=cache_from,
                 rm=True,
                 forcerm=True,
                 decode=True,

@@ -32,7 +32,9 @@ class Engine(Protocol):
 
     # Containers.
 
-    def create_container_raw(self, name: str | None, config: dict[str, Any]) -> str: ...
+    def create_container_raw(
+        self, name: str | None, config: dict[str, Any], *, platform: str | None = None
+    ) -> str: ...
 
     def list_containers(self, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]: ...
 
@@ -79,7 +81,12 @@ class Engine(Protocol):
     def containers_by_image(self) -> dict[str, int]: ...
 
     def pull(
-        self, repository: str, tag: str, auth: dict[str, str] | None
+        self,
+        repository: str,
+        tag: str,
+        auth: dict[str, str] | None,
+        *,
+        platform: str | None = None,
     ) -> Iterator[dict[str, Any]]: ...
 
     def push(
@@ -94,6 +101,8 @@ class Engine(Protocol):
         tag: str | None,
         build_args: dict[str, str],
         labels: dict[str, str],
+        target: str | None = None,
+        cache_from: list[str] | None = None,
     ) -> Iterator[dict[str, Any]]: ...
 
     def tag_image(self, source: str, repository: str, tag: str) -> None: ...

@@ -103,9 +103,12 @@ def pull_image(
     engine: Engine,
     reference: ImageReference,
     registry_id: str | None,
+    *,
+    platform: str | None = None,
 ) -> dict[str, Any]:
     """Pull with progress and logs; credentials resolved the one way every pull uses.
-    Shared by `image.pull` and by containers whose image is missing on their host."""
+    Shared by `image.pull` and by containers whose image is missing on their host (or whose
+    pull_policy is always); `platform` (os/arch) chooses the image of a multi-platform tag."""
     credentials = _credentials(ctx, reference.registry_host, registry_id)
     tag = reference.digest or reference.tag or "latest"
     ctx.log(f"pulling {reference}" + (" with stored credentials" if credentials else ""))
@@ -113,7 +116,10 @@ def pull_image(
     stream = engine.streaming()
     try:
         for event in stream.pull(
-            reference.name, tag, credentials.auth_config() if credentials else None
+            reference.name,
+            tag,
+            credentials.auth_config() if credentials else None,
+            platform=platform,
         ):
             ctx.checkpoint()
             if "error" in event:
@@ -239,7 +245,9 @@ def _build(ctx: OperationContext, blob_id: str) -> dict[str, Any]:
             dockerfile=str(ctx.params.get("dockerfile", "Dockerfile")),
             tag=tags[0] if tags else None,
             build_args={str(k): str(v) for k, v in ctx.params.get("build_args", {}).items()},
-            labels={"berth.operation": ctx.id},
+            labels={**ctx.params.get("labels", {}), "berth.operation": ctx.id},
+            target=ctx.params.get("target"),
+            cache_from=ctx.params.get("cache_from"),
         )
         pending: list[tuple[str, str]] = []
         for event in events:

@@ -115,8 +115,9 @@ def tag_image(
     status_code=202,
     summary="Build an image on a host from an uploaded context (tar or tar.gz)",
     description="multipart/form-data: `context` (the archive), `dockerfile` (path inside it), "
-    "`tags[]` (repeat for each tag), `build_args` (a JSON object), `host_id`. The build log "
-    "streams into the operation's logs.",
+    "`tags[]` (repeat for each tag), `build_args` (a JSON object), `target` (the stage of a "
+    "multi-stage Dockerfile to stop at), `host_id`. The build log streams into the operation's "
+    "logs.",
 )
 async def build_image(
     request: Request,
@@ -129,6 +130,9 @@ async def build_image(
     tags_list: Annotated[list[str] | None, Form(alias="tags[]")] = None,
     tags_plain: Annotated[list[str] | None, Form(alias="tags")] = None,
     build_args_json: Annotated[str, Form(alias="build_args", max_length=65536)] = "{}",
+    target: Annotated[
+        str | None, Form(max_length=128, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    ] = None,
 ) -> ImageAccepted:
     try:
         build_args = json.loads(build_args_json)
@@ -150,6 +154,7 @@ async def build_image(
             dockerfile=dockerfile,
             tags=tags,
             build_args=build_args,
+            target=target,
             settings=context.settings,
         ),
     )

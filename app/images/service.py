@@ -288,6 +288,7 @@ class CheckedBuild:
     dockerfile: str
     references: list[ImageReference]
     build_args: dict[str, str]
+    target: str | None = None
 
 
 def check_build(
@@ -297,6 +298,7 @@ def check_build(
     tags: list[str],
     build_args: dict[str, str],
     settings: Settings,
+    target: str | None = None,
 ) -> CheckedBuild:
     """The tags, the archive and the Dockerfile's base images against Berth's rules. No
     session: reading a large archive must not hold a database transaction open."""
@@ -313,7 +315,7 @@ def check_build(
         raise invalid_field("body.dockerfile", str(exc)) from exc
     for image in used:
         enforce_registry_policy(image, settings, field="body.dockerfile", action="building with")
-    return CheckedBuild(fileobj.read(), dockerfile, references, build_args)
+    return CheckedBuild(fileobj.read(), dockerfile, references, build_args, target)
 
 
 def build(
@@ -329,6 +331,8 @@ def build(
             "dockerfile": build.dockerfile,
             "tags": [str(r) for r in build.references],
             "build_args": build.build_args,
+            # Only when set, as a stack's builds give it (app.stacks.compose BuildSpec.options).
+            **({"target": build.target} if build.target else {}),
         },
         target_id=str(build.references[0]) if build.references else None,
         host_id=host_id,

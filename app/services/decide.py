@@ -98,14 +98,19 @@ class SlotState:
     retry_at: datetime | None = None
     # The restart policy says this slot stays empty.
     done: bool = False
+    # The revision whose replica of a `one_shot` service exited 0: a task (Compose's init
+    # service) that finished, counted as done, not as failing.
+    completed: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SlotState:
         retry_at = data.get("retry_at")
+        completed = data.get("completed")
         return cls(
             failures=int(data.get("failures", 0)),
             retry_at=datetime.fromisoformat(retry_at) if retry_at else None,
             done=bool(data.get("done", False)),
+            completed=None if completed is None else int(completed),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -114,7 +119,17 @@ class SlotState:
             data["retry_at"] = self.retry_at.isoformat()
         if self.done:
             data["done"] = True
+        if self.completed is not None:
+            data["completed"] = self.completed
         return data
+
+
+def completed(slots: Mapping[int, SlotState], *, revision: int, replicas: int) -> bool:
+    """Whether every replica of `revision` ran once and exited 0 (Compose's
+    service_completed_successfully)."""
+    return all(
+        slots.get(slot, SlotState()).completed == revision for slot in range(1, replicas + 1)
+    )
 
 
 def slots_from_json(data: Mapping[str, Any]) -> dict[int, SlotState]:
@@ -352,7 +367,10 @@ def decide(snapshot: Snapshot, now: datetime) -> Decision:
         rollout = _on_update_failure(step, rollout)
 
     spec = step.spec
-    monitor = timedelta(seconds=spec.update_config.monitor_s if rollout else 0)
+    # A rollback goes at the pace of the rollback_config of the revision it returns to, if set.
+    rolling_back = rollout is not None and rollout.phase == RolloutPhase.ROLLING_BACK
+    pace = (spec.rollback_config if rolling_back else None) or spec.update_config
+    monitor = timedelta(seconds=pace.monitor_s if rollout else 0)
     by_slot: dict[int, list[TaskView]] = {}
     for task in active:
         by_slot.setdefault(task.slot, []).append(task)
@@ -396,30 +414,35 @@ def decide(snapshot: Snapshot, now: datetime) -> Decision:
             if stale:
                 settled = False
             continue
+        state = slots.get(slot, SlotState())
+        if state.completed == step.revision and not stale:
+            ready_slots += 1
+            continue
         settled = False
         if stale:
             # Replace an old revision's replica, or move one off a draining host.
             if rollout and rollout.phase == RolloutPhase.PAUSED:
                 continue
-            parallelism = spec.update_config.parallelism
+            parallelism = pace.parallelism
             if slot not in in_progress:
                 if len(in_progress) >= parallelism:
                     continue
                 if rollout and rollout.next_batch_at and rollout.next_batch_at > now:
                     continue
                 in_progress.add(slot)
-                if rollout and spec.update_config.delay_s and len(in_progress) >= parallelism:
-                    delay = timedelta(seconds=spec.update_config.delay_s)
+                if rollout and pace.delay_s and len(in_progress) >= parallelism:
+                    delay = timedelta(seconds=pace.delay_s)
                     rollout = replace(rollout, next_batch_at=now + delay)
             moving = any(step.draining(t) for t in stale)
-            if spec.update_config.order == "stop-first" and not moving:
+            if pace.order == "stop-first" and not moving:
                 for old in stale:
                     step.remove(old)
                 continue
             step.actions.append(StartReplica(slot))
             continue
-        state = slots.get(slot, SlotState())
-        if state.done or (state.retry_at and state.retry_at > now):
+        if state.completed is not None and state.completed != step.revision:
+            pass  # a one-shot task runs once per revision
+        elif state.done or (state.retry_at and state.retry_at > now):
             continue
         step.actions.append(StartReplica(slot))
 
@@ -479,8 +502,16 @@ def _count_failures(step: _Pass, slots: dict[int, SlotState]) -> Rollout | None:
         if not step.failed(task):
             continue
         state = slots.get(task.slot, SlotState())
-        failures = state.failures + 1
         policy = step.spec.restart_policy
+        if step.spec.one_shot and task.state == "exited" and task.exit_code == 0:
+            # It did its work: the slot stays empty, and neither backoff nor a rollout
+            # counts it as a failure.
+            slots[task.slot] = SlotState(
+                failures=state.failures, done=True, completed=task.revision
+            )
+            step.remove(task)
+            continue
+        failures = state.failures + 1
         slots[task.slot] = SlotState(
             failures=failures,
             retry_at=step.now + backoff(failures),

@@ -263,9 +263,20 @@ def _start(
     if placement.host is None:
         return "; ".join(f"{name}: {why}" for name, why in placement.reasons.items()) or "no hosts"
     task_id = new_id()
+    name = spec.container_name or f"{service.name}.{slot}.{task_id[-6:]}"
+    if (
+        spec.container_name is not None
+        and session.execute(
+            select(Container.id).where(
+                Container.host_id == placement.host.id, Container.name == spec.container_name
+            )
+        ).first()
+    ):
+        # The replica it replaces holds the name until its container is removed.
+        return f"{placement.host.name}: container name {name!r} is still taken"
     task = Container(
         id=task_id,
-        name=f"{service.name}.{slot}.{task_id[-6:]}",
+        name=name,
         host_id=placement.host.id,
         service_id=service.id,
         slot=slot,

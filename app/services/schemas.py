@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.containers.schemas import (
     Arg,
+    ContainerName,
     HealthCheck,
     NetworkAlias,
     NetworkName,
     Placement,
     PortMapping,
     Resources,
+    RuntimeOptions,
     UserLabels,
     VolumeMount,
 )
@@ -37,8 +39,13 @@ class UpdateConfig(BaseModel):
     )
 
 
-class ServiceSpec(BaseModel):
+class ServiceSpec(RuntimeOptions):
     model_config = ConfigDict(extra="forbid")
+    _SET_ONLY: ClassVar[frozenset[str]] = RuntimeOptions._SET_ONLY | {
+        "container_name",
+        "one_shot",
+        "rollback_config",
+    }
 
     image: Annotated[str, Field(min_length=1, max_length=512)]
     command: Annotated[list[Arg], Field(max_length=1000)] | None = None
@@ -69,6 +76,44 @@ class ServiceSpec(BaseModel):
         "(on-failure), or never (none). Replacements back off exponentially.",
     )
     registry_id: str | None = None
+    rollback_config: UpdateConfig | None = Field(
+        default=None,
+        description="How a failed update rolls back (parallelism, delay, order, monitor); "
+        "default: as update_config says",
+    )
+    container_name: ContainerName | None = Field(
+        default=None,
+        description="The replica's container name on its host (Compose container_name); only "
+        "for a single replica, which is stopped before its replacement starts",
+    )
+
+    one_shot: bool = Field(
+        default=False,
+        description="Each replica runs once: one that exits 0 leaves its slot done, and the "
+        "service counts as running (Compose's init service that others wait to complete). "
+        "Needs restart_policy none or on-failure",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if self.one_shot and self.restart_policy == "any":
+            raise ValueError("a one_shot service needs restart_policy none or on-failure")
+        if self.container_name is None:
+            return self
+        if self.replicas > 1:
+            raise ValueError("container_name names one container: replicas must be 0 or 1")
+        # Two replicas cannot hold one name at once: the old one goes first.
+        for name, config in (
+            ("update_config", self.update_config),
+            ("rollback_config", self.rollback_config),
+        ):
+            if config is None:
+                continue
+            if "order" not in config.model_fields_set:
+                config.order = "stop-first"
+            elif config.order != "stop-first":
+                raise ValueError(f"container_name needs {name}.order stop-first")
+        return self
 
 
 class ServiceCreate(BaseModel):

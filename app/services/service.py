@@ -58,6 +58,7 @@ def container_spec(spec: ServiceSpec) -> ContainerSpec:
         user=spec.user,
         registry_id=spec.registry_id,
         secrets=spec.secrets,
+        **spec.runtime_options(),
     )
 
 

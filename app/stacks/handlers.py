@@ -19,6 +19,7 @@ from app.operations.context import Deferred, OperationContext, PermanentError, T
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
 from app.operations.registry import handler
 from app.services import service as services
+from app.services.decide import completed, slots_from_json
 from app.services.models import RolloutPhase, Service, ServiceStatus
 from app.services.schemas import ServiceSpec
 from app.stacks.models import Stack
@@ -68,9 +69,15 @@ def _builds_done(ctx: OperationContext, plan: dict[str, Any]) -> str | None:
 
 
 def _ready(session: Session, service: Service | None, condition: str) -> bool:
-    """Compose's conditions: started = a replica runs; healthy = every replica is ready."""
+    """Compose's conditions: started = a replica runs; healthy = every replica is ready;
+    completed_successfully = every replica of its revision ran and exited 0."""
     if service is None:
         return False
+    done = completed(
+        slots_from_json(service.slots), revision=service.revision, replicas=service.replicas
+    )
+    if condition == "service_completed_successfully":
+        return done
     if condition == "service_healthy":
         return service.status == ServiceStatus.RUNNING and service.rollout is None
     started = session.execute(
@@ -78,7 +85,8 @@ def _ready(session: Session, service: Service | None, condition: str) -> bool:
         .where(Container.service_id == service.id, Container.state == "running")
         .limit(1)
     ).first()
-    return started is not None or service.replicas == 0
+    # A one-shot service that already completed has no replica left to run: it has started.
+    return started is not None or service.replicas == 0 or done
 
 
 @handler("stack.deploy")

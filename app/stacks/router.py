@@ -24,11 +24,12 @@ STACKS_PATH = f"{API_PREFIX}/stacks"
 router = APIRouter(prefix=STACKS_PATH, tags=["stacks"])
 
 T = TypeVar("T", bound=BaseModel)
-_JSON_FIELDS = ("variables", "env_files")
+_JSON_FIELDS = ("variables", "env_files", "profiles")
 _MULTIPART_DOC = (
-    "JSON `{name, compose, variables?, env_files?, host_id?}`, or multipart/form-data with the "
-    "same fields (`variables` and `env_files` as JSON text) plus one tar / tar.gz file per "
-    "Compose service that has `build:`, in the field `context.<compose service name>`."
+    "JSON `{name, compose, variables?, env_files?, profiles?, host_id?}`, or multipart/form-data "
+    "with the same fields (`variables`, `env_files` and `profiles` as JSON text) plus one tar / "
+    "tar.gz file per Compose service that has `build:`, in the field "
+    "`context.<compose service name>`."
 )
 
 
@@ -39,7 +40,7 @@ def _body_schema(model: type[StackUpdate]) -> dict[str, Any]:
         for name, field in model.model_fields.items()
     }
     for name in _JSON_FIELDS:
-        fields[name]["description"] += " (a JSON object, as text)"
+        fields[name]["description"] += " (JSON, as text)"
     required = [name for name, field in model.model_fields.items() if field.is_required()]
     form = {
         "type": "object",

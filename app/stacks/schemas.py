@@ -35,6 +35,14 @@ class StackUpdate(BaseModel):
         default_factory=dict,
         description="The content of each `env_file` the file names, by the path it uses",
     )
+    profiles: Annotated[
+        list[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]],
+        Field(max_length=64),
+    ] = Field(
+        default_factory=list,
+        description="Compose profiles to enable: services with `profiles` none of which is "
+        "chosen are left out, as `docker compose --profile` does",
+    )
 
 
 class StackCreate(StackUpdate):

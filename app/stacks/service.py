@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_upload
-from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerfile_images
+from app.images.reference import (
+    LOCAL_BUILD_REGISTRY,
+    InvalidReference,
+    dockerfile_images,
+    parse_reference,
+)
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
@@ -44,6 +50,7 @@ class Build:
     context: bytes
     dockerfile: str
     args: dict[str, str]
+    options: dict[str, Any]  # BuildSpec.options(): target, labels, cache_from
 
 
 def context_field(compose_name: str) -> str:
@@ -109,22 +116,32 @@ def _build(
         raise _invalid([{"loc": where, "msg": str(exc)}]) from exc
     for base in bases:
         enforce_registry_policy(base, settings, field=where, action="building FROM")
+    for index, cache in enumerate(build.cache_from):
+        try:
+            reference = parse_reference(cache)
+        except InvalidReference as exc:
+            raise _invalid([{"loc": f"{where}.cache_from[{index}]", "msg": str(exc)}]) from exc
+        enforce_registry_policy(reference, settings, field=where, action="caching from")
+    options = build.options()
     digest = hashlib.sha256(data)
     digest.update(repr((build.dockerfile, sorted(build.args.items()))).encode())
+    if options:  # only when set: an unchanged file keeps the tag it was built with before
+        digest.update(json.dumps(options, sort_keys=True).encode())
     # The tag names the content: an unchanged context is an unchanged spec (nothing rolls).
     tag = f"{LOCAL_BUILD_REGISTRY}/{stack}/{name.lower()}:{digest.hexdigest()[:16]}"
-    return Build(name, tag, data, build.dockerfile, build.args)
+    return Build(name, tag, data, build.dockerfile, build.args, options)
 
 
 def parse(stack_name: str, data: StackUpdate, settings: Settings) -> compose.ComposeProject:
     """The Compose file as a project; a 422 locating every problem in the file."""
     try:
-        return compose.parse(
+        return compose.parse_profiles(
             data.compose,
             project=stack_name,
             variables=data.variables,
             env_files=data.env_files,
             max_bytes=settings.max_compose_bytes,
+            profiles=data.profiles,
         )
     except compose.ComposeError as exc:
         raise _invalid(exc.errors) from exc
@@ -403,6 +420,7 @@ def _queue_deploy(
                 "dockerfile": build.dockerfile,
                 "tags": [build.tag],
                 "build_args": build.args,
+                **build.options,
             },
             target_type="image",
             target_id=build.tag,

@@ -17,9 +17,9 @@ from tests.support import Api, context_tar
 
 BAD: list[tuple[str, dict[str, str], str, str]] = [
     (
-        "services:\n  web:\n    image: busybox\n    stop_grace_period: 10s\n",
+        "services:\n  web:\n    image: busybox\n    runtime: runsc\n",
         {},
-        "compose.services.web.stop_grace_period",
+        "compose.services.web.runtime",
         "not supported",
     ),
     (

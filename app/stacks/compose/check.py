@@ -26,10 +26,15 @@ SERVICE_KEYS = frozenset(
     {
         "image", "build", "command", "entrypoint", "environment", "env_file", "ports",
         "volumes", "networks", "depends_on", "healthcheck", "restart", "labels", "user",
-        "deploy", "secrets", "expose",
+        "deploy", "secrets", "expose", "container_name", "hostname", "domainname",
+        "stop_signal", "stop_grace_period", "stdin_open", "tty", "working_dir", "init",
+        "platform", "extra_hosts", "dns", "dns_search", "ulimits", "tmpfs", "shm_size",
+        "read_only", "logging", "cap_add", "cap_drop", "security_opt", "sysctls",
+        "pull_policy", "profiles",
     }
 )  # fmt: skip
-BUILD_KEYS = frozenset({"context", "dockerfile", "args"})
+BUILD_KEYS = frozenset({"context", "dockerfile", "args", "target", "labels", "cache_from"})
+LOGGING_KEYS = frozenset({"driver", "options"})
 ENV_FILE_KEYS = frozenset({"path", "required"})
 PORT_KEYS = frozenset(
     {"target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"}
@@ -40,15 +45,30 @@ SERVICE_SECRET_KEYS = frozenset({"source", "target", "uid", "gid", "mode"})
 DEPENDS_ON_KEYS = frozenset({"condition", "required", "restart"})
 HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "start_period", "retries", "disable"})
 DEPLOY_KEYS = frozenset(
-    {"mode", "replicas", "labels", "resources", "restart_policy", "update_config", "placement"}
-)
-RESOURCES_KEYS = frozenset({"limits"})
+    {
+        "mode", "replicas", "labels", "resources", "restart_policy", "update_config",
+        "rollback_config", "placement",
+    }
+)  # fmt: skip
+RESOURCES_KEYS = frozenset({"limits", "reservations"})
 LIMITS_KEYS = frozenset({"cpus", "memory"})
 RESTART_POLICY_KEYS = frozenset({"condition"})
 UPDATE_CONFIG_KEYS = frozenset({"parallelism", "delay", "order", "failure_action", "monitor"})
 PLACEMENT_KEYS = frozenset({"constraints", "max_replicas_per_node"})
+# Keys that would give a container its host are refused by name, with no setting to allow
+# them in a stack.
+_OWNS_THE_HOST = "it would give the container its host"
 _UNSUPPORTED_REASONS = {
-    "container_name": "replicated services cannot share one container name",
+    "runtime": f"another runtime runs outside Berth's container policy: {_OWNS_THE_HOST}",
+    "privileged": _OWNS_THE_HOST,
+    "pid": _OWNS_THE_HOST,
+    "ipc": _OWNS_THE_HOST,
+    "userns_mode": _OWNS_THE_HOST,
+    "cgroup_parent": _OWNS_THE_HOST,
+    "cgroup": _OWNS_THE_HOST,
+    "devices": _OWNS_THE_HOST,
+    "device_cgroup_rules": _OWNS_THE_HOST,
+    "volumes_from": "it shares another container's volumes, host paths included",
     "network_mode": "services join the stack's networks",
     "configs": "use secrets, or build the file into the image",
 }

@@ -9,8 +9,8 @@ import io
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from docker.utils.ports import PORT_SPEC, split_port
@@ -48,6 +48,22 @@ class BuildSpec:
     context: str
     dockerfile: str
     args: dict[str, str]
+    target: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    cache_from: tuple[str, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        """The build options beyond context, Dockerfile and args that the file sets: the
+        `image.build` parameters of the same names. Only set ones, so that an image built
+        before they existed keeps its tag."""
+        options: dict[str, Any] = {}
+        if self.target is not None:
+            options["target"] = self.target
+        if self.labels:
+            options["labels"] = dict(self.labels)
+        if self.cache_from:
+            options["cache_from"] = list(self.cache_from)
+        return options
 
 
 @dataclass(frozen=True)
@@ -78,12 +94,19 @@ def project_of(
     variables: Mapping[str, str],
     env_files: Mapping[str, str],
     problems: Problems,
+    profiles: Collection[str] = (),
 ) -> ComposeProject:
-    """The stack that `document` (interpolated, valid by the schema) describes."""
+    """The stack that `document` (interpolated, valid by the schema) describes, with the
+    services of the chosen `profiles` (and those in no profile), as Compose starts them."""
     check.keys(document, check.TOP_LEVEL_KEYS, "compose", problems)
-    services = document.get("services", {})
-    if not services:
+    declared = document.get("services", {})
+    services = {
+        name: definition for name, definition in declared.items() if _enabled(definition, profiles)
+    }
+    if not declared:
         problems.add("compose", "a Compose file needs at least one service under `services`")
+    elif not services:
+        problems.add("compose.services", "no service is enabled by the chosen profiles")
     context = _Context(
         project=project,
         variables=variables,
@@ -93,9 +116,11 @@ def project_of(
         networks=_declared_resources("networks", document.get("networks", {}), project, problems),
         secrets=_declared_secrets(document.get("secrets", {}), problems),
         service_names=frozenset(services),
+        left_out=frozenset(declared) - frozenset(services),
         healthchecked=frozenset(
             name for name, definition in services.items() if _has_healthcheck(definition)
         ),
+        one_shot=_awaited_to_complete(services),
     )
     compose_services = _services(services, context)
     problems.raise_if_any()
@@ -131,7 +156,9 @@ class _Context:
     networks: dict[str, _Resource]
     secrets: dict[str, str]  # Compose secret key -> Berth secret name
     service_names: frozenset[str]
+    left_out: frozenset[str]  # services of profiles that were not chosen
     healthchecked: frozenset[str]
+    one_shot: frozenset[str]  # services another waits for with service_completed_successfully
 
 
 def _pairs(value: dict[str, Any] | list[str], loc: str) -> Iterator[tuple[str, str | None, str]]:
@@ -265,7 +292,9 @@ def _service(name: str, definition: dict[str, Any], loc: str, context: _Context)
     if definition.get("ports"):
         spec["ports"] = _ports(definition["ports"], at(loc, "ports"), problems)
     if definition.get("volumes"):
-        spec["volumes"] = _volumes(definition["volumes"], at(loc, "volumes"), context)
+        spec["volumes"], anonymous = _volumes(definition["volumes"], at(loc, "volumes"), context)
+        if anonymous:
+            spec["anonymous_volumes"] = anonymous
     spec["networks"], spec["aliases"] = _service_networks(name, definition, loc, context)
     if "restart" in definition:
         spec["restart_policy"] = _restart_policy(
@@ -278,6 +307,14 @@ def _service(name: str, definition: dict[str, Any], loc: str, context: _Context)
         deploy = _deploy(definition["deploy"], at(loc, "deploy"), problems)
         labels |= deploy.pop("labels", {})
         spec |= deploy
+    spec |= _runtime(definition, loc, problems)
+    if "container_name" in definition and spec.get("replicas", 1) > 1:
+        problems.add(
+            at(loc, "container_name"),
+            "container_name names one container: it needs a single replica",
+        )
+    if name in context.one_shot:
+        _one_shot(definition, spec, loc, problems)
     if labels:
         spec["labels"] = labels
     if definition.get("secrets"):
@@ -298,7 +335,110 @@ def _build(value: str | dict[str, Any], loc: str, context: _Context) -> BuildSpe
         context=value.get("context", "."),
         dockerfile=value.get("dockerfile", "Dockerfile"),
         args=_from_variables(value.get("args", {}), at(loc, "args"), context.variables),
+        target=value.get("target"),
+        labels=_labels(value.get("labels", {}), at(loc, "labels"), context.problems),
+        cache_from=tuple(value.get("cache_from", [])),
     )
+
+
+# --- Runtime options --------------------------------------------------------------------------
+
+
+def _runtime(definition: dict[str, Any], loc: str, problems: Problems) -> dict[str, Any]:
+    """The spec's runtime options (ContainerSpec's RuntimeOptions) a service sets; the
+    security policy checks them with the rest of the spec."""
+    spec: dict[str, Any] = {
+        key: definition[key]
+        for key in (
+            "container_name", "hostname", "domainname", "stop_signal", "working_dir",
+            "platform", "cap_add", "cap_drop", "security_opt",
+        )
+        if key in definition
+    }  # fmt: skip
+    for key in ("stdin_open", "tty", "read_only", "init"):
+        if key in definition:
+            spec[key] = check.boolean(definition[key], at(loc, key), problems)
+    for key in ("dns", "dns_search", "tmpfs"):
+        if key in definition:
+            value = definition[key]
+            spec[key] = [value] if isinstance(value, str) else value
+    if "stop_grace_period" in definition:
+        spec["stop_grace_period_s"] = check.duration_seconds(
+            definition["stop_grace_period"], at(loc, "stop_grace_period"), problems
+        )
+    if "shm_size" in definition:
+        spec["shm_size_bytes"] = check.memory_bytes(
+            definition["shm_size"], at(loc, "shm_size"), problems
+        )
+    if "extra_hosts" in definition:
+        spec["extra_hosts"] = _extra_hosts(definition["extra_hosts"])
+    if "sysctls" in definition:
+        spec["sysctls"] = {
+            key: text or "" for key, text, _ in _pairs(definition["sysctls"], at(loc, "sysctls"))
+        }
+    if "ulimits" in definition:
+        spec["ulimits"] = {
+            name: {"soft": limit, "hard": limit} if isinstance(limit, int) else limit
+            for name, limit in definition["ulimits"].items()
+        }
+    if "logging" in definition:
+        logging = definition["logging"]
+        check.keys(logging, check.LOGGING_KEYS, at(loc, "logging"), problems)
+        spec["logging"] = {
+            "driver": logging.get("driver", "json-file"),
+            "options": {key: check.text(v) for key, v in (logging.get("options") or {}).items()},
+        }
+    if "pull_policy" in definition:
+        spec["pull_policy"] = _pull_policy(
+            definition["pull_policy"], at(loc, "pull_policy"), problems
+        )
+    if "expose" in definition:
+        spec["expose"] = [check.text(port) for port in definition["expose"]]
+    return spec
+
+
+def _extra_hosts(value: dict[str, Any] | list[str]) -> list[str]:
+    """Compose's `name:address`, `name=address` or {name: address(es)} as `name:address`."""
+    if isinstance(value, dict):
+        return [
+            f"{name}:{address}"
+            for name, addresses in value.items()
+            for address in (addresses if isinstance(addresses, list) else [addresses])
+        ]
+    return [item.replace("=", ":", 1) if "=" in item else item for item in value]
+
+
+# Compose's pull policies by Berth's: `build` and `if_not_present` pull what is missing.
+_PULL_POLICIES = {
+    "always": "always",
+    "missing": "missing",
+    "if_not_present": "missing",
+    "build": "missing",
+    "never": "never",
+}
+
+
+def _pull_policy(value: str, loc: str, problems: Problems) -> str | None:
+    policy = _PULL_POLICIES.get(value)
+    if policy is None:
+        problems.unsupported(loc, f"pull_policy: {value}", "use always, missing or never")
+    return policy
+
+
+def _one_shot(
+    definition: dict[str, Any], spec: dict[str, Any], loc: str, problems: Problems
+) -> None:
+    """A service another waits to complete runs once: Compose does not restart it unless it
+    says so, and only `on-failure` is a restart that still ends."""
+    spec["one_shot"] = True
+    if "restart_policy" not in spec:
+        spec["restart_policy"] = "none"
+    elif spec["restart_policy"] == "any":
+        problems.add(
+            at(loc, "restart"),
+            "another service waits for this one to complete (service_completed_successfully): "
+            "it cannot restart always",
+        )
 
 
 def _command(value: str | list[str], loc: str, problems: Problems) -> list[str]:
@@ -509,24 +649,35 @@ def _port_number(value: Any, loc: str, problems: Problems) -> int | None:
 # --- Volumes ----------------------------------------------------------------------------------
 
 
-def _volumes(items: list[Any], loc: str, context: _Context) -> list[dict[str, Any]]:
+def _volumes(
+    items: list[Any], loc: str, context: _Context
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The mounts, and the container paths of anonymous volumes (`- /data`): each replica's
+    container gets a fresh volume of its own there, as Compose gives each container."""
     mounts: list[dict[str, Any]] = []
+    anonymous: list[str] = []
     for index, item in enumerate(items):
         item_loc = at(loc, index)
         if isinstance(item, dict):
             mount = _long_volume(item, item_loc, context)
         else:
             mount = _short_volume(item, item_loc, context)
-        if mount is not None:
+        if mount is None:
+            continue
+        if "source" in mount:
             mounts.append(mount)
-    return mounts
+        elif not mount["target"].startswith("/"):
+            context.problems.add(item_loc, "the container path must be absolute")
+        else:
+            anonymous.append(mount["target"])
+    return mounts, anonymous
 
 
 def _short_volume(text: str, loc: str, context: _Context) -> dict[str, Any] | None:
+    """A mount, or {"target": path} for an anonymous volume."""
     parts = text.split(":")
     if len(parts) == 1:
-        context.problems.unsupported(loc, "anonymous volume", "declare a named volume")
-        return None
+        return {"target": text}
     if len(parts) > 3:
         context.problems.add(loc, f'invalid volume {text!r} (e.g. "data:/var/lib/data:ro")')
         return None
@@ -547,9 +698,8 @@ def _long_volume(item: dict[str, Any], loc: str, context: _Context) -> dict[str,
         return None
     if not item.get("source"):
         if kind == "volume":
-            context.problems.unsupported(loc, "anonymous volume", "declare a named volume")
-        else:
-            context.problems.add(loc, "a bind mount needs a `source`")
+            return {"target": item.get("target", "")}
+        context.problems.add(loc, "a bind mount needs a `source`")
         return None
     read_only = check.boolean(item.get("read_only", False), at(loc, "read_only"), context.problems)
     return _mount(kind, item["source"], item.get("target", ""), read_only, loc, context)
@@ -654,10 +804,12 @@ def _depends_on(value: list[str] | dict[str, Any], loc: str, context: _Context) 
         condition_loc = at(dependency_loc, "condition")
         if isinstance(value, dict):
             check.keys(value[dependency], check.DEPENDS_ON_KEYS, dependency_loc, context.problems)
-        if dependency not in context.service_names:
+        if dependency in context.left_out:
+            context.problems.add(
+                dependency_loc, f"service '{dependency}' is in a profile that was not chosen"
+            )
+        elif dependency not in context.service_names:
             context.problems.add(dependency_loc, f"service '{dependency}' is not defined")
-        elif condition == "service_completed_successfully":
-            context.problems.unsupported(condition_loc, f"condition: {condition}")
         elif condition == "service_healthy" and dependency not in context.healthchecked:
             context.problems.add(
                 condition_loc, f"service '{dependency}' has no healthcheck to become healthy by"
@@ -665,6 +817,22 @@ def _depends_on(value: list[str] | dict[str, Any], loc: str, context: _Context) 
         else:
             depends_on[dependency] = condition
     return depends_on
+
+
+def _enabled(definition: Any, profiles: Collection[str]) -> bool:
+    """Compose's rule: a service in no profile always runs, else when one of its is chosen."""
+    own = definition.get("profiles") if isinstance(definition, dict) else None
+    return not own or any(profile in profiles for profile in own)
+
+
+def _awaited_to_complete(services: dict[str, Any]) -> frozenset[str]:
+    return frozenset(
+        dependency
+        for definition in services.values()
+        if isinstance(definition, dict) and isinstance(definition.get("depends_on"), dict)
+        for dependency, options in definition["depends_on"].items()
+        if (options or {}).get("condition") == "service_completed_successfully"
+    )
 
 
 def _has_healthcheck(definition: Any) -> bool:
@@ -767,6 +935,12 @@ def _deploy(deploy: dict[str, Any], loc: str, problems: Problems) -> dict[str, A
         fields["update_config"] = _update_config(
             deploy["update_config"], at(loc, "update_config"), problems
         )
+    if "rollback_config" in deploy:
+        # Compose's default order, as for update_config (which the stack's plan sets).
+        fields["rollback_config"] = {
+            "order": "stop-first",
+            **_update_config(deploy["rollback_config"], at(loc, "rollback_config"), problems),
+        }
     if "placement" in deploy:
         fields["placement"] = _placement(deploy["placement"], at(loc, "placement"), problems)
     return fields
@@ -774,20 +948,26 @@ def _deploy(deploy: dict[str, Any], loc: str, problems: Problems) -> dict[str, A
 
 def _resources(value: dict[str, Any], loc: str, problems: Problems) -> dict[str, Any]:
     check.keys(value, check.RESOURCES_KEYS, loc, problems)
-    limits = value.get("limits", {})
-    limits_loc = at(loc, "limits")
-    check.keys(limits, check.LIMITS_KEYS, limits_loc, problems)
-    resources: dict[str, Any] = {}
-    if "cpus" in limits:
-        try:
-            resources["cpus"] = float(limits["cpus"])
-        except ValueError:
-            problems.add(at(limits_loc, "cpus"), f"invalid number of CPUs {limits['cpus']!r}")
-    if "memory" in limits:
-        resources["memory_bytes"] = check.memory_bytes(
-            limits["memory"], at(limits_loc, "memory"), problems
+    resources = _amounts(value.get("limits", {}), at(loc, "limits"), problems)
+    if "reservations" in value:
+        resources["reservations"] = _amounts(
+            value["reservations"], at(loc, "reservations"), problems
         )
     return resources
+
+
+def _amounts(value: dict[str, Any], loc: str, problems: Problems) -> dict[str, Any]:
+    """The CPUs and memory of `limits` or `reservations`."""
+    check.keys(value, check.LIMITS_KEYS, loc, problems)
+    amounts: dict[str, Any] = {}
+    if "cpus" in value:
+        try:
+            amounts["cpus"] = float(value["cpus"])
+        except ValueError:
+            problems.add(at(loc, "cpus"), f"invalid number of CPUs {value['cpus']!r}")
+    if "memory" in value:
+        amounts["memory_bytes"] = check.memory_bytes(value["memory"], at(loc, "memory"), problems)
+    return amounts
 
 
 def _update_config(value: dict[str, Any], loc: str, problems: Problems) -> dict[str, Any]:

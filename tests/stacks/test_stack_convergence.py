@@ -29,6 +29,8 @@ services:
   cache:
     image: ${REGISTRY}/berth-test/busybox:latest
     command: ["sleep", "3600"]
+    deploy:
+      replicas: 3
 """
 
 CANNOT_START = """
@@ -98,7 +100,7 @@ def remove(stacks: Stacks, stack_id: str) -> None:
     assert done["status"] == "succeeded", done["error"]
 
 
-@pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.parametrize("attempt", range(4))
 def test_two_services_without_depends_on_deploy(stacks: Stacks, attempt: int) -> None:
     # Both services' replicas create the stack's network at the same moment, once the web's
     # build is done; the race is a matter of timing, so it runs a few times.

@@ -8,44 +8,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from app.core.db import Database
-from app.main import create_app
-from tests.support import Api, Services, wait_for
-from tests.testbed import Testbed
-
-# Short, so that a deploy that cannot finish fails within a test.
-DEADLINE_S = 3
-
-
-@pytest.fixture
-def services(api: Api, bed: Testbed) -> Iterator[Services]:
-    helper = Services(api, bed)
-    try:
-        yield helper
-    finally:
-        helper.cleanup()
-
-
-@pytest.fixture
-def impatient(
-    settings_factory: Callable[..., Settings], db: Database, bed: Testbed
-) -> Iterator[Services]:
-    """`services` with a converge deadline short enough to pass within a test."""
-    app = create_app(settings_factory(converge_deadline_seconds=DEADLINE_S))
-    with TestClient(app) as client:
-        helper = Services(Api(client, db), bed)
-        try:
-            yield helper
-        finally:
-            helper.cleanup()
+from tests.support import IMPATIENT_DEADLINE_S, Services, wait_for
 
 
 def networks_named(engine: docker.DockerClient, name: str) -> list[Any]:
@@ -127,7 +96,7 @@ def test_a_replica_that_cannot_start_is_replaced_and_says_why(
     # The converge gives up after the deadline, with the engine's reason.
     done = services.api.wait_operation(body["operation"]["id"], timeout=60)
     assert done["status"] == "failed", done
-    assert f"no further replica became ready in {DEADLINE_S} s" in done["error"]
+    assert f"no further replica became ready in {IMPATIENT_DEADLINE_S} s" in done["error"]
     assert "address already in use" in done["error"], done["error"]
 
     # The service says why, and keeps replacing the replica (with backoff) meanwhile.

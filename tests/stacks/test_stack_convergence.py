@@ -7,17 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from app.core.db import Database
-from app.main import create_app
-from tests.support import Api, Services, context_tar, free_port
+from tests.support import IMPATIENT_DEADLINE_S, Api, Services, context_tar, free_port
 from tests.testbed import Testbed
 
 TWO_SERVICES = """
@@ -39,8 +35,6 @@ services:
     image: ${REGISTRY}/berth-test/busybox:latest
     command: ["/no/such/program"]
 """
-
-DEADLINE_S = 3
 
 
 def web_context(registry: str) -> bytes:
@@ -81,16 +75,10 @@ class Stacks(Services):
 
 
 @pytest.fixture
-def stacks(
-    settings_factory: Callable[..., Settings], db: Database, bed: Testbed
-) -> Iterator[Stacks]:
-    app = create_app(settings_factory(converge_deadline_seconds=DEADLINE_S))
-    with TestClient(app) as client:
-        helper = Stacks(Api(client, db), bed)
-        try:
-            yield helper
-        finally:
-            helper.cleanup()
+def stacks(impatient_api: Api, bed: Testbed) -> Iterator[Stacks]:
+    helper = Stacks(impatient_api, bed)
+    yield helper
+    helper.cleanup()
 
 
 def remove(stacks: Stacks, stack_id: str) -> None:
@@ -124,7 +112,7 @@ def test_a_deploy_that_cannot_finish_fails_after_the_deadline_saying_why(
     stack_id = body["stack"]["id"]
     done = stacks.api.wait_operation(body["operation"]["id"], timeout=90)
     assert done["status"] == "failed", done
-    assert f"no further replica became ready in {DEADLINE_S} s" in done["error"]
+    assert f"no further replica became ready in {IMPATIENT_DEADLINE_S} s" in done["error"]
     assert "/no/such/program" in done["error"], done["error"]
 
     stack = stacks.api.get(f"/stacks/{stack_id}").json()

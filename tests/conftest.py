@@ -23,7 +23,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import Base
-from tests.support import BOOTSTRAP_TOKEN, Api
+from tests.support import BOOTSTRAP_TOKEN, IMPATIENT_DEADLINE_S, Api
 from tests.testbed import Testbed, testbed
 
 
@@ -148,6 +148,15 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
 def api(settings: Settings, db: Database) -> Iterator[Api]:
     app = create_app(settings)
     with TestClient(app) as client:
+        yield Api(client, db)
+
+
+@pytest.fixture
+def impatient_api(settings_factory: Callable[..., Settings], db: Database) -> Iterator[Api]:
+    """`api` whose service.converge and stack.deploy give up after `IMPATIENT_DEADLINE_S`
+    without a further replica becoming ready."""
+    settings = settings_factory(converge_deadline_seconds=IMPATIENT_DEADLINE_S)
+    with TestClient(create_app(settings)) as client:
         yield Api(client, db)
 
 

@@ -36,6 +36,9 @@ from app.tokens import service as tokens
 from tests.testbed import Testbed, remove_containers
 
 BOOTSTRAP_TOKEN = "berth_test_bootstrap_token_0123456789"
+# The converge deadline of `impatient_api`: short, so that a wait that cannot finish fails
+# within a test.
+IMPATIENT_DEADLINE_S = 3
 
 
 class Api:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.containers import policy
+from app.containers import network_lock, policy
 from app.containers.engine_config import create_body, is_newer, labels_for, observed
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
@@ -103,9 +103,11 @@ def _create_once(
     for volume in spec.volumes:
         if not volume.is_bind and engine.ensure_volume(volume.source, berth_labels):
             ctx.log(f"created volume {volume.source}")
+    # A volume needs no lock: the engine creates a name once and hands it to later creators.
     for network in spec.networks:
-        if engine.ensure_network(network, berth_labels):
-            ctx.log(f"created network {network}")
+        with network_lock.creating(ctx.app.db, host_id=str(ctx.claim.host_id), name=network):
+            if engine.ensure_network(network, berth_labels):
+                ctx.log(f"created network {network}")
     labels = labels_for(container_id, ctx.id, spec, service_labels)
     body = create_body(spec, labels=labels, image=spec.image)
     secret_values = _secret_values(ctx, spec)
@@ -183,6 +185,19 @@ def secret_files(refs: list[SecretReference], values: dict[str, str]) -> bytes:
 
 @handler("container.create")
 def create(ctx: OperationContext) -> dict[str, Any]:
+    try:
+        return _create(ctx)
+    except (PermanentError, TransientError, EngineError) as exc:
+        # Why the container is not running, on the container: a service reports its replicas'
+        # last error, and a replica whose create ended with one is replaced.
+        with ctx.session() as session:
+            container = session.get(Container, ctx.claim.target_id, with_for_update=True)
+            if container is not None and container.error != str(exc):
+                container.error = str(exc)
+        raise
+
+
+def _create(ctx: OperationContext) -> dict[str, Any]:
     spec, name, service_labels, desired = _intent(ctx)
     try:
         # Again here: a spec stored before a rule existed (a service's revision) is no way in.

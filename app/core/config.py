@@ -151,6 +151,13 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(
         default=2.0, gt=0, description="Safety-net interval of the service reconciler."
     )
+    converge_deadline_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a service.converge or stack.deploy operation waits without a "
+        "further replica becoming ready (beyond its services' update delay and monitor time) "
+        "before it fails with the reason the services give.",
+    )
     image_sync_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )

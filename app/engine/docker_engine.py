@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import docker
@@ -16,6 +18,20 @@ from docker.tls import TLSConfig
 
 from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
 from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp, system_trust_store
+
+_TIMESTAMP = re.compile(r"(?P<base>[^.]+?)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)")
+
+
+def created_at(details: dict[str, Any]) -> tuple[datetime, int]:
+    """An object's `Created` as (UTC time to the second, nanoseconds), in the order of time:
+    the engine writes RFC 3339 with up to nine fractional digits and drops trailing zeros, so
+    its text does not sort."""
+    match = _TIMESTAMP.fullmatch(str(details.get("Created", "")))
+    if match is None:
+        return datetime.max.replace(tzinfo=UTC), 0
+    zone = "+00:00" if match["zone"] == "Z" else match["zone"]
+    base = datetime.fromisoformat(match["base"] + zone).astimezone(UTC)
+    return base, int((match["fraction"] or "0").ljust(9, "0")[:9])
 
 
 @dataclass(frozen=True)
@@ -162,27 +178,57 @@ class DockerEngine:
                 self.api.create_volume(name, labels=labels)
             return True
 
-    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
-        """Create the named bridge network if missing. True if it was created."""
+    def _networks_named(self, name: str) -> list[dict[str, Any]]:
+        """The networks called exactly `name` (the engine's filter matches parts of names)."""
         with translate_errors(f"list networks {name}"):
-            found = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
-        if found:
-            return False
-        try:
-            with translate_errors(f"create network {name}"):
-                # Without the duplicate check the engine makes a second network of the same
-                # name when two replicas create it at once, and they cannot see each other.
-                self.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
-        except EngineRejected as exc:
-            if "already exists" not in str(exc):
-                raise
-            return False
-        return True
+            found: list[dict[str, Any]] = self.api.networks(names=[name])
+        return [n for n in found if n.get("Name") == name]
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Make `name` one bridge network on this engine: create it if missing, and remove the
+        unused copies Berth made if there are several. True if it was created.
+
+        The engine's duplicate check lists, then creates: two creators at once make two
+        networks of one name, and a container on that name then fails to start ("ambiguous").
+        Callers serialise their creators; this repairs what a race outside them left."""
+        found = self._networks_named(name)
+        created = False
+        if not found:
+            try:
+                with translate_errors(f"create network {name}"):
+                    self.api.create_network(
+                        name, driver="bridge", labels=labels, check_duplicate=True
+                    )
+                created = True
+            except EngineRejected as exc:
+                if "already exists" not in str(exc):
+                    raise
+            found = self._networks_named(name)
+        if len(found) > 1:
+            self._remove_duplicates(name, found)
+        return created
+
+    def _remove_duplicates(self, name: str, found: list[dict[str, Any]]) -> None:
+        """Keep one of the networks called `name`: one in use if any, else the oldest (then
+        the lowest id), so that every repairer keeps the same one. A copy with containers
+        cannot go without cutting them off, and one Berth did not make is not Berth's."""
+        details = []
+        for network in found:
+            with contextlib.suppress(ObjectNotFound), translate_errors(f"inspect network {name}"):
+                details.append(self.api.inspect_network(network["Id"]))
+        details.sort(key=lambda n: (not n.get("Containers"), created_at(n), str(n["Id"])))
+        for network in details[1:]:
+            if network.get("Containers"):
+                continue
+            if (network.get("Labels") or {}).get("berth.managed") != "true":
+                continue
+            # Refused: a container started on it meanwhile; it stays.
+            with contextlib.suppress(EngineRejected), translate_errors(f"remove network {name}"):
+                self.api.remove_network(network["Id"])
 
     def remove_network(self, name: str) -> bool:
         """Remove a network Berth created; False if there is none (or it is not Berth's)."""
-        with translate_errors(f"list networks {name}"):
-            found = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
+        found = self._networks_named(name)
         ours = [n for n in found if (n.get("Labels") or {}).get("berth.managed") == "true"]
         for network in ours:
             with translate_errors(f"remove network {name}"):

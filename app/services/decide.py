@@ -101,6 +101,9 @@ class SlotState:
     # The revision whose replica of a `one_shot` service exited 0: a task (Compose's init
     # service) that finished, counted as done, not as failing.
     completed: int | None = None
+    # Why its last replica failed, when an operation said (the engine refused to start it):
+    # what the service's status reports until the slot has a ready replica again.
+    reason: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SlotState:
@@ -111,6 +114,7 @@ class SlotState:
             retry_at=datetime.fromisoformat(retry_at) if retry_at else None,
             done=bool(data.get("done", False)),
             completed=None if completed is None else int(completed),
+            reason=data.get("reason"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +125,8 @@ class SlotState:
             data["done"] = True
         if self.completed is not None:
             data["completed"] = self.completed
+        if self.reason is not None:
+            data["reason"] = self.reason
         return data
 
 
@@ -164,6 +170,8 @@ class TaskView:
     created_at: datetime
     # An operation on it is queued or running: left alone until it ends.
     busy: bool = False
+    # Why the last operation on it failed (None once one succeeds).
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,8 +332,9 @@ class _Pass:
             return False
         if task.state in _FAILED_STATES or task.health == "unhealthy":
             return True
-        # Its create operation ended without a container (the engine refused it).
-        return task.state == "pending"
+        # Its create operation ended without a container (the engine refused it), or with one
+        # the engine would not start: neither is ever started by anyone else.
+        return task.state == "pending" or (task.state == "created" and task.error is not None)
 
     def remove(self, task: TaskView) -> None:
         if task.id in self.busy:
@@ -484,10 +493,19 @@ def decide(snapshot: Snapshot, now: datetime) -> Decision:
         _status(
             step,
             ServiceStatus.CONVERGING,
-            f"{ready_slots}/{service.replicas} replicas ready",
+            f"{ready_slots}/{service.replicas} replicas ready" + _last_failure(slots, service),
             degraded_if_unplaceable=True,
         )
     return Decision(tuple(step.actions), spread)
+
+
+def _last_failure(slots: Mapping[int, SlotState], service: ServiceView) -> str:
+    """Why a slot still has no replica, when an operation said: the first such slot's reason."""
+    for slot in sorted(slots):
+        reason = slots[slot].reason
+        if reason is not None and slot <= service.replicas:
+            return f"; replica {slot}: {reason}"
+    return ""
 
 
 def _count_failures(step: _Pass, slots: dict[int, SlotState]) -> Rollout | None:
@@ -516,9 +534,12 @@ def _count_failures(step: _Pass, slots: dict[int, SlotState]) -> Rollout | None:
             failures=failures,
             retry_at=step.now + backoff(failures),
             done=state.done or policy == "none" or (policy == "on-failure" and task.exit_code == 0),
+            reason=task.error,
         )
         if rollout and rollout.phase == RolloutPhase.UPDATING and task.revision == step.revision:
             ended = "became unhealthy" if task.health == "unhealthy" else "ended: " + task.state
+            if task.error is not None:
+                ended = "failed: " + task.error
             exit_code = f" (exit code {task.exit_code})" if task.exit_code is not None else ""
             rollout = replace(
                 rollout,

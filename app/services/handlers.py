@@ -10,6 +10,7 @@ from app.core.db import utcnow
 from app.operations.context import Deferred, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.services import service as services
+from app.services.deadline import Mark, allowance
 from app.services.models import RolloutOutcome, RolloutPhase, Service, ServiceStatus
 
 _LOOK_AGAIN_SECONDS = 0.5
@@ -27,6 +28,8 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
         read = services.to_read(session, service)
         # The row's enums, not the text the reader shows: asked, never parsed.
         status, outcome = service.status, service.outcome
+    now = utcnow()
+    mark = Mark.carried(ctx.claim.progress, read.replicas.healthy, now)
     progress = {
         "status": read.status,
         "revision": read.revision,
@@ -34,6 +37,7 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
         "running": read.replicas.running,
         "healthy": read.replicas.healthy,
         "detail": read.status_detail,
+        **mark.to_json(),
     }
     ctx.progress(progress)
     if ctx.params.get("removing"):
@@ -51,5 +55,11 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
         raise PermanentError(f"the update is paused: {read.status_detail}")
     if status == ServiceStatus.RUNNING and read.revision == target:
         ctx.progress(progress, force=True)
-        return {**progress, "settled_at": utcnow().isoformat()}
+        return {**progress, "settled_at": now.isoformat()}
+    # The service keeps trying (it replaces failed replicas with backoff); only the wait ends.
+    if mark.overdue(now, allowance(ctx.app.settings.converge_deadline_seconds, [read.spec])):
+        raise PermanentError(
+            f"no further replica became ready in {ctx.app.settings.converge_deadline_seconds:g} s:"
+            f" {read.status}, {read.status_detail or 'no reason given'}"
+        )
     raise Deferred(_LOOK_AGAIN_SECONDS)

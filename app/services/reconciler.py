@@ -155,6 +155,7 @@ def _snapshot(
                 ready_at=task.ready_at,
                 created_at=task.created_at,
                 busy=task.id in busy,
+                error=task.error,
             )
             for task in tasks.values()
         ),

@@ -157,6 +157,9 @@ class Task(BaseModel):
     health: str | None
     revision: int | None
     desired_state: str
+    error: str | None = Field(
+        default=None, description="Why the last operation on the replica failed (start, create)"
+    )
 
 
 class ServiceRead(BaseModel):
@@ -168,7 +171,10 @@ class ServiceRead(BaseModel):
     status: Literal[
         "converging", "running", "updating", "rolling_back", "paused", "degraded", "removing"
     ]
-    status_detail: str | None
+    status_detail: str | None = Field(
+        description="Progress, or why the service cannot converge: the outcome of the last "
+        "rollout, the replicas that cannot be placed, or the last replica error"
+    )
     replicas: ReplicaCounts
     rollout: dict[str, Any] | None
     tasks: list[Task]

@@ -143,6 +143,7 @@ def _read(service: Service, tasks: list[Container], reachable: set[str]) -> Serv
                 health=t.health,
                 revision=t.revision,
                 desired_state=t.desired_state,
+                error=t.error,
             )
             for t in tasks
         ],

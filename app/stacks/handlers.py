@@ -19,6 +19,7 @@ from app.operations.context import Deferred, OperationContext, PermanentError, T
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
 from app.operations.registry import handler
 from app.services import service as services
+from app.services.deadline import Mark, allowance
 from app.services.decide import completed, slots_from_json
 from app.services.models import RolloutPhase, Service, ServiceStatus
 from app.services.schemas import ServiceSpec
@@ -43,9 +44,7 @@ def _fail(ctx: OperationContext, message: str) -> PermanentError:
     with ctx.session() as session:
         stack = _stack(ctx, session)
         if stack.generation == int(ctx.params["generation"]) and not stack.removing:
-            stack.status, stack.status_detail = "failed", message
-            stack.updated_at = utcnow()
-            stack.version += 1
+            _set_detail(stack, "failed", message)
     return PermanentError(message)
 
 
@@ -173,10 +172,17 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
             )
         ]
         leftover = [s.name for s in existing.values() if s.name not in planned]
+        step = "; ".join([*waiting, *unsettled]) or "converging"
         if not (waiting or unsettled or leftover or changed):
-            stack.status, stack.status_detail = "running", None
-            stack.updated_at = utcnow()
-            stack.version += 1
+            _set_detail(stack, "running", None)
+        elif not broken:
+            # What the deploy waits for, on the stack itself: a service's last replica error.
+            _set_detail(stack, "deploying", step)
+        members_now = [s for s in by_compose.values() if s is not None]
+        # Services created so far and replicas ready: what counts as getting closer.
+        ready = len(members_now) + sum(
+            r.replicas.healthy for r in services.to_reads(session, members_now)
+        )
     if done:
         ctx.log_lines([("info", line) for line in done])
     if changed:
@@ -184,9 +190,22 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
     if broken:
         raise _fail(ctx, "; ".join(f"{s.name}: {s.status_detail or s.status}" for s in broken))
     if waiting or unsettled or leftover or changed:
-        ctx.progress({"step": "; ".join([*waiting, *unsettled]) or "converging"})
+        now = utcnow()
+        mark = Mark.carried(ctx.claim.progress, ready, now)
+        specs = [ServiceSpec.model_validate(item["spec"]) for item in plan["services"]]
+        deadline = ctx.app.settings.converge_deadline_seconds
+        if mark.overdue(now, allowance(deadline, specs)):
+            raise _fail(ctx, f"no further replica became ready in {deadline:g} s: {step}")
+        ctx.progress({"step": step, **mark.to_json()})
         raise Deferred(_LOOK_AGAIN_SECONDS)
     return {"generation": generation, "services": sorted(planned)}
+
+
+def _set_detail(stack: Stack, status: str, detail: str | None) -> None:
+    if (stack.status, stack.status_detail) != (status, detail):
+        stack.status, stack.status_detail = status, detail
+        stack.updated_at = utcnow()
+        stack.version += 1
 
 
 @handler("stack.remove")

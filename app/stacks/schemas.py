@@ -72,7 +72,10 @@ class StackRead(BaseModel):
     networks: list[str]
     volumes: list[str]
     status: Literal["deploying", "running", "failed", "removing"]
-    status_detail: str | None
+    status_detail: str | None = Field(
+        description="While deploying, what the deploy waits for (a service's last replica "
+        "error among it); when failed, why"
+    )
     generation: int
     created_at: datetime
     updated_at: datetime

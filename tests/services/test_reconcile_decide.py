@@ -71,6 +71,7 @@ def task(
     ready_at: datetime | None = EARLIER,
     created_at: datetime = EARLIER,
     busy: bool = False,
+    error: str | None = None,
 ) -> TaskView:
     """A replica; by default running and ready for ten minutes on h1."""
     return TaskView(
@@ -85,6 +86,7 @@ def task(
         ready_at=ready_at if state == "running" else None,
         created_at=created_at,
         busy=busy,
+        error=error,
     )
 
 
@@ -182,6 +184,16 @@ def status_updating(ready: int, replicas: int = 2, revision: int = 2) -> SetStat
 
 
 FAILED_REASON = "replica 1 of revision 2 ended: exited (exit code 1)"
+AMBIGUOUS = "the container failed to start: network app_default is ambiguous (2 matches found)"
+
+
+def converging_because(ready: int, replicas: int, why: str) -> SetStatus:
+    return SetStatus(
+        ServiceStatus.CONVERGING,
+        f"{ready}/{replicas} replicas ready; {why}",
+        degraded_if_unplaceable=True,
+    )
+
 
 CASES = [
     # Steady state.
@@ -361,6 +373,87 @@ CASES = [
         steps=removed("a"),
         status=converging(0, 1),
         slots={1: SlotState(failures=1, retry_at=NOW + seconds(0.5))},
+    ),
+    # Replicas the engine would not start.
+    Case(
+        "a replica left created by a failed start counts as failed; the slot keeps why",
+        snapshot(task("a", 1, state="created", error=AMBIGUOUS), replicas=1),
+        steps=removed("a"),
+        status=converging_because(0, 1, f"replica 1: {AMBIGUOUS}"),
+        slots={1: SlotState(failures=1, retry_at=NOW + seconds(0.5), reason=AMBIGUOUS)},
+    ),
+    Case(
+        "a replica whose create was refused gives its reason too",
+        snapshot(task("a", 1, state="pending", error="no such image"), replicas=1),
+        steps=removed("a"),
+        status=converging_because(0, 1, "replica 1: no such image"),
+        slots={1: SlotState(failures=1, retry_at=NOW + seconds(0.5), reason="no such image")},
+    ),
+    Case(
+        "a created replica whose start is still being tried is not a failure",
+        snapshot(task("a", 1, state="created", error=AMBIGUOUS, busy=True), replicas=1),
+        steps=(),
+        status=converging(0, 1),
+        slots={},
+    ),
+    Case(
+        "a created replica with no error is no failure (its start has not been tried)",
+        snapshot(task("a", 1, state="created"), replicas=1),
+        steps=(),
+        status=converging(0, 1),
+        slots={},
+    ),
+    Case(
+        "a slot backing off after a failed start is refilled later and still says why",
+        snapshot(
+            task("b", 2),
+            slots={1: SlotState(failures=3, retry_at=NOW + seconds(2), reason=AMBIGUOUS)},
+        ),
+        steps=(),
+        status=converging_because(1, 2, f"replica 1: {AMBIGUOUS}"),
+    ),
+    Case(
+        "the first slot that says why is reported",
+        snapshot(
+            slots={
+                2: SlotState(failures=1, retry_at=NOW - seconds(1), reason="port taken"),
+                1: SlotState(failures=1, retry_at=NOW - seconds(1)),
+            },
+        ),
+        steps=(StartReplica(1), StartReplica(2)),
+        status=converging_because(0, 2, "replica 2: port taken"),
+    ),
+    Case(
+        "a slot beyond the replica count says nothing",
+        snapshot(
+            task("b", 2),
+            slots={3: SlotState(failures=1, retry_at=NOW - seconds(1), reason="scaled away")},
+        ),
+        steps=(StartReplica(1),),
+        status=converging(1),
+    ),
+    Case(
+        "a replica ready again clears its slot's reason",
+        snapshot(
+            task("a", 1),
+            task("b", 2),
+            status=ServiceStatus.CONVERGING,
+            slots={1: SlotState(failures=2, retry_at=EARLIER, reason=AMBIGUOUS)},
+        ),
+        steps=(),
+        status=running(),
+        slots={},
+    ),
+    Case(
+        "update: a new replica that would not start fails the update with its reason",
+        during_update(
+            task("a2", 1, revision=2, state="created", error=AMBIGUOUS),
+            task("b", 2),
+            spec=spec(update_config={"failure_action": "pause"}),
+            rollout=updating(in_progress=(1,)),
+        ),
+        steps=(*removed("a2"), PauseUpdate(f"replica 1 of revision 2 failed: {AMBIGUOUS}")),
+        status=SetStatus(ServiceStatus.PAUSED, f"replica 1 of revision 2 failed: {AMBIGUOUS}"),
     ),
     # Hosts.
     Case(
@@ -743,3 +836,9 @@ def test_rollout_and_slots_keep_their_stored_form() -> None:
     assert slots_to_json(slots_from_json(slots)) == slots
     done = {"2": {"failures": 1, "retry_at": "2026-11-30T12:00:01+00:00", "done": True}}
     assert slots_to_json(slots_from_json(done)) == done
+
+
+def test_a_slots_reason_keeps_its_stored_form() -> None:
+    stored = {"1": {"failures": 2, "retry_at": "2026-11-30T12:00:01+00:00", "reason": "why"}}
+    assert slots_to_json(slots_from_json(stored)) == stored
+    assert slots_from_json(stored)[1].reason == "why"

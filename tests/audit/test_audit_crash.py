@@ -3,10 +3,7 @@ finish anything) right after answering 2xx has already stored the entry."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,41 +13,23 @@ from app.audit import keys, service
 from app.audit.models import AuditEntry
 from app.core.db import Database
 from app.hosts.models import Host
-from tests.support import BOOTSTRAP_TOKEN, free_port, stop_process, wait_for
+from tests.support import BOOTSTRAP_TOKEN, start_serve, stop_process
 
 HOST = {"name": "h", "url": "tcp://10.203.0.2:2375", "insecure": True}
 
 
 def test_a_server_killed_right_after_a_2xx_leaves_the_audit_entry(tmp_path: Path) -> None:
-    port = free_port()
     url = f"sqlite:///{tmp_path / 'berth.db'}"
     env = {
-        **os.environ,
         "BERTH_DATABASE_URL": url,
         "BERTH_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
         "BERTH_REGISTER_LOCAL_HOST": "false",
         "BERTH_LOG_LEVEL": "WARNING",
     }
-    with (tmp_path / "serve.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-workers"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
+    process, port = start_serve(tmp_path, env, "--no-workers")
     try:
-        wait_for(ready, timeout=30, what="berth serve to be ready")
         response = httpx.post(
-            f"{base}/api/v1/hosts",
+            f"http://127.0.0.1:{port}/api/v1/hosts",
             json=HOST,
             headers={"Authorization": f"Bearer {BOOTSTRAP_TOKEN}", "X-Request-ID": "crash-1"},
         )

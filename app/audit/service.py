@@ -128,10 +128,18 @@ def append_request(
     )
 
 
-def _stored_version(obj: Any) -> int:
-    history = inspect(obj).attrs.version.history
-    version: int = history.deleted[0] if history.deleted else obj.version
-    return version
+def _versions(obj: Any, *, new: bool, deleted: bool) -> tuple[str, int | None, int | None] | None:
+    """(id, version before, version after) of a versioned row, from what the session already
+    holds: this runs inside a flush, where loading an expired attribute must not happen."""
+    state = inspect(obj)
+    resource_id, version = state.dict.get("id"), state.dict.get("version")
+    if not isinstance(resource_id, str) or not isinstance(version, int):
+        return None
+    history = state.attrs.version.history
+    stored = history.deleted[0] if history.deleted else version
+    if new:
+        return resource_id, None, version
+    return resource_id, stored, None if deleted else version
 
 
 @event.listens_for(Session, "after_flush")
@@ -143,15 +151,10 @@ def _capture_versions(session: Session, _context: Any) -> None:
         return
     versions = session.info.setdefault(_VERSIONS, {})
     for obj in (*session.new, *session.dirty, *session.deleted):
-        resource_id = getattr(obj, "id", None)
-        if not isinstance(resource_id, str) or not isinstance(getattr(obj, "version", None), int):
+        found = _versions(obj, new=obj in session.new, deleted=obj in session.deleted)
+        if found is None:
             continue
-        if obj in session.new:
-            before, after = None, obj.version
-        elif obj in session.deleted:
-            before, after = _stored_version(obj), None
-        else:
-            before, after = _stored_version(obj), obj.version
+        resource_id, before, after = found
         first = versions.get(resource_id)
         versions[resource_id] = (first[0] if first else before, after)
 

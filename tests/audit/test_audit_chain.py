@@ -66,8 +66,9 @@ def test_an_entry_carries_the_pci_fields_for_a_success_and_a_refusal(api: Api) -
     assert refused.status_code == 403
     invalid = api.patch(f"/hosts/{host_id}", json={"name": "x", "unknown": 1})
     assert invalid.status_code == 422
+    assert api.delete(f"/hosts/{host_id}").status_code == 204
     items = api.get("/audit").json()["items"]
-    created, renamed, forbidden, rejected = items
+    created, renamed, forbidden, rejected, deleted = items
     admin = api.get("/tokens").json()["items"]
     assert created["token_id"] and created["token_id"] in {t["id"] for t in admin}
     assert created["actor"].endswith(f"({created['token_id']})")
@@ -88,6 +89,7 @@ def test_an_entry_carries_the_pci_fields_for_a_success_and_a_refusal(api: Api) -
     assert [rejected[k] for k in ("success", "outcome", "resource_id")] == [False, 422, host_id]
     # Nothing changed: no version to speak of.
     assert (rejected["version_before"], rejected["version_after"]) == (None, None)
+    assert (deleted["version_before"], deleted["version_after"]) == (2, None)
     assert all(entry["at"] and entry["mac"] for entry in items)
     assert api.get("/audit/verify").json()["ok"]
 

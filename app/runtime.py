@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.models import IdempotencyRecord
+from app.audit import keys as audit_keys
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
@@ -64,6 +65,7 @@ def prepare(context: AppContext) -> None:
     load_handlers()
     context.register_engine_resolver(functools.partial(hosts.engine_for_host, context))
     context.load_cipher(encrypted=ENCRYPTED_COLUMNS)
+    audit_keys.load(context.db, context.settings.effective_audit_key_file)
     settings = context.settings
     if settings.bootstrap_token is not None:
         secret = settings.bootstrap_token.get_secret_value()

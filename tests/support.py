@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -145,6 +147,40 @@ def served(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def start_serve(
+    tmp_path: Path,
+    env: dict[str, str],
+    *args: str,
+    name: str = "serve",
+    ready_path: str = "/healthz",
+    timeout: float = 30,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A `berth serve` process run in `tmp_path` with `env` added to this one's, its output in
+    `<name>.log` there; returns it, ready, and its port."""
+    port = free_port()
+    with (tmp_path / f"{name}.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            stderr=log,
+            stdout=log,
+        )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{ready_path}").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"berth serve {name} to be ready")
+    except BaseException:
+        stop_process(process, grace=5)
+        raise
+    return process, port
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AuditEntryRead(BaseModel):
@@ -19,8 +19,15 @@ class AuditEntryRead(BaseModel):
     request_id: str | None
     source: str | None
     outcome: int
+    token_id: str | None
+    success: bool | None
+    resource_type: str | None
+    resource_id: str | None
+    version_before: int | None
+    version_after: int | None
     prev_hash: str
     hash: str
+    mac: str | None
 
 
 class AuditVerification(BaseModel):
@@ -28,3 +35,20 @@ class AuditVerification(BaseModel):
     entries: int
     first_bad: int | None
     detail: str | None
+
+
+class AuditCheckpoint(BaseModel):
+    """The chain's head at a time, signed: keep these outside Berth, and an export checks
+    against them offline (`python -m app.audit.verify_export`)."""
+
+    seq: int
+    hash: str
+    at: str
+    keyed_from: int
+    public_key: str = Field(description="The Ed25519 public key, base64 of its 32 raw bytes")
+    signature: str = Field(description="Ed25519 over seq, hash, at and keyed_from, base64")
+
+
+class AuditPublicKey(BaseModel):
+    algorithm: str = "Ed25519"
+    public_key: str = Field(description="Base64 of the 32 raw bytes")

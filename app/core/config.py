@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         "(or in the working directory for PostgreSQL). Created when absent and nothing is "
         "encrypted yet.",
     )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="The audit trail's keys (HMAC chain key, Ed25519 checkpoint signing key); "
+        "default: berth-audit.key beside the key file. Created (0600) when absent and no "
+        "entry is keyed yet. Keep it outside the database, and back it up apart from it.",
+    )
     bootstrap_token: SecretStr | None = Field(
         default=None, description="An admin token accepted from the first start."
     )
@@ -240,6 +246,12 @@ class Settings(BaseSettings):
             if db_path and db_path != ":memory:":
                 return Path(db_path).resolve().parent / "berth.key"
         return Path("berth.key").resolve()
+
+    @property
+    def effective_audit_key_file(self) -> Path:
+        if self.audit_key_file is not None:
+            return self.audit_key_file
+        return self.effective_key_file.parent / "berth-audit.key"
 
 
 @lru_cache

@@ -46,20 +46,25 @@ def load_or_create_key(path: Path, *, may_create: bool) -> Cipher:
             f"key file {path} is missing but the database holds encrypted secrets; "
             "restore the key file or set BERTH_KEY_FILE to it"
         )
+    return Cipher(publish_private_file(path, Fernet.generate_key() + b"\n").strip())
+
+
+def publish_private_file(path: Path, content: bytes) -> bytes:
+    """Create `path` (mode 0600) holding `content`, unless it exists; return what it holds.
+
+    Written whole under a private name, then published with link(), which fails if the file
+    exists: processes starting together agree on one key and never read a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    # Written whole under a private name, then published with link(), which fails if the file
-    # exists: processes starting together agree on one key and never read a half-written one.
     draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
+        handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
     try:
         os.link(draft, path)
     except FileExistsError:
-        return Cipher(path.read_bytes().strip())
+        return path.read_bytes()
     finally:
         draft.unlink()
-    return Cipher(key)
+    return content

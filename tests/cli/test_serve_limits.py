@@ -3,17 +3,13 @@ heads, tried with raw sockets against a real server process."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support import free_port, stop_process, wait_for
+from tests.support import start_serve, stop_process
 
 HEAD_TIMEOUT = 1.0
 
@@ -22,33 +18,14 @@ HEAD_TIMEOUT = 1.0
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A `berth serve` (no engine, no workers) with a 1 s head timeout; yields its port."""
     tmp_path = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "BERTH_DATABASE_URL": f"sqlite:///{tmp_path / 'berth.db'}",
-            "BERTH_REGISTER_LOCAL_HOST": "false",
-            "BERTH_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
-            "BERTH_LOG_LEVEL": "WARNING",
-        }
-    )
-    with (tmp_path / "serve.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-workers"],
-            cwd=tmp_path,
-            env=env,
-            stderr=log,
-            stdout=log,
-        )
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
+    env = {
+        "BERTH_DATABASE_URL": f"sqlite:///{tmp_path / 'berth.db'}",
+        "BERTH_REGISTER_LOCAL_HOST": "false",
+        "BERTH_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
+        "BERTH_LOG_LEVEL": "WARNING",
+    }
+    process, port = start_serve(tmp_path, env, "--no-workers")
     try:
-        wait_for(ready, timeout=30, what="berth serve to be ready")
         yield port
     finally:
         stop_process(process, grace=15)

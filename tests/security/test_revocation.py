@@ -3,10 +3,8 @@ long streams it opened there end too."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ import docker
 import httpx
 import pytest
 
-from tests.support import free_port, wait_for
+from tests.support import start_serve, wait_for
 from tests.testbed import Testbed, remove_containers
 
 BOOTSTRAP = "berth_revocation_test_token_abcdefghijk"
@@ -24,35 +22,15 @@ ADMIN = {"Authorization": f"Bearer {BOOTSTRAP}"}
 
 
 def _serve(tmp_path: Path, name: str, database: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "BERTH_DATABASE_URL": f"sqlite:///{database}",
-            "BERTH_KEY_FILE": str(tmp_path / "berth.key"),
-            "BERTH_BOOTSTRAP_TOKEN": BOOTSTRAP,
-            "BERTH_REGISTER_LOCAL_HOST": "false",
-            "BERTH_LOG_LEVEL": "WARNING",
-        }
-    )
-    with (tmp_path / f"{name}.log").open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stderr=log,
-            stdout=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(ready, timeout=60, what=f"berth serve {name} to be ready")
-    return server, f"{base}/api/v1"
+    env = {
+        "BERTH_DATABASE_URL": f"sqlite:///{database}",
+        "BERTH_KEY_FILE": str(tmp_path / "berth.key"),
+        "BERTH_BOOTSTRAP_TOKEN": BOOTSTRAP,
+        "BERTH_REGISTER_LOCAL_HOST": "false",
+        "BERTH_LOG_LEVEL": "WARNING",
+    }
+    server, port = start_serve(tmp_path, env, name=name, ready_path="/readyz", timeout=60)
+    return server, f"http://127.0.0.1:{port}/api/v1"
 
 
 @pytest.fixture

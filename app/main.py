@@ -96,6 +96,7 @@ def create_app(
         # Berth's own pages replace FastAPI's, which load their scripts from a public CDN.
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.context = context
     app.state.metrics = metrics

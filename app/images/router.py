@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.api.uploads import checked_apart
@@ -41,7 +42,7 @@ def list_images(
         return Page(items=[service.to_read(i) for i in rows], next_cursor=next_cursor)
 
 
-@router.get("/{image_id}", summary="Get an image")
+@router.get("/{image_id}", summary="Get an image", openapi_extra=versioned(sends_etag=True))
 def get_image(image_id: str, response: Response, context: Ctx, _: Viewer) -> ImageRead:
     with context.db.session(write=False) as session:
         read = service.to_read(service.get(session, image_id=image_id))

@@ -182,7 +182,8 @@ class ContainerSpec(BaseModel):
     registry_id: str | None = Field(default=None, description="Credentials for pulling the image")
     secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
         default_factory=list,
-        description="Delivered when the container is created: files (default) or env values",
+        description="Delivered when the container is created: files (default) or env values. "
+        'Each a name alone (`"db_password"`: the file /run/secrets/db_password) or an object.',
     )
     network_aliases: Annotated[list[NetworkAlias], Field(max_length=16)] = Field(
         default_factory=list, description="Extra DNS names on each of `networks`"
@@ -239,6 +240,25 @@ class ContainerSpec(BaseModel):
 
 
 class ContainerCreate(ContainerSpec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "web",
+                    "image": "registry.example.com/team/app:1.0",
+                    "env": {"LOG_LEVEL": "info"},
+                    "ports": [{"container_port": 8080, "host_port": 8080}],
+                    "resources": {"cpus": 0.5, "memory_bytes": 268435456},
+                    "healthcheck": {
+                        "test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"],
+                        "interval_s": 5,
+                    },
+                    "secrets": ["db_password"],
+                }
+            ]
+        }
+    )
+
     name: ContainerName | None = Field(default=None, description="Default: generated")
     host_id: str | None = Field(default=None, description="Default: the scheduler picks a host")
     placement: Placement = Field(default_factory=Placement)

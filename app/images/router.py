@@ -128,7 +128,6 @@ async def build_image(
     host_id: Annotated[str, Form(max_length=26)],
     dockerfile: Annotated[str, Form(max_length=500)] = "Dockerfile",
     tags_list: Annotated[list[str] | None, Form(alias="tags[]")] = None,
-    tags_plain: Annotated[list[str] | None, Form(alias="tags")] = None,
     build_args_json: Annotated[str, Form(alias="build_args", max_length=65536)] = "{}",
 ) -> ImageAccepted:
     try:
@@ -139,7 +138,12 @@ async def build_image(
         isinstance(k, str) and isinstance(v, str) for k, v in build_args.items()
     ):
         raise service.invalid_field("body.build_args", "must be a JSON object of strings")
-    tags = [*(tags_list or []), *(tags_plain or [])]
+    # `tags` is taken as well as `tags[]`, read here rather than declared: in the OpenAPI
+    # document the two names would be two properties a generated client names alike.
+    tags_plain = (await request.form()).getlist("tags")
+    if not all(isinstance(tag, str) for tag in tags_plain):
+        raise service.invalid_field("body.tags", "tags are text fields, not files")
+    tags = [*(tags_list or []), *(str(tag) for tag in tags_plain)]
     if len(tags) > 50:
         raise service.invalid_field("body.tags", "at most 50 tags")
     # Scanning the archive is the costly part: off the request threads (app.api.uploads).

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
 
-SecretName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
+SecretName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 SECRETS_DIR = "/run/secrets"
 # At most 500 KiB, as Docker Swarm allows: a secret is a credential or a certificate, not data.
 MAX_SECRET_BYTES = 500 * 1024
 
 
 class SecretReference(BaseModel):
-    """How one container receives one secret: a file (the default) or an environment value."""
+    """How one container receives one secret: a file (the default) or an environment value
+    (`env`; then `target`, `uid`, `gid` and `mode` do not apply). A name alone is short for
+    `{"name": ...}`; answers always show the object."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +47,22 @@ class SecretReference(BaseModel):
     uid: int = Field(default=0, ge=0, le=2**31 - 1)
     gid: int = Field(default=0, ge=0, le=2**31 - 1)
     mode: int = Field(default=0o444, ge=0, le=0o777, description="File mode (decimal)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        # A bare name, as Compose writes it: the defaults, so a file at /run/secrets/<name>.
+        return {"name": data} if isinstance(data, str) else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if handler.mode != "validation":
+            return schema
+        short = {"type": "string", "pattern": _NAME_PATTERN, "description": "A name alone"}
+        return {"anyOf": [short, schema]}
 
     @field_validator("target")
     @classmethod
@@ -53,7 +82,12 @@ class SecretReference(BaseModel):
 
 
 class SecretCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "db_password", "value": "correct horse battery staple"}]
+        },
+    )
 
     name: SecretName
     value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)] = Field(
@@ -62,7 +96,9 @@ class SecretCreate(BaseModel):
 
 
 class SecretRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"value": "a new one"}]}
+    )
 
     value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)]
 

@@ -29,6 +29,7 @@ from app.services.schemas import (
     ServiceCreate,
     ServicePatch,
     ServiceRead,
+    ServiceReplace,
     ServiceUpdate,
 )
 from app.workers import wakeups
@@ -126,13 +127,13 @@ def _change(
 )
 def update_service(
     service_id: str,
-    data: ServiceUpdate,
+    data: ServiceReplace,
     request: Request,
     response: Response,
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    replace = partial(service.revise, make_spec=lambda _session, _svc: data.spec)
+    replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
     return _change(context, request, response, principal, service_id, replace)
 
 

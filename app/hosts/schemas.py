@@ -110,7 +110,7 @@ class HostCreate(BaseModel):
                         "client_key": "-----BEGIN PRIVATE KEY-----\n...",
                     },
                 },
-                {"name": "local", "url": "unix:///var/run/docker.sock"},
+                {"name": "lab-1", "url": "tcp://10.0.0.6:2375", "insecure": True},
             ]
         },
     )

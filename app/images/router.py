@@ -19,6 +19,15 @@ router = APIRouter(prefix=f"{API_PREFIX}/images", tags=["images"])
 BUILD_PATH = f"{API_PREFIX}/images/build"
 
 
+_BUILD_FORM = {
+    "context": "(the bytes of context.tar.gz)",
+    "host_id": "01jd3k7m5xq8w2v9r4t6y0zbnc",
+    "dockerfile": "Dockerfile",
+    "tags[]": ["registry.example.com/team/app:1.0"],
+    "build_args": '{"VERSION": "1.0"}',
+}
+
+
 def _located(response: Response, body: ImageAccepted) -> ImageAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
     return body
@@ -118,6 +127,7 @@ def tag_image(
     description="multipart/form-data: `context` (the archive), `dockerfile` (path inside it), "
     "`tags[]` (repeat for each tag), `build_args` (a JSON object), `host_id`. The build log "
     "streams into the operation's logs.",
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"example": _BUILD_FORM}}}},
 )
 async def build_image(
     request: Request,

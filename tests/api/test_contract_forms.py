@@ -50,9 +50,7 @@ def test_a_secret_named_alone_is_a_file_under_run_secrets(services: Services, ap
     assert refused.json()["errors"][0]["loc"].startswith("body.spec.secrets.0")
 
 
-def test_put_takes_the_body_post_took_and_refuses_a_new_name(
-    services: Services, api: Api
-) -> None:
+def test_put_takes_the_body_post_took_and_refuses_a_new_name(services: Services, api: Api) -> None:
     body = services.create(replicas=1, healthcheck=HEALTHY, env={"STAGE": "one"})
     service = body["service"]
     services.settled(service["id"], 1)

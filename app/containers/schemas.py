@@ -18,7 +18,7 @@ from pydantic import (
 
 from app.hosts.schemas import EnvName, LabelKey, LabelValue
 from app.operations.schemas import OperationRead
-from app.secrets.schemas import SecretReference
+from app.secrets.schemas import SecretReference, SecretUse
 
 ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 VolumeName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
@@ -180,7 +180,7 @@ class ContainerSpec(BaseModel):
     ] = Field(default_factory=list)
     user: str | None = None
     registry_id: str | None = Field(default=None, description="Credentials for pulling the image")
-    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+    secrets: Annotated[list[SecretUse], Field(max_length=100)] = Field(
         default_factory=list,
         description="Delivered when the container is created: files (default) or env values. "
         'Each a name alone (`"db_password"`: the file /run/secrets/db_password) or an object.',

@@ -8,21 +8,17 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
     StringConstraints,
     field_validator,
-    model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
 
-_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
-SecretName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+SecretName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
 SECRETS_DIR = "/run/secrets"
 # At most 500 KiB, as Docker Swarm allows: a secret is a credential or a certificate, not data.
 MAX_SECRET_BYTES = 500 * 1024
@@ -30,8 +26,7 @@ MAX_SECRET_BYTES = 500 * 1024
 
 class SecretReference(BaseModel):
     """How one container receives one secret: a file (the default) or an environment value
-    (`env`; then `target`, `uid`, `gid` and `mode` do not apply). A name alone is short for
-    `{"name": ...}`; answers always show the object."""
+    (`env`; then `target`, `uid`, `gid` and `mode` do not apply)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,22 +43,6 @@ class SecretReference(BaseModel):
     gid: int = Field(default=0, ge=0, le=2**31 - 1)
     mode: int = Field(default=0o444, ge=0, le=0o777, description="File mode (decimal)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, data: Any) -> Any:
-        # A bare name, as Compose writes it: the defaults, so a file at /run/secrets/<name>.
-        return {"name": data} if isinstance(data, str) else data
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        schema = handler(core_schema)
-        if handler.mode != "validation":
-            return schema
-        short = {"type": "string", "pattern": _NAME_PATTERN, "description": "A name alone"}
-        return {"anyOf": [short, schema]}
-
     @field_validator("target")
     @classmethod
     def _target(cls, value: str | None) -> str | None:
@@ -79,6 +58,19 @@ class SecretReference(BaseModel):
     @property
     def path(self) -> str:
         return self.target or f"{SECRETS_DIR}/{self.name}"
+
+
+def _short_form(data: Any) -> Any:
+    # A bare name, as Compose writes it: the defaults, so a file at /run/secrets/<name>.
+    return {"name": data} if isinstance(data, str) else data
+
+
+# A reference in a spec: the object, or a name alone for `{"name": ...}` (answers always show
+# the object). The document shows the two forms where a spec is sent.
+SecretUse = Annotated[
+    SecretReference,
+    BeforeValidator(_short_form, json_schema_input_type=SecretName | SecretReference),
+]
 
 
 class SecretCreate(BaseModel):

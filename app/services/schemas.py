@@ -19,7 +19,7 @@ from app.containers.schemas import (
 from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
-from app.secrets.schemas import SecretReference
+from app.secrets.schemas import SecretUse
 
 
 class ServicePlacement(Placement):
@@ -45,7 +45,7 @@ class ServiceSpec(BaseModel):
     command: Annotated[list[Arg], Field(max_length=1000)] | None = None
     entrypoint: Annotated[list[Arg], Field(max_length=1000)] | None = None
     env: Annotated[dict[EnvName, str], Field(max_length=1000)] = Field(default_factory=dict)
-    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+    secrets: Annotated[list[SecretUse], Field(max_length=100)] = Field(
         default_factory=list,
         description="Secrets by name: a file under /run/secrets (default) or an env value. "
         'Each a name alone (`"db_password"`: the file /run/secrets/db_password, as Compose '

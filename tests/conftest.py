@@ -23,7 +23,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import Base
-from tests.support import BOOTSTRAP_TOKEN, Api
+from tests.support import BOOTSTRAP_TOKEN, Api, Services
 from tests.testbed import Testbed, testbed
 
 
@@ -149,6 +149,14 @@ def api(settings: Settings, db: Database) -> Iterator[Api]:
     app = create_app(settings)
     with TestClient(app) as client:
         yield Api(client, db)
+
+
+@pytest.fixture
+def services(api: Api, bed: Testbed) -> Iterator[Services]:
+    """Services over both hosts through `api`; their containers removed afterwards."""
+    helper = Services(api, bed)
+    yield helper
+    helper.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,9 @@ engine: a secret named alone, and a service replaced with the body that created 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.support import HEALTHY, Api, Services
-from tests.testbed import Testbed
 
 VALUE = "short-form-secret-value-3c9a"
-
-
-@pytest.fixture
-def services(api: Api, bed: Testbed) -> Iterator[Services]:
-    helper = Services(api, bed)
-    yield helper
-    helper.cleanup()
 
 
 def test_a_secret_named_alone_is_a_file_under_run_secrets(services: Services, api: Api) -> None:

@@ -38,13 +38,6 @@ FAST_UPDATE = {
 
 
 @pytest.fixture
-def services(api: Api, bed: Testbed) -> Iterator[Services]:
-    helper = Services(api, bed)
-    yield helper
-    helper.cleanup()
-
-
-@pytest.fixture
 def h2_restored(bed: Testbed) -> Iterator[None]:
     yield
     bed.start_engine("h2")

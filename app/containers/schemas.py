@@ -170,7 +170,8 @@ class ContainerSpec(BaseModel):
     privileged: bool = False
     network_mode: Annotated[str, StringConstraints(max_length=200)] | None = Field(
         default=None,
-        description="bridge (default), none or host; the policy refuses container:<name>",
+        description="bridge (default), none or host; the policy refuses container:<name>. "
+        "With host or none, `networks` must be empty.",
     )
     pid_mode: Literal["host"] | None = None
     ipc_mode: Literal["private", "shareable", "host", "none"] | None = None

@@ -96,6 +96,10 @@ def create_app(
         # Berth's own pages replace FastAPI's, which load their scripts from a public CDN.
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
+        # One schema per model, as it is sent (`spec.secrets` also takes a name alone): client
+        # generators name models by title, and an -Input and -Output pair share one.
+        separate_input_output_schemas=False,
     )
     app.state.context = context
     app.state.metrics = metrics

@@ -23,7 +23,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import Base
-from tests.support import BOOTSTRAP_TOKEN, IMPATIENT_DEADLINE_S, Api
+from tests.support import BOOTSTRAP_TOKEN, IMPATIENT_DEADLINE_S, Api, Services
 from tests.testbed import Testbed, testbed
 
 
@@ -158,6 +158,14 @@ def impatient_api(settings_factory: Callable[..., Settings], db: Database) -> It
     settings = settings_factory(converge_deadline_seconds=IMPATIENT_DEADLINE_S)
     with TestClient(create_app(settings)) as client:
         yield Api(client, db)
+
+
+@pytest.fixture
+def services(api: Api, bed: Testbed) -> Iterator[Services]:
+    """Services over both hosts through `api`; their containers removed afterwards."""
+    helper = Services(api, bed)
+    yield helper
+    helper.cleanup()
 
 
 @pytest.fixture(scope="module")

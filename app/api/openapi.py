@@ -1,13 +1,19 @@
-"""The OpenAPI document as Berth really answers.
+"""The OpenAPI document as Berth really answers, in a shape client generators can use.
 
 Every error is `application/problem+json` with one `Problem` schema. Which errors an operation
 can answer with follows from what its route is, so it is worked out here, once, instead of by
 hand on every route: a token dependency means 401 and 429 (and 403 above the viewer role); an
 id in the path or the body means 404; a write means 400 (a malformed Content-Length or
 Idempotency-Key), 409 (a conflict, a concurrent change or a reused Idempotency-Key) and 413
-(the body limits); a write to an existing resource honours If-Match (412); parameters or a
-body mean 422; a cursor means 400 when it is malformed. A route adds what only it can answer
-with `responses={status: {"description": ...}}`; the Problem content is filled in here.
+(the body limits); parameters or a body mean 422; a cursor means 400 when it is malformed. A
+route adds what only it can answer with `responses={status: {"description": ...}}`; the
+Problem content is filled in here.
+
+The headers follow the same way: every POST takes `Idempotency-Key`, every 201 and 202 answer
+carries `Location`. What a route's code does and its signature does not show, checking
+If-Match (and so answering 412) and sending the version as ETag, its decorator says with
+`openapi_extra=versioned(...)`. Every operation's id is its function's name in camelCase
+(`list_containers` -> `listContainers`), or the `operation_id=` its decorator gives.
 """
 
 from __future__ import annotations
@@ -23,12 +29,41 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from app.api.deps import Admin, Operator, Viewer
+from app.api.paths import API_PREFIX
 from app.core.errors import PROBLEM_JSON, Problem
 from app.security.roles import Role
 
 _COMPONENTS = "#/components/schemas/{model}"
 _PROBLEM_REF = {"$ref": _COMPONENTS.format(model=Problem.__name__)}
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The vendor key `versioned()` puts in an operation; read and removed by `add_errors`.
+_VERSIONED = "x-berth-versioned"
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'The `version` the change is meant for, as its ETag gave it (`"3"`; a '
+    "list or `*` also works); a version that is no longer current is answered 412.",
+    "schema": {"type": "string", "maxLength": 1024},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Any 1-255 characters chosen by the client. A retry with the same key and "
+    "body replays the first answer (same status, same ids) for BERTH_IDEMPOTENCY_TTL_HOURS "
+    "(at least 24 h); the same key with another body is answered 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_ETAG = {
+    "description": 'The resource\'s `version`, quoted (`"3"`): send it back as If-Match',
+    "schema": {"type": "string"},
+}
+_LOCATION = {
+    "description": "The resource created, or the operation that carries the work out "
+    "(`/api/v1/operations/{id}`)",
+    "schema": {"type": "string"},
+}
 # FastAPI's own description of a 422, which Berth answers as a Problem instead.
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
@@ -41,6 +76,19 @@ def schema_ref(model: type[BaseModel]) -> dict[str, str]:
     added to the document's components (FastAPI adds only the models routes take as params)."""
     _BODY_MODELS[model.__name__] = model
     return {"$ref": _COMPONENTS.format(model=model.__name__)}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operationId FastAPI gives `route` (and so the name of a form body's schema,
+    `Body_<operationId>`): its function's name in camelCase, a client's method name."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def versioned(*, checks_if_match: bool = False, sends_etag: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for a route whose code honours If-Match on the resource it changes
+    (`check_if_match`: 412) or sends the resource's version as ETag on its success answer."""
+    return {_VERSIONED: {"if_match": checks_if_match, "etag": sends_etag}}
 
 
 def _role_checks() -> dict[Callable[..., Any], Role]:
@@ -82,7 +130,7 @@ def _names_an_id(node: Any, schemas: dict[str, Any], seen: set[str]) -> bool:
 
 
 def error_statuses(
-    route: APIRoute, method: str, role: Role | None, *, body_names_an_id: bool
+    route: APIRoute, method: str, role: Role | None, *, body_names_an_id: bool, if_match: bool
 ) -> dict[int, str]:
     """Each error status `method` on `route` can answer with, and when."""
     dependant = route.dependant
@@ -104,8 +152,8 @@ def error_statuses(
         )
         statuses[413] = "The request body is over the limit"
         statuses[422] = "The request broke a rule; `errors` names each field"
-        if dependant.path_params:
-            statuses[412] = "If-Match named a version that is no longer current"
+    if if_match:
+        statuses[412] = "If-Match named a version that is no longer current"
     if dependant.path_params or dependant.query_params or dependant.header_params:
         statuses[422] = "The request broke a rule; `errors` names each field"
     return statuses
@@ -125,6 +173,28 @@ def _problem_response(description: str, status: int) -> dict[str, Any]:
             "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
         }
     return response
+
+
+def _document_headers(operation: dict[str, Any], method: str, path: str) -> bool:
+    """Add the headers `operation` takes and answers; whether it checks If-Match."""
+    marks = operation.pop(_VERSIONED, {})
+    parameters: list[dict[str, Any]] = []
+    if marks.get("if_match"):
+        parameters.append(_IF_MATCH)
+    # The idempotency middleware replays every POST under the API prefix.
+    if method == "POST" and path.startswith(API_PREFIX):
+        parameters.append(_IDEMPOTENCY_KEY)
+    if parameters:
+        operation["parameters"] = [*operation.get("parameters", []), *parameters]
+    for code, response in operation.get("responses", {}).items():
+        headers: dict[str, Any] = {}
+        if code in ("201", "202"):
+            headers["Location"] = _LOCATION
+        if code[0] == "2" and marks.get("etag"):
+            headers["ETag"] = _ETAG
+        if headers:
+            response["headers"] = {**response.get("headers", {}), **headers}
+    return bool(marks.get("if_match"))
 
 
 def _document_operation(operation: dict[str, Any], statuses: dict[int, str]) -> None:
@@ -149,7 +219,8 @@ def _routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[APIRoute, str]]:
 
 
 def add_errors(document: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[str, Any]:
-    """`document` (FastAPI's) with every operation's errors and the schemas they name."""
+    """`document` (FastAPI's) with every operation's errors, the schemas they name, and the
+    headers it takes and answers."""
     checks = _role_checks()
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for name in _FASTAPI_VALIDATION:
@@ -160,9 +231,12 @@ def add_errors(document: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[st
         schemas.setdefault(name, schema)
     for route, method in _routes(routes):
         operation = document["paths"][route.path_format][method.lower()]
+        if_match = _document_headers(operation, method, route.path_format)
         names_an_id = _names_an_id(operation.get("requestBody"), schemas, set())
         role = required_role(route, checks)
-        statuses = error_statuses(route, method, role, body_names_an_id=names_an_id)
+        statuses = error_statuses(
+            route, method, role, body_names_an_id=names_an_id, if_match=if_match
+        )
         _document_operation(operation, statuses)
     return document
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -20,12 +20,20 @@ T = TypeVar("T")
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Pass it as `cursor` for the next page; null on the last page"
+    )
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (max 500).")]
 Cursor = Annotated[
-    str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    str | None,
+    Query(
+        max_length=200,
+        description="`next_cursor` of the previous page, passed back as given. It is opaque "
+        "(URL-safe base64 of the last item's key, unpadded) and stays valid while items are "
+        "added; a malformed one is 400. Without it, the first page.",
+    ),
 ]
 
 

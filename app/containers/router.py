@@ -20,6 +20,7 @@ from app.api.deps import (
     set_audit_resource,
     while_valid,
 )
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.containers import service
@@ -99,7 +100,7 @@ def list_containers(
     return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
-@router.get("/{container_id}", summary="Get a container")
+@router.get("/{container_id}", summary="Get a container", openapi_extra=versioned(sends_etag=True))
 def get_container(container_id: str, response: Response, context: Ctx, _: Viewer) -> ContainerRead:
     with context.db.session(write=False) as session:
         read = service.to_read(service.get(session, container_id=container_id))
@@ -133,7 +134,12 @@ def _act(
     return _located(response, body)
 
 
-@router.post("/{container_id}/start", status_code=202, summary="Start a container")
+@router.post(
+    "/{container_id}/start",
+    status_code=202,
+    summary="Start a container",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def start_container(
     container_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ContainerAccepted:
@@ -152,6 +158,7 @@ def start_container(
     "/{container_id}/stop",
     status_code=202,
     summary="Stop a container (SIGTERM, then SIGKILL after timeout_s)",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def stop_container(
     container_id: str,
@@ -174,7 +181,12 @@ def stop_container(
     )
 
 
-@router.post("/{container_id}/restart", status_code=202, summary="Restart a container")
+@router.post(
+    "/{container_id}/restart",
+    status_code=202,
+    summary="Restart a container",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def restart_container(
     container_id: str,
     request: Request,
@@ -196,7 +208,12 @@ def restart_container(
     )
 
 
-@router.post("/{container_id}/kill", status_code=202, summary="Send a signal (default SIGKILL)")
+@router.post(
+    "/{container_id}/kill",
+    status_code=202,
+    summary="Send a signal (default SIGKILL)",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def kill_container(
     container_id: str,
     request: Request,
@@ -222,6 +239,7 @@ def kill_container(
     "/{container_id}",
     status_code=202,
     summary="Remove a container (and its anonymous volumes with ?volumes=true)",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def delete_container(
     container_id: str,
@@ -277,6 +295,7 @@ async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str
     summary="Stream the container's output (text/plain); follow=true keeps streaming",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/plain": {}}}, **_LIVE_ERRORS},
+    operation_id="getContainerLogs",
 )
 async def container_logs(
     container_id: str,
@@ -322,6 +341,7 @@ async def container_logs(
     "/{container_id}/stats",
     summary="One sample of CPU, memory, network and block I/O",
     responses=_LIVE_ERRORS,
+    operation_id="getContainerStats",
 )
 async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStats:
     engine, docker_id = await _live(context, container_id)

@@ -20,7 +20,7 @@ from pydantic import (
 
 from app.hosts.schemas import EnvName, LabelKey, LabelValue
 from app.operations.schemas import OperationRead
-from app.secrets.schemas import SecretReference
+from app.secrets.schemas import SecretReference, SecretUse
 
 ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 VolumeName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
@@ -366,7 +366,8 @@ class ContainerSpec(RuntimeOptions):
     privileged: bool = False
     network_mode: Annotated[str, StringConstraints(max_length=200)] | None = Field(
         default=None,
-        description="bridge (default), none or host; the policy refuses container:<name>",
+        description="bridge (default), none or host; the policy refuses container:<name>. "
+        "With host or none, `networks` must be empty.",
     )
     pid_mode: Literal["host"] | None = None
     ipc_mode: Literal["private", "shareable", "host", "none"] | None = None
@@ -375,9 +376,10 @@ class ContainerSpec(RuntimeOptions):
     ] = Field(default_factory=list)
     user: str | None = None
     registry_id: str | None = Field(default=None, description="Credentials for pulling the image")
-    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+    secrets: Annotated[list[SecretUse], Field(max_length=100)] = Field(
         default_factory=list,
-        description="Delivered when the container is created: files (default) or env values",
+        description="Delivered when the container is created: files (default) or env values. "
+        'Each a name alone (`"db_password"`: the file /run/secrets/db_password) or an object.',
     )
     network_aliases: Annotated[list[NetworkAlias], Field(max_length=16)] = Field(
         default_factory=list, description="Extra DNS names on each of `networks`"
@@ -426,6 +428,25 @@ class ContainerSpec(RuntimeOptions):
 
 
 class ContainerCreate(ContainerSpec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "web",
+                    "image": "registry.example.com/team/app:1.0",
+                    "env": {"LOG_LEVEL": "info"},
+                    "ports": [{"container_port": 8080, "host_port": 8080}],
+                    "resources": {"cpus": 0.5, "memory_bytes": 268435456},
+                    "healthcheck": {
+                        "test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"],
+                        "interval_s": 5,
+                    },
+                    "secrets": ["db_password"],
+                }
+            ]
+        }
+    )
+
     name: ContainerName | None = Field(default=None, description="Default: generated")
     host_id: str | None = Field(default=None, description="Default: the scheduler picks a host")
     placement: Placement = Field(default_factory=Placement)

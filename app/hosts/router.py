@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.hosts import service
@@ -13,7 +14,12 @@ from app.hosts.schemas import HostAccepted, HostCreate, HostRead, HostStatus, Ho
 router = APIRouter(prefix=f"{API_PREFIX}/hosts", tags=["hosts"])
 
 
-@router.post("", status_code=201, summary="Register a Docker engine")
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a Docker engine",
+    openapi_extra=versioned(sends_etag=True),
+)
 def create_host(
     data: HostCreate, request: Request, response: Response, context: Ctx, _: Admin
 ) -> HostRead:
@@ -43,7 +49,7 @@ def list_hosts(
         return Page(items=[service.to_read(h) for h in rows], next_cursor=next_cursor)
 
 
-@router.get("/{host_id}", summary="Get a host")
+@router.get("/{host_id}", summary="Get a host", openapi_extra=versioned(sends_etag=True))
 def get_host(host_id: str, response: Response, context: Ctx, _: Viewer) -> HostRead:
     with context.db.session(write=False) as session:
         read = service.to_read(service.get(session, host_id=host_id))
@@ -51,7 +57,11 @@ def get_host(host_id: str, response: Response, context: Ctx, _: Viewer) -> HostR
     return read
 
 
-@router.patch("/{host_id}", summary="Change a host's name, URL, labels, TLS or schedulable flag")
+@router.patch(
+    "/{host_id}",
+    summary="Change a host's name, URL, labels, TLS or schedulable flag",
+    openapi_extra=versioned(checks_if_match=True, sends_etag=True),
+)
 def update_host(
     host_id: str, data: HostUpdate, request: Request, response: Response, context: Ctx, _: Admin
 ) -> HostRead:
@@ -83,7 +93,12 @@ def drain_host(
     return body
 
 
-@router.delete("/{host_id}", status_code=204, summary="Forget a host")
+@router.delete(
+    "/{host_id}",
+    status_code=204,
+    summary="Forget a host",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def delete_host(
     host_id: str,
     request: Request,

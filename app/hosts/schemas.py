@@ -96,7 +96,24 @@ INSECURE_DESCRIPTION = (
 
 
 class HostCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "edge-1",
+                    "url": "tcp://10.0.0.5:2376",
+                    "labels": {"zone": "b"},
+                    "tls": {
+                        "ca_cert": "-----BEGIN CERTIFICATE-----\n...",
+                        "client_cert": "-----BEGIN CERTIFICATE-----\n...",
+                        "client_key": "-----BEGIN PRIVATE KEY-----\n...",
+                    },
+                },
+                {"name": "lab-1", "url": "tcp://10.0.0.6:2375", "insecure": True},
+            ]
+        },
+    )
 
     name: Name
     url: Annotated[str, StringConstraints(max_length=500)]

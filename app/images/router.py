@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.api.uploads import checked_apart
@@ -16,6 +17,15 @@ from app.images.schemas import ImageAccepted, ImagePull, ImagePush, ImageRead, I
 
 router = APIRouter(prefix=f"{API_PREFIX}/images", tags=["images"])
 BUILD_PATH = f"{API_PREFIX}/images/build"
+
+
+_BUILD_FORM = {
+    "context": "(the bytes of context.tar.gz)",
+    "host_id": "01jd3k7m5xq8w2v9r4t6y0zbnc",
+    "dockerfile": "Dockerfile",
+    "tags[]": ["registry.example.com/team/app:1.0"],
+    "build_args": '{"VERSION": "1.0"}',
+}
 
 
 def _located(response: Response, body: ImageAccepted) -> ImageAccepted:
@@ -41,7 +51,7 @@ def list_images(
         return Page(items=[service.to_read(i) for i in rows], next_cursor=next_cursor)
 
 
-@router.get("/{image_id}", summary="Get an image")
+@router.get("/{image_id}", summary="Get an image", openapi_extra=versioned(sends_etag=True))
 def get_image(image_id: str, response: Response, context: Ctx, _: Viewer) -> ImageRead:
     with context.db.session(write=False) as session:
         read = service.to_read(service.get(session, image_id=image_id))
@@ -118,6 +128,7 @@ def tag_image(
     "`tags[]` (repeat for each tag), `build_args` (a JSON object), `target` (the stage of a "
     "multi-stage Dockerfile to stop at), `host_id`. The build log streams into the operation's "
     "logs.",
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"example": _BUILD_FORM}}}},
 )
 async def build_image(
     request: Request,
@@ -128,7 +139,6 @@ async def build_image(
     host_id: Annotated[str, Form(max_length=26)],
     dockerfile: Annotated[str, Form(max_length=500)] = "Dockerfile",
     tags_list: Annotated[list[str] | None, Form(alias="tags[]")] = None,
-    tags_plain: Annotated[list[str] | None, Form(alias="tags")] = None,
     build_args_json: Annotated[str, Form(alias="build_args", max_length=65536)] = "{}",
     target: Annotated[
         str | None, Form(max_length=128, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -142,7 +152,12 @@ async def build_image(
         isinstance(k, str) and isinstance(v, str) for k, v in build_args.items()
     ):
         raise service.invalid_field("body.build_args", "must be a JSON object of strings")
-    tags = [*(tags_list or []), *(tags_plain or [])]
+    # `tags` is taken as well as `tags[]`, read here rather than declared: in the OpenAPI
+    # document the two names would be two properties a generated client names alike.
+    tags_plain = (await request.form()).getlist("tags")
+    if not all(isinstance(tag, str) for tag in tags_plain):
+        raise service.invalid_field("body.tags", "tags are text fields, not files")
+    tags = [*(tags_list or []), *(str(tag) for tag in tags_plain)]
     if len(tags) > 50:
         raise service.invalid_field("body.tags", "at most 50 tags")
     # Scanning the archive is the costly part: off the request threads (app.api.uploads).

@@ -32,9 +32,18 @@ class ImageRead(BaseModel):
 
 
 class ImagePull(BaseModel):
-    """Pull to one host (`host_id`), several (`host_ids`) or every ready host (`all_hosts`)."""
+    """Pull to one host (`host_id`), several (`host_ids`) or every ready host (`all_hosts`):
+    exactly one of the three."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"reference": "registry.example.com/team/app:1.0", "all_hosts": True},
+                {"reference": "redis:7-alpine", "host_id": "01jd3k7m5xq8w2v9r4t6y0zbnc"},
+            ]
+        },
+    )
 
     reference: Reference
     host_id: Id | None = None
@@ -54,7 +63,17 @@ class ImagePull(BaseModel):
 
 
 class ImagePush(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "host_id": "01jd3k7m5xq8w2v9r4t6y0zbnc",
+                    "reference": "registry.example.com/team/app:1.0",
+                }
+            ]
+        },
+    )
 
     host_id: Id
     reference: Reference
@@ -62,7 +81,18 @@ class ImagePush(BaseModel):
 
 
 class ImageTag(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "host_id": "01jd3k7m5xq8w2v9r4t6y0zbnc",
+                    "source": "app:dev",
+                    "target": "registry.example.com/team/app:1.0",
+                }
+            ]
+        },
+    )
 
     host_id: Id
     source: Reference = Field(description="An image on the host: reference or image id")

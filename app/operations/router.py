@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.errors import Conflict
@@ -48,6 +49,7 @@ def list_operations(
 @router.get(
     "/{operation_id}",
     summary="Get an operation; `?wait=N` long-polls up to N seconds for it to finish",
+    openapi_extra=versioned(sends_etag=True),
 )
 async def get_operation(
     operation_id: str,

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.registries import service
@@ -15,7 +16,12 @@ router = APIRouter(prefix=f"{API_PREFIX}/registries", tags=["registries"])
 _CHECK_TIMEOUT_SECONDS = 10.0
 
 
-@router.post("", status_code=201, summary="Store credentials for a registry")
+@router.post(
+    "",
+    status_code=201,
+    summary="Store credentials for a registry",
+    openapi_extra=versioned(sends_etag=True),
+)
 def create_registry(
     data: RegistryCreate, request: Request, response: Response, context: Ctx, _: Admin
 ) -> RegistryRead:
@@ -36,7 +42,7 @@ def list_registries(
         return Page(items=[service.to_read(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{registry_id}", summary="Get a registry")
+@router.get("/{registry_id}", summary="Get a registry", openapi_extra=versioned(sends_etag=True))
 def get_registry(registry_id: str, response: Response, context: Ctx, _: Viewer) -> RegistryRead:
     with context.db.session(write=False) as session:
         read = service.to_read(service.get(session, registry_id=registry_id))
@@ -44,7 +50,11 @@ def get_registry(registry_id: str, response: Response, context: Ctx, _: Viewer) 
     return read
 
 
-@router.patch("/{registry_id}", summary="Change a registry's name, URL or credentials")
+@router.patch(
+    "/{registry_id}",
+    summary="Change a registry's name, URL or credentials",
+    openapi_extra=versioned(checks_if_match=True, sends_etag=True),
+)
 def update_registry(
     registry_id: str,
     data: RegistryUpdate,
@@ -63,7 +73,12 @@ def update_registry(
     return read
 
 
-@router.delete("/{registry_id}", status_code=204, summary="Forget a registry")
+@router.delete(
+    "/{registry_id}",
+    status_code=204,
+    summary="Forget a registry",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def delete_registry(registry_id: str, request: Request, context: Ctx, _: Admin) -> Response:
     set_audit_resource(request, f"registries/{registry_id}")
     with context.db.session() as session:

@@ -58,7 +58,19 @@ def validate_registry_url(url: str) -> str:
 
 
 class RegistryCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "team",
+                    "url": "https://registry.example.com",
+                    "username": "ci",
+                    "password": "correct horse battery staple",
+                }
+            ]
+        },
+    )
 
     name: Name
     url: Annotated[str, StringConstraints(max_length=500)]

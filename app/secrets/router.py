@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Admin, Ctx, set_audit_resource
+from app.api.openapi import versioned
 from app.api.paths import API_PREFIX
 from app.secrets import service
 from app.secrets.schemas import SecretCreate, SecretRead
@@ -19,6 +20,7 @@ router = APIRouter(prefix=SECRETS_PATH, tags=["secrets"])
     "",
     status_code=201,
     summary="Store a secret (admin); the value is encrypted and never shown again",
+    openapi_extra=versioned(sends_etag=True),
 )
 def create_secret(
     data: SecretCreate, request: Request, response: Response, context: Ctx, principal: Admin

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
@@ -18,7 +25,8 @@ MAX_SECRET_BYTES = 500 * 1024
 
 
 class SecretReference(BaseModel):
-    """How one container receives one secret: a file (the default) or an environment value."""
+    """How one container receives one secret: a file (the default) or an environment value
+    (`env`; then `target`, `uid`, `gid` and `mode` do not apply)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,8 +60,26 @@ class SecretReference(BaseModel):
         return self.target or f"{SECRETS_DIR}/{self.name}"
 
 
+def _short_form(data: Any) -> Any:
+    # A bare name, as Compose writes it: the defaults, so a file at /run/secrets/<name>.
+    return {"name": data} if isinstance(data, str) else data
+
+
+# A reference in a spec: the object, or a name alone for `{"name": ...}` (answers always show
+# the object). The document shows the two forms where a spec is sent.
+SecretUse = Annotated[
+    SecretReference,
+    BeforeValidator(_short_form, json_schema_input_type=SecretName | SecretReference),
+]
+
+
 class SecretCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "db_password", "value": "correct horse battery staple"}]
+        },
+    )
 
     name: SecretName
     value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)] = Field(
@@ -62,7 +88,9 @@ class SecretCreate(BaseModel):
 
 
 class SecretRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"value": "a new one"}]}
+    )
 
     value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)]
 

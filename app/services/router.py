@@ -15,6 +15,7 @@ from app.api.deps import (
     check_if_match,
     set_audit_resource,
 )
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.config import Settings
@@ -28,6 +29,7 @@ from app.services.schemas import (
     ServiceCreate,
     ServicePatch,
     ServiceRead,
+    ServiceReplace,
     ServiceUpdate,
 )
 from app.workers import wakeups
@@ -71,7 +73,11 @@ def list_services(
         return service.read_page(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
 
 
-@router.get("/{service_id}", summary="Get a service with its tasks (one per replica)")
+@router.get(
+    "/{service_id}",
+    summary="Get a service with its tasks (one per replica)",
+    openapi_extra=versioned(sends_etag=True),
+)
 def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) -> ServiceRead:
     with context.db.session(write=False) as session:
         read = service.read(session, service_id=service_id)
@@ -114,21 +120,29 @@ def _change(
 
 
 @router.put(
-    "/{service_id}", status_code=202, summary="Replace the spec: a new revision, rolled out"
+    "/{service_id}",
+    status_code=202,
+    summary="Replace the spec: a new revision, rolled out",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def update_service(
     service_id: str,
-    data: ServiceUpdate,
+    data: ServiceReplace,
     request: Request,
     response: Response,
     context: Ctx,
     principal: Operator,
 ) -> ServiceAccepted:
-    replace = partial(service.revise, make_spec=lambda _session, _svc: data.spec)
+    replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
     return _change(context, request, response, principal, service_id, replace)
 
 
-@router.patch("/{service_id}", status_code=202, summary="Change some spec fields: a new revision")
+@router.patch(
+    "/{service_id}",
+    status_code=202,
+    summary="Change some spec fields: a new revision",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def patch_service(
     service_id: str,
     data: ServicePatch,
@@ -142,7 +156,10 @@ def patch_service(
 
 
 @router.post(
-    "/{service_id}/rollback", status_code=202, summary="Go back one revision (as a new revision)"
+    "/{service_id}/rollback",
+    status_code=202,
+    summary="Go back one revision (as a new revision)",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
@@ -152,7 +169,10 @@ def rollback_service(
 
 
 @router.post(
-    "/{service_id}/scale", status_code=202, summary="Change the replica count (no new revision)"
+    "/{service_id}/scale",
+    status_code=202,
+    summary="Change the replica count (no new revision)",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def scale_service(
     service_id: str,
@@ -184,7 +204,12 @@ def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator
         )
 
 
-@router.delete("/{service_id}", status_code=202, summary="Delete a service and its replicas")
+@router.delete(
+    "/{service_id}",
+    status_code=202,
+    summary="Delete a service and its replicas",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def delete_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:

@@ -18,9 +18,10 @@ from app.containers.schemas import (
     UserLabels,
     VolumeMount,
 )
+from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
-from app.secrets.schemas import SecretReference
+from app.secrets.schemas import SecretUse
 
 
 class ServicePlacement(Placement):
@@ -51,10 +52,11 @@ class ServiceSpec(RuntimeOptions):
     command: Annotated[list[Arg], Field(max_length=1000)] | None = None
     entrypoint: Annotated[list[Arg], Field(max_length=1000)] | None = None
     env: Annotated[dict[EnvName, str], Field(max_length=1000)] = Field(default_factory=dict)
-    secrets: Annotated[list[SecretReference], Field(max_length=100)] = Field(
+    secrets: Annotated[list[SecretUse], Field(max_length=100)] = Field(
         default_factory=list,
         description="Secrets by name: a file under /run/secrets (default) or an env value. "
-        "Rotating a secret rolls the services that use it.",
+        'Each a name alone (`"db_password"`: the file /run/secrets/db_password, as Compose '
+        "writes it) or an object. Rotating a secret rolls the services that use it.",
     )
     ports: Annotated[list[PortMapping], Field(max_length=100)] = Field(default_factory=list)
     volumes: Annotated[list[VolumeMount], Field(max_length=100)] = Field(default_factory=list)
@@ -116,10 +118,27 @@ class ServiceSpec(RuntimeOptions):
         return self
 
 
-class ServiceCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_SERVICE_EXAMPLE: dict[str, Any] = {
+    "name": "web",
+    "spec": {
+        "image": "registry.example.com/team/app:1.0",
+        "replicas": 4,
+        "ports": [{"container_port": 8080}],
+        "secrets": ["db_password", {"name": "api_key", "env": "API_KEY"}],
+        "healthcheck": {"test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"]},
+        "placement": {"constraints": ["zone==a"], "max_per_host": 2},
+        "update_config": {"parallelism": 1, "order": "start-first", "failure_action": "rollback"},
+    },
+}
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+ServiceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+
+class ServiceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SERVICE_EXAMPLE]})
+
+    name: ServiceName
     spec: ServiceSpec
 
 
@@ -127,6 +146,24 @@ class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: ServiceSpec
+
+
+class ServiceReplace(ServiceUpdate):
+    """The body of PUT: the new spec; the name may come along, as POST sends it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SERVICE_EXAMPLE]})
+
+    name: ServiceName | None = Field(
+        default=None, description="The service's name, if given: it cannot change (422)"
+    )
+
+    def spec_for(self, service_name: str) -> ServiceSpec:
+        """The spec, for the service called `service_name`: another name is refused rather
+        than ignored, since a client that sends one means a rename Berth does not do."""
+        if self.name is not None and self.name != service_name:
+            msg = f"a service's name cannot change (it is {service_name!r})"
+            raise Invalid.listing("invalid request", [{"loc": "body.name", "msg": msg}])
+        return self.spec
 
 
 class ServicePatch(BaseModel):

@@ -8,6 +8,7 @@ from functools import partial
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.secrets.router import SECRETS_PATH
 from app.secrets.schemas import SecretRead, SecretRotate, SecretRotated
@@ -25,7 +26,11 @@ def list_secrets(
         return secret_usage.read_page(session, limit=limit, cursor=cursor)
 
 
-@router.get("/{secret_id}", summary="Get a secret's metadata and the services that use it")
+@router.get(
+    "/{secret_id}",
+    summary="Get a secret's metadata and the services that use it",
+    openapi_extra=versioned(sends_etag=True),
+)
 def get_secret(secret_id: str, response: Response, context: Ctx, _: Viewer) -> SecretRead:
     with context.db.session(write=False) as session:
         read = secret_usage.read(session, secret_id=secret_id)
@@ -38,6 +43,7 @@ def get_secret(secret_id: str, response: Response, context: Ctx, _: Viewer) -> S
     summary="Rotate a secret's value (admin): every service that uses it rolls",
     description="Each service referencing the secret gets a new revision with the same spec, "
     "rolled out by its update_config; the answer lists one `service.converge` operation each.",
+    openapi_extra=versioned(checks_if_match=True, sends_etag=True),
 )
 def rotate_secret(
     secret_id: str,
@@ -66,7 +72,10 @@ def rotate_secret(
 
 
 @router.delete(
-    "/{secret_id}", status_code=204, summary="Delete a secret (admin); 409 while a service uses it"
+    "/{secret_id}",
+    status_code=204,
+    summary="Delete a secret (admin); 409 while a service uses it",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def delete_secret(secret_id: str, request: Request, context: Ctx, _: Admin) -> Response:
     set_audit_resource(request, f"secrets/{secret_id}")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
 from app.api.middleware.asgi import is_multipart
-from app.api.openapi import schema_ref
+from app.api.openapi import schema_ref, versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.api.uploads import checked_apart
@@ -171,7 +171,11 @@ def list_stacks(
         return service.read_page(session, limit=limit, cursor=cursor, name=name)
 
 
-@router.get("/{stack_id}", summary="Get a stack, its services and their status")
+@router.get(
+    "/{stack_id}",
+    summary="Get a stack, its services and their status",
+    openapi_extra=versioned(sends_etag=True),
+)
 def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> StackRead:
     with context.db.session(write=False) as session:
         read = service.read(session, stack_id=stack_id)
@@ -185,7 +189,7 @@ def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> Sta
     summary="Deploy a new Compose file: only the services whose spec changed roll",
     description=_MULTIPART_DOC.replace("{name, ", "{").replace(", host_id?", "")
     + " Services no longer in the file are removed; the stack stays on its host.",
-    openapi_extra=_body_schema(StackUpdate),
+    openapi_extra={**_body_schema(StackUpdate), **versioned(checks_if_match=True)},
 )
 async def update_stack(
     stack_id: str, request: Request, response: Response, context: Ctx, principal: Operator
@@ -229,6 +233,7 @@ async def update_stack(
     summary="Remove a stack: its services, then the networks it created",
     description="Named volumes the stack created are removed too with `?volumes=true` "
     "(their data is lost); by default they are kept.",
+    openapi_extra=versioned(checks_if_match=True),
 )
 def delete_stack(
     stack_id: str,

@@ -22,10 +22,27 @@ EnvFiles = Annotated[
 ]
 
 
+_COMPOSE_EXAMPLE = """services:
+  web:
+    image: registry.example.com/team/app:1.0
+    ports: ["${WEB_PORT:-8000}:5000"]
+    depends_on:
+      cache: {condition: service_healthy}
+  cache:
+    image: redis:7-alpine
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 1s}
+"""
+
+
 class StackUpdate(BaseModel):
     """A new Compose file for the stack: only the services whose spec changed roll."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"compose": _COMPOSE_EXAMPLE, "variables": {"WEB_PORT": "8080"}}]
+        },
+    )
 
     compose: ComposeText = Field(description="The Compose file (YAML), as written")
     variables: Variables = Field(
@@ -46,6 +63,14 @@ class StackUpdate(BaseModel):
 
 
 class StackCreate(StackUpdate):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "shop", "compose": _COMPOSE_EXAMPLE, "variables": {"WEB_PORT": "8080"}}
+            ]
+        }
+    )
+
     name: StackName = Field(description="Prefix of the stack's services, networks and volumes")
     host_id: str | None = Field(
         default=None,

@@ -10,6 +10,7 @@ from app.api.deps import (
     mark_secret_response,
     set_audit_resource,
 )
+from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.tokens import service
@@ -48,7 +49,12 @@ def list_tokens(
         return Page(items=[TokenRead.model_validate(t) for t in rows], next_cursor=next_cursor)
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=204,
+    summary="Revoke a token",
+    openapi_extra=versioned(checks_if_match=True),
+)
 def delete_token(token_id: str, request: Request, context: Ctx, _: Admin) -> Response:
     set_audit_resource(request, f"tokens/{token_id}")
     with context.db.session() as session:
@@ -59,6 +65,6 @@ def delete_token(token_id: str, request: Request, context: Ctx, _: Admin) -> Res
     return Response(status_code=204)
 
 
-@router.get("/me", summary="Who the calling token is")
+@router.get("/me", summary="Who the calling token is", operation_id="getMe")
 def me(principal: Viewer) -> Me:
     return Me(token_id=principal.token_id, name=principal.name, role=principal.role)

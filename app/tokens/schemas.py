@@ -9,7 +9,15 @@ from app.security.roles import Role
 
 
 class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "ci", "role": "operator"},
+                {"name": "dashboard", "role": "viewer", "expires_at": "2027-01-01T00:00:00Z"},
+            ]
+        },
+    )
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
     role: Role

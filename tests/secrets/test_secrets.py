@@ -5,7 +5,6 @@ container's configuration."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +19,6 @@ from tests.testbed import Testbed
 VALUE = "s3cr3t-Value-That-Must-Not-Leak-7f2c"
 ROTATED = "r0tated-Value-That-Must-Not-Leak-91ab"
 API_KEY = "api-key-delivered-as-env-5d1e"
-
-
-@pytest.fixture
-def services(api: Api, bed: Testbed) -> Iterator[Services]:
-    helper = Services(api, bed)
-    yield helper
-    helper.cleanup()
 
 
 def _exec(services: Services, svc: dict[str, Any], command: str) -> str:

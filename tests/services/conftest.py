@@ -1,4 +1,4 @@
-"""The service tests' drivers: `Services` over both hosts, its containers removed afterwards."""
+"""The service tests' impatient driver (`services` itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ import pytest
 
 from tests.support import Api, Services
 from tests.testbed import Testbed
-
-
-@pytest.fixture
-def services(api: Api, bed: Testbed) -> Iterator[Services]:
-    helper = Services(api, bed)
-    yield helper
-    helper.cleanup()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from docker.utils.ports import PORT_SPEC, split_port
@@ -64,6 +64,7 @@ class ComposeProject:
     networks: list[str]
     volumes: list[str]
     secrets: list[str]
+    warnings: list[str] = field(default_factory=list)  # compose.errors.Problems.warn
 
 
 def berth_service_name(project: str, service: str) -> str:

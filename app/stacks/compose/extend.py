@@ -26,8 +26,8 @@ _MAX_INCLUDED_FILES = 20
 _APPENDED = frozenset(
     {
         "cap_add", "cap_drop", "configs", "devices", "dns", "dns_opt", "dns_search",
-        "env_file", "expose", "extra_hosts", "external_links", "group_add", "links", "ports", "secrets",
-        "security_opt", "volumes_from", "profiles",
+        "env_file", "expose", "extra_hosts", "external_links", "group_add", "links", "ports",
+        "secrets", "security_opt", "volumes_from", "profiles",
     }
 )  # fmt: skip
 _KEYED_LISTS = frozenset({"environment", "labels", "sysctls", "annotations"})
@@ -230,7 +230,8 @@ def _extended(
         if other is None:
             return own
         base_folder = posixpath.dirname(path)
-        base_services = other.get("services") if isinstance(other.get("services"), dict) else {}
+        found = other.get("services")
+        base_services = found if isinstance(found, dict) else {}
     identity = (base_folder + "/" + str(extends.get("file", "")), base_name)
     if identity in seen or len(seen) >= _MAX_EXTENDS_DEPTH:
         problems.add(extends_loc, f"extends forms a cycle (or a chain over {_MAX_EXTENDS_DEPTH})")

@@ -73,9 +73,7 @@ def _string(
                     f"(give it in `variables` or a default: ${{{exc.name}:-value}})",
                 )
                 return text
-            problems.warn(
-                loc, f"variable '{exc.name}' is not set: it is taken as an empty string"
-            )
+            problems.warn(loc, f"variable '{exc.name}' is not set: it is taken as an empty string")
             blanked[exc.name] = ""
         except InterpolationError as exc:
             problems.add(loc, str(exc))

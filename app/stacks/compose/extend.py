@@ -239,11 +239,11 @@ def _extended(
     if base_name not in base_services:
         problems.add(at(extends_loc, "service"), f"service '{base_name}' is not defined there")
         return own
-    base = _extended(
+    base = _extended(  # its problems are reported at this service's `extends`
         base_name,
         base_folder,
         base_services,
-        extends_loc,
+        loc,
         files=files,
         load=load,
         problems=problems,

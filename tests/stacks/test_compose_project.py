@@ -24,9 +24,7 @@ SETTINGS = Settings.model_construct(
 
 
 def _parse(text: str, files: dict[str, str] | None = None, **options: Any) -> ComposeProject:
-    return parse(
-        text, project="shop", variables={}, env_files={}, files=files or {}, **options
-    )
+    return parse(text, project="shop", variables={}, env_files={}, files=files or {}, **options)
 
 
 def _errors(text: str, files: dict[str, str] | None = None) -> list[dict[str, str]]:
@@ -113,9 +111,7 @@ def test_extends_and_include_refusals(
 
 
 def test_include_brings_services_and_resources_with_their_paths() -> None:
-    included = (
-        "services:\n  db:\n    build: .\n    volumes: [data:/data]\nvolumes:\n  data: {}\n"
-    )
+    included = "services:\n  db:\n    build: .\n    volumes: [data:/data]\nvolumes:\n  data: {}\n"
     project = _parse(
         "include:\n  - db/compose.yaml\nservices:\n  web:\n    image: busybox\n"
         "    depends_on: [db]\n",
@@ -129,7 +125,9 @@ def test_include_brings_services_and_resources_with_their_paths() -> None:
 
 
 def test_an_unset_variable_is_empty_with_a_warning_unless_strict() -> None:
-    text = "services:\n  web:\n    image: busybox\n    environment: {A: 'x${UNSET}y', B: '$UNSET'}\n"
+    text = (
+        "services:\n  web:\n    image: busybox\n    environment: {A: 'x${UNSET}y', B: '$UNSET'}\n"
+    )
 
     project = _parse(text, strict=False)
     assert project.services[0].spec["env"] == {"A": "xy", "B": ""}

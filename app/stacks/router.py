@@ -196,6 +196,7 @@ async def create_stack(
                 data=data,
                 upload=upload,
                 settings=context.settings,
+                cipher=context.cipher,
                 created_by=principal.actor,
             )
             set_audit_resource(request, f"stacks/{body.stack.id}")
@@ -286,6 +287,7 @@ async def update_stack(
                 upload=upload,
                 check_version=partial(check_if_match, request),
                 settings=context.settings,
+                cipher=context.cipher,
                 created_by=principal.actor,
             )
 

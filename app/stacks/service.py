@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ from app.images.reference import LOCAL_BUILD_REGISTRY, InvalidReference, dockerf
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
+from app.secrets import service as secrets
+from app.secrets.models import Secret
+from app.security.crypto import Cipher
 from app.services import service as services
 from app.services.models import Service, ServiceStatus
 from app.services.schemas import ServiceSpec
@@ -72,9 +75,17 @@ def _warned(invalid: Invalid, warnings: Sequence[str]) -> Invalid:
     return invalid
 
 
-def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) -> ServiceSpec:
+def _spec(
+    session: Session,
+    settings: Settings,
+    name: str,
+    raw: dict[str, Any],
+    *,
+    provided: Collection[str] = (),
+) -> ServiceSpec:
     """The Compose service as a Berth service spec, under every rule a service obeys, with
-    errors located in the Compose file."""
+    errors located in the Compose file. The secrets in `provided` are the stack's own (from
+    its project's files): they are stored with the stack, so they need not exist yet."""
     where = f"compose.services.{name}"
     try:
         spec = ServiceSpec.model_validate(raw)
@@ -82,8 +93,13 @@ def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) 
         raise Invalid.from_model(
             exc, prefix=where, title="invalid Compose file", path=file_path
         ) from exc
+    own = [ref for ref in spec.secrets if ref.name in provided]
     try:
-        services.validate(session, spec, settings)
+        services.validate(
+            session,
+            spec.model_copy(update={"secrets": [r for r in spec.secrets if r not in own]}),
+            settings,
+        )
     except Invalid as exc:
         errors = [
             {
@@ -254,7 +270,7 @@ def plan(
         placement = dict(raw.get("placement") or {})
         placement["constraints"] = [*placement.get("constraints", []), f"host.id=={host.id}"]
         raw["placement"] = placement
-        spec = _spec(session, settings, item.name, raw)
+        spec = _spec(session, settings, item.name, raw, provided=upload.project.stored_secrets)
         name = compose.berth_service_name(stack_name, item.name)
         taken = session.execute(select(Service.stack_id).where(Service.name == name)).first()
         if taken is not None and (stack_id is None or taken.stack_id != stack_id):
@@ -520,6 +536,29 @@ def _queue(
     return StackAccepted(operation=operation_to_read(operation), stack=to_read(session, stack))
 
 
+def _store_secrets(
+    session: Session,
+    plan: dict[str, Any],
+    values: Mapping[str, str],
+    *,
+    previous: dict[str, Any] | None,
+    cipher: Cipher,
+    created_by: str,
+) -> None:
+    """Store the stack's own secrets (named by their content: one already stored is the same
+    value). The plan keeps every generation's names, for a rollback to find its secrets, until
+    the stack is removed."""
+    stored = set(
+        session.execute(select(Secret.name).where(Secret.name.in_(list(values)))).scalars()
+    )
+    for name, value in values.items():
+        if name not in stored:
+            secrets.create(session, name=name, value=value, cipher=cipher, created_by=created_by)
+    plan["stored_secrets"] = list(
+        dict.fromkeys([*(previous or {}).get("stored_secrets", []), *values])
+    )
+
+
 def _with_warnings(accepted: StackAccepted, upload: Upload) -> StackAccepted:
     accepted.warnings = upload.project.warnings
     return accepted
@@ -572,9 +611,11 @@ def create(
     data: StackCreate,
     upload: Upload,
     settings: Settings,
+    cipher: Cipher,
     created_by: str,
 ) -> StackAccepted:
-    """A new stack from a checked Compose file, and its builds and deploy queued."""
+    """A new stack from a checked Compose file, its own secrets stored, and its builds and
+    deploy queued."""
     check_name_free(session, name=data.name)
     host, plan, builds = prepare(
         session,
@@ -600,6 +641,14 @@ def create(
         version=1,
     )
     session.add(stack)
+    _store_secrets(
+        session,
+        plan,
+        upload.project.stored_secrets,
+        previous=None,
+        cipher=cipher,
+        created_by=created_by,
+    )
     accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
     return _with_warnings(accepted, upload)
 
@@ -612,6 +661,7 @@ def update(
     upload: Upload,
     check_version: VersionCheck,
     settings: Settings,
+    cipher: Cipher,
     created_by: str,
 ) -> StackAccepted:
     """The stack's next generation from a new Compose file; only changed services roll."""
@@ -626,6 +676,14 @@ def update(
         host_id=stack.host_id,
         settings=settings,
         existing=stack,
+    )
+    _store_secrets(
+        session,
+        plan,
+        upload.project.stored_secrets,
+        previous=stack.plan,
+        cipher=cipher,
+        created_by=created_by,
     )
     stack.compose = upload.compose_text
     stack.variables = data.variables
@@ -646,10 +704,13 @@ def delete(
     settings: Settings,
     created_by: str,
 ) -> StackAccepted:
-    """Mark the stack and its services removing and queue the removal (services, then the
-    networks, then the named volumes if asked)."""
+    """Mark the stack and its services removing, forget its own secrets, and queue the removal
+    (services, then the networks, then the named volumes if asked)."""
     stack = get(session, stack_id=stack_id, for_update=True)
     check_version(stack.version)
+    own = stack.plan.get("stored_secrets", [])
+    for secret in session.execute(select(Secret).where(Secret.name.in_(own))).scalars():
+        secrets.delete(session, secret=secret)
     stack.removing = True
     stack.status, stack.status_detail = "removing", None
     stack.version += 1

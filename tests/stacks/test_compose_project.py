@@ -260,3 +260,45 @@ def test_hostile_project_archives_are_refused(archive: bytes, words: str) -> Non
         open_project(archive, file=None, settings=SETTINGS)
 
     assert words in str(refused.value)
+
+
+def test_file_secrets_and_configs_of_a_project_become_the_stacks_own_secrets() -> None:
+    files = {"pw.txt": "s3cret\n", "conf/nginx.conf": "server {}\n"}
+    project = _parse(
+        "services:\n  web:\n    image: nginx\n    secrets: [pw]\n"
+        "    configs:\n      - source: nginx\n        target: /etc/nginx/conf.d/default.conf\n"
+        "      - plain\n"
+        "secrets:\n  pw:\n    file: ./pw.txt\n"
+        "configs:\n  nginx:\n    file: conf/nginx.conf\n  plain:\n    file: pw.txt\n",
+        files,
+    )
+
+    names = list(project.stored_secrets)
+    assert [name.rsplit(".", 1)[0] for name in names] == ["shop.pw", "shop.nginx", "shop.plain"]
+    assert list(project.stored_secrets.values()) == ["s3cret\n", "server {}\n", "s3cret\n"]
+    assert project.services[0].spec["secrets"] == [
+        {"name": names[0], "target": "pw"},  # under /run/secrets
+        {"name": names[1], "target": "/etc/nginx/conf.d/default.conf"},
+        {"name": names[2], "target": "/plain"},
+    ]
+    # The name follows the content: a changed file is a changed spec.
+    changed = _parse(
+        "services:\n  web:\n    image: nginx\n    secrets: [pw]\n"
+        "secrets:\n  pw:\n    file: ./pw.txt\n",
+        {"pw.txt": "other\n"},
+    )
+    assert list(changed.stored_secrets) != names[:1]
+
+
+@pytest.mark.parametrize(
+    ("text", "loc", "words"),
+    [
+        ("secrets:\n  pw:\n    file: ../pw.txt\n", "compose.secrets.pw.file", "outside"),
+        ("secrets:\n  pw:\n    file: missing.txt\n", "compose.secrets.pw.file", "not a text file"),
+        ("configs:\n  c:\n    content: x\n", "compose.configs.c", "not supported"),
+    ],
+)
+def test_file_secret_refusals(text: str, loc: str, words: str) -> None:
+    errors = _errors("services:\n  web:\n    image: nginx\n" + text, {"pw.txt": "x"})
+
+    assert any(e["loc"] == loc and words in e["msg"] for e in errors), errors

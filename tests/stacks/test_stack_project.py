@@ -1,6 +1,7 @@
 """A stack from a project directory on a real engine: a dry run that leaves nothing behind, a
-deploy whose build context, `.env` and `env_file` come from the project, a PUT in which one
-file changed that rolls only the service built from it, and the warnings in the answers."""
+deploy whose build context, `.env`, `env_file`, file secret and config come from the project,
+PUTs in which one file changed that roll only the service that uses it, and the warnings in
+the answers."""
 
 from __future__ import annotations
 
@@ -25,16 +26,29 @@ services:
       GREETING: ${GREETING}
       MISSING: ${NOT_SET_ANYWHERE}
     command: ["sleep", "3600"]
+    secrets: [api_key]
   cache:
     image: ${REGISTRY}/berth-test/busybox:latest
     command: ["sleep", "3600"]
+    configs:
+      - source: app
+        target: /etc/app.conf
+secrets:
+  api_key:
+    file: ./secrets/api_key.txt
+configs:
+  app:
+    file: app.conf
 """
+API_KEY = "project-file-secret-value"
 
 
-def _project(registry: str, page: str) -> bytes:
+def _project(registry: str, page: str, conf: str = "listen 80;\n") -> bytes:
     return context_tar(
         {
             "compose.yaml": COMPOSE.encode(),
+            "secrets/api_key.txt": API_KEY.encode(),
+            "app.conf": conf.encode(),
             ".env": f"GREETING=from-dotenv\nREGISTRY={registry}\n".encode(),
             "web.env": b"FROM_ENV_FILE=yes\n",
             "web/Dockerfile": (
@@ -63,6 +77,17 @@ def _engine_objects(services: BothHosts, name: str) -> tuple[int, ...]:
         len(h1.networks.list(names=[f"{name}_default"])),
         len([tag for image in h1.images.list() for tag in image.tags if f"/{name}/" in tag]),
     )
+
+
+def _read(services: BothHosts, service: dict[str, Any], path: str) -> str:
+    """A file of the service's (one) replica, as its process sees it."""
+    task = service["tasks"][0]["container_id"]
+    (container,) = services.engines["h1"].containers.list(
+        filters={"label": f"berth.container={task}"}
+    )
+    code, output = container.exec_run(["cat", path])
+    assert code == 0 and isinstance(output, bytes), output
+    return output.decode()
 
 
 def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: Testbed) -> None:
@@ -111,6 +136,11 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
             "MISSING": "",
         }
         cache_before = api.get(f"/services/{by_name['cache']}").json()
+        assert _read(services, web, "/run/secrets/api_key") == API_KEY
+        assert _read(services, cache_before, "/etc/app.conf") == "listen 80;\n"
+        # The value is stored encrypted and never answered.
+        for path in (f"/stacks/{stack_id}", "/secrets", f"/services/{by_name['web']}"):
+            assert API_KEY not in api.get(path).text
 
         # Only web/index.html changed: the web's build context, so only the web rolls.
         changed = _project(bed.registry, "v2")
@@ -131,9 +161,30 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
         cache_after = api.get(f"/services/{by_name['cache']}").json()
         assert cache_after["revision"] == cache_before["revision"]
 
+        # Only app.conf changed: the cache's config, so only the cache rolls.
+        reconfigured = _project(bed.registry, "v2", conf="listen 8080;\n")
+        web_before = api.get(f"/services/{by_name['web']}").json()
+        updated = _send(api, "PUT", f"/stacks/{stack_id}", reconfigured)
+        assert updated.status_code == 202, updated.text
+        done = api.wait_operation(updated.json()["operation"]["id"], timeout=180)
+        assert done["status"] == "succeeded", done["error"]
+        cache_now = api.get(f"/services/{by_name['cache']}").json()
+        assert cache_now["revision"] > cache_after["revision"]
+        assert api.get(f"/services/{by_name['web']}").json()["revision"] == web_before["revision"]
+        assert _read(services, cache_now, "/etc/app.conf") == "listen 8080;\n"
+
         strict = _send(api, "PUT", f"/stacks/{stack_id}", changed, strict="true")
         assert strict.status_code == 422, strict.text
         assert "'NOT_SET_ANYWHERE' is not set" in strict.json()["detail"]
+
+        # The stack's own secrets go with it.
+        assert any(s["name"].startswith(f"{name}.") for s in api.get("/secrets").json()["items"])
+        removal = api.delete(f"/stacks/{stack_id}", params={"volumes": "true"})
+        stack_id = None
+        assert api.wait_operation(removal.json()["operation"]["id"], timeout=120)["status"] == (
+            "succeeded"
+        )
+        assert not [s for s in api.get("/secrets").json()["items"] if name in s["name"]]
     finally:
         if stack_id is not None:
             removal = api.delete(f"/stacks/{stack_id}", params={"volumes": "true"})

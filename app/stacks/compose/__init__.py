@@ -1,10 +1,11 @@
 """Compose file -> Berth service specs: pure parsing and checking, no I/O, no engine.
 
-`parse` reads a file of the Compose Specification in five steps, one module each: `load`
-(YAML, read as YAML 1.2 as Compose does), `interpolate` (`${...}` from the given variables
-only: an unset variable without a default is an empty string with a warning, or with `strict`
-an error), `extend` (`include` and `extends`, which load more files of the project the same
-way), `check` (the official Compose Specification JSON schema, the keys Berth supports, scalar
+`parse` reads a file of the Compose Specification in steps, one module each: `load` (YAML,
+read as YAML 1.2 as Compose does), `interpolate` (`${...}` from the given variables only: an
+unset variable without a default is an empty string with a warning, or with `strict` an
+error), `extend` (`include` and `extends`, which load more files of the project the same way),
+`stored` (in a project, secrets and configs with `file:` become secrets stored for the stack),
+`check` (the official Compose Specification JSON schema, the keys Berth supports, scalar
 values), then `map` (to Berth's ServiceSpec shape, with an error for every Compose feature
 Berth cannot honour).
 
@@ -34,7 +35,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from app.stacks.compose import check, extend
+from app.stacks.compose import check, extend, stored
 from app.stacks.compose.errors import ComposeError, Problems
 from app.stacks.compose.interpolate import interpolated
 from app.stacks.compose.load import load
@@ -75,9 +76,9 @@ def parse(
 ) -> ComposeProject:
     """The stack that the Compose file `text` describes; ComposeError lists every problem.
 
-    `files` are the project's other files by path from the project directory (what `include`
-    and `extends.file` name) and `folder` the project folder of `text`; `strict` refuses an
-    unset variable instead of taking it as empty.
+    `files` are the files of the project (given only with one) by path from its root (what
+    `include`, `extends.file` and a secret's or config's `file` name) and `folder` the project
+    folder of `text`; `strict` refuses an unset variable instead of taking it as empty.
     """
     problems = Problems()
 
@@ -99,9 +100,16 @@ def parse(
     document = extend.resolved(
         document, folder=folder, files=files or {}, load=load_other, problems=problems
     )
+    values = (
+        stored.file_secrets(
+            document, project=project, folder=folder, files=files, problems=problems
+        )
+        if files is not None
+        else {}
+    )
     check.schema(document, problems)
     problems.raise_if_any()
     parsed = project_of(
         document, project=project, variables=variables, env_files=env_files, problems=problems
     )
-    return dataclasses.replace(parsed, warnings=problems.warnings)
+    return dataclasses.replace(parsed, warnings=problems.warnings, stored_secrets=values)

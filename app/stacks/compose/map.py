@@ -65,6 +65,7 @@ class ComposeProject:
     volumes: list[str]
     secrets: list[str]
     warnings: list[str] = field(default_factory=list)  # compose.errors.Problems.warn
+    stored_secrets: dict[str, str] = field(default_factory=dict)  # compose.stored
 
 
 def berth_service_name(project: str, service: str) -> str:

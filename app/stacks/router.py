@@ -16,6 +16,7 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.api.uploads import checked_apart
 from app.core.config import Settings
+from app.core.context import AppContext
 from app.core.errors import Invalid, PayloadTooLarge
 from app.stacks import service
 from app.stacks.schemas import StackAccepted, StackCreate, StackDryRun, StackRead, StackUpdate
@@ -39,8 +40,11 @@ _MULTIPART_DOC = (
 _DRY_RUN = Query(
     description="Check everything and answer the plan (200) without storing or deploying"
 )
-_DRY_RUN_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"model": StackDryRun, "description": "The plan of a dry run"}
+# A deploy (create or update) answers 202 and its operation, or, as a dry run, 200 and the plan.
+_DEPLOY_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": StackAccepted,
+    "responses": {200: {"model": StackDryRun, "description": "The plan of a dry run"}},
 }
 
 
@@ -137,6 +141,28 @@ def _form_json(key: str, text: str) -> Any:
         ) from exc
 
 
+async def _checked(
+    request: Request,
+    context: AppContext,
+    stack_name: str,
+    data: StackUpdate,
+    contexts: dict[str, bytes],
+    project: bytes | None,
+) -> service.Upload:
+    """The request's file, project and contexts, checked on an upload-check thread."""
+    return await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=stack_name,
+            data=data,
+            contexts=contexts,
+            project_archive=project,
+            settings=context.settings,
+        ),
+    )
+
+
 def _planned(body: StackDryRun) -> Response:
     return JSONResponse(body.model_dump(mode="json"), status_code=200)
 
@@ -148,13 +174,11 @@ def _located(response: Response, body: StackAccepted) -> StackAccepted:
 
 @router.post(
     "",
-    status_code=202,
     summary="Deploy a Compose file as a stack",
     description=_MULTIPART_DOC
     + " Builds run first, then each service once its `depends_on` are started or healthy.",
     openapi_extra=_body_schema(StackCreate),
-    response_model=StackAccepted,
-    responses=_DRY_RUN_RESPONSE,
+    **_DEPLOY_ROUTE,
 )
 async def create_stack(
     request: Request,
@@ -164,17 +188,7 @@ async def create_stack(
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> StackAccepted | Response:
     data, contexts, project = await _read_request(request, StackCreate, context.settings)
-    upload = await checked_apart(
-        request,
-        partial(
-            service.check_upload,
-            stack_name=data.name,
-            data=data,
-            contexts=contexts,
-            project_archive=project,
-            settings=context.settings,
-        ),
-    )
+    upload = await _checked(request, context, data.name, data, contexts, project)
     if dry_run:
 
         def plan() -> StackDryRun:
@@ -228,13 +242,11 @@ def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> Sta
 
 @router.put(
     "/{stack_id}",
-    status_code=202,
     summary="Deploy a new Compose file: only the services whose spec changed roll",
     description=_MULTIPART_DOC.replace("{name, ", "{").replace(", host_id?", "")
     + " Services no longer in the file are removed; the stack stays on its host.",
     openapi_extra=_body_schema(StackUpdate),
-    response_model=StackAccepted,
-    responses=_DRY_RUN_RESPONSE,
+    **_DEPLOY_ROUTE,
 )
 async def update_stack(
     stack_id: str,
@@ -251,17 +263,8 @@ async def update_stack(
         with context.db.session(write=False) as session:
             return service.get(session, stack_id=stack_id).name
 
-    upload = await checked_apart(
-        request,
-        partial(
-            service.check_upload,
-            stack_name=await run_in_threadpool(stack_name),
-            data=data,
-            contexts=contexts,
-            project_archive=project,
-            settings=context.settings,
-        ),
-    )
+    name = await run_in_threadpool(stack_name)
+    upload = await _checked(request, context, name, data, contexts, project)
     if dry_run:
 
         def plan() -> StackDryRun:

@@ -65,6 +65,14 @@ def _send(api: Api, method: str, path: str, archive: bytes, **fields: Any) -> An
     return api.request(method, path, data=data, files={"project": ("project.tar.gz", archive)})
 
 
+def _deployed(api: Api, response: Any) -> Any:
+    """The 202 answer of a create or update, once its deploy succeeded."""
+    assert response.status_code == 202, response.text
+    done = api.wait_operation(response.json()["operation"]["id"], timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    return response.json()
+
+
 def _rows(db: Database) -> tuple[int, ...]:
     with db.session(write=False) as session:
         return tuple(session.query(model).count() for model in (Stack, Service, Operation))
@@ -120,11 +128,8 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
         created = _send(
             api, "POST", "/stacks", _project(bed.registry, "v1"), name=name, host_id=host
         )
-        assert created.status_code == 202, created.text
-        stack_id = created.json()["stack"]["id"]
+        stack_id = _deployed(api, created)["stack"]["id"]
         assert any("'NOT_SET_ANYWHERE' is not set" in w for w in created.json()["warnings"])
-        done = api.wait_operation(created.json()["operation"]["id"], timeout=180)
-        assert done["status"] == "succeeded", done["error"]
         by_name = {
             s["compose_name"]: s["service_id"]
             for s in api.get(f"/stacks/{stack_id}").json()["service_details"]
@@ -150,10 +155,7 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
             "web": "update",
             "cache": "unchanged",
         }
-        updated = _send(api, "PUT", f"/stacks/{stack_id}", changed)
-        assert updated.status_code == 202, updated.text
-        done = api.wait_operation(updated.json()["operation"]["id"], timeout=180)
-        assert done["status"] == "succeeded", done["error"]
+        _deployed(api, _send(api, "PUT", f"/stacks/{stack_id}", changed))
         # Revisions, not container ids: a replica replaced after a failed start (the network
         # race of issue 13, fixed apart) keeps its revision, and a rollback after it adds one.
         web_after = api.get(f"/services/{by_name['web']}").json()
@@ -164,10 +166,7 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
         # Only app.conf changed: the cache's config, so only the cache rolls.
         reconfigured = _project(bed.registry, "v2", conf="listen 8080;\n")
         web_before = api.get(f"/services/{by_name['web']}").json()
-        updated = _send(api, "PUT", f"/stacks/{stack_id}", reconfigured)
-        assert updated.status_code == 202, updated.text
-        done = api.wait_operation(updated.json()["operation"]["id"], timeout=180)
-        assert done["status"] == "succeeded", done["error"]
+        _deployed(api, _send(api, "PUT", f"/stacks/{stack_id}", reconfigured))
         cache_now = api.get(f"/services/{by_name['cache']}").json()
         assert cache_now["revision"] > cache_after["revision"]
         assert api.get(f"/services/{by_name['web']}").json()["revision"] == web_before["revision"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.stacks.compose.errors import Problems, at
@@ -43,25 +44,37 @@ def resolved(
 ) -> dict[str, Any]:
     """`document`, the file in project folder `folder` (`files` are by path from the project
     directory), with its `include`s merged in and every `extends` resolved."""
-    included = _included(document, folder=folder, files=files, load=load, problems=problems)
+    project = _Files(files, load, problems)
+    included = _included(document, folder, project)
     services = included.get("services")
     if isinstance(services, dict):
-        cache: dict[tuple[str, str], dict[str, Any] | None] = {}
         included["services"] = {
-            name: _extended(
-                name,
-                folder,
-                services,
-                at("compose.services", name),
-                files=files,
-                load=load,
-                problems=problems,
-                cache=cache,
-                seen=(),
-            )
+            name: _extended(name, folder, services, at("compose.services", name), project, ())
             for name in services
         }
     return included
+
+
+@dataclass
+class _Files:
+    """The project's files, each other Compose file loaded once."""
+
+    files: Mapping[str, str]
+    load: Loader
+    problems: Problems
+    loaded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def compose_file(self, path: str, loc: str) -> dict[str, Any] | None:
+        if path not in self.loaded:
+            text = self.files.get(path)
+            if text is None:
+                self.problems.add(
+                    loc, f"the file '{path}' is not in the project (upload the project directory)"
+                )
+                self.loaded[path] = None
+            else:
+                self.loaded[path] = self.load(text, f"{loc}({path})")
+        return self.loaded[path]
 
 
 def relative_to(folder: str, path: str) -> str | None:
@@ -75,24 +88,8 @@ def relative_to(folder: str, path: str) -> str | None:
     return joined
 
 
-def _load_file(
-    path: str, loc: str, *, files: Mapping[str, str], load: Loader, problems: Problems
-) -> dict[str, Any] | None:
-    text = files.get(path)
-    if text is None:
-        problems.add(loc, f"the file '{path}' is not in the project (upload the project directory)")
-        return None
-    return load(text, f"{loc}({path})")
-
-
-def _included(
-    document: dict[str, Any],
-    *,
-    folder: str,
-    files: Mapping[str, str],
-    load: Loader,
-    problems: Problems,
-) -> dict[str, Any]:
+def _included(document: dict[str, Any], folder: str, project: _Files) -> dict[str, Any]:
+    problems = project.problems
     entries = document.pop("include", None)
     if entries is None:
         return document
@@ -113,7 +110,7 @@ def _included(
             if where is None:
                 problems.add(loc, f"'{path}' is outside the project")
                 continue
-            other = _load_file(where, loc, files=files, load=load, problems=problems)
+            other = project.compose_file(where, loc)
             if other is None:
                 continue
             if "include" in other:
@@ -195,15 +192,12 @@ def _extended(
     folder: str,
     services: dict[str, Any],
     loc: str,
-    *,
-    files: Mapping[str, str],
-    load: Loader,
-    problems: Problems,
-    cache: dict[tuple[str, str], dict[str, Any] | None],
+    project: _Files,
     seen: tuple[tuple[str, str], ...],
 ) -> Any:
     """Service `name` of the file in project folder `folder` whose services are `services`,
     with its `extends` resolved and its paths from the project directory."""
+    problems = project.problems
     definition = services.get(name)
     if not isinstance(definition, dict) or "extends" not in definition:
         return _relocated(definition, folder)
@@ -222,11 +216,7 @@ def _extended(
         if path is None:
             problems.add(at(extends_loc, "file"), f"'{extends['file']}' is outside the project")
             return own
-        key = ("file", path)
-        if key not in cache:
-            other = _load_file(path, extends_loc, files=files, load=load, problems=problems)
-            cache[key] = other
-        other = cache[key]
+        other = project.compose_file(path, extends_loc)
         if other is None:
             return own
         base_folder = posixpath.dirname(path)
@@ -239,17 +229,8 @@ def _extended(
     if base_name not in base_services:
         problems.add(at(extends_loc, "service"), f"service '{base_name}' is not defined there")
         return own
-    base = _extended(  # its problems are reported at this service's `extends`
-        base_name,
-        base_folder,
-        base_services,
-        loc,
-        files=files,
-        load=load,
-        problems=problems,
-        cache=cache,
-        seen=(*seen, identity),
-    )
+    # The base's problems are reported at this service's `extends`.
+    base = _extended(base_name, base_folder, base_services, loc, project, (*seen, identity))
     if not isinstance(base, dict):
         return own
     return merged(base, _relocated(own, folder))

@@ -342,6 +342,8 @@ def dry_run(
     stored and no engine asked."""
     if existing is None:
         check_name_free(session, name=stack_name)
+    elif existing.removing:
+        raise Conflict(f"stack {existing.name!r} is being removed")
     host, planned, builds = prepare(
         session,
         stack_name=stack_name,

@@ -13,7 +13,7 @@ from app.core.db import Database
 from app.operations.models import Operation
 from app.services.models import Service
 from app.stacks.models import Stack
-from tests.support import Api, BothHosts, context_tar
+from tests.support import Api, BothHosts, context_tar, wait_for
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -89,12 +89,22 @@ def _engine_objects(services: BothHosts, name: str) -> tuple[int, ...]:
     )
 
 
-def _read(services: BothHosts, service: dict[str, Any], path: str) -> str:
-    """A file of the service's (one) replica, as its process sees it."""
-    task = service["tasks"][0]["container_id"]
-    (container,) = services.engines["h1"].containers.list(
-        filters={"label": f"berth.container={task}"}
-    )
+def _read(api: Api, services: BothHosts, service_id: str, path: str) -> str:
+    """A file of the service's running replica, as its process sees it."""
+
+    def running() -> Any:
+        tasks = api.get(f"/services/{service_id}").json()["tasks"]
+        ids = [t["container_id"] for t in tasks if t["state"] == "running"]
+        found = [
+            container
+            for task in ids
+            for container in services.engines["h1"].containers.list(
+                filters={"label": f"berth.container={task}"}
+            )
+        ]
+        return found[0] if found else None
+
+    container = wait_for(running, timeout=30, what="a running replica")
     code, output = container.exec_run(["cat", path])
     assert code == 0 and isinstance(output, bytes), output
     return output.decode()
@@ -143,8 +153,8 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
             "MISSING": "",
         }
         cache_before = api.get(f"/services/{by_name['cache']}").json()
-        assert _read(services, web, "/run/secrets/api_key") == API_KEY
-        assert _read(services, cache_before, "/etc/app.conf") == "listen 80;\n"
+        assert _read(api, services, by_name["web"], "/run/secrets/api_key") == API_KEY
+        assert _read(api, services, by_name["cache"], "/etc/app.conf") == "listen 80;\n"
         # The value is stored encrypted and never answered.
         for path in (f"/stacks/{stack_id}", "/secrets", f"/services/{by_name['web']}"):
             assert API_KEY not in api.get(path).text
@@ -172,7 +182,7 @@ def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: 
         cache_now = api.get(f"/services/{by_name['cache']}").json()
         assert cache_now["revision"] > cache_after["revision"]
         assert api.get(f"/services/{by_name['web']}").json()["revision"] == web_before["revision"]
-        assert _read(services, cache_now, "/etc/app.conf") == "listen 8080;\n"
+        assert _read(api, services, by_name["cache"], "/etc/app.conf") == "listen 8080;\n"
 
         strict = _send(api, "PUT", f"/stacks/{stack_id}", changed, strict="true")
         assert strict.status_code == 422, strict.text

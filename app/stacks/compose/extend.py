@@ -163,9 +163,6 @@ def _relocated(definition: Any, folder: str) -> Any:
         moved["env_file"] = relative_to(folder, env_file) or env_file
     elif isinstance(env_file, list):
         moved["env_file"] = [_relocated_env_file(item, folder) for item in env_file]
-    volumes = moved.get("volumes")
-    if isinstance(volumes, list):
-        moved["volumes"] = [_relocated_volume(item, folder) for item in volumes]
     return moved
 
 
@@ -174,16 +171,6 @@ def _relocated_env_file(item: Any, folder: str) -> Any:
         return relative_to(folder, item) or item
     if isinstance(item, dict) and isinstance(item.get("path"), str):
         return {**item, "path": relative_to(folder, item["path"]) or item["path"]}
-    return item
-
-
-def _relocated_volume(item: Any, folder: str) -> Any:
-    """A relative bind mount's source, from the project directory."""
-    if isinstance(item, str) and item.startswith("."):
-        source, colon, rest = item.partition(":")
-        return f"./{relative_to(folder, source) or source}{colon}{rest}"
-    if isinstance(item, dict) and str(item.get("source", "")).startswith("."):
-        return {**item, "source": f"./{relative_to(folder, item['source']) or item['source']}"}
     return item
 
 

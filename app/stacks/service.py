@@ -217,10 +217,21 @@ def check_upload(
                 for n in sorted(unknown)
             ]
         )
-    if source is not None:
-        for name, build in building.items():
-            if name not in contexts and (folder := source.context(build.context)) is not None:
-                contexts[name] = folder
+    contexts = dict(contexts)
+    for name, build in building.items():
+        if name in contexts or source is None:
+            continue
+        folder = source.context(build.context)
+        if folder is None:
+            raise _invalid(
+                [
+                    {
+                        "loc": f"compose.services.{name}.build",
+                        "msg": f"the project has no folder {build.context!r} to build from",
+                    }
+                ]
+            )
+        contexts[name] = folder
     builds = {
         name: _build(name, stack_name, build, contexts[name], settings)
         for name, build in building.items()

@@ -302,3 +302,17 @@ def test_file_secret_refusals(text: str, loc: str, words: str) -> None:
     errors = _errors("services:\n  web:\n    image: nginx\n" + text, {"pw.txt": "x"})
 
     assert any(e["loc"] == loc and words in e["msg"] for e in errors), errors
+
+
+def test_a_build_from_a_folder_the_project_lacks_is_refused_at_the_build() -> None:
+    archive = context_tar({"compose.yaml": b"services:\n  web:\n    build: ./web\n"})
+
+    with pytest.raises(Invalid) as refused:
+        _upload(archive)
+
+    assert refused.value.errors == [
+        {
+            "loc": "compose.services.web.build",
+            "msg": "the project has no folder './web' to build from",
+        }
+    ]

@@ -94,7 +94,8 @@ async def _read_request(
     """The stack fields, the uploaded build contexts (by Compose service name) and the
     project archive."""
     if is_multipart(request.headers.get("content-type")):
-        # Only the build contexts are uploads; the other fields are held to the JSON limit.
+        # Only the build contexts and the project are uploads; the other fields are held to
+        # the JSON limit.
         form = await request.form(
             max_files=50, max_fields=200, max_part_size=settings.max_request_bytes
         )

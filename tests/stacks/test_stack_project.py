@@ -5,9 +5,12 @@ the answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
+
+import docker.errors
 
 from app.core.db import Database
 from app.operations.models import Operation
@@ -90,24 +93,23 @@ def _engine_objects(services: BothHosts, name: str) -> tuple[int, ...]:
 
 
 def _read(api: Api, services: BothHosts, service_id: str, path: str) -> str:
-    """A file of the service's running replica, as its process sees it."""
+    """A file of the service's running replica, as its process sees it (a replica replaced
+    meanwhile is looked for again)."""
 
-    def running() -> Any:
+    def content() -> str | None:
         tasks = api.get(f"/services/{service_id}").json()["tasks"]
-        ids = [t["container_id"] for t in tasks if t["state"] == "running"]
-        found = [
-            container
-            for task in ids
+        for task in (t["container_id"] for t in tasks if t["state"] == "running"):
             for container in services.engines["h1"].containers.list(
                 filters={"label": f"berth.container={task}"}
-            )
-        ]
-        return found[0] if found else None
+            ):
+                with contextlib.suppress(docker.errors.APIError):
+                    code, output = container.exec_run(["cat", path])
+                    assert code == 0 and isinstance(output, bytes), output
+                    return output.decode()
+        return None
 
-    container = wait_for(running, timeout=30, what="a running replica")
-    code, output = container.exec_run(["cat", path])
-    assert code == 0 and isinstance(output, bytes), output
-    return output.decode()
+    text: str = wait_for(content, timeout=30, what=f"{path} in a running replica")
+    return text
 
 
 def test_a_project_directory_deploys_and_rolls_only_what_changed(api: Api, bed: Testbed) -> None:

@@ -316,3 +316,11 @@ def test_a_build_from_a_folder_the_project_lacks_is_refused_at_the_build() -> No
             "msg": "the project has no folder './web' to build from",
         }
     ]
+
+
+def test_warnings_are_capped() -> None:
+    extensions = "".join(f"x-note{n}: {n}\n" for n in range(150))
+
+    project = _parse(extensions + "services:\n  web:\n    image: busybox\n")
+
+    assert len(project.warnings) == 100

@@ -9,6 +9,8 @@ order they were found, each as `<loc>: <message>`.
 
 from __future__ import annotations
 
+MAX_WARNINGS = 100
+
 
 class ComposeError(Exception):
     """The Compose file cannot become a Berth stack; `errors` says where and why."""
@@ -32,7 +34,9 @@ class Problems:
     def warn(self, loc: str, msg: str) -> None:
         """Accepted, but the user should know (as `docker compose` prints a WARN line)."""
         warning = f"{loc}: {msg}"
-        if warning not in self.warnings:  # Said once, however many steps notice it.
+        # Said once, however many steps notice it; a file of thousands of `x-*` keys (aliases
+        # expanded) still answers a short list.
+        if warning not in self.warnings and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
 
     def unsupported(self, loc: str, feature: str, reason: str = "") -> None:

@@ -40,6 +40,10 @@ class InvalidContext(ValueError):
     """A build context that is not a safe tar archive with a readable Dockerfile."""
 
 
+class MissingDockerfile(InvalidContext):
+    """A safe archive (every member checked) without the file asked for."""
+
+
 @dataclass(frozen=True)
 class BuildContext:
     compressed: bool
@@ -262,7 +266,7 @@ def inspect_context(
         fileobj.seek(0)
     if text is None:
         shown = dockerfile_path if resolved == wanted else f"{dockerfile_path} -> {resolved}"
-        raise InvalidContext(f"the build context has no Dockerfile at {shown!r}")
+        raise MissingDockerfile(f"the build context has no Dockerfile at {shown!r}")
     return BuildContext(
         compressed=scan.compressed, files=scan.files, total_bytes=scan.total, dockerfile=text
     )

@@ -6,6 +6,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
@@ -15,9 +16,10 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.api.uploads import checked_apart
 from app.core.config import Settings
+from app.core.context import AppContext
 from app.core.errors import Invalid, PayloadTooLarge
 from app.stacks import service
-from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackUpdate
+from app.stacks.schemas import StackAccepted, StackCreate, StackDryRun, StackRead, StackUpdate
 from app.workers import wakeups
 
 STACKS_PATH = f"{API_PREFIX}/stacks"
@@ -26,11 +28,25 @@ router = APIRouter(prefix=STACKS_PATH, tags=["stacks"])
 T = TypeVar("T", bound=BaseModel)
 _JSON_FIELDS = ("variables", "env_files", "profiles")
 _MULTIPART_DOC = (
-    "JSON `{name, compose, variables?, env_files?, profiles?, host_id?}`, or multipart/form-data "
-    "with the same fields (`variables`, `env_files` and `profiles` as JSON text) plus one tar / "
-    "tar.gz file per Compose service that has `build:`, in the field "
-    "`context.<compose service name>`."
+    "JSON `{name, compose, variables?, env_files?, strict?, profiles?, host_id?}`, or "
+    "multipart/form-data with the same fields (`variables`, `env_files` and `profiles` as JSON "
+    "text) and either `compose` or `project`: a tar / tar.gz of the project directory, in which "
+    "the Compose file (`file`, by default compose.yaml, compose.yml, docker-compose.yaml or "
+    "docker-compose.yml), its `.env`, "
+    "`env_file`s, `include`d and `extends` files and build contexts are found as Compose finds "
+    "them. A `context.<compose service name>` file part gives (or replaces) a service's build "
+    "context. With `?dry_run=true` the answer is 200 and the plan: every check is made, nothing "
+    "is stored and no engine is asked."
 )
+_DRY_RUN = Query(
+    description="Check everything and answer the plan (200) without storing or deploying"
+)
+# A deploy (create or update) answers 202 and its operation, or, as a dry run, 200 and the plan.
+_DEPLOY_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": StackAccepted,
+    "responses": {200: {"model": StackDryRun, "description": "The plan of a dry run"}},
+}
 
 
 def _body_schema(model: type[StackUpdate]) -> dict[str, Any]:
@@ -38,6 +54,11 @@ def _body_schema(model: type[StackUpdate]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: {"type": "string", "description": field.description}
         for name, field in model.model_fields.items()
+    }
+    fields["project"] = {
+        "type": "string",
+        "format": "binary",
+        "description": "The project directory, as a tar or tar.gz (instead of `compose`)",
     }
     for name in _JSON_FIELDS:
         fields[name]["description"] += " (JSON, as text)"
@@ -70,20 +91,25 @@ def _validated(model: type[T], raw: dict[str, Any]) -> T:
 
 async def _read_request(
     request: Request, model: type[T], settings: Settings
-) -> tuple[T, dict[str, bytes]]:
-    """The stack fields and the uploaded build contexts (by Compose service name)."""
+) -> tuple[T, dict[str, bytes], bytes | None]:
+    """The stack fields, the uploaded build contexts (by Compose service name) and the
+    project archive."""
     if is_multipart(request.headers.get("content-type")):
-        # Only the build contexts are uploads; the other fields are held to the JSON limit.
+        # Only the build contexts and the project are uploads; the other fields are held to
+        # the JSON limit.
         form = await request.form(
             max_files=50, max_fields=200, max_part_size=settings.max_request_bytes
         )
         raw: dict[str, Any] = {}
         contexts: dict[str, bytes] = {}
+        project: bytes | None = None
         for key, value in form.multi_items():
             if isinstance(value, str):
                 raw[key] = _form_json(key, value) if key in _JSON_FIELDS else value
             elif key.startswith("context."):
                 contexts[key.removeprefix("context.")] = await value.read()
+            elif key == "project":
+                project = await value.read()
             elif key == "compose":
                 if (value.size or 0) > settings.max_compose_bytes:
                     raise PayloadTooLarge(
@@ -94,15 +120,17 @@ async def _read_request(
             else:
                 raise Invalid(
                     f"body.{key}: unexpected file",
-                    errors=[{"loc": f"body.{key}", "msg": "files go in context.<service>"}],
+                    errors=[
+                        {"loc": f"body.{key}", "msg": "files go in project or context.<service>"}
+                    ],
                 )
-        return _validated(model, raw), contexts
+        return _validated(model, raw), contexts, project
     raw = _form_json("body", (await request.body()).decode("utf-8", errors="replace"))
     if not isinstance(raw, dict):
         raise Invalid(
             "body: expected a JSON object", errors=[{"loc": "body", "msg": "not an object"}]
         )
-    return _validated(model, raw), {}
+    return _validated(model, raw), {}, None
 
 
 def _form_json(key: str, text: str) -> Any:
@@ -115,6 +143,32 @@ def _form_json(key: str, text: str) -> Any:
         ) from exc
 
 
+async def _checked(
+    request: Request,
+    context: AppContext,
+    stack_name: str,
+    data: StackUpdate,
+    contexts: dict[str, bytes],
+    project: bytes | None,
+) -> service.Upload:
+    """The request's file, project and contexts, checked on an upload-check thread."""
+    return await checked_apart(
+        request,
+        partial(
+            service.check_upload,
+            stack_name=stack_name,
+            data=data,
+            contexts=contexts,
+            project_archive=project,
+            settings=context.settings,
+        ),
+    )
+
+
+def _planned(body: StackDryRun) -> Response:
+    return JSONResponse(body.model_dump(mode="json"), status_code=200)
+
+
 def _located(response: Response, body: StackAccepted) -> StackAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
     return body
@@ -122,26 +176,34 @@ def _located(response: Response, body: StackAccepted) -> StackAccepted:
 
 @router.post(
     "",
-    status_code=202,
     summary="Deploy a Compose file as a stack",
     description=_MULTIPART_DOC
     + " Builds run first, then each service once its `depends_on` are started or healthy.",
     openapi_extra=_body_schema(StackCreate),
+    **_DEPLOY_ROUTE,
 )
 async def create_stack(
-    request: Request, response: Response, context: Ctx, principal: Operator
-) -> StackAccepted:
-    data, contexts = await _read_request(request, StackCreate, context.settings)
-    upload = await checked_apart(
-        request,
-        partial(
-            service.check_upload,
-            stack_name=data.name,
-            data=data,
-            contexts=contexts,
-            settings=context.settings,
-        ),
-    )
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
+) -> StackAccepted | Response:
+    data, contexts, project = await _read_request(request, StackCreate, context.settings)
+    upload = await _checked(request, context, data.name, data, contexts, project)
+    if dry_run:
+
+        def plan() -> StackDryRun:
+            with context.db.session(write=False) as session:
+                return service.dry_run(
+                    session,
+                    stack_name=data.name,
+                    upload=upload,
+                    host_id=data.host_id,
+                    settings=context.settings,
+                )
+
+        return _planned(await run_in_threadpool(plan))
 
     def create() -> StackAccepted:
         with context.db.session() as session:
@@ -150,6 +212,7 @@ async def create_stack(
                 data=data,
                 upload=upload,
                 settings=context.settings,
+                cipher=context.cipher,
                 created_by=principal.actor,
             )
             set_audit_resource(request, f"stacks/{body.stack.id}")
@@ -185,32 +248,44 @@ def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> Sta
 
 @router.put(
     "/{stack_id}",
-    status_code=202,
     summary="Deploy a new Compose file: only the services whose spec changed roll",
     description=_MULTIPART_DOC.replace("{name, ", "{").replace(", host_id?", "")
     + " Services no longer in the file are removed; the stack stays on its host.",
     openapi_extra={**_body_schema(StackUpdate), **versioned(checks_if_match=True)},
+    **_DEPLOY_ROUTE,
 )
 async def update_stack(
-    stack_id: str, request: Request, response: Response, context: Ctx, principal: Operator
-) -> StackAccepted:
+    stack_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
+) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
-    data, contexts = await _read_request(request, StackUpdate, context.settings)
+    data, contexts, project = await _read_request(request, StackUpdate, context.settings)
 
     def stack_name() -> str:  # It never changes: read before the upload is checked.
         with context.db.session(write=False) as session:
             return service.get(session, stack_id=stack_id).name
 
-    upload = await checked_apart(
-        request,
-        partial(
-            service.check_upload,
-            stack_name=await run_in_threadpool(stack_name),
-            data=data,
-            contexts=contexts,
-            settings=context.settings,
-        ),
-    )
+    name = await run_in_threadpool(stack_name)
+    upload = await _checked(request, context, name, data, contexts, project)
+    if dry_run:
+
+        def plan() -> StackDryRun:
+            with context.db.session(write=False) as session:
+                stack = service.get(session, stack_id=stack_id)
+                return service.dry_run(
+                    session,
+                    stack_name=stack.name,
+                    upload=upload,
+                    host_id=stack.host_id,
+                    settings=context.settings,
+                    existing=stack,
+                )
+
+        return _planned(await run_in_threadpool(plan))
 
     def update() -> StackAccepted:
         with context.db.session() as session:
@@ -221,6 +296,7 @@ async def update_stack(
                 upload=upload,
                 check_version=partial(check_if_match, request),
                 settings=context.settings,
+                cipher=context.cipher,
                 created_by=principal.actor,
             )
 

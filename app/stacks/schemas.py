@@ -44,13 +44,28 @@ class StackUpdate(BaseModel):
         },
     )
 
-    compose: ComposeText = Field(description="The Compose file (YAML), as written")
+    compose: ComposeText | None = Field(
+        default=None,
+        description="The Compose file (YAML), as written; or give the project directory as the "
+        "multipart part `project` instead",
+    )
+    file: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="With `project`: the Compose file's path in the archive. Default: the "
+        "first of compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml",
+    )
     variables: Variables = Field(
         default_factory=dict, description="Values for ${VAR} interpolation in the file"
     )
     env_files: EnvFiles = Field(
         default_factory=dict,
-        description="The content of each `env_file` the file names, by the path it uses",
+        description="The content of each `env_file` the file names, by the path it uses "
+        "(with `project`, the files in it are read too)",
+    )
+    strict: bool = Field(
+        default=False,
+        description="Refuse (422) a variable that neither `variables`, the project's `.env` "
+        "nor a default sets; by default it is an empty string, with a warning",
     )
     profiles: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]],
@@ -107,6 +122,40 @@ class StackRead(BaseModel):
     version: int
 
 
+Warnings = Annotated[
+    list[str],
+    Field(
+        description="What Berth accepted but ignored or assumed (an ignored key, an unset "
+        "variable taken as empty), each as `<where in the file>: <what>`"
+    ),
+]
+
+
 class StackAccepted(BaseModel):
     operation: OperationRead
     stack: StackRead
+    warnings: Warnings = Field(default_factory=list)
+
+
+class PlannedService(BaseModel):
+    compose_name: str
+    name: str = Field(description="The Berth service")
+    image: str = Field(description="The image it runs (for `build:`, the tag of the build)")
+    build: bool = Field(description="Whether the image is built from the project")
+    replicas: int
+    host_id: str
+    action: Literal["create", "update", "unchanged", "remove"] = Field(
+        description="`update`: its spec changes, so its replicas roll to a new revision"
+    )
+
+
+class StackDryRun(BaseModel):
+    """What a create or update would do; nothing was stored and no engine was asked."""
+
+    name: str
+    host_id: str
+    services: list[PlannedService]
+    builds: list[str] = Field(description="Compose services whose image would be built")
+    networks: list[str] = Field(description="Networks the stack creates")
+    volumes: list[str] = Field(description="Named volumes the stack creates")
+    warnings: Warnings

@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +33,24 @@ from app.images.reference import (
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
+from app.secrets import service as secrets
+from app.secrets.models import Secret
+from app.security.crypto import Cipher
 from app.services import service as services
 from app.services.models import Service, ServiceStatus
 from app.services.schemas import ServiceSpec
 from app.stacks import compose
 from app.stacks.models import Stack
-from app.stacks.schemas import StackAccepted, StackCreate, StackRead, StackServiceRef, StackUpdate
+from app.stacks.project import InvalidProject, Project, open_project
+from app.stacks.schemas import (
+    PlannedService,
+    StackAccepted,
+    StackCreate,
+    StackDryRun,
+    StackRead,
+    StackServiceRef,
+    StackUpdate,
+)
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,29 @@ def context_field(compose_name: str) -> str:
     return f"context.{compose_name}"
 
 
-def _invalid(errors: list[dict[str, str]]) -> Invalid:
-    return Invalid.listing("invalid Compose file", errors)
+def _invalid(errors: list[dict[str, str]], warnings: Sequence[str] = ()) -> Invalid:
+    return _warned(Invalid.listing("invalid Compose file", errors), warnings)
 
 
-def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) -> ServiceSpec:
+def _warned(invalid: Invalid, warnings: Sequence[str]) -> Invalid:
+    """The 422 with the warnings found before it: an unset variable taken as empty is often
+    why a value is refused."""
+    if warnings:
+        invalid.detail += f" (warnings: {'; '.join(warnings[:5])})"
+    return invalid
+
+
+def _spec(
+    session: Session,
+    settings: Settings,
+    name: str,
+    raw: dict[str, Any],
+    *,
+    provided: Collection[str] = (),
+) -> ServiceSpec:
     """The Compose service as a Berth service spec, under every rule a service obeys, with
-    errors located in the Compose file."""
+    errors located in the Compose file. The secrets in `provided` are the stack's own (from
+    its project's files): they are stored with the stack, so they need not exist yet."""
     where = f"compose.services.{name}"
     try:
         spec = ServiceSpec.model_validate(raw)
@@ -72,8 +100,13 @@ def _spec(session: Session, settings: Settings, name: str, raw: dict[str, Any]) 
         raise Invalid.from_model(
             exc, prefix=where, title="invalid Compose file", path=file_path
         ) from exc
+    own = [ref for ref in spec.secrets if ref.name in provided]
     try:
-        services.validate(session, spec, settings)
+        services.validate(
+            session,
+            spec.model_copy(update={"secrets": [r for r in spec.secrets if r not in own]}),
+            settings,
+        )
     except Invalid as exc:
         errors = [
             {
@@ -132,19 +165,34 @@ def _build(
     return Build(name, tag, data, build.dockerfile, build.args, options)
 
 
-def parse(stack_name: str, data: StackUpdate, settings: Settings) -> compose.ComposeProject:
-    """The Compose file as a project; a 422 locating every problem in the file."""
+def parse(
+    stack_name: str, data: StackUpdate, settings: Settings, project: Project | None = None
+) -> compose.ComposeProject:
+    """The Compose file (given, or the project's) as a project; a 422 locating every problem
+    in the file. Variables given in the request win over the project's `.env`, as the shell's
+    win in Compose."""
+    text = project.compose if project is not None else data.compose
+    if text is None:
+        raise Invalid(
+            "body.compose: give the Compose file, or the project directory as `project`",
+            errors=[{"loc": "body.compose", "msg": "missing"}],
+        )
     try:
-        return compose.parse_profiles(
-            data.compose,
+        return compose.parse(
+            text,
             project=stack_name,
-            variables=data.variables,
-            env_files=data.env_files,
+            variables=data.variables if project is None else project.dotenv() | data.variables,
+            env_files=data.env_files
+            if project is None
+            else project.files.with_given(data.env_files),
             max_bytes=settings.max_compose_bytes,
+            strict=data.strict,
+            files=project.files if project is not None else None,
+            folder=project.folder if project is not None else "",
             profiles=data.profiles,
         )
     except compose.ComposeError as exc:
-        raise _invalid(exc.errors) from exc
+        raise _invalid(exc.errors, exc.warnings) from exc
 
 
 @dataclass(frozen=True)
@@ -153,15 +201,30 @@ class Upload:
     work that reads the request's bytes, done with no session open (on an upload-check thread,
     app.api.uploads)."""
 
+    compose_text: str  # as given, or as found in the project
     project: compose.ComposeProject
     builds: dict[str, Build]  # by Compose service name: the services whose context came
 
 
 def check_upload(
-    *, stack_name: str, data: StackUpdate, contexts: dict[str, bytes], settings: Settings
+    *,
+    stack_name: str,
+    data: StackUpdate,
+    contexts: dict[str, bytes],
+    project_archive: bytes | None = None,
+    settings: Settings,
 ) -> Upload:
-    """The Compose file and every uploaded context checked; a 422 for the first problem."""
-    project = parse(stack_name, data, settings)
+    """The Compose file and every uploaded context checked; a 422 for the first problem. A
+    service's build context is its `context.<name>` upload, else its folder in the project."""
+    source = None
+    if project_archive is not None:
+        try:
+            source = open_project(project_archive, file=data.file, settings=settings)
+        except InvalidProject as exc:
+            raise Invalid(
+                f"body.project: {exc}", errors=[{"loc": "body.project", "msg": str(exc)}]
+            ) from exc
+    project = parse(stack_name, data, settings, source)
     building = {s.name: s.build for s in project.services if s.build is not None}
     unknown = set(contexts) - set(building)
     if unknown:
@@ -171,12 +234,29 @@ def check_upload(
                 for n in sorted(unknown)
             ]
         )
+    contexts = dict(contexts)
+    for name, build in building.items():
+        if name in contexts or source is None:
+            continue
+        folder = source.context(build.context)
+        if folder is None:
+            raise _invalid(
+                [
+                    {
+                        "loc": f"compose.services.{name}.build",
+                        "msg": f"the project has no folder {build.context!r} to build from",
+                    }
+                ]
+            )
+        contexts[name] = folder
     builds = {
         name: _build(name, stack_name, build, contexts[name], settings)
         for name, build in building.items()
         if name in contexts
     }
-    return Upload(project, builds)
+    text = source.compose if source is not None else data.compose
+    assert text is not None  # parse refuses a request without one
+    return Upload(text, project, builds)
 
 
 def plan(
@@ -218,7 +298,7 @@ def plan(
         placement = dict(raw.get("placement") or {})
         placement["constraints"] = [*placement.get("constraints", []), f"host.id=={host.id}"]
         raw["placement"] = placement
-        spec = _spec(session, settings, item.name, raw)
+        spec = _spec(session, settings, item.name, raw, provided=upload.project.stored_secrets)
         name = compose.berth_service_name(stack_name, item.name)
         taken = session.execute(select(Service.stack_id).where(Service.name == name)).first()
         if taken is not None and (stack_id is None or taken.stack_id != stack_id):
@@ -254,16 +334,102 @@ def prepare(
     """Everything a create or an update checks, in the order a user fixes things: the file
     (checked before, in `upload`), then the host, then each service against Berth's rules."""
     host = choose_host(session, host_id)
-    planned, builds = plan(
+    try:
+        planned, builds = plan(
+            session,
+            stack_name=stack_name,
+            stack_id=existing.id if existing else None,
+            upload=upload,
+            host=host,
+            settings=settings,
+            previous=existing.plan if existing else None,
+        )
+    except Invalid as exc:
+        _warned(exc, upload.project.warnings)
+        raise
+    return host, planned, builds
+
+
+def check_name_free(session: Session, *, name: str) -> None:
+    if session.execute(select(Stack.id).where(Stack.name == name)).first():
+        raise Conflict(
+            f"a stack named {name!r} already exists", errors=[{"loc": "body.name", "msg": "taken"}]
+        )
+
+
+def dry_run(
+    session: Session,
+    *,
+    stack_name: str,
+    upload: Upload,
+    host_id: str | None,
+    settings: Settings,
+    existing: Stack | None = None,
+) -> StackDryRun:
+    """What a create (or, with `existing`, an update) would do: every check it makes, nothing
+    stored and no engine asked."""
+    if existing is None:
+        check_name_free(session, name=stack_name)
+    elif existing.removing:
+        raise Conflict(f"stack {existing.name!r} is being removed")
+    host, planned, builds = prepare(
         session,
         stack_name=stack_name,
-        stack_id=existing.id if existing else None,
         upload=upload,
-        host=host,
+        host_id=host_id,
         settings=settings,
-        previous=existing.plan if existing else None,
+        existing=existing,
     )
-    return host, planned, builds
+    current = {s.name: s for s in members(session, existing.id)} if existing else {}
+    compose_names = {
+        p["name"]: p["compose_name"]
+        for p in (existing.plan if existing else {}).get("services", [])
+    }
+    changes: list[PlannedService] = []
+    for item in planned["services"]:
+        spec = ServiceSpec.model_validate(item["spec"])
+        service = current.pop(item["name"], None)
+        if service is None:
+            action = "create"
+        elif spec != services.current_spec(service):
+            action = "update"
+        else:
+            action = "unchanged"
+        changes.append(_planned(item["compose_name"], item["name"], spec, host, action, item))
+    for service in current.values():
+        compose_name = compose_names.get(service.name, service.name)
+        spec = services.current_spec(service)
+        changes.append(_planned(compose_name, service.name, spec, host, "remove", None))
+    return StackDryRun(
+        name=stack_name,
+        host_id=host.id,
+        services=changes,
+        builds=[build.compose_name for build in builds],
+        networks=planned["networks"],
+        volumes=planned["volumes"],
+        warnings=upload.project.warnings,
+    )
+
+
+def _planned(
+    compose_name: str,
+    name: str,
+    spec: ServiceSpec,
+    host: Host,
+    action: str,
+    item: dict[str, Any] | None,
+) -> PlannedService:
+    return PlannedService.model_validate(
+        {
+            "compose_name": compose_name,
+            "name": name,
+            "image": spec.image,
+            "build": bool(item and item.get("build")),
+            "replicas": spec.replicas,
+            "host_id": host.id,
+            "action": action,
+        }
+    )
 
 
 def choose_host(session: Session, host_id: str | None) -> Host:
@@ -400,6 +566,34 @@ def _queue(
     return StackAccepted(operation=operation_to_read(operation), stack=to_read(session, stack))
 
 
+def _store_secrets(
+    session: Session,
+    plan: dict[str, Any],
+    values: Mapping[str, str],
+    *,
+    previous: dict[str, Any] | None,
+    cipher: Cipher,
+    created_by: str,
+) -> None:
+    """Store the stack's own secrets (named by their content: one already stored is the same
+    value). The plan keeps every generation's names, for a rollback to find its secrets, until
+    the stack is removed."""
+    stored = set(
+        session.execute(select(Secret.name).where(Secret.name.in_(list(values)))).scalars()
+    )
+    for name, value in values.items():
+        if name not in stored:
+            secrets.create(session, name=name, value=value, cipher=cipher, created_by=created_by)
+    plan["stored_secrets"] = list(
+        dict.fromkeys([*(previous or {}).get("stored_secrets", []), *values])
+    )
+
+
+def _with_warnings(accepted: StackAccepted, upload: Upload) -> StackAccepted:
+    accepted.warnings = upload.project.warnings
+    return accepted
+
+
 def _queue_deploy(
     session: Session,
     stack: Stack,
@@ -448,14 +642,12 @@ def create(
     data: StackCreate,
     upload: Upload,
     settings: Settings,
+    cipher: Cipher,
     created_by: str,
 ) -> StackAccepted:
-    """A new stack from a checked Compose file, and its builds and deploy queued."""
-    if session.execute(select(Stack.id).where(Stack.name == data.name)).first():
-        raise Conflict(
-            f"a stack named {data.name!r} already exists",
-            errors=[{"loc": "body.name", "msg": "taken"}],
-        )
+    """A new stack from a checked Compose file, its own secrets stored, and its builds and
+    deploy queued."""
+    check_name_free(session, name=data.name)
     host, plan, builds = prepare(
         session,
         stack_name=data.name,
@@ -467,7 +659,7 @@ def create(
     stack = Stack(
         id=new_id(),
         name=data.name,
-        compose=data.compose,
+        compose=upload.compose_text,
         variables=data.variables,
         host_id=host.id,
         plan={},
@@ -480,7 +672,16 @@ def create(
         version=1,
     )
     session.add(stack)
-    return _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    _store_secrets(
+        session,
+        plan,
+        upload.project.stored_secrets,
+        previous=None,
+        cipher=cipher,
+        created_by=created_by,
+    )
+    accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    return _with_warnings(accepted, upload)
 
 
 def update(
@@ -491,6 +692,7 @@ def update(
     upload: Upload,
     check_version: VersionCheck,
     settings: Settings,
+    cipher: Cipher,
     created_by: str,
 ) -> StackAccepted:
     """The stack's next generation from a new Compose file; only changed services roll."""
@@ -506,13 +708,22 @@ def update(
         settings=settings,
         existing=stack,
     )
-    stack.compose = data.compose
+    _store_secrets(
+        session,
+        plan,
+        upload.project.stored_secrets,
+        previous=stack.plan,
+        cipher=cipher,
+        created_by=created_by,
+    )
+    stack.compose = upload.compose_text
     stack.variables = data.variables
     stack.generation += 1
     stack.status, stack.status_detail = "deploying", None
     stack.updated_at = utcnow()
     stack.version += 1
-    return _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    return _with_warnings(accepted, upload)
 
 
 def delete(
@@ -524,10 +735,13 @@ def delete(
     settings: Settings,
     created_by: str,
 ) -> StackAccepted:
-    """Mark the stack and its services removing and queue the removal (services, then the
-    networks, then the named volumes if asked)."""
+    """Mark the stack and its services removing, forget its own secrets, and queue the removal
+    (services, then the networks, then the named volumes if asked)."""
     stack = get(session, stack_id=stack_id, for_update=True)
     check_version(stack.version)
+    own = stack.plan.get("stored_secrets", [])
+    for secret in session.execute(select(Secret).where(Secret.name.in_(own))).scalars():
+        secrets.delete(session, secret=secret)
     stack.removing = True
     stack.status, stack.status_detail = "removing", None
     stack.version += 1

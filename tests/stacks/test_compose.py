@@ -247,7 +247,6 @@ def test_unsupported_keys_are_located(service_yaml: str, loc: str, msg: str) -> 
     ("text", "loc"),
     [
         ("configs:\n  app:\n    file: ./app.conf\n", "compose.configs"),
-        ("include:\n  - other.yaml\n", "compose.include"),
         ("networks:\n  back:\n    internal: true\n", "compose.networks.back.internal"),
         ("networks:\n  back:\n    driver: overlay\n", "compose.networks.back.driver"),
         ("volumes:\n  data:\n    driver: nfs\n", "compose.volumes.data.driver"),

@@ -16,11 +16,11 @@ from app.core.config import Settings
 from app.core.errors import PolicyViolation
 from app.services.schemas import ServiceSpec
 from app.services.service import container_spec
-from app.stacks.compose import BuildSpec, ComposeError, ComposeProject, parse, parse_profiles
+from app.stacks.compose import BuildSpec, ComposeError, ComposeProject, parse
 
 
 def _project(text: str, profiles: tuple[str, ...] = ()) -> ComposeProject:
-    return parse_profiles(
+    return parse(
         textwrap.dedent(text), project="shop", variables={}, env_files={}, profiles=profiles
     )
 

@@ -23,9 +23,9 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines)
 
 
-def _errors(text: str, **limits: int) -> list[dict[str, str]]:
+def _errors(text: str, *, max_bytes: int = 256 * 1024) -> list[dict[str, str]]:
     with pytest.raises(ComposeError) as caught:
-        parse(text, project="shop", variables={}, env_files={}, **limits)
+        parse(text, project="shop", variables={}, env_files={}, max_bytes=max_bytes)
     return caught.value.errors
 
 

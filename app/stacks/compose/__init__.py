@@ -1,10 +1,16 @@
 """Compose file -> Berth service specs: pure parsing and checking, no I/O, no engine.
 
-`parse` reads a file of the Compose Specification in four steps, one module each: `load`
-(YAML, read as YAML 1.2 as Compose does), `interpolate` (`${...}` from the given variables
-only: an unset variable without a default is an error, never an empty string), `check` (the
-official Compose Specification JSON schema, the keys Berth supports, scalar values), then `map`
-(to Berth's ServiceSpec shape, with an error for every Compose feature Berth cannot honour).
+`parse` reads a file of the Compose Specification in steps, one module each: `load` (YAML,
+read as YAML 1.2 as Compose does), `interpolate` (`${...}` from the given variables only: an
+unset variable without a default is an empty string with a warning, or with `strict` an
+error), `extend` (`include` and `extends`, which load more files of the project the same way),
+`stored` (in a project, secrets and configs with `file:` become secrets stored for the stack),
+`check` (the official Compose Specification JSON schema, the keys Berth supports, scalar
+values), then `map` (to Berth's ServiceSpec shape, with an error for every Compose feature
+Berth cannot honour).
+
+Every step gets the one `errors.Problems` collector: `add` refuses the file, `warn` accepts it
+and tells the user (the warnings are in ComposeProject.warnings, and in a ComposeError's).
 
 Supported service keys: image, build (context, dockerfile, args, target, labels,
 cache_from), command, entrypoint, environment, env_file, ports (host mode), volumes (named
@@ -18,10 +24,11 @@ sysctls, pull_policy, expose), deploy (mode: replicated, replicas, labels, resou
 resources.reservations cpus/memory, restart_policy.condition, update_config, rollback_config,
 placement).
 
-Accepted and ignored: the top-level `version` and `name`; the `name` and `app_protocol` of a
+Accepted and ignored, with a warning: the top-level `version` and `name`, and `x-*` extension
+keys wherever a mapping is. Accepted and ignored: the `name` and `app_protocol` of a
 long-syntax port; `required`/`restart` of a depends_on entry; `labels` of a top-level network
-or volume; and `x-*` extension keys wherever a mapping is. Keys that would give a container
-its host (`runtime`, `privileged`, `pid`, ...) are refused by name.
+or volume. Keys that would give a container its host (`runtime`, `privileged`, `pid`, ...) are
+refused by name.
 Everything else is reported as not supported by Berth, at the key that uses it.
 
 The schema in compose-spec.json is compose-spec/compose-spec schema/compose-spec.json at
@@ -30,9 +37,11 @@ commit b2835e8acc1e42e7aecbc27a9bc4a1fc66ef21ba, saved verbatim.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
+from typing import Any
 
-from app.stacks.compose import check
+from app.stacks.compose import check, extend, stored
 from app.stacks.compose.errors import ComposeError, Problems
 from app.stacks.compose.interpolate import interpolated
 from app.stacks.compose.load import load
@@ -55,6 +64,12 @@ __all__ = [
 ]
 
 
+_IGNORED_TOP_LEVEL = {
+    "version": "the top-level `version` is obsolete and ignored",
+    "name": "the top-level `name` is ignored: the stack's name is the project name",
+}
+
+
 def parse(
     text: str,
     *,
@@ -62,34 +77,48 @@ def parse(
     variables: Mapping[str, str],
     env_files: Mapping[str, str],
     max_bytes: int = 256 * 1024,
+    strict: bool = True,
+    files: Mapping[str, str] | None = None,
+    folder: str = "",
+    profiles: Collection[str] = (),
 ) -> ComposeProject:
-    """The stack that the Compose file `text` describes, with no profile chosen."""
-    return parse_profiles(
-        text,
-        project=project,
-        variables=variables,
-        env_files=env_files,
-        max_bytes=max_bytes,
-        profiles=(),
-    )
+    """The stack that the Compose file `text` describes; ComposeError lists every problem.
 
-
-def parse_profiles(
-    text: str,
-    *,
-    project: str,
-    variables: Mapping[str, str],
-    env_files: Mapping[str, str],
-    profiles: Collection[str],
-    max_bytes: int = 256 * 1024,
-) -> ComposeProject:
-    """The stack that the Compose file `text` describes, with the services of the chosen
-    `profiles` and those in none; ComposeError lists every problem."""
+    `files` are the files of the project (given only with one) by path from its root (what
+    `include`, `extends.file` and a secret's or config's `file` name) and `folder` the project
+    folder of `text`; `strict` refuses an unset variable instead of taking it as empty; only the
+    services of the chosen `profiles`, and those in none, are kept.
+    """
     problems = Problems()
-    document = interpolated(load(text, max_bytes=max_bytes), "compose", variables, problems)
+
+    def load_other(other: str, loc: str) -> dict[str, Any] | None:
+        try:
+            document = load(other, max_bytes=max_bytes)
+        except ComposeError as exc:
+            for error in exc.errors:
+                problems.add(loc, error["msg"])
+            return None
+        return dict(interpolated(document, loc, variables, problems, strict=strict))
+
+    document = interpolated(
+        load(text, max_bytes=max_bytes), "compose", variables, problems, strict=strict
+    )
+    for key, message in _IGNORED_TOP_LEVEL.items():
+        if key in document:
+            problems.warn(f"compose.{key}", message)
+    document = extend.resolved(
+        document, folder=folder, files=files or {}, load=load_other, problems=problems
+    )
+    values = (
+        stored.file_secrets(
+            document, project=project, folder=folder, files=files, problems=problems
+        )
+        if files is not None
+        else {}
+    )
     check.schema(document, problems)
     problems.raise_if_any()
-    return project_of(
+    parsed = project_of(
         document,
         project=project,
         variables=variables,
@@ -97,3 +126,4 @@ def parse_profiles(
         problems=problems,
         profiles=profiles,
     )
+    return dataclasses.replace(parsed, warnings=problems.warnings, stored_secrets=values)

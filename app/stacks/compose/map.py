@@ -80,6 +80,8 @@ class ComposeProject:
     networks: list[str]
     volumes: list[str]
     secrets: list[str]
+    warnings: list[str] = field(default_factory=list)  # compose.errors.Problems.warn
+    stored_secrets: dict[str, str] = field(default_factory=dict)  # compose.stored
 
 
 def berth_service_name(project: str, service: str) -> str:

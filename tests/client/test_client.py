@@ -114,7 +114,7 @@ def test_a_container_runs_and_is_found_by_name(berth: Berth, live: Live, bed: Te
     )
     assert logs == ["hello-from-client"]
     berth.wait(berth.containers.remove(container.id), timeout=60)
-    assert not live.engine.containers.list(all=True, filters={"id": running.id})
+    assert not live.engine.containers.list(all=True, filters={"id": str(running.id)})
 
 
 def test_a_service_is_scaled(berth: Berth, live: Live, bed: Testbed) -> None:

@@ -336,7 +336,8 @@ class Images(_Part):
         registry_id: str | None = None,
         idempotency_key: Key = None,
     ) -> ImageAccepted:
-        """To one host, several, or all (without any: the server's default host choice)."""
+        """To one host (`host_id`), several (`host_ids`) or every ready host (`all_hosts`):
+        exactly one of them."""
         fields = wire.fields(
             reference=reference,
             host_id=host_id,

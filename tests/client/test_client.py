@@ -193,6 +193,7 @@ def test_a_retried_post_is_done_once(live: Live, bed: Testbed) -> None:
         assert len(losing.keys) == 2 and losing.keys[0] == losing.keys[1]
         same = [c for c in berth.containers.list() if c.name == container_name]
         assert [c.id for c in same] == [accepted.container.id]
+        berth.wait(accepted, timeout=60)
 
         key = str(uuid.uuid4())
         first = berth.containers.stop(accepted.container.id, idempotency_key=key)

@@ -363,12 +363,16 @@ def stack_fields(
     )
 
 
-def pick(name_or_id: str, what: str, candidates: Iterable[M]) -> M:
-    """The one candidate named `name_or_id`; NotFound for none, Conflict for several."""
-    named = [item for item in candidates if getattr(item, "name", None) == name_or_id]
+# The page size a name is looked up with where the API has no filter for it: few requests.
+SCAN_PAGE = 500
+
+
+def pick(name_or_id: str, what: str, candidates: Iterable[M], *, key: str = "name") -> M:
+    """The one candidate whose `key` is `name_or_id`; NotFound for none, Conflict for several."""
+    named = [item for item in candidates if getattr(item, key, None) == name_or_id]
     if not named:
         raise NotFound(f"no {what} named {name_or_id!r} (nor with that id)")
     if len(named) > 1:
         ids = ", ".join(str(getattr(item, "id", "?")) for item in named)
-        raise Conflict(f"{len(named)} {what}s are named {name_or_id!r} ({ids}): use an id")
+        raise Conflict(f"{len(named)} {what}s are {name_or_id!r} ({ids}): use an id")
     return named[0]

@@ -186,6 +186,10 @@ class EventDecoder:
         self._data: list[str] = []
         self.retry: float | None = None  # the server's reconnection delay, in seconds
 
+    def discard_partial(self) -> None:
+        """Forget a message a cut connection left unfinished: the next one sends it whole."""
+        self._data = []
+
     def feed(self, line: str) -> Event | None:
         if line == "":
             if not self._data:
@@ -234,6 +238,7 @@ class Resumption:
 
     def connected(self) -> None:
         self.failures = 0
+        self.decoder.discard_partial()
 
     def feed(self, line: str) -> Event | None:
         event = self.decoder.feed(line)

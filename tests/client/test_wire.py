@@ -50,6 +50,10 @@ def test_events_are_decoded_message_by_message() -> None:
     events = [event for line in lines if (event := decoder.feed(line)) is not None]
     assert [(e.cursor, e.type, e.resource_id) for e in events] == [(7, "secret.created", "s1")]
     assert decoder.retry == 2.0
+    # A connection cut in the middle of a message: the next connection sends it whole.
+    decoder.feed('data: {"cursor": "8", "type": "x.cre')
+    decoder.discard_partial()
+    assert decoder.feed("") is None
 
 
 def test_retry_after_is_read_as_seconds_or_a_date() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import stat
+import subprocess
+import sys
 import tarfile
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -181,3 +183,22 @@ def test_models_accept_what_a_newer_server_adds_and_hide_secrets() -> None:
     assert TOKEN not in repr(created)
     with Berth("http://berth", TOKEN) as berth:
         assert TOKEN not in repr(berth)
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    # As in an integration's environment: none of the server's dependencies importable.
+    server_only = (
+        *("fastapi", "starlette", "sqlalchemy", "alembic", "docker", "uvicorn", "orjson"),
+        *("pydantic_settings", "cryptography", "yaml", "psycopg", "prometheus_client"),
+    )
+    code = (
+        "import sys\n"
+        f"for name in {server_only!r}: sys.modules[name] = None\n"
+        "import app.client\n"
+        "print(app.client.Berth.__name__, app.client.AsyncBerth.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Berth", "AsyncBerth"]

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel
 
 from app.client import calls, wire
+from app.client.calls import StackSource
 from app.client.config import resolve
 from app.client.errors import NotFound, error_for
 from app.client.models import (
@@ -40,10 +41,11 @@ from app.client.models import (
     ServiceAccepted,
     Stack,
     StackAccepted,
+    StackPlan,
     Token,
     TokenCreated,
 )
-from app.client.wire import Call, Retry
+from app.client.wire import Call, Retry, model
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -463,32 +465,62 @@ class Stacks(_Collection[Stack]):
     def create(
         self,
         name: str,
-        compose: str,
+        compose: str | None = None,
         *,
-        variables: Mapping[str, str] | None = None,
-        env_files: Mapping[str, str] | None = None,
         host_id: str | None = None,
-        contexts: Mapping[str, bytes] | None = None,
         idempotency_key: Key = None,
+        **source: Unpack[StackSource],
     ) -> StackAccepted:
-        """Deploy a Compose file. `contexts`: a tar(.gz) per Compose service with `build:`
-        (`pack_directory`); `env_files`: the text of each `env_file:` by the path it names."""
-        fields = wire.stack_fields(compose, variables, env_files, name=name, host_id=host_id)
-        call = calls.stack_write("POST", "/stacks", fields, contexts, idempotency_key)
+        """Deploy a Compose file (its text), or a project directory (`project`: a tar.gz of
+        it, `pack_directory`); `source` as `StackSource` describes (variables, env_files,
+        contexts, project, file, strict)."""
+        call = calls.stack_deploy(
+            "POST",
+            "/stacks",
+            model(StackAccepted),
+            compose,
+            source,
+            key=idempotency_key,
+            name=name,
+            host_id=host_id,
+        )
+        return self._berth.call(call)
+
+    def plan_create(
+        self,
+        name: str,
+        compose: str | None = None,
+        *,
+        host_id: str | None = None,
+        **source: Unpack[StackSource],
+    ) -> StackPlan:
+        """`create`'s dry run: every check made, nothing stored, no engine asked."""
+        call = calls.stack_deploy(
+            "POST",
+            "/stacks",
+            model(StackPlan),
+            compose,
+            source,
+            dry_run=True,
+            name=name,
+            host_id=host_id,
+        )
         return self._berth.call(call)
 
     def update(
-        self,
-        stack_id: str,
-        compose: str,
-        *,
-        variables: Mapping[str, str] | None = None,
-        env_files: Mapping[str, str] | None = None,
-        contexts: Mapping[str, bytes] | None = None,
+        self, stack_id: str, compose: str | None = None, **source: Unpack[StackSource]
     ) -> StackAccepted:
-        """Deploy a new Compose file: only the services whose spec changed roll."""
-        fields = wire.stack_fields(compose, variables, env_files)
-        call = calls.stack_write("PUT", f"/stacks/{stack_id}", fields, contexts, None)
+        """Deploy a new Compose file or project: only the services whose spec changed roll."""
+        path = f"/stacks/{stack_id}"
+        call = calls.stack_deploy("PUT", path, model(StackAccepted), compose, source)
+        return self._berth.call(call)
+
+    def plan_update(
+        self, stack_id: str, compose: str | None = None, **source: Unpack[StackSource]
+    ) -> StackPlan:
+        """`update`'s dry run: which services would be created, updated or removed."""
+        path = f"/stacks/{stack_id}"
+        call = calls.stack_deploy("PUT", path, model(StackPlan), compose, source, dry_run=True)
         return self._berth.call(call)
 
     def delete(self, stack_id: str, *, volumes: bool = False) -> StackAccepted:

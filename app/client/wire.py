@@ -355,10 +355,10 @@ def fields(**values: Any) -> dict[str, Any]:
 
 
 def stack_fields(
-    compose: str,
+    compose: str | None,
     variables: Mapping[str, str] | None,
     env_files: Mapping[str, str] | None,
-    **extra: str | None,
+    **extra: str | bool | None,
 ) -> dict[str, Any]:
     return fields(
         compose=compose,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import stat
 import subprocess
 import sys
@@ -202,3 +203,33 @@ def test_the_client_imports_nothing_of_the_server() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Berth", "AsyncBerth"]
+
+
+def test_a_project_deploy_and_its_dry_run_are_sent_as_the_api_takes_them() -> None:
+    seen: list[httpx.Request] = []
+    plan = {"name": "shop", "host_id": "h1", "services": [], "warnings": ["version: ignored"]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(200, json=plan)
+
+    with Berth("http://berth", TOKEN, transport=httpx.MockTransport(handle)) as berth:
+        planned = berth.stacks.plan_create("shop", project=b"tar", file="deploy/compose.yaml")
+        assert planned.warnings == ["version: ignored"]
+        berth.stacks.plan_update("s1", "services: {}\n", strict=True)
+    create, update = seen
+    assert (create.method, create.url.path, create.url.params["dry_run"]) == (
+        "POST",
+        "/api/v1/stacks",
+        "true",
+    )
+    assert create.headers["content-type"].startswith("multipart/form-data")
+    for part in (b'name="project"; filename="project.tar.gz"', b'name="file"\r\n\r\ndeploy/'):
+        assert part in create.content
+    assert (update.method, update.url.path, update.url.params["dry_run"]) == (
+        "PUT",
+        "/api/v1/stacks/s1",
+        "true",
+    )
+    assert json.loads(update.content) == {"compose": "services: {}\n", "strict": True}

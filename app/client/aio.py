@@ -1,5 +1,5 @@
-"""`AsyncBerth`: the asyncio client, `Berth` method for method (`sync.py`); requests are
-described in `calls.py`, and this only sends them."""
+"""`AsyncBerth`: the asyncio client. Edit this file, not sync.py (generated from it).
+Requests are described in `calls.py`; this only sends them."""
 
 from __future__ import annotations
 
@@ -55,8 +55,10 @@ log = logging.getLogger("berth.client")
 
 
 class AsyncBerth:
-    """`Berth` for asyncio: the same arguments, parts and methods, awaited. Use it as an
-    async context manager, or await `aclose()`."""
+    """A Berth server, spoken to over HTTP, from asyncio.
+
+    `url` and `token` default to BERTH_URL / BERTH_TOKEN, then to the login file
+    (`app.client.config`). Use it as an `async with` context manager, or await `aclose()`."""
 
     def __init__(
         self,

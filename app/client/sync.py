@@ -1,4 +1,6 @@
-"""`Berth`: the blocking client. Requests are described in `calls.py`; this only sends them."""
+"""`Berth`: the blocking client, generated from aio.py by
+tests/client/test_sync_is_generated.py: edit aio.py, then run that module.
+Requests are described in `calls.py`; this only sends them."""
 
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class Berth:
     """A Berth server, spoken to over HTTP.
 
     `url` and `token` default to BERTH_URL / BERTH_TOKEN, then to the login file
-    (`app.client.config`). Use it as a context manager, or call `close()`."""
+    (`app.client.config`). Use it as a `with` context manager, or call `close()`."""
 
     def __init__(
         self,
@@ -200,7 +202,7 @@ class _Collection(_Part, Generic[M]):
         try:
             return self.get(name_or_id)
         except NotFound:
-            named = self._named(name_or_id)
+            named = list(self._named(name_or_id))
             return wire.pick(name_or_id, self._what, named, key=self._key)
 
     def _named(self, name: str) -> Iterator[M]:

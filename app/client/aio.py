@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -172,7 +172,7 @@ class AsyncBerth:
                 return
             call = wire.next_page(call, page.next_cursor)
 
-    async def lines(self, call: Call[Any]) -> AsyncIterator[str]:
+    async def lines(self, call: Call[Any]) -> AsyncGenerator[str, None]:
         async with self._open(call) as response:
             try:
                 async for line in response.aiter_lines():
@@ -325,7 +325,7 @@ class Containers(_Collection[Container]):
         follow: bool = False,
         timestamps: bool = False,
         since: datetime | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The output, line by line (without the newline); with `follow`, until it stops or
         the iterator is closed. `tail=None`: the server's default (the last 100 lines)."""
         call = calls.container_logs(
@@ -609,7 +609,7 @@ class Events(_Part):
         resource_id: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         reconnects: int = 10,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Every event from `since` (a cursor; 0 for all that are kept; None for from now),
         without end. After a disconnect it reconnects from the last event it gave, so none
         is lost or repeated; it raises after `reconnects` failed tries in a row."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -172,7 +172,7 @@ class Berth:
                 return
             call = wire.next_page(call, page.next_cursor)
 
-    def lines(self, call: Call[Any]) -> Iterator[str]:
+    def lines(self, call: Call[Any]) -> Generator[str, None, None]:
         with self._open(call) as response:
             try:
                 yield from response.iter_lines()
@@ -316,7 +316,7 @@ class Containers(_Collection[Container]):
         follow: bool = False,
         timestamps: bool = False,
         since: datetime | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """The output, line by line (without the newline); with `follow`, until it stops or
         the iterator is closed. `tail=None`: the server's default (the last 100 lines)."""
         call = calls.container_logs(
@@ -590,7 +590,7 @@ class Events(_Part):
         resource_id: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         reconnects: int = 10,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Every event from `since` (a cursor; 0 for all that are kept; None for from now),
         without end. After a disconnect it reconnects from the last event it gave, so none
         is lost or repeated; it raises after `reconnects` failed tries in a row."""

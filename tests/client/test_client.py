@@ -10,6 +10,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,10 @@ def test_a_container_runs_and_is_found_by_name(berth: Berth, live: Live, bed: Te
         what="the container's first line",
     )
     assert logs == ["hello-from-client"]
+    # Followed, the stream stays open for what comes; closing the iterator ends it.
+    followed = berth.containers.logs(container.id, tail=1, follow=True)
+    with closing(followed):
+        assert next(followed) == "hello-from-client"
     berth.wait(berth.containers.remove(container.id), timeout=60)
     assert not live.engine.containers.list(all=True, filters={"id": str(running.id)})
 

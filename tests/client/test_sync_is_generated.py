@@ -26,6 +26,7 @@ PHRASES = [
     ),
 ]
 NAMES = [
+    ("AsyncGenerator", "Generator"),
     ("AsyncIterator", "Iterator"),
     ("asynccontextmanager", "contextmanager"),
     ("AsyncBerth", "Berth"),
@@ -49,11 +50,14 @@ KEYWORDS = [
 # A comprehension that only gathers an async iterator is list() of the sync one; a loop that
 # only yields each item is `yield from`.
 GATHER = re.compile(r"\[(\w+) async for \1 in (.+?)\]")
+# A generator's type: the sync one also names what it returns.
+GENERATOR = re.compile(r"AsyncGenerator\[(\w+), None\]")
 YIELD_EACH = re.compile(r"^( +)(?:async )?for (\w+) in (.+):\n +yield \2\n", re.MULTILINE)
 
 
 def unasync(text: str) -> str:
     text = GATHER.sub(r"list(\2)", text)
+    text = GENERATOR.sub(r"Generator[\1, None, None]", text)
     text = YIELD_EACH.sub(r"\1yield from \3\n", text)
     for old, new in PHRASES + NAMES + KEYWORDS:
         text = text.replace(old, new)

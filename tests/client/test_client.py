@@ -10,9 +10,10 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -172,17 +173,21 @@ def test_a_stack_is_deployed_with_its_build_context(
         stack = berth.stacks.find(stack_name)
         assert stack.status == "running"
         web = next(s for s in stack.service_details if s.compose_name == "web")
-        [task] = berth.services.get(web.service_id).tasks
-        [container] = live.engine.containers.list(
-            filters={"label": f"berth.container={task.container_id}"}
-        )
+
+        def web_running() -> list[Any]:
+            label = f"berth.service={web.service_id}"
+            return live.engine.containers.list(filters={"label": label, "status": "running"})
+
+        [container] = wait_for(web_running, timeout=60, what="the web replica running")
         assert container.exec_run(["cat", "/built"]).output == b"built-by-client\n"
         assert "GREETING=hello" in container.attrs["Config"]["Env"]
     finally:
         berth.wait(berth.stacks.delete(accepted.stack.id, volumes=True), timeout=120)
         for image in berth.images.list(host_id=live.host_id):
             if any(stack_name in tag for tag in image.repo_tags):
-                berth.wait(berth.images.remove(image.id, force=True), timeout=60, check=False)
+                # The inventory may have renewed the row meanwhile: then it is gone already.
+                with suppress(NotFound):
+                    berth.wait(berth.images.remove(image.id, force=True), timeout=60, check=False)
 
 
 def test_a_listing_is_read_across_pages(live: Live) -> None:

@@ -10,7 +10,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, suppress
+from contextlib import aclosing, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,10 @@ def live(module_settings: Settings, module_db: Database, bed: Testbed) -> Iterat
         try:
             yield Live(url=url, host_id=host.id, engine=engine)
         finally:
-            remove_containers(engine, "berth.managed=true")
+            # Only what this module's server made (the engine may be shared with other runs).
+            for container in berth.containers.list():
+                if container.managed:
+                    remove_containers(engine, f"berth.container={container.id}")
             engine.close()
 
 
@@ -361,9 +364,10 @@ def test_the_async_client(live: Live, bed: Testbed) -> None:
             assert found.id == accepted.container.id
             ids = [c.id async for c in berth.containers.list(page_size=1)]
             assert accepted.container.id in ids
-            async for event in berth.events.stream(since=0, resource_id=accepted.container.id):
-                assert event.resource_id == accepted.container.id
-                break
+            stream = berth.events.stream(since=0, resource_id=accepted.container.id)
+            async with aclosing(stream):
+                first = await anext(stream)
+            assert first.resource_id == accepted.container.id
             with pytest.raises(NotFound):
                 await berth.services.get("01HZZZZZZZZZZZZZZZZZZZZZZZ")
             await berth.wait(await berth.containers.remove(accepted.container.id), timeout=60)

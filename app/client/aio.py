@@ -208,7 +208,10 @@ class _Collection(_Part, Generic[M]):
 
     def _named(self, name: str) -> AsyncIterator[M]:
         """The candidates for a name: the whole listing, unless the API filters by name."""
-        return self._berth.pages(calls.listing(self._path, self._model, wire.SCAN_PAGE))
+        return self._list(wire.SCAN_PAGE)
+
+    def _list(self, page_size: int | None, **filters: str | None) -> AsyncIterator[M]:
+        return self._berth.pages(calls.listing(self._path, self._model, page_size, **filters))
 
 
 class Hosts(_Collection[Host]):
@@ -225,9 +228,7 @@ class Hosts(_Collection[Host]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Host]:
-        return self._berth.pages(
-            calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
-        )
+        return self._list(page_size, status=status, name=name, label=label)
 
     async def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any
@@ -259,16 +260,8 @@ class Containers(_Collection[Container]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Container]:
-        return self._berth.pages(
-            calls.listing(
-                "/containers",
-                Container,
-                page_size,
-                host_id=host_id,
-                service_id=service_id,
-                state=state,
-                label=label,
-            )
+        return self._list(
+            page_size, host_id=host_id, service_id=service_id, state=state, label=label
         )
 
     async def create(
@@ -348,9 +341,7 @@ class Images(_Collection[Image]):
         reference: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Image]:
-        return self._berth.pages(
-            calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
-        )
+        return self._list(page_size, host_id=host_id, reference=reference)
 
     async def pull(
         self,
@@ -428,9 +419,7 @@ class Services(_Collection[Service]):
         name: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Service]:
-        return self._berth.pages(
-            calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
-        )
+        return self._list(page_size, stack_id=stack_id, name=name)
 
     async def create(
         self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
@@ -479,7 +468,7 @@ class Stacks(_Collection[Stack]):
     def list(
         self, *, name: str | None = None, page_size: int | None = None
     ) -> AsyncIterator[Stack]:
-        return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
+        return self._list(page_size, name=name)
 
     async def create(
         self,
@@ -559,17 +548,7 @@ class Operations(_Collection[Operation]):
         page_size: int | None = None,
     ) -> AsyncIterator[Operation]:
         """Newest first."""
-        return self._berth.pages(
-            calls.listing(
-                "/operations",
-                Operation,
-                page_size,
-                status=status,
-                kind=kind,
-                target_id=target_id,
-                host_id=host_id,
-            )
-        )
+        return self._list(page_size, status=status, kind=kind, target_id=target_id, host_id=host_id)
 
     async def wait(
         self,
@@ -637,7 +616,7 @@ class Secrets(_Collection[Secret]):
     _path, _model, _what = "/secrets", Secret, "secret"
 
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Secret]:
-        return self._berth.pages(calls.listing("/secrets", Secret, page_size))
+        return self._list(page_size)
 
     async def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
         return await self._berth.call(calls.secret_create(name, value, idempotency_key))
@@ -672,7 +651,7 @@ class Registries(_Collection[Registry]):
     _path, _model, _what = "/registries", Registry, "registry"
 
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Registry]:
-        return self._berth.pages(calls.listing("/registries", Registry, page_size))
+        return self._list(page_size)
 
     async def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any

@@ -207,7 +207,10 @@ class _Collection(_Part, Generic[M]):
 
     def _named(self, name: str) -> Iterator[M]:
         """The candidates for a name: the whole listing, unless the API filters by name."""
-        return self._berth.pages(calls.listing(self._path, self._model, wire.SCAN_PAGE))
+        return self._list(wire.SCAN_PAGE)
+
+    def _list(self, page_size: int | None, **filters: str | None) -> Iterator[M]:
+        return self._berth.pages(calls.listing(self._path, self._model, page_size, **filters))
 
 
 class Hosts(_Collection[Host]):
@@ -224,9 +227,7 @@ class Hosts(_Collection[Host]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Host]:
-        return self._berth.pages(
-            calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
-        )
+        return self._list(page_size, status=status, name=name, label=label)
 
     def create(self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any) -> Host:
         """`fields`: labels, schedulable, tls ({ca_cert, client_cert, client_key}), insecure."""
@@ -256,16 +257,8 @@ class Containers(_Collection[Container]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Container]:
-        return self._berth.pages(
-            calls.listing(
-                "/containers",
-                Container,
-                page_size,
-                host_id=host_id,
-                service_id=service_id,
-                state=state,
-                label=label,
-            )
+        return self._list(
+            page_size, host_id=host_id, service_id=service_id, state=state, label=label
         )
 
     def create(
@@ -339,9 +332,7 @@ class Images(_Collection[Image]):
         reference: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Image]:
-        return self._berth.pages(
-            calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
-        )
+        return self._list(page_size, host_id=host_id, reference=reference)
 
     def pull(
         self,
@@ -419,9 +410,7 @@ class Services(_Collection[Service]):
         name: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Service]:
-        return self._berth.pages(
-            calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
-        )
+        return self._list(page_size, stack_id=stack_id, name=name)
 
     def create(
         self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
@@ -462,7 +451,7 @@ class Stacks(_Collection[Stack]):
         return self.list(name=name)
 
     def list(self, *, name: str | None = None, page_size: int | None = None) -> Iterator[Stack]:
-        return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
+        return self._list(page_size, name=name)
 
     def create(
         self,
@@ -542,17 +531,7 @@ class Operations(_Collection[Operation]):
         page_size: int | None = None,
     ) -> Iterator[Operation]:
         """Newest first."""
-        return self._berth.pages(
-            calls.listing(
-                "/operations",
-                Operation,
-                page_size,
-                status=status,
-                kind=kind,
-                target_id=target_id,
-                host_id=host_id,
-            )
-        )
+        return self._list(page_size, status=status, kind=kind, target_id=target_id, host_id=host_id)
 
     def wait(
         self,
@@ -618,7 +597,7 @@ class Secrets(_Collection[Secret]):
     _path, _model, _what = "/secrets", Secret, "secret"
 
     def list(self, *, page_size: int | None = None) -> Iterator[Secret]:
-        return self._berth.pages(calls.listing("/secrets", Secret, page_size))
+        return self._list(page_size)
 
     def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
         return self._berth.call(calls.secret_create(name, value, idempotency_key))
@@ -653,7 +632,7 @@ class Registries(_Collection[Registry]):
     _path, _model, _what = "/registries", Registry, "registry"
 
     def list(self, *, page_size: int | None = None) -> Iterator[Registry]:
-        return self._berth.pages(calls.listing("/registries", Registry, page_size))
+        return self._list(page_size)
 
     def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any

@@ -1,14 +1,16 @@
-"""The `berth` command: serve, worker, migrate, token create."""
+"""The server's own commands: serve, worker, migrate, token create. They run where the
+server runs and read its settings (`BERTH_*`), not the login of `berth login`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
-import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
+from app.cli.parsing import Commands
 from app.core.config import get_settings
 from app.core.db import Database
 from app.core.logging import configure_logging
@@ -99,37 +101,32 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="berth", description="A control plane for Docker hosts.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _logged(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The server's settings name the log level; the people's commands never read them."""
 
+    def run(args: argparse.Namespace) -> int:
+        configure_logging(get_settings().log_level)
+        return command(args)
+
+    return run
+
+
+def register(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="run the API (and workers); migrates first")
     serve.add_argument("--host", help="bind address (default BERTH_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default BERTH_PORT or 8000)")
     serve.add_argument("--no-workers", action="store_true", help="API only; run `berth worker`s")
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=_logged(cmd_serve))
 
     worker = commands.add_parser("worker", help="run workers and loops only")
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=_logged(cmd_worker))
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
-    migrate.set_defaults(func=cmd_migrate)
+    migrate.set_defaults(func=_logged(cmd_migrate))
 
-    token = commands.add_parser("token", help="manage API tokens")
+    token = commands.add_parser("token", help="create an API token in the database (on the server)")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="create a token and print it once")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", default="cli")
-    create.set_defaults(func=cmd_token_create)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(get_settings().log_level)
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    create.set_defaults(func=_logged(cmd_token_create))

@@ -125,10 +125,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(app: FastAPI) -> Iterator[str]:
-    """The app behind a real uvicorn on a free port, as `berth serve` runs it, for streams that
-    outlive one request; yields its base URL."""
-    port = free_port()
+def served(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """The app behind a real uvicorn on `port` (default: a free one), as `berth serve` runs it,
+    for streams that outlive one request; yields its base URL."""
+    port = port or free_port()
     # Open streams never end on their own, so shutdown gives them 2 s, not forever.
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=2

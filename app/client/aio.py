@@ -1,0 +1,670 @@
+"""`AsyncBerth`: the asyncio client, `Berth` method for method (`sync.py`); requests are
+described in `calls.py`, and this only sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from app.client import calls, wire
+from app.client.config import resolve
+from app.client.errors import NotFound, error_for
+from app.client.models import (
+    Accepted,
+    AuditEntry,
+    AuditVerification,
+    Container,
+    ContainerAccepted,
+    Event,
+    Host,
+    HostAccepted,
+    Image,
+    ImageAccepted,
+    Me,
+    Operation,
+    OperationLog,
+    Page,
+    Plan,
+    Registry,
+    Revision,
+    Secret,
+    SecretRotated,
+    Service,
+    ServiceAccepted,
+    Stack,
+    StackAccepted,
+    Token,
+    TokenCreated,
+)
+from app.client.wire import Call, Retry
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+Key = str | None
+log = logging.getLogger("berth.client")
+
+
+class AsyncBerth:
+    """`Berth` for asyncio: the same arguments, parts and methods, awaited. Use it as an
+    async context manager, or await `aclose()`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retry: Retry | None = None,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        connection = resolve(url, token)
+        self.url = connection.url
+        self.retry = retry or Retry()
+        self._http = httpx.AsyncClient(
+            base_url=connection.url,
+            headers=wire.headers(connection.token),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            verify=verify,
+            transport=transport,
+        )
+        self.hosts = Hosts(self)
+        self.containers = Containers(self)
+        self.images = Images(self)
+        self.services = Services(self)
+        self.stacks = Stacks(self)
+        self.operations = Operations(self)
+        self.events = Events(self)
+        self.secrets = Secrets(self)
+        self.tokens = Tokens(self)
+        self.registries = Registries(self)
+        self.audit = Audit(self)
+
+    def __repr__(self) -> str:
+        return f"AsyncBerth(url={self.url!r})"
+
+    async def __aenter__(self) -> AsyncBerth:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def me(self) -> Me:
+        """Who the token is (its name and role)."""
+        return await self.call(calls.me())
+
+    async def wait(
+        self,
+        operation: str | Operation | Accepted,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Operation], None] | None = None,
+        check: bool = True,
+    ) -> Operation:
+        """`operations.wait`, for short."""
+        return await self.operations.wait(
+            operation, timeout=timeout, on_progress=on_progress, check=check
+        )
+
+    # Sending
+
+    async def call(self, call: Call[T]) -> T:
+        """Send one described request (retried as `retry` allows) and read its answer."""
+        return wire.answer(await self._send(call), call)
+
+    async def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
+        attempt = 0
+        while True:
+            request = wire.build(self._http, call)
+            delay: float | None
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retry.after_error(request, exc, attempt)
+            else:
+                delay = self.retry.after_answer(response, attempt)
+                if delay is None:
+                    return response
+                await response.aclose()
+            wire.log_retry(log, request, delay, attempt)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    @asynccontextmanager
+    async def _open(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+        """A streamed answer, its error raised before anything is read from it."""
+        response = await self._send(call, stream=True)
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise error_for(response)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def pages(self, call: Call[Page[T]]) -> AsyncIterator[T]:
+        """Every item of a listing, page after page (each page asked for when reached)."""
+        while True:
+            page = await self.call(call)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            call = wire.next_page(call, page.next_cursor)
+
+    async def lines(self, call: Call[Any]) -> AsyncIterator[str]:
+        async with self._open(call) as response:
+            try:
+                async for line in response.aiter_lines():
+                    yield line
+            except httpx.TransportError as exc:
+                raise wire.unreachable(response.request, exc) from exc
+
+    async def find(self, get: Call[M], listing: AsyncIterator[M], name_or_id: str, what: str) -> M:
+        """The object with this id, else the one with this name."""
+        try:
+            return await self.call(get)
+        except NotFound:
+            return wire.pick(name_or_id, what, [item async for item in listing])
+
+
+class _Part:
+    def __init__(self, berth: AsyncBerth) -> None:
+        self._berth = berth
+
+
+class Hosts(_Part):
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Host]:
+        return self._berth.pages(
+            calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
+        )
+
+    async def get(self, host_id: str) -> Host:
+        return await self._berth.call(calls.one(f"/hosts/{host_id}", Host))
+
+    async def find(self, name_or_id: str) -> Host:
+        return await self._berth.find(
+            calls.one(f"/hosts/{name_or_id}", Host), self.list(name=name_or_id), name_or_id, "host"
+        )
+
+    async def create(
+        self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any
+    ) -> Host:
+        """`fields`: labels, schedulable, tls ({ca_cert, client_cert, client_key}), insecure."""
+        return await self._berth.call(
+            calls.host_create({"name": name, "url": url, **fields}, idempotency_key)
+        )
+
+    async def update(self, host_id: str, **fields: Any) -> Host:
+        return await self._berth.call(calls.host_update(host_id, fields))
+
+    async def drain(self, host_id: str, *, idempotency_key: Key = None) -> HostAccepted:
+        return await self._berth.call(calls.host_drain(host_id, idempotency_key))
+
+    async def delete(self, host_id: str, *, force: bool = False) -> None:
+        await self._berth.call(calls.host_delete(host_id, force))
+
+
+class Containers(_Part):
+    def list(
+        self,
+        *,
+        host_id: str | None = None,
+        service_id: str | None = None,
+        state: str | None = None,
+        label: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Container]:
+        return self._berth.pages(
+            calls.listing(
+                "/containers",
+                Container,
+                page_size,
+                host_id=host_id,
+                service_id=service_id,
+                state=state,
+                label=label,
+            )
+        )
+
+    async def get(self, container_id: str) -> Container:
+        return await self._berth.call(calls.one(f"/containers/{container_id}", Container))
+
+    async def find(self, name_or_id: str) -> Container:
+        get = calls.one(f"/containers/{name_or_id}", Container)
+        return await self._berth.find(get, self.list(), name_or_id, "container")
+
+    async def create(
+        self,
+        image: str,
+        *,
+        name: str | None = None,
+        host_id: str | None = None,
+        start: bool = True,
+        idempotency_key: Key = None,
+        **spec: Any,
+    ) -> ContainerAccepted:
+        """`spec`: command, env, ports ([{container_port, host_port}]), volumes, labels,
+        resources, restart_policy, healthcheck, networks, secrets, placement, ..."""
+        fields = wire.fields(image=image, name=name, host_id=host_id, start=start, **spec)
+        return await self._berth.call(calls.container_create(fields, idempotency_key))
+
+    async def start(self, container_id: str, *, idempotency_key: Key = None) -> ContainerAccepted:
+        return await self._berth.call(
+            calls.container_act(container_id, "start", None, idempotency_key)
+        )
+
+    async def stop(
+        self, container_id: str, *, timeout_s: int | None = None, idempotency_key: Key = None
+    ) -> ContainerAccepted:
+        body = wire.fields(timeout_s=timeout_s) or None
+        return await self._berth.call(
+            calls.container_act(container_id, "stop", body, idempotency_key)
+        )
+
+    async def restart(
+        self, container_id: str, *, timeout_s: int | None = None, idempotency_key: Key = None
+    ) -> ContainerAccepted:
+        body = wire.fields(timeout_s=timeout_s) or None
+        call = calls.container_act(container_id, "restart", body, idempotency_key)
+        return await self._berth.call(call)
+
+    async def kill(
+        self, container_id: str, *, signal: str | None = None, idempotency_key: Key = None
+    ) -> ContainerAccepted:
+        body = wire.fields(signal=signal) or None
+        return await self._berth.call(
+            calls.container_act(container_id, "kill", body, idempotency_key)
+        )
+
+    async def remove(self, container_id: str, *, volumes: bool = False) -> ContainerAccepted:
+        return await self._berth.call(calls.container_remove(container_id, volumes))
+
+    def logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        since: datetime | None = None,
+    ) -> AsyncIterator[str]:
+        """The output, line by line (without the newline); with `follow`, until it stops or
+        the iterator is closed. `tail=None`: the server's default (the last 100 lines)."""
+        call = calls.container_logs(
+            container_id, tail=tail, follow=follow, timestamps=timestamps, since=since
+        )
+        return self._berth.lines(call)
+
+
+class Images(_Part):
+    def list(
+        self,
+        *,
+        host_id: str | None = None,
+        reference: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Image]:
+        return self._berth.pages(
+            calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
+        )
+
+    async def get(self, image_id: str) -> Image:
+        return await self._berth.call(calls.one(f"/images/{image_id}", Image))
+
+    async def pull(
+        self,
+        reference: str,
+        *,
+        host_id: str | None = None,
+        host_ids: Sequence[str] | None = None,
+        all_hosts: bool = False,
+        registry_id: str | None = None,
+        idempotency_key: Key = None,
+    ) -> ImageAccepted:
+        """To one host (`host_id`), several (`host_ids`) or every ready host (`all_hosts`):
+        exactly one of them."""
+        fields = wire.fields(
+            reference=reference,
+            host_id=host_id,
+            host_ids=list(host_ids) if host_ids else None,
+            all_hosts=all_hosts or None,
+            registry_id=registry_id,
+        )
+        return await self._berth.call(calls.image_pull(fields, idempotency_key))
+
+    async def push(
+        self,
+        reference: str,
+        *,
+        host_id: str,
+        registry_id: str | None = None,
+        idempotency_key: Key = None,
+    ) -> ImageAccepted:
+        fields = wire.fields(reference=reference, host_id=host_id, registry_id=registry_id)
+        return await self._berth.call(calls.image_push(fields, idempotency_key))
+
+    async def tag(
+        self, source: str, target: str, *, host_id: str, idempotency_key: Key = None
+    ) -> ImageAccepted:
+        fields = {"source": source, "target": target, "host_id": host_id}
+        return await self._berth.call(calls.image_tag(fields, idempotency_key))
+
+    async def build(
+        self,
+        context: bytes,
+        *,
+        host_id: str,
+        tags: Sequence[str] = (),
+        dockerfile: str = "Dockerfile",
+        build_args: Mapping[str, str] | None = None,
+        idempotency_key: Key = None,
+    ) -> ImageAccepted:
+        """`context`: a tar or tar.gz archive (`app.client.pack_directory(path)` makes one)."""
+        call = calls.image_build(
+            context,
+            host_id=host_id,
+            tags=tags,
+            dockerfile=dockerfile,
+            build_args=build_args,
+            key=idempotency_key,
+        )
+        return await self._berth.call(call)
+
+    async def remove(self, image_id: str, *, force: bool = False) -> ImageAccepted:
+        return await self._berth.call(calls.image_remove(image_id, force))
+
+
+class Services(_Part):
+    def list(
+        self,
+        *,
+        stack_id: str | None = None,
+        name: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Service]:
+        return self._berth.pages(
+            calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
+        )
+
+    async def get(self, service_id: str) -> Service:
+        return await self._berth.call(calls.one(f"/services/{service_id}", Service))
+
+    async def find(self, name_or_id: str) -> Service:
+        get = calls.one(f"/services/{name_or_id}", Service)
+        return await self._berth.find(get, self.list(name=name_or_id), name_or_id, "service")
+
+    async def create(
+        self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
+    ) -> ServiceAccepted:
+        return await self._berth.call(calls.service_create(name, dict(spec), idempotency_key))
+
+    async def update(self, service_id: str, spec: Mapping[str, Any]) -> ServiceAccepted:
+        """Replace the whole spec: a new revision, rolled out."""
+        return await self._berth.call(
+            calls.service_update(service_id, dict(spec), replace_all=True)
+        )
+
+    async def patch(self, service_id: str, spec: Mapping[str, Any]) -> ServiceAccepted:
+        """Change only the spec fields given (e.g. `{"image": "web:2"}`): a new revision."""
+        return await self._berth.call(
+            calls.service_update(service_id, dict(spec), replace_all=False)
+        )
+
+    async def scale(
+        self, service_id: str, replicas: int, *, idempotency_key: Key = None
+    ) -> ServiceAccepted:
+        return await self._berth.call(calls.service_scale(service_id, replicas, idempotency_key))
+
+    async def rollback(self, service_id: str, *, idempotency_key: Key = None) -> ServiceAccepted:
+        return await self._berth.call(calls.service_rollback(service_id, idempotency_key))
+
+    async def plan(self, service_id: str, spec: Mapping[str, Any]) -> Plan:
+        """Dry run: what this spec would start, stop and replace, per host."""
+        return await self._berth.call(calls.service_plan(service_id, dict(spec)))
+
+    def revisions(
+        self, service_id: str, *, page_size: int | None = None
+    ) -> AsyncIterator[Revision]:
+        return self._berth.pages(calls.service_revisions(service_id, page_size))
+
+    async def delete(self, service_id: str) -> ServiceAccepted:
+        return await self._berth.call(calls.service_delete(service_id))
+
+
+class Stacks(_Part):
+    def list(
+        self, *, name: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[Stack]:
+        return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
+
+    async def get(self, stack_id: str) -> Stack:
+        return await self._berth.call(calls.one(f"/stacks/{stack_id}", Stack))
+
+    async def find(self, name_or_id: str) -> Stack:
+        get = calls.one(f"/stacks/{name_or_id}", Stack)
+        return await self._berth.find(get, self.list(name=name_or_id), name_or_id, "stack")
+
+    async def create(
+        self,
+        name: str,
+        compose: str,
+        *,
+        variables: Mapping[str, str] | None = None,
+        env_files: Mapping[str, str] | None = None,
+        host_id: str | None = None,
+        contexts: Mapping[str, bytes] | None = None,
+        idempotency_key: Key = None,
+    ) -> StackAccepted:
+        """Deploy a Compose file. `contexts`: a tar(.gz) per Compose service with `build:`
+        (`pack_directory`); `env_files`: the text of each `env_file:` by the path it names."""
+        fields = wire.stack_fields(compose, variables, env_files, name=name, host_id=host_id)
+        call = calls.stack_write("POST", "/stacks", fields, contexts, idempotency_key)
+        return await self._berth.call(call)
+
+    async def update(
+        self,
+        stack_id: str,
+        compose: str,
+        *,
+        variables: Mapping[str, str] | None = None,
+        env_files: Mapping[str, str] | None = None,
+        contexts: Mapping[str, bytes] | None = None,
+    ) -> StackAccepted:
+        """Deploy a new Compose file: only the services whose spec changed roll."""
+        fields = wire.stack_fields(compose, variables, env_files)
+        call = calls.stack_write("PUT", f"/stacks/{stack_id}", fields, contexts, None)
+        return await self._berth.call(call)
+
+    async def delete(self, stack_id: str, *, volumes: bool = False) -> StackAccepted:
+        return await self._berth.call(calls.stack_delete(stack_id, volumes))
+
+
+class Operations(_Part):
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        target_id: str | None = None,
+        host_id: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Operation]:
+        """Newest first."""
+        return self._berth.pages(
+            calls.listing(
+                "/operations",
+                Operation,
+                page_size,
+                status=status,
+                kind=kind,
+                target_id=target_id,
+                host_id=host_id,
+            )
+        )
+
+    async def get(self, operation_id: str) -> Operation:
+        return await self._berth.call(calls.one(f"/operations/{operation_id}", Operation))
+
+    async def wait(
+        self,
+        operation: str | Operation | Accepted,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Operation], None] | None = None,
+        check: bool = True,
+    ) -> Operation:
+        """Until the operation finishes, with the server's long-poll (no busy polling).
+        `on_progress(operation)` is called with each new state (progress figures, status)
+        about once a second. Raises OperationFailed when it ends failed or cancelled (unless
+        `check=False`), OperationTimeout when `timeout` seconds pass first."""
+        waiting = wire.Waiting(operation, timeout=timeout, on_progress=on_progress, check=check)
+        current: Operation | None = None
+        while (call := waiting.next_call()) is not None:
+            current = await self._berth.call(call)
+            if waiting.seen(current):
+                return waiting.finished(current)
+        raise waiting.timed_out(current)
+
+    def logs(
+        self, operation_id: str, *, page_size: int | None = None
+    ) -> AsyncIterator[OperationLog]:
+        return self._berth.pages(calls.operation_logs(operation_id, page_size))
+
+    async def cancel(self, operation_id: str, *, idempotency_key: Key = None) -> Operation:
+        return await self._berth.call(calls.operation_cancel(operation_id, idempotency_key))
+
+
+class Events(_Part):
+    async def stream(
+        self,
+        *,
+        since: int | None = None,
+        resource_type: str | Sequence[str] | None = None,
+        resource_id: str | Sequence[str] | None = None,
+        types: str | Sequence[str] | None = None,
+        reconnects: int = 10,
+    ) -> AsyncIterator[Event]:
+        """Every event from `since` (a cursor; 0 for all that are kept; None for from now),
+        without end. After a disconnect it reconnects from the last event it gave, so none
+        is lost or repeated; it raises after `reconnects` failed tries in a row."""
+        resumption = wire.Resumption(
+            since=since,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            types=types,
+            reconnects=reconnects,
+        )
+        while True:
+            try:
+                async with self._berth._open(resumption.call()) as response:
+                    resumption.connected()
+                    async for line in response.aiter_lines():
+                        if (event := resumption.feed(line)) is not None:
+                            yield event
+                pause = resumption.pause()
+            except wire.RESUMABLE as exc:
+                pause = resumption.lost(exc)
+            await asyncio.sleep(pause)
+
+
+class Secrets(_Part):
+    def list(self, *, page_size: int | None = None) -> AsyncIterator[Secret]:
+        return self._berth.pages(calls.listing("/secrets", Secret, page_size))
+
+    async def get(self, secret_id: str) -> Secret:
+        return await self._berth.call(calls.one(f"/secrets/{secret_id}", Secret))
+
+    async def find(self, name_or_id: str) -> Secret:
+        get = calls.one(f"/secrets/{name_or_id}", Secret)
+        return await self._berth.find(get, self.list(), name_or_id, "secret")
+
+    async def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
+        return await self._berth.call(calls.secret_create(name, value, idempotency_key))
+
+    async def rotate(self, secret_id: str, value: str) -> SecretRotated:
+        return await self._berth.call(calls.secret_rotate(secret_id, value))
+
+    async def delete(self, secret_id: str) -> None:
+        await self._berth.call(calls.delete(f"/secrets/{secret_id}"))
+
+
+class Tokens(_Part):
+    def list(self, *, page_size: int | None = None) -> AsyncIterator[Token]:
+        return self._berth.pages(calls.listing("/tokens", Token, page_size))
+
+    async def create(
+        self,
+        name: str,
+        role: str,
+        *,
+        expires_at: datetime | None = None,
+        idempotency_key: Key = None,
+    ) -> TokenCreated:
+        """`role`: viewer, operator or admin. The secret is in `.token`, this once."""
+        return await self._berth.call(calls.token_create(name, role, expires_at, idempotency_key))
+
+    async def delete(self, token_id: str) -> None:
+        await self._berth.call(calls.delete(f"/tokens/{token_id}"))
+
+
+class Registries(_Part):
+    def list(self, *, page_size: int | None = None) -> AsyncIterator[Registry]:
+        return self._berth.pages(calls.listing("/registries", Registry, page_size))
+
+    async def get(self, registry_id: str) -> Registry:
+        return await self._berth.call(calls.one(f"/registries/{registry_id}", Registry))
+
+    async def create(
+        self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any
+    ) -> Registry:
+        """`fields`: username, password."""
+        call = calls.registry_create({"name": name, "url": url, **fields}, idempotency_key)
+        return await self._berth.call(call)
+
+    async def delete(self, registry_id: str) -> None:
+        await self._berth.call(calls.delete(f"/registries/{registry_id}"))
+
+
+class Audit(_Part):
+    def list(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[AuditEntry]:
+        call = calls.audit_list(
+            page_size, actor=actor, action=action, resource=resource, since=since, until=until
+        )
+        return self._berth.pages(call)
+
+    async def verify(self) -> AuditVerification:
+        """Check the hash chain end to end."""
+        return await self._berth.call(calls.audit_verify())

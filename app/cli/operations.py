@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from collections.abc import Iterator
 from itertools import islice
+from queue import Empty, Queue
 
 from app.cli.follow import follow
 from app.cli.output import Output, age
 from app.cli.parsing import Commands, command, group
 from app.cli.remote import remote
 from app.client import Berth
+from app.client.models import Event
 
 # `berth events` without -f ends once the server has sent nothing for this long: it has caught
 # up with the events it keeps (it sends new ones at once, and a keep-alive only every 15 s).
@@ -37,10 +41,35 @@ def wait(client: Berth, out: Output, args: argparse.Namespace) -> int:
     return code
 
 
+def until_idle(events: Iterator[Event], idle: float) -> Iterator[Event]:
+    """The events until none has come for `idle` seconds. The stream is read on a daemon
+    thread, which ends with the process: the client's stream has no read timeout of its own
+    (asked of app.client). An error of the stream is raised here, as if read here."""
+    arrived: Queue[Event | BaseException] = Queue()
+
+    def pump() -> None:
+        try:
+            for event in events:
+                arrived.put(event)
+        except BaseException as exc:  # handed to the reader, who reports it
+            arrived.put(exc)
+
+    threading.Thread(target=pump, daemon=True, name="berth-events").start()
+    while True:
+        try:
+            item = arrived.get(timeout=idle)
+        except Empty:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def events(client: Berth, out: Output, args: argparse.Namespace) -> int:
     # Without -f: the events the server keeps, then stop once it has nothing more to send.
     since = args.since if args.since is not None else (None if args.follow else 0)
-    for event in client.events.stream(since=since, until_idle=None if args.follow else IDLE):
+    stream = client.events.stream(since=since)
+    for event in stream if args.follow else until_idle(stream, IDLE):
         if out.as_json:
             out.line(event.model_dump_json())
         else:

@@ -58,13 +58,14 @@ def follow(client: Berth, out: Output, operation: Operation) -> int:
             TextColumn("{task.fields[amount]}"),
         )
         with Progress(*columns, console=out.errors, transient=True) as display:
-            task = display.add_task(label, total=None, amount="")
+            # The kind alone: a terminal line has no room for the id, which a failure names.
+            task = display.add_task(operation.kind, total=None, amount="")
 
             def show(current: Operation) -> None:
                 shown = figures(current.progress)
                 display.update(
                     task,
-                    description=f"{label} {current.status}: {shown.text}",
+                    description=f"{current.kind} {current.status}: {shown.text}".rstrip(": "),
                     completed=shown.done or 0,
                     total=shown.total,
                     amount=shown.amount,

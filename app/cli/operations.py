@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections import deque
 from collections.abc import Iterator
-from itertools import islice
 from queue import Empty, Queue
 
 from app.cli.follow import follow
@@ -21,8 +21,8 @@ IDLE = 1.0
 
 
 def ls(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    newest = client.operations.list(status=args.status, page_size=min(args.limit, 500))
-    items = list(islice(newest, args.limit))
+    # The server lists the oldest first; the newest are the last of its pages.
+    items = list(deque(client.operations.list(status=args.status, page_size=500), args.limit))
     out.table(
         ("id", "kind", "status", "target", "created", "error"),
         (

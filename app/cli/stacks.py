@@ -13,13 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from dotenv import dotenv_values
 
 from app.cli.follow import follow
 from app.cli.output import Output
 from app.cli.parsing import Commands, UsageError, command, group
-from app.cli.remote import remote
+from app.cli.remote import EXIT_REFUSED, remote
 from app.client import Berth, calls, pack_directory, wire
 from app.client.errors import NotFound
 from app.client.models import Stack
@@ -81,15 +82,40 @@ def _existing(client: Berth, name: str) -> Stack | None:
         return None
 
 
-def _dry_run(client: Berth, name: str, text: str, fields: dict[str, Any]) -> Any:
-    """The server's answer to `POST /stacks?dry_run=true`, as it comes (a plan, or the error
-    of a server without dry runs). Sent through the client's own request description until
-    `stacks.create` takes `dry_run` (asked of app.client)."""
+def _takes_dry_run(client: Berth, method: str, path: str) -> bool:
+    """Whether the server's OpenAPI document gives the route a `dry_run` parameter: a server
+    without it would ignore the query and deploy for real."""
+    try:
+        document = httpx.get(f"{client.url}/openapi.json", timeout=30).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    route = document.get("paths", {}).get(f"/api/v1{path}", {}).get(method.lower(), {})
+    return any(p.get("name") == "dry_run" for p in route.get("parameters", []))
+
+
+def _dry_run(
+    client: Berth, out: Output, name: str, existing: Stack | None, text: str, fields: dict[str, Any]
+) -> int:
+    """Shows the server's answer to the deploy with `?dry_run=true`, as it comes (a plan), or
+    its error. Sent through the client's own request description until `stacks.create` and
+    `stacks.update` take `dry_run` (asked of app.client)."""
+    method, path = ("POST", "/stacks") if existing is None else ("PUT", f"/stacks/{existing.id}")
+    template = "/stacks" if existing is None else "/stacks/{stack_id}"
+    if not _takes_dry_run(client, method, template):
+        out.error(
+            f"this server cannot do a dry run ({method} {template} has no dry_run); "
+            "nothing was sent"
+        )
+        return EXIT_REFUSED
     described = wire.stack_fields(
-        text, fields["variables"], fields["env_files"], name=name, host_id=None
+        text,
+        fields["variables"],
+        fields["env_files"],
+        **({"name": name, "host_id": None} if existing is None else {}),
     )
-    call = calls.stack_write("POST", "/stacks", described, fields["contexts"], None)
-    return client.call(replace(call, params={"dry_run": "true"}, read=lambda answer: answer.json()))
+    call = calls.stack_write(method, path, described, fields["contexts"], None)
+    out.json(client.call(replace(call, params={"dry_run": "true"}, read=lambda a: a.json())))
+    return 0
 
 
 def deploy(client: Berth, out: Output, args: argparse.Namespace) -> int:
@@ -111,10 +137,9 @@ def deploy(client: Berth, out: Output, args: argparse.Namespace) -> int:
         "env_files": _env_files(services, directory),
         "contexts": _build_contexts(services, directory),
     }
-    if args.dry_run:
-        out.json(_dry_run(client, name, text, fields))
-        return 0
     existing = _existing(client, name)
+    if args.dry_run:
+        return _dry_run(client, out, name, existing, text, fields)
     if existing is None:
         accepted = client.stacks.create(name, text, **fields)
     else:

@@ -18,7 +18,7 @@ from app.client.models import Container
 
 # -p [IP:][HOST:]CONTAINER[/PROTOCOL], as docker run takes it.
 _PORT = re.compile(
-    r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d+)?:)?(?P<container>\d+)"
+    r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d+)?:)?(?P<container>\d+)"
     r"(?:/(?P<protocol>tcp|udp|sctp))?$"
 )
 

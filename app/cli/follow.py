@@ -6,6 +6,7 @@ display reads the shapes it knows and shows any other as `key=value`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,12 @@ def follow(client: Berth, out: Output, operation: Operation) -> int:
     final = client.operations.wait(operation, on_progress=say, check=False)
     say(final)  # the end, said once, whether or not the client reported it as progress
     return finished(final, out, announce=False)
+
+
+def follow_each(client: Berth, out: Output, operations: Iterable[Operation]) -> int:
+    """Follows each operation in turn (a lazy iterable starts each one only when the one before
+    has ended); the worst exit code is the answer."""
+    return max((follow(client, out, operation) for operation in operations), default=0)
 
 
 def finished(operation: Operation, out: Output, *, announce: bool) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.filesize import decimal
 
-from app.cli.follow import follow
+from app.cli.follow import follow, follow_each
 from app.cli.hosts import host_names
 from app.cli.output import Output
 from app.cli.parsing import Commands, UsageError, command, group, key_value
@@ -40,11 +40,11 @@ def ls(client: Berth, out: Output, args: argparse.Namespace) -> int:
 def pull(client: Berth, out: Output, args: argparse.Namespace) -> int:
     host_ids = [client.hosts.find(ref).id for ref in args.host]
     accepted = client.images.pull(args.reference, host_ids=host_ids or None, all_hosts=not host_ids)
-    # One operation per host; each is followed in turn, and the worst outcome is the answer.
-    codes = [follow(client, out, operation) for operation in accepted.operations]
+    # One operation per host, each followed in turn.
+    code = follow_each(client, out, accepted.operations)
     if out.as_json:
         out.json([client.operations.get(o.id) for o in accepted.operations])
-    return max(codes, default=0)
+    return code
 
 
 def _build_host(client: Berth, ref: str | None) -> str:
@@ -80,12 +80,12 @@ def _image(client: Berth, ref: str, host: str | None) -> list[Image]:
 
 
 def rm(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    worst = 0
-    for ref in args.images:
-        for image in _image(client, ref, args.host):
-            accepted = client.images.remove(image.id, force=args.force)
-            worst = max(worst, follow(client, out, accepted.operation))
-    return worst
+    removals = (
+        client.images.remove(image.id, force=args.force)
+        for ref in args.images
+        for image in _image(client, ref, args.host)
+    )
+    return follow_each(client, out, (accepted.operation for accepted in removals))
 
 
 def register(commands: Commands) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from app.cli.containers import port
-from app.cli.follow import follow
+from app.cli.follow import follow, follow_each
 from app.cli.hosts import host_names
 from app.cli.output import Output, age
 from app.cli.parsing import Commands, command, group, key_value
@@ -91,11 +91,11 @@ def inspect(client: Berth, out: Output, args: argparse.Namespace) -> int:
 
 
 def scale(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    worst = 0
-    for name, count in args.scales:
-        target = client.services.find(name)
-        worst = max(worst, _settled(client, out, client.services.scale(target.id, count)))
-    return worst
+    codes = (
+        _settled(client, out, client.services.scale(client.services.find(name).id, count))
+        for name, count in args.scales
+    )
+    return max(codes, default=0)
 
 
 def update(client: Berth, out: Output, args: argparse.Namespace) -> int:
@@ -123,11 +123,8 @@ def plan(client: Berth, out: Output, args: argparse.Namespace) -> int:
 
 
 def rm(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    worst = 0
-    for ref in args.services:
-        target = client.services.find(ref)
-        worst = max(worst, follow(client, out, client.services.delete(target.id).operation))
-    return worst
+    removals = (client.services.delete(client.services.find(ref).id) for ref in args.services)
+    return follow_each(client, out, (accepted.operation for accepted in removals))
 
 
 def scale_target(text: str) -> tuple[str, int]:
@@ -156,27 +153,21 @@ def register(commands: Commands) -> None:
     _spec_options(parser, image_required=True)
     parser.set_defaults(func=remote(create))
 
-    parser = command(services, "inspect", "a service, its revision and its replicas")
-    parser.add_argument("service", metavar="SERVICE", help="name or id")
-    parser.set_defaults(func=remote(inspect))
+    for name, help_text, handler, spec in (
+        ("inspect", "a service, its revision and its replicas", inspect, False),
+        ("update", "change the spec (a new revision, rolled out)", update, True),
+        ("rollback", "go back one revision", rollback, False),
+        ("plan", "what a change would start, stop and replace", plan, True),
+    ):
+        parser = command(services, name, help_text)
+        parser.add_argument("service", metavar="SERVICE", help="name or id")
+        if spec:
+            _spec_options(parser)
+        parser.set_defaults(func=remote(handler))
 
     parser = command(services, "scale", "change replica counts, e.g. `scale web=3`")
     parser.add_argument("scales", nargs="+", type=scale_target, metavar="SERVICE=N")
     parser.set_defaults(func=remote(scale))
-
-    parser = command(services, "update", "change the spec (a new revision, rolled out)")
-    parser.add_argument("service", metavar="SERVICE", help="name or id")
-    _spec_options(parser)
-    parser.set_defaults(func=remote(update))
-
-    parser = command(services, "rollback", "go back one revision")
-    parser.add_argument("service", metavar="SERVICE", help="name or id")
-    parser.set_defaults(func=remote(rollback))
-
-    parser = command(services, "plan", "what a change would start, stop and replace")
-    parser.add_argument("service", metavar="SERVICE", help="name or id")
-    _spec_options(parser)
-    parser.set_defaults(func=remote(plan))
 
     parser = command(services, "rm", "delete services and their replicas")
     parser.add_argument("services", nargs="+", metavar="SERVICE", help="name or id")

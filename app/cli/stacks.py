@@ -17,7 +17,7 @@ import httpx
 import yaml
 from dotenv import dotenv_values
 
-from app.cli.follow import follow
+from app.cli.follow import follow, follow_each
 from app.cli.output import Output
 from app.cli.parsing import Commands, UsageError, command, group
 from app.cli.remote import EXIT_REFUSED, remote
@@ -172,11 +172,8 @@ def ls(client: Berth, out: Output, args: argparse.Namespace) -> int:
 
 
 def rm(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    worst = 0
-    for ref in args.stacks:
-        target = client.stacks.find(ref)
-        worst = max(worst, follow(client, out, client.stacks.delete(target.id).operation))
-    return worst
+    removals = (client.stacks.delete(client.stacks.find(ref).id) for ref in args.stacks)
+    return follow_each(client, out, (accepted.operation for accepted in removals))
 
 
 def register(commands: Commands) -> None:

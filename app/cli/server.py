@@ -1,112 +1,28 @@
 """The server's own commands: serve, worker, migrate, token create. They run where the
-server runs and read its settings (`BERTH_*`), not the login of `berth login`."""
+server runs and read its settings (`BERTH_*`), not the login of `berth login`. Their work is in
+app.cli.serving, imported when one of them runs: the people's commands never load the server's
+database or web stack (a second less for every `berth ps`)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import threading
 from collections.abc import Callable
-from types import FrameType
 
 from app.cli.parsing import Commands
-from app.core.config import get_settings
-from app.core.db import Database
-from app.core.logging import configure_logging
-from app.core.migrate import upgrade
 from app.security.roles import Role
 
-log = logging.getLogger("berth.cli")
 
-
-def _migrate(database_url: str) -> None:
-    database = Database(database_url)
-    try:
-        upgrade(database)
-    finally:
-        database.dispose()
-
-
-def cmd_migrate(_args: argparse.Namespace) -> int:
-    _migrate(get_settings().database_url)
-    log.info("database at the newest schema")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.api.http_protocol import LimitedHttpToolsProtocol
-    from app.main import create_app
-
-    settings = get_settings()
-    _migrate(settings.database_url)
-    app = create_app(settings, run_workers=not args.no_workers)
-    uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        proxy_headers=False,
-        timeout_graceful_shutdown=15,
-        http=LimitedHttpToolsProtocol.limited(
-            max_head_bytes=settings.max_header_bytes,
-            head_timeout=settings.header_timeout_seconds,
-        ),
-    )
-    return 0
-
-
-def cmd_worker(_args: argparse.Namespace) -> int:
-    from app.core.context import AppContext
-    from app.runtime import background_services, prepare
-    from app.workers.loops import running
-
-    settings = get_settings()
-    _migrate(settings.database_url)
-    context = AppContext(settings)
-    prepare(context)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with running(background_services(context, kind="worker")):
-        log.info("worker running; SIGTERM or Ctrl-C stops it")
-        stop.wait()
-    context.close()
-    return 0
-
-
-def cmd_token_create(args: argparse.Namespace) -> int:
-    from app.tokens import service
-
-    settings = get_settings()
-    _migrate(settings.database_url)
-    database = Database(settings.database_url)
-    try:
-        with database.session() as session:
-            token, secret = service.create(
-                session, name=args.name, role=Role(args.role), created_by="berth token create"
-            )
-            token_id = token.id
-    finally:
-        database.dispose()
-    # The secret goes to stdout alone, so `TOKEN=$(berth token create ...)` works.
-    print(secret)
-    log.info("token created", extra={"token_id": token_id, "role": args.role})
-    return 0
-
-
-def _logged(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """The server's settings name the log level; the people's commands never read them."""
+def _server(command: str) -> Callable[[argparse.Namespace], int]:
+    """Runs `serving.<command>` with the log level the server's settings name."""
 
     def run(args: argparse.Namespace) -> int:
+        from app.cli import serving
+        from app.core.config import get_settings
+        from app.core.logging import configure_logging
+
         configure_logging(get_settings().log_level)
-        return command(args)
+        result: int = getattr(serving, command)(args)
+        return result
 
     return run
 
@@ -116,17 +32,17 @@ def register(commands: Commands) -> None:
     serve.add_argument("--host", help="bind address (default BERTH_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default BERTH_PORT or 8000)")
     serve.add_argument("--no-workers", action="store_true", help="API only; run `berth worker`s")
-    serve.set_defaults(func=_logged(cmd_serve))
+    serve.set_defaults(func=_server("cmd_serve"))
 
     worker = commands.add_parser("worker", help="run workers and loops only")
-    worker.set_defaults(func=_logged(cmd_worker))
+    worker.set_defaults(func=_server("cmd_worker"))
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
-    migrate.set_defaults(func=_logged(cmd_migrate))
+    migrate.set_defaults(func=_server("cmd_migrate"))
 
     token = commands.add_parser("token", help="create an API token in the database (on the server)")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="create a token and print it once")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", default="cli")
-    create.set_defaults(func=_logged(cmd_token_create))
+    create.set_defaults(func=_server("cmd_token_create"))

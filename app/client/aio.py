@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel
 
 from app.client import calls, wire
+from app.client.calls import StackSource
 from app.client.config import resolve
 from app.client.errors import NotFound, error_for
 from app.client.models import (
@@ -41,10 +42,11 @@ from app.client.models import (
     ServiceAccepted,
     Stack,
     StackAccepted,
+    StackPlan,
     Token,
     TokenCreated,
 )
-from app.client.wire import Call, Retry
+from app.client.wire import Call, Retry, model
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -176,20 +178,43 @@ class AsyncBerth:
             except httpx.TransportError as exc:
                 raise wire.unreachable(response.request, exc) from exc
 
-    async def find(self, get: Call[M], listing: AsyncIterator[M], name_or_id: str, what: str) -> M:
-        """The object with this id, else the one with this name."""
-        try:
-            return await self.call(get)
-        except NotFound:
-            return wire.pick(name_or_id, what, [item async for item in listing])
-
 
 class _Part:
     def __init__(self, berth: AsyncBerth) -> None:
         self._berth = berth
 
 
-class Hosts(_Part):
+class _Collection(_Part, Generic[M]):
+    """What every collection reads alike: one object by id, or by its name."""
+
+    _path: str
+    _model: type[M]
+    _what: str
+    _key = "name"  # the field a name is matched against
+
+    async def get(self, object_id: str) -> M:
+        return await self._berth.call(calls.one(f"{self._path}/{object_id}", self._model))
+
+    async def find(self, name_or_id: str) -> M:
+        """The object with this id, else the one with this name: NotFound for none,
+        Conflict when several share it."""
+        try:
+            return await self.get(name_or_id)
+        except NotFound:
+            named = [item async for item in self._named(name_or_id)]
+            return wire.pick(name_or_id, self._what, named, key=self._key)
+
+    def _named(self, name: str) -> AsyncIterator[M]:
+        """The candidates for a name: the whole listing, unless the API filters by name."""
+        return self._berth.pages(calls.listing(self._path, self._model, wire.SCAN_PAGE))
+
+
+class Hosts(_Collection[Host]):
+    _path, _model, _what = "/hosts", Host, "host"
+
+    def _named(self, name: str) -> AsyncIterator[Host]:
+        return self.list(name=name)
+
     def list(
         self,
         *,
@@ -200,14 +225,6 @@ class Hosts(_Part):
     ) -> AsyncIterator[Host]:
         return self._berth.pages(
             calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
-        )
-
-    async def get(self, host_id: str) -> Host:
-        return await self._berth.call(calls.one(f"/hosts/{host_id}", Host))
-
-    async def find(self, name_or_id: str) -> Host:
-        return await self._berth.find(
-            calls.one(f"/hosts/{name_or_id}", Host), self.list(name=name_or_id), name_or_id, "host"
         )
 
     async def create(
@@ -228,7 +245,9 @@ class Hosts(_Part):
         await self._berth.call(calls.host_delete(host_id, force))
 
 
-class Containers(_Part):
+class Containers(_Collection[Container]):
+    _path, _model, _what = "/containers", Container, "container"
+
     def list(
         self,
         *,
@@ -249,13 +268,6 @@ class Containers(_Part):
                 label=label,
             )
         )
-
-    async def get(self, container_id: str) -> Container:
-        return await self._berth.call(calls.one(f"/containers/{container_id}", Container))
-
-    async def find(self, name_or_id: str) -> Container:
-        get = calls.one(f"/containers/{name_or_id}", Container)
-        return await self._berth.find(get, self.list(), name_or_id, "container")
 
     async def create(
         self,
@@ -320,7 +332,13 @@ class Containers(_Part):
         return self._berth.lines(call)
 
 
-class Images(_Part):
+class Images(_Collection[Image]):
+    _path, _model, _what = "/images", Image, "image"
+    _key = "reference"
+
+    def _named(self, name: str) -> AsyncIterator[Image]:
+        return self.list(reference=name)
+
     def list(
         self,
         *,
@@ -331,9 +349,6 @@ class Images(_Part):
         return self._berth.pages(
             calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
         )
-
-    async def get(self, image_id: str) -> Image:
-        return await self._berth.call(calls.one(f"/images/{image_id}", Image))
 
     async def pull(
         self,
@@ -398,7 +413,12 @@ class Images(_Part):
         return await self._berth.call(calls.image_remove(image_id, force))
 
 
-class Services(_Part):
+class Services(_Collection[Service]):
+    _path, _model, _what = "/services", Service, "service"
+
+    def _named(self, name: str) -> AsyncIterator[Service]:
+        return self.list(name=name)
+
     def list(
         self,
         *,
@@ -409,13 +429,6 @@ class Services(_Part):
         return self._berth.pages(
             calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
         )
-
-    async def get(self, service_id: str) -> Service:
-        return await self._berth.call(calls.one(f"/services/{service_id}", Service))
-
-    async def find(self, name_or_id: str) -> Service:
-        get = calls.one(f"/services/{name_or_id}", Service)
-        return await self._berth.find(get, self.list(name=name_or_id), name_or_id, "service")
 
     async def create(
         self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
@@ -455,55 +468,85 @@ class Services(_Part):
         return await self._berth.call(calls.service_delete(service_id))
 
 
-class Stacks(_Part):
+class Stacks(_Collection[Stack]):
+    _path, _model, _what = "/stacks", Stack, "stack"
+
+    def _named(self, name: str) -> AsyncIterator[Stack]:
+        return self.list(name=name)
+
     def list(
         self, *, name: str | None = None, page_size: int | None = None
     ) -> AsyncIterator[Stack]:
         return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
 
-    async def get(self, stack_id: str) -> Stack:
-        return await self._berth.call(calls.one(f"/stacks/{stack_id}", Stack))
-
-    async def find(self, name_or_id: str) -> Stack:
-        get = calls.one(f"/stacks/{name_or_id}", Stack)
-        return await self._berth.find(get, self.list(name=name_or_id), name_or_id, "stack")
-
     async def create(
         self,
         name: str,
-        compose: str,
+        compose: str | None = None,
         *,
-        variables: Mapping[str, str] | None = None,
-        env_files: Mapping[str, str] | None = None,
         host_id: str | None = None,
-        contexts: Mapping[str, bytes] | None = None,
         idempotency_key: Key = None,
+        **source: Unpack[StackSource],
     ) -> StackAccepted:
-        """Deploy a Compose file. `contexts`: a tar(.gz) per Compose service with `build:`
-        (`pack_directory`); `env_files`: the text of each `env_file:` by the path it names."""
-        fields = wire.stack_fields(compose, variables, env_files, name=name, host_id=host_id)
-        call = calls.stack_write("POST", "/stacks", fields, contexts, idempotency_key)
+        """Deploy a Compose file (its text), or a project directory (`project`: a tar.gz of
+        it, `pack_directory`); `source` as `StackSource` describes (variables, env_files,
+        contexts, project, file, strict)."""
+        call = calls.stack_deploy(
+            "POST",
+            "/stacks",
+            model(StackAccepted),
+            compose,
+            source,
+            key=idempotency_key,
+            name=name,
+            host_id=host_id,
+        )
+        return await self._berth.call(call)
+
+    async def plan_create(
+        self,
+        name: str,
+        compose: str | None = None,
+        *,
+        host_id: str | None = None,
+        **source: Unpack[StackSource],
+    ) -> StackPlan:
+        """`create`'s dry run: every check made, nothing stored, no engine asked."""
+        call = calls.stack_deploy(
+            "POST",
+            "/stacks",
+            model(StackPlan),
+            compose,
+            source,
+            dry_run=True,
+            name=name,
+            host_id=host_id,
+        )
         return await self._berth.call(call)
 
     async def update(
-        self,
-        stack_id: str,
-        compose: str,
-        *,
-        variables: Mapping[str, str] | None = None,
-        env_files: Mapping[str, str] | None = None,
-        contexts: Mapping[str, bytes] | None = None,
+        self, stack_id: str, compose: str | None = None, **source: Unpack[StackSource]
     ) -> StackAccepted:
-        """Deploy a new Compose file: only the services whose spec changed roll."""
-        fields = wire.stack_fields(compose, variables, env_files)
-        call = calls.stack_write("PUT", f"/stacks/{stack_id}", fields, contexts, None)
+        """Deploy a new Compose file or project: only the services whose spec changed roll."""
+        path = f"/stacks/{stack_id}"
+        call = calls.stack_deploy("PUT", path, model(StackAccepted), compose, source)
+        return await self._berth.call(call)
+
+    async def plan_update(
+        self, stack_id: str, compose: str | None = None, **source: Unpack[StackSource]
+    ) -> StackPlan:
+        """`update`'s dry run: which services would be created, updated or removed."""
+        path = f"/stacks/{stack_id}"
+        call = calls.stack_deploy("PUT", path, model(StackPlan), compose, source, dry_run=True)
         return await self._berth.call(call)
 
     async def delete(self, stack_id: str, *, volumes: bool = False) -> StackAccepted:
         return await self._berth.call(calls.stack_delete(stack_id, volumes))
 
 
-class Operations(_Part):
+class Operations(_Collection[Operation]):
+    _path, _model, _what = "/operations", Operation, "operation"
+
     def list(
         self,
         *,
@@ -525,9 +568,6 @@ class Operations(_Part):
                 host_id=host_id,
             )
         )
-
-    async def get(self, operation_id: str) -> Operation:
-        return await self._berth.call(calls.one(f"/operations/{operation_id}", Operation))
 
     async def wait(
         self,
@@ -591,16 +631,11 @@ class Events(_Part):
             await asyncio.sleep(pause)
 
 
-class Secrets(_Part):
+class Secrets(_Collection[Secret]):
+    _path, _model, _what = "/secrets", Secret, "secret"
+
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Secret]:
         return self._berth.pages(calls.listing("/secrets", Secret, page_size))
-
-    async def get(self, secret_id: str) -> Secret:
-        return await self._berth.call(calls.one(f"/secrets/{secret_id}", Secret))
-
-    async def find(self, name_or_id: str) -> Secret:
-        get = calls.one(f"/secrets/{name_or_id}", Secret)
-        return await self._berth.find(get, self.list(), name_or_id, "secret")
 
     async def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
         return await self._berth.call(calls.secret_create(name, value, idempotency_key))
@@ -631,12 +666,11 @@ class Tokens(_Part):
         await self._berth.call(calls.delete(f"/tokens/{token_id}"))
 
 
-class Registries(_Part):
+class Registries(_Collection[Registry]):
+    _path, _model, _what = "/registries", Registry, "registry"
+
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Registry]:
         return self._berth.pages(calls.listing("/registries", Registry, page_size))
-
-    async def get(self, registry_id: str) -> Registry:
-        return await self._berth.call(calls.one(f"/registries/{registry_id}", Registry))
 
     async def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any

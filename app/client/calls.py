@@ -4,11 +4,12 @@ the model of the answer. `sync.py` and `aio.py` only send them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
+import httpx
 from pydantic import BaseModel
 
 from app.client.models import (
@@ -31,10 +32,11 @@ from app.client.models import (
     StackAccepted,
     TokenCreated,
 )
-from app.client.wire import Call, get, model, nothing, page, post, send
+from app.client.wire import Call, get, model, nothing, page, post, send, stack_fields
 
 Key = str | None
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def listing(path: str, item: type[M], page_size: int | None, **params: Any) -> Call[Page[M]]:
@@ -177,6 +179,90 @@ def service_delete(service_id: str) -> Call[ServiceAccepted]:
 # Stacks
 
 
+class StackSource(TypedDict, total=False):
+    """What a deploy sends besides the stack's name and host, for `stacks.create`, `update`
+    and their dry runs."""
+
+    variables: Mapping[str, str]  # ${VAR} values (they win over the project's .env)
+    env_files: Mapping[str, str]  # the text of each `env_file:`, by the path the file names
+    contexts: Mapping[str, bytes]  # a tar(.gz) per Compose service with `build:`
+    project: bytes  # the project directory as a tar(.gz): Compose file, .env, contexts, files
+    file: str  # the Compose file's path in `project` (default: Compose's search order)
+    strict: bool  # an unset variable is a 422 instead of a warning
+
+
+def stack_call(
+    method: str,
+    path: str,
+    read: Callable[[httpx.Response], T],
+    fields: dict[str, Any],
+    *,
+    contexts: Mapping[str, bytes] | None,
+    project: bytes | None,
+    key: Key,
+    dry_run: bool = False,
+) -> Call[T]:
+    """JSON without files; multipart/form-data with them: one archive per Compose service
+    that has `build:` in the field `context.<service>`, the project in the field `project`."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    params = {"dry_run": True} if dry_run else None
+    files = [
+        (f"context.{name}", (f"{name}.tar.gz", archive, "application/gzip"))
+        for name, archive in (contexts or {}).items()
+    ]
+    if project is not None:
+        files.append(("project", ("project.tar.gz", project, "application/gzip")))
+    if not files:
+        if method == "POST":
+            return post(path, read, json=fields, params=params, idempotency_key=key)
+        return replace(send(method, path, read, json=fields), params=params or {})
+    data = {k: _form_value(v) for k, v in fields.items()}
+    if method == "POST":
+        return post(path, read, data=data, files=files, params=params, idempotency_key=key)
+    return Call(method, path, read, params=params or {}, data=data, files=files)
+
+
+def _form_value(value: Any) -> str:
+    """A field as multipart sends it: objects as JSON text, booleans as true/false."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stack_deploy(
+    method: str,
+    path: str,
+    read: Callable[[httpx.Response], T],
+    compose: str | None,
+    source: StackSource,
+    *,
+    key: Key = None,
+    dry_run: bool = False,
+    **named: str | None,
+) -> Call[T]:
+    """A stack create (`named`: name, host_id) or update, or its dry run."""
+    fields = stack_fields(
+        compose,
+        source.get("variables"),
+        source.get("env_files"),
+        file=source.get("file"),
+        strict=source.get("strict"),
+        **named,
+    )
+    return stack_call(
+        method,
+        path,
+        read,
+        fields,
+        contexts=source.get("contexts"),
+        project=source.get("project"),
+        key=key,
+        dry_run=dry_run,
+    )
+
+
 def stack_write(
     method: str,
     path: str,
@@ -184,22 +270,9 @@ def stack_write(
     contexts: Mapping[str, bytes] | None,
     key: Key,
 ) -> Call[StackAccepted]:
-    """JSON without build contexts; multipart/form-data with them (one archive per Compose
-    service that has `build:`, in the field `context.<service>`)."""
-    fields = {k: v for k, v in fields.items() if v is not None}
+    """A deploy of fields already gathered (`wire.stack_fields`)."""
     read = model(StackAccepted)
-    if not contexts:
-        if method == "POST":
-            return post(path, read, json=fields, idempotency_key=key)
-        return send(method, path, read, json=fields)
-    data = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in fields.items()}
-    files = [
-        (f"context.{name}", (f"{name}.tar.gz", archive, "application/gzip"))
-        for name, archive in contexts.items()
-    ]
-    if method == "POST":
-        return post(path, read, data=data, files=files, idempotency_key=key)
-    return Call(method, path, read, data=data, files=files)
+    return stack_call(method, path, read, fields, contexts=contexts, project=None, key=key)
 
 
 def stack_delete(stack_id: str, volumes: bool) -> Call[StackAccepted]:

@@ -70,6 +70,12 @@ class Conflict(BerthError):
     status = 409
 
 
+class PreconditionFailed(Conflict):
+    """412: the object changed since the version given in If-Match (a Conflict too)."""
+
+    status = 412
+
+
 class Gone(BerthError):
     """An event cursor older than the events the server keeps."""
 
@@ -138,7 +144,7 @@ _BY_STATUS: dict[int, type[BerthError]] = {
     404: NotFound,
     409: Conflict,
     410: Gone,
-    412: Conflict,
+    412: PreconditionFailed,
     413: PayloadTooLarge,
     422: Invalid,
     429: RateLimited,

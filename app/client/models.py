@@ -283,6 +283,23 @@ class ServiceAccepted(Accepted):
 
 class StackAccepted(Accepted):
     stack: Stack
+    warnings: list[str] = Field(default_factory=list, description="Keys Berth ignored, ...")
+
+
+class StackPlan(Model):
+    """A deploy's dry run: what it would create, update or remove; nothing was stored."""
+
+    name: str
+    host_id: str | None = None
+    services: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per Compose service: compose_name, name, image, build, replicas, host_id, "
+        "action (create, update, unchanged, remove)",
+    )
+    builds: list[str] = Field(default_factory=list)
+    networks: list[str] = Field(default_factory=list)
+    volumes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class HostAccepted(Accepted):

@@ -186,6 +186,10 @@ class EventDecoder:
         self._data: list[str] = []
         self.retry: float | None = None  # the server's reconnection delay, in seconds
 
+    def discard_partial(self) -> None:
+        """Forget a message a cut connection left unfinished: the next one sends it whole."""
+        self._data = []
+
     def feed(self, line: str) -> Event | None:
         if line == "":
             if not self._data:
@@ -234,6 +238,7 @@ class Resumption:
 
     def connected(self) -> None:
         self.failures = 0
+        self.decoder.discard_partial()
 
     def feed(self, line: str) -> Event | None:
         event = self.decoder.feed(line)
@@ -350,10 +355,10 @@ def fields(**values: Any) -> dict[str, Any]:
 
 
 def stack_fields(
-    compose: str,
+    compose: str | None,
     variables: Mapping[str, str] | None,
     env_files: Mapping[str, str] | None,
-    **extra: str | None,
+    **extra: str | bool | None,
 ) -> dict[str, Any]:
     return fields(
         compose=compose,
@@ -363,12 +368,16 @@ def stack_fields(
     )
 
 
-def pick(name_or_id: str, what: str, candidates: Iterable[M]) -> M:
-    """The one candidate named `name_or_id`; NotFound for none, Conflict for several."""
-    named = [item for item in candidates if getattr(item, "name", None) == name_or_id]
+# The page size a name is looked up with where the API has no filter for it: few requests.
+SCAN_PAGE = 500
+
+
+def pick(name_or_id: str, what: str, candidates: Iterable[M], *, key: str = "name") -> M:
+    """The one candidate whose `key` is `name_or_id`; NotFound for none, Conflict for several."""
+    named = [item for item in candidates if getattr(item, key, None) == name_or_id]
     if not named:
         raise NotFound(f"no {what} named {name_or_id!r} (nor with that id)")
     if len(named) > 1:
         ids = ", ".join(str(getattr(item, "id", "?")) for item in named)
-        raise Conflict(f"{len(named)} {what}s are named {name_or_id!r} ({ids}): use an id")
+        raise Conflict(f"{len(named)} {what}s are {name_or_id!r} ({ids}): use an id")
     return named[0]

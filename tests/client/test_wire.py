@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import stat
+import subprocess
+import sys
 import tarfile
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -50,6 +53,10 @@ def test_events_are_decoded_message_by_message() -> None:
     events = [event for line in lines if (event := decoder.feed(line)) is not None]
     assert [(e.cursor, e.type, e.resource_id) for e in events] == [(7, "secret.created", "s1")]
     assert decoder.retry == 2.0
+    # A connection cut in the middle of a message: the next connection sends it whole.
+    decoder.feed('data: {"cursor": "8", "type": "x.cre')
+    decoder.discard_partial()
+    assert decoder.feed("") is None
 
 
 def test_retry_after_is_read_as_seconds_or_a_date() -> None:
@@ -177,3 +184,52 @@ def test_models_accept_what_a_newer_server_adds_and_hide_secrets() -> None:
     assert TOKEN not in repr(created)
     with Berth("http://berth", TOKEN) as berth:
         assert TOKEN not in repr(berth)
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    # As in an integration's environment: none of the server's dependencies importable.
+    server_only = (
+        *("fastapi", "starlette", "sqlalchemy", "alembic", "docker", "uvicorn", "orjson"),
+        *("pydantic_settings", "cryptography", "yaml", "psycopg", "prometheus_client"),
+    )
+    code = (
+        "import sys\n"
+        f"for name in {server_only!r}: sys.modules[name] = None\n"
+        "import app.client\n"
+        "print(app.client.Berth.__name__, app.client.AsyncBerth.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Berth", "AsyncBerth"]
+
+
+def test_a_project_deploy_and_its_dry_run_are_sent_as_the_api_takes_them() -> None:
+    seen: list[httpx.Request] = []
+    plan = {"name": "shop", "host_id": "h1", "services": [], "warnings": ["version: ignored"]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(200, json=plan)
+
+    with Berth("http://berth", TOKEN, transport=httpx.MockTransport(handle)) as berth:
+        planned = berth.stacks.plan_create("shop", project=b"tar", file="deploy/compose.yaml")
+        assert planned.warnings == ["version: ignored"]
+        berth.stacks.plan_update("s1", "services: {}\n", strict=True)
+    create, update = seen
+    assert (create.method, create.url.path, create.url.params["dry_run"]) == (
+        "POST",
+        "/api/v1/stacks",
+        "true",
+    )
+    assert create.headers["content-type"].startswith("multipart/form-data")
+    for part in (b'name="project"; filename="project.tar.gz"', b'name="file"\r\n\r\ndeploy/'):
+        assert part in create.content
+    assert (update.method, update.url.path, update.url.params["dry_run"]) == (
+        "PUT",
+        "/api/v1/stacks/s1",
+        "true",
+    )
+    assert json.loads(update.content) == {"compose": "services: {}\n", "strict": True}

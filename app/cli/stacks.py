@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from app.cli.follow import follow, follow_each
 from app.cli.output import Output
 from app.cli.parsing import Commands, UsageError, command, group
 from app.cli.remote import EXIT_REFUSED, remote
-from app.client import Berth, calls, pack_directory, wire
+from app.client import Berth, pack_directory
 from app.client.errors import NotFound
 from app.client.models import Stack
 
@@ -96,25 +95,35 @@ def _takes_dry_run(client: Berth, method: str, path: str) -> bool:
 def _dry_run(
     client: Berth, out: Output, name: str, existing: Stack | None, text: str, fields: dict[str, Any]
 ) -> int:
-    """Shows the server's answer to the deploy with `?dry_run=true`, as it comes (a plan), or
-    its error. Sent through the client's own request description until `stacks.create` and
-    `stacks.update` take `dry_run` (asked of app.client)."""
-    method, path = ("POST", "/stacks") if existing is None else ("PUT", f"/stacks/{existing.id}")
-    template = "/stacks" if existing is None else "/stacks/{stack_id}"
+    """Shows what the deploy would do (the server's dry run), or the server's error."""
+    method, template = ("POST", "/stacks") if existing is None else ("PUT", "/stacks/{stack_id}")
     if not _takes_dry_run(client, method, template):
         out.error(
             f"this server cannot do a dry run ({method} {template} has no dry_run); "
             "nothing was sent"
         )
         return EXIT_REFUSED
-    described = wire.stack_fields(
-        text,
-        fields["variables"],
-        fields["env_files"],
-        **({"name": name, "host_id": None} if existing is None else {}),
+    if existing is None:
+        plan = client.stacks.plan_create(name, text, **fields)
+    else:
+        plan = client.stacks.plan_update(existing.id, text, **fields)
+    if not out.as_json:
+        for warning in plan.warnings:
+            out.note(f"warning: {warning}")
+    out.table(
+        ("service", "name", "action", "image", "replicas"),
+        (
+            (
+                s.get("compose_name"),
+                s.get("name"),
+                s.get("action"),
+                s.get("image") or ("(built)" if s.get("build") else ""),
+                s.get("replicas"),
+            )
+            for s in plan.services
+        ),
+        data=plan,
     )
-    call = calls.stack_write(method, path, described, fields["contexts"], None)
-    out.json(client.call(replace(call, params={"dry_run": "true"}, read=lambda a: a.json())))
     return 0
 
 

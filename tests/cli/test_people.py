@@ -196,6 +196,20 @@ def test_deploy_a_compose_file_with_a_build_context_then_scale_it(
     shutil.copy(BUSYBOX, project / "web" / "busybox")
     service_id = ""
     try:
+        # A dry run stores nothing: the plan where the server has dry runs, else a refusal
+        # (exit 4) rather than the real deploy an unknown query parameter would give.
+        planned = berth(
+            "deploy", "--json", "--dry-run", "-f", str(project / "compose.yaml"), env=env
+        )
+        if planned.returncode == 0:
+            plan = json.loads(planned.stdout)
+            assert [(x["compose_name"], x["action"]) for x in plan["services"]] == [
+                ("web", "create")
+            ]
+        else:
+            assert planned.returncode == 4 and "dry run" in planned.stderr, planned
+        assert as_json(berth("stacks", "ls", "--json", env=env)) == []
+
         deployed = as_json(berth("deploy", "--json", "-f", str(project / "compose.yaml"), env=env))
         assert deployed["name"] == stack and deployed["status"] == "running", deployed
         [web] = deployed["service_details"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from app.cli.output import Output
 from app.cli.parsing import UsageError
 from app.client import Berth
@@ -65,6 +67,14 @@ def guarded(
         except BerthError as exc:
             out.error(describe(exc))
             return exit_code(exc)
+        except ValidationError as exc:
+            # An answer this client cannot read: a server of another version, or not Berth.
+            first = exc.errors()[0] if exc.errors() else {}
+            out.error(
+                f"the server's answer is not what this berth reads ({exc.title}: "
+                f"{first.get('loc', '')} {first.get('msg', '')})"
+            )
+            return EXIT_FAILED
 
     return run
 

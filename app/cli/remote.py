@@ -69,11 +69,8 @@ def guarded(
             return exit_code(exc)
         except ValidationError as exc:
             # An answer this client cannot read: a server of another version, or not Berth.
-            first = exc.errors()[0] if exc.errors() else {}
-            out.error(
-                f"the server's answer is not what this berth reads ({exc.title}: "
-                f"{first.get('loc', '')} {first.get('msg', '')})"
-            )
+            where = "; ".join(f"{e['loc']}: {e['msg']}" for e in exc.errors()[:1])
+            out.error(f"the server's answer is not what this berth reads ({exc.title}: {where})")
             return EXIT_FAILED
 
     return run

@@ -221,6 +221,11 @@ def test_deploy_a_compose_file_with_a_build_context_then_scale_it(
         wait_for(lambda: b"from-env-file" in containers[0].logs(), timeout=15, what="its output")
 
         assert [s["name"] for s in as_json(berth("stacks", "ls", "--json", env=env))] == [stack]
+        operations = as_json(berth("ops", "ls", "--json", env=env))
+        [deploy] = [o for o in operations if o["kind"] == "stack.deploy"]
+        assert (
+            as_json(berth("ops", "wait", "--json", deploy["id"], env=env))["status"] == "succeeded"
+        )
 
         scaled = as_json(berth("services", "scale", "--json", f"{web['name']}=2", env=env))
         assert scaled["replicas"]["running"] == 2
@@ -253,6 +258,9 @@ def test_a_secret_is_created_from_stdin_and_never_printed(env: dict[str, str]) -
         if s["name"] == "cli_db_password"
     ]
     assert value not in json.dumps(listed)
+    # The events kept, then the command ends by itself (no -f): one JSON object a line.
+    events = [json.loads(line) for line in ok(berth("events", "--json", env=env)).splitlines()]
+    assert ("secret.created", listed["id"]) in {(e["type"], e["resource_id"]) for e in events}
     ok(berth("secrets", "rm", "cli_db_password", env=env))
     assert "cli_db_password" not in ok(berth("secrets", "ls", env=env))
 

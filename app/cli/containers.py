@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.cli.follow import follow
@@ -14,7 +14,8 @@ from app.cli.output import Output, age
 from app.cli.parsing import Commands, command, key_value
 from app.cli.remote import Handler, remote
 from app.client import Berth
-from app.client.models import Container
+from app.client.models import ContainerAccepted
+from app.client.sync import Containers
 
 # -p [IP:][HOST:]CONTAINER[/PROTOCOL], as docker run takes it.
 _PORT = re.compile(
@@ -47,11 +48,7 @@ def ports_text(ports: list[dict[str, Any]]) -> str:
 def ps(client: Berth, out: Output, args: argparse.Namespace) -> int:
     host_id = client.hosts.find(args.host).id if args.host else None
     hosts = host_names(client)
-    items = [
-        item
-        for item in client.containers.list(host_id=host_id)
-        if args.all or item.state == "running"
-    ]
+    items = list(client.containers.list(host_id=host_id, state=None if args.all else "running"))
     out.table(
         ("id", "name", "host", "image", "state", "ports", "created"),
         (
@@ -90,12 +87,12 @@ def run(client: Berth, out: Output, args: argparse.Namespace) -> int:
     return 0
 
 
-def _act(verb: str) -> Handler:
+def _act(verb: Callable[[Containers, str], ContainerAccepted]) -> Handler:
     def act(client: Berth, out: Output, args: argparse.Namespace) -> int:
         worst = 0
         for ref in args.containers:
-            target: Container = client.containers.find(ref)
-            accepted = getattr(client.containers, verb)(target.id)
+            target = client.containers.find(ref)
+            accepted = verb(client.containers, target.id)
             code = follow(client, out, accepted.operation)
             if code == 0:
                 out.result(accepted.operation, target.name)
@@ -144,14 +141,15 @@ def register(commands: Commands) -> None:
     )
     parser.set_defaults(func=remote(run))
 
-    for verb, method, text in (
-        ("stop", "stop", "stop containers"),
-        ("restart", "restart", "restart containers"),
-        ("rm", "remove", "remove containers (running ones are stopped first)"),
-    ):
-        parser = command(commands, verb, text)
+    verbs: tuple[tuple[str, Callable[[Containers, str], ContainerAccepted], str], ...] = (
+        ("stop", Containers.stop, "stop containers"),
+        ("restart", Containers.restart, "restart containers"),
+        ("rm", Containers.remove, "remove containers (running ones are stopped first)"),
+    )
+    for name, verb, text in verbs:
+        parser = command(commands, name, text)
         parser.add_argument("containers", nargs="+", metavar="CONTAINER", help="name or id")
-        parser.set_defaults(func=remote(_act(method)))
+        parser.set_defaults(func=remote(_act(verb)))
 
     parser = command(commands, "logs", "print a container's output")
     parser.add_argument("container", metavar="CONTAINER", help="name or id")

@@ -14,11 +14,9 @@ class UsageError(Exception):
     """Input argparse cannot check (a malformed `-p`, a secret given nowhere): exit code 2."""
 
 
-def command(
-    commands: Commands, name: str, help_text: str, *, aliases: tuple[str, ...] = ()
-) -> argparse.ArgumentParser:
+def command(commands: Commands, name: str, help_text: str) -> argparse.ArgumentParser:
     """A command that talks to a server: it answers in tables, or in JSON with `--json`."""
-    parser = commands.add_parser(name, help=help_text, description=help_text, aliases=aliases)
+    parser = commands.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
 

@@ -1,11 +1,11 @@
-"""`AsyncBerth`: the asyncio client, `Berth` method for method (`sync.py`); requests are
-described in `calls.py`, and this only sends them."""
+"""`AsyncBerth`: the asyncio client. Edit this file, not sync.py (generated from it).
+Requests are described in `calls.py`; this only sends them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -55,8 +55,10 @@ log = logging.getLogger("berth.client")
 
 
 class AsyncBerth:
-    """`Berth` for asyncio: the same arguments, parts and methods, awaited. Use it as an
-    async context manager, or await `aclose()`."""
+    """A Berth server, spoken to over HTTP, from asyncio.
+
+    `url` and `token` default to BERTH_URL / BERTH_TOKEN, then to the login file
+    (`app.client.config`). Use it as an `async with` context manager, or await `aclose()`."""
 
     def __init__(
         self,
@@ -170,7 +172,7 @@ class AsyncBerth:
                 return
             call = wire.next_page(call, page.next_cursor)
 
-    async def lines(self, call: Call[Any]) -> AsyncIterator[str]:
+    async def lines(self, call: Call[Any]) -> AsyncGenerator[str, None]:
         async with self._open(call) as response:
             try:
                 async for line in response.aiter_lines():
@@ -206,7 +208,10 @@ class _Collection(_Part, Generic[M]):
 
     def _named(self, name: str) -> AsyncIterator[M]:
         """The candidates for a name: the whole listing, unless the API filters by name."""
-        return self._berth.pages(calls.listing(self._path, self._model, wire.SCAN_PAGE))
+        return self._list(wire.SCAN_PAGE)
+
+    def _list(self, page_size: int | None, **filters: str | None) -> AsyncIterator[M]:
+        return self._berth.pages(calls.listing(self._path, self._model, page_size, **filters))
 
 
 class Hosts(_Collection[Host]):
@@ -223,9 +228,7 @@ class Hosts(_Collection[Host]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Host]:
-        return self._berth.pages(
-            calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
-        )
+        return self._list(page_size, status=status, name=name, label=label)
 
     async def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any
@@ -257,16 +260,8 @@ class Containers(_Collection[Container]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Container]:
-        return self._berth.pages(
-            calls.listing(
-                "/containers",
-                Container,
-                page_size,
-                host_id=host_id,
-                service_id=service_id,
-                state=state,
-                label=label,
-            )
+        return self._list(
+            page_size, host_id=host_id, service_id=service_id, state=state, label=label
         )
 
     async def create(
@@ -323,7 +318,7 @@ class Containers(_Collection[Container]):
         follow: bool = False,
         timestamps: bool = False,
         since: datetime | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The output, line by line (without the newline); with `follow`, until it stops or
         the iterator is closed. `tail=None`: the server's default (the last 100 lines)."""
         call = calls.container_logs(
@@ -346,9 +341,7 @@ class Images(_Collection[Image]):
         reference: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Image]:
-        return self._berth.pages(
-            calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
-        )
+        return self._list(page_size, host_id=host_id, reference=reference)
 
     async def pull(
         self,
@@ -426,9 +419,7 @@ class Services(_Collection[Service]):
         name: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Service]:
-        return self._berth.pages(
-            calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
-        )
+        return self._list(page_size, stack_id=stack_id, name=name)
 
     async def create(
         self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
@@ -477,7 +468,7 @@ class Stacks(_Collection[Stack]):
     def list(
         self, *, name: str | None = None, page_size: int | None = None
     ) -> AsyncIterator[Stack]:
-        return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
+        return self._list(page_size, name=name)
 
     async def create(
         self,
@@ -557,17 +548,7 @@ class Operations(_Collection[Operation]):
         page_size: int | None = None,
     ) -> AsyncIterator[Operation]:
         """Newest first."""
-        return self._berth.pages(
-            calls.listing(
-                "/operations",
-                Operation,
-                page_size,
-                status=status,
-                kind=kind,
-                target_id=target_id,
-                host_id=host_id,
-            )
-        )
+        return self._list(page_size, status=status, kind=kind, target_id=target_id, host_id=host_id)
 
     async def wait(
         self,
@@ -607,7 +588,7 @@ class Events(_Part):
         resource_id: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         reconnects: int = 10,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Every event from `since` (a cursor; 0 for all that are kept; None for from now),
         without end. After a disconnect it reconnects from the last event it gave, so none
         is lost or repeated; it raises after `reconnects` failed tries in a row."""
@@ -635,7 +616,7 @@ class Secrets(_Collection[Secret]):
     _path, _model, _what = "/secrets", Secret, "secret"
 
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Secret]:
-        return self._berth.pages(calls.listing("/secrets", Secret, page_size))
+        return self._list(page_size)
 
     async def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
         return await self._berth.call(calls.secret_create(name, value, idempotency_key))
@@ -670,7 +651,7 @@ class Registries(_Collection[Registry]):
     _path, _model, _what = "/registries", Registry, "registry"
 
     def list(self, *, page_size: int | None = None) -> AsyncIterator[Registry]:
-        return self._berth.pages(calls.listing("/registries", Registry, page_size))
+        return self._list(page_size)
 
     async def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any

@@ -263,18 +263,6 @@ def stack_deploy(
     )
 
 
-def stack_write(
-    method: str,
-    path: str,
-    fields: dict[str, Any],
-    contexts: Mapping[str, bytes] | None,
-    key: Key,
-) -> Call[StackAccepted]:
-    """A deploy of fields already gathered (`wire.stack_fields`)."""
-    read = model(StackAccepted)
-    return stack_call(method, path, read, fields, contexts=contexts, project=None, key=key)
-
-
 def stack_delete(stack_id: str, volumes: bool) -> Call[StackAccepted]:
     return send("DELETE", f"/stacks/{stack_id}", model(StackAccepted), volumes=volumes or None)
 

@@ -1,10 +1,12 @@
-"""`Berth`: the blocking client. Requests are described in `calls.py`; this only sends them."""
+"""`Berth`: the blocking client, generated from aio.py by
+tests/client/test_sync_is_generated.py: edit aio.py, then run that module.
+Requests are described in `calls.py`; this only sends them."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -57,7 +59,7 @@ class Berth:
     """A Berth server, spoken to over HTTP.
 
     `url` and `token` default to BERTH_URL / BERTH_TOKEN, then to the login file
-    (`app.client.config`). Use it as a context manager, or call `close()`."""
+    (`app.client.config`). Use it as a `with` context manager, or call `close()`."""
 
     def __init__(
         self,
@@ -170,7 +172,7 @@ class Berth:
                 return
             call = wire.next_page(call, page.next_cursor)
 
-    def lines(self, call: Call[Any]) -> Iterator[str]:
+    def lines(self, call: Call[Any]) -> Generator[str, None, None]:
         with self._open(call) as response:
             try:
                 yield from response.iter_lines()
@@ -200,12 +202,15 @@ class _Collection(_Part, Generic[M]):
         try:
             return self.get(name_or_id)
         except NotFound:
-            named = self._named(name_or_id)
+            named = list(self._named(name_or_id))
             return wire.pick(name_or_id, self._what, named, key=self._key)
 
     def _named(self, name: str) -> Iterator[M]:
         """The candidates for a name: the whole listing, unless the API filters by name."""
-        return self._berth.pages(calls.listing(self._path, self._model, wire.SCAN_PAGE))
+        return self._list(wire.SCAN_PAGE)
+
+    def _list(self, page_size: int | None, **filters: str | None) -> Iterator[M]:
+        return self._berth.pages(calls.listing(self._path, self._model, page_size, **filters))
 
 
 class Hosts(_Collection[Host]):
@@ -222,9 +227,7 @@ class Hosts(_Collection[Host]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Host]:
-        return self._berth.pages(
-            calls.listing("/hosts", Host, page_size, status=status, name=name, label=label)
-        )
+        return self._list(page_size, status=status, name=name, label=label)
 
     def create(self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any) -> Host:
         """`fields`: labels, schedulable, tls ({ca_cert, client_cert, client_key}), insecure."""
@@ -254,16 +257,8 @@ class Containers(_Collection[Container]):
         label: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Container]:
-        return self._berth.pages(
-            calls.listing(
-                "/containers",
-                Container,
-                page_size,
-                host_id=host_id,
-                service_id=service_id,
-                state=state,
-                label=label,
-            )
+        return self._list(
+            page_size, host_id=host_id, service_id=service_id, state=state, label=label
         )
 
     def create(
@@ -314,7 +309,7 @@ class Containers(_Collection[Container]):
         follow: bool = False,
         timestamps: bool = False,
         since: datetime | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """The output, line by line (without the newline); with `follow`, until it stops or
         the iterator is closed. `tail=None`: the server's default (the last 100 lines)."""
         call = calls.container_logs(
@@ -337,9 +332,7 @@ class Images(_Collection[Image]):
         reference: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Image]:
-        return self._berth.pages(
-            calls.listing("/images", Image, page_size, host_id=host_id, reference=reference)
-        )
+        return self._list(page_size, host_id=host_id, reference=reference)
 
     def pull(
         self,
@@ -417,9 +410,7 @@ class Services(_Collection[Service]):
         name: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[Service]:
-        return self._berth.pages(
-            calls.listing("/services", Service, page_size, stack_id=stack_id, name=name)
-        )
+        return self._list(page_size, stack_id=stack_id, name=name)
 
     def create(
         self, name: str, spec: Mapping[str, Any], *, idempotency_key: Key = None
@@ -460,7 +451,7 @@ class Stacks(_Collection[Stack]):
         return self.list(name=name)
 
     def list(self, *, name: str | None = None, page_size: int | None = None) -> Iterator[Stack]:
-        return self._berth.pages(calls.listing("/stacks", Stack, page_size, name=name))
+        return self._list(page_size, name=name)
 
     def create(
         self,
@@ -540,17 +531,7 @@ class Operations(_Collection[Operation]):
         page_size: int | None = None,
     ) -> Iterator[Operation]:
         """Newest first."""
-        return self._berth.pages(
-            calls.listing(
-                "/operations",
-                Operation,
-                page_size,
-                status=status,
-                kind=kind,
-                target_id=target_id,
-                host_id=host_id,
-            )
-        )
+        return self._list(page_size, status=status, kind=kind, target_id=target_id, host_id=host_id)
 
     def wait(
         self,
@@ -588,7 +569,7 @@ class Events(_Part):
         resource_id: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         reconnects: int = 10,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Every event from `since` (a cursor; 0 for all that are kept; None for from now),
         without end. After a disconnect it reconnects from the last event it gave, so none
         is lost or repeated; it raises after `reconnects` failed tries in a row."""
@@ -616,7 +597,7 @@ class Secrets(_Collection[Secret]):
     _path, _model, _what = "/secrets", Secret, "secret"
 
     def list(self, *, page_size: int | None = None) -> Iterator[Secret]:
-        return self._berth.pages(calls.listing("/secrets", Secret, page_size))
+        return self._list(page_size)
 
     def create(self, name: str, value: str, *, idempotency_key: Key = None) -> Secret:
         return self._berth.call(calls.secret_create(name, value, idempotency_key))
@@ -651,7 +632,7 @@ class Registries(_Collection[Registry]):
     _path, _model, _what = "/registries", Registry, "registry"
 
     def list(self, *, page_size: int | None = None) -> Iterator[Registry]:
-        return self._berth.pages(calls.listing("/registries", Registry, page_size))
+        return self._list(page_size)
 
     def create(
         self, name: str, url: str, *, idempotency_key: Key = None, **fields: Any

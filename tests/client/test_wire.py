@@ -166,6 +166,37 @@ def test_a_directory_is_packed_with_relative_names(tmp_path: Path) -> None:
         assert sorted(archive.getnames()) == ["Dockerfile", "sub", "sub/file.txt"]
 
 
+def test_a_context_leaves_out_what_its_dockerignore_names(tmp_path: Path) -> None:
+    for name in (
+        "Dockerfile",
+        "app.py",
+        "README.md",
+        "NOTES.md",
+        "node_modules/x/index.js",
+        "src/a.pyc",
+        "src/deep/b.pyc",
+        "src/keep.md",
+        "tmp1",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / ".dockerignore").write_text(
+        "# dependencies\n/node_modules\n**/*.pyc\n*.md\n!README*.md\ntmp?\nDockerfile\n"
+    )
+    with tarfile.open(fileobj=io.BytesIO(pack_directory(tmp_path))) as archive:
+        names = sorted(archive.getnames())
+    # Dockerfile and .dockerignore are sent anyway, as the docker CLI sends them.
+    assert names == [
+        ".dockerignore",
+        "Dockerfile",
+        "README.md",
+        "app.py",
+        "src",
+        "src/deep",
+        "src/keep.md",
+    ]
+
+
 def test_models_accept_what_a_newer_server_adds_and_hide_secrets() -> None:
     container = Container.model_validate(
         {

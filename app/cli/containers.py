@@ -11,7 +11,7 @@ from typing import Any
 from app.cli.follow import follow
 from app.cli.hosts import host_names
 from app.cli.output import Output, age
-from app.cli.parsing import Commands, command, key_value
+from app.cli.parsing import Commands, add_command_line, command, command_line, key_value
 from app.cli.remote import Handler, remote
 from app.client import Berth
 from app.client.models import ContainerAccepted
@@ -74,8 +74,8 @@ def run(client: Berth, out: Output, args: argparse.Namespace) -> int:
         fields["name"] = args.name
     if args.host:
         fields["host_id"] = client.hosts.find(args.host).id
-    if args.cmd:
-        fields["command"] = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
+    if command := command_line(args):
+        fields["command"] = command
     accepted = client.containers.create(args.image, **fields)
     code = follow(client, out, accepted.operation)
     created = client.containers.get(accepted.container.id)
@@ -123,7 +123,7 @@ def register(commands: Commands) -> None:
 
     parser = command(commands, "run", "create and start a container, then show its output")
     parser.add_argument("image")
-    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help="and its args")
+    add_command_line(parser)
     parser.add_argument("--name")
     parser.add_argument(
         "-p",

@@ -45,3 +45,15 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def add_command_line(parser: argparse.ArgumentParser) -> None:
+    """`COMMAND ARGS...` after the last positional, as docker run takes it: everything after
+    it is the command's (so the options come first); a `--` before it is allowed."""
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="and its args")
+
+
+def command_line(args: argparse.Namespace) -> list[str] | None:
+    """The command given after the options (argparse keeps the `--` that ended them)."""
+    given: list[str] = args.cmd
+    return (given[1:] if given[:1] == ["--"] else given) or None

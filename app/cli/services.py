@@ -9,7 +9,7 @@ from app.cli.containers import port
 from app.cli.follow import follow, follow_each
 from app.cli.hosts import host_names
 from app.cli.output import Output, age
-from app.cli.parsing import Commands, command, group, key_value
+from app.cli.parsing import Commands, add_command_line, command, command_line, group, key_value
 from app.cli.remote import remote
 from app.client import Berth
 from app.client.models import Service, ServiceAccepted
@@ -65,7 +65,9 @@ def _spec_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def create(client: Berth, out: Output, args: argparse.Namespace) -> int:
-    spec = {"image": args.image, "replicas": args.replicas or 1, **_spec_changes(args)}
+    spec = {**_spec_changes(args), "image": args.image, "replicas": args.replicas or 1}
+    if command := command_line(args):
+        spec["command"] = command
     return _settled(client, out, client.services.create(args.name, spec))
 
 
@@ -135,8 +137,9 @@ def scale_target(text: str) -> tuple[str, int]:
     return name, int(count)
 
 
-def _spec_options(parser: argparse.ArgumentParser, *, image_required: bool = False) -> None:
-    parser.add_argument("--image", required=image_required, metavar="REF")
+def _spec_options(parser: argparse.ArgumentParser, *, image: bool = True) -> None:
+    if image:
+        parser.add_argument("--image", metavar="REF")
     parser.add_argument("--replicas", type=int, metavar="N")
     parser.add_argument("-e", "--env", type=key_value, action="append", default=[], metavar="K=V")
     parser.add_argument(
@@ -149,8 +152,11 @@ def register(commands: Commands) -> None:
     command(services, "ls", "list services").set_defaults(func=remote(ls))
 
     parser = command(services, "create", "create a service and wait for its replicas")
+    # As `docker service create`: the options first, then NAME IMAGE [COMMAND [ARG...]].
+    _spec_options(parser, image=False)
     parser.add_argument("name")
-    _spec_options(parser, image_required=True)
+    parser.add_argument("image", metavar="IMAGE")
+    add_command_line(parser)
     parser.set_defaults(func=remote(create))
 
     for name, help_text, handler, spec in (

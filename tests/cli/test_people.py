@@ -247,6 +247,47 @@ def test_deploy_a_compose_file_with_a_build_context_then_scale_it(
             remove_containers(server.engine, f"berth.service={service_id}")
 
 
+def test_a_service_is_created_updated_and_rolled_back(
+    server: Server, bed: Testbed, env: dict[str, str]
+) -> None:
+    name = f"cli-svc-{uuid.uuid4().hex[:6]}"
+    sleeper = ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
+    service_id = ""
+    try:
+        created = as_json(
+            berth(
+                "services",
+                "create",
+                "--json",
+                "--replicas",
+                "2",
+                "-e",
+                "V=1",
+                name,
+                bed.image,
+                *sleeper,
+                env=env,
+            )
+        )
+        service_id = created["id"]
+        assert created["replicas"]["running"] == 2 and created["revision"] == 1
+        ok(berth("services", "update", name, "-e", "V=2", env=env))
+        updated = as_json(berth("services", "inspect", "--json", name, env=env))
+        assert updated["revision"] == 2 and updated["spec"]["env"] == {"V": "2"}
+        assert {t["revision"] for t in updated["tasks"]} == {2}
+
+        plan = as_json(berth("services", "plan", "--json", name, "--replicas", "3", env=env))
+        assert len(plan["start"]) == 1 and plan["replace"] == [] and not plan["revision_change"]
+
+        back = as_json(berth("services", "rollback", "--json", name, env=env))
+        assert back["revision"] == 3 and back["spec"]["env"] == {"V": "1"}
+        ok(berth("services", "rm", name, env=env))
+        assert name not in ok(berth("services", "ls", env=env))
+    finally:
+        if service_id:
+            remove_containers(server.engine, f"berth.service={service_id}")
+
+
 def test_a_secret_is_created_from_stdin_and_never_printed(env: dict[str, str]) -> None:
     value = f"value-{uuid.uuid4().hex}"
     created = berth("secrets", "create", "cli_db_password", env=env, stdin=f"{value}\n")

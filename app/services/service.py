@@ -249,10 +249,19 @@ def scale(
     service = _locked(session, service_id, check_version)
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
-    service.replicas = replicas
+    _rescale(service, replicas)
     service.spec = {**service.spec, "replicas": replicas}
     service.version += 1
     return _accepted(session, service, settings=settings, created_by=created_by)
+
+
+def _rescale(service: Service, replicas: int) -> None:
+    """A new count is not reached yet: without this the converge queued with it would read the
+    RUNNING of the old count and succeed before the reconciler started or stopped a replica."""
+    if replicas != service.replicas and service.status == ServiceStatus.RUNNING:
+        service.status = ServiceStatus.CONVERGING
+        service.status_detail = f"scaling to {replicas} replicas"
+    service.replicas = replicas
 
 
 def delete(
@@ -330,7 +339,7 @@ def new_revision(
         raise Conflict(f"service {service.name!r} is being removed")
     validate(session, spec, settings)
     current = ServiceSpec.model_validate(service.spec)
-    service.replicas = spec.replicas
+    _rescale(service, spec.replicas)
     service.updated_at = utcnow()
     service.version += 1
     scaled_only = {"replicas": 0}

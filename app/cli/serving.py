@@ -1,17 +1,16 @@
-"""The `berth` command: serve, worker, migrate, token create."""
+"""What the server's own commands do (registered by app.cli.server). This module imports the
+server (database, migrations, the app), so only those commands load it."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
-import sys
 import threading
 from types import FrameType
 
 from app.core.config import get_settings
 from app.core.db import Database
-from app.core.logging import configure_logging
 from app.core.migrate import upgrade
 from app.security.roles import Role
 
@@ -97,39 +96,3 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     print(secret)
     log.info("token created", extra={"token_id": token_id, "role": args.role})
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="berth", description="A control plane for Docker hosts.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the API (and workers); migrates first")
-    serve.add_argument("--host", help="bind address (default BERTH_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default BERTH_PORT or 8000)")
-    serve.add_argument("--no-workers", action="store_true", help="API only; run `berth worker`s")
-    serve.set_defaults(func=cmd_serve)
-
-    worker = commands.add_parser("worker", help="run workers and loops only")
-    worker.set_defaults(func=cmd_worker)
-
-    migrate = commands.add_parser("migrate", help="upgrade the database schema")
-    migrate.set_defaults(func=cmd_migrate)
-
-    token = commands.add_parser("token", help="manage API tokens")
-    token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create", help="create a token and print it once")
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--name", default="cli")
-    create.set_defaults(func=cmd_token_create)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(get_settings().log_level)
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,6 +36,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -311,6 +312,13 @@ def _service_phase(
         spec = {"image": SEED_IMAGE, "command": ["sleep", "3600"], "replicas": replicas}
         response = client.post(f"{API}/services", json={"name": f"fleet-{index}", "spec": spec})
         response.raise_for_status()
+    # With --profile, a profile of the placing server, taken while it places.
+    profile: list[str] = []
+    profiler = threading.Thread(
+        target=lambda: profile.extend(profile_top(server.pid, args.profile_seconds))
+    )
+    if args.profile:
+        profiler.start()
     readings: list[tuple[float, int, int]] = []
     placed_at = running_at = None
     while time.monotonic() - start < args.timeout:
@@ -328,10 +336,12 @@ def _service_phase(
     _rate(figures, "replicas started/s", readings, 2, total, running_at, GOALS["started"])
     first = next((t for t, _, running in readings if running), None)
     figures.add("first replica running after, s", "-" if first is None else f"{first:.1f}")
+    if args.profile:
+        profiler.join()
+        say(f"  profile of berth serve over the first {args.profile_seconds:g} s of the service:")
+        for line in profile:
+            say(f"  {line}")
     if running_at is None:
-        _profile(figures, server.pid, args)
-    elif args.profile:
-        say("  (profile of the idle server after the service)")
         _profile(figures, server.pid, args)
 
 

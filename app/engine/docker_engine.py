@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import docker
 from docker.tls import TLSConfig
+from docker.transport.unixconn import UnixHTTPAdapter, UnixHTTPConnectionPool
 from docker.types import CancellableStream
 from docker.utils import convert_filters
 from urllib3.exceptions import ReadTimeoutError
@@ -56,6 +57,15 @@ class _EngineApi(docker.APIClient):
         response = self._get(self._url("/events"), params=params, stream=True)  # type: ignore[attr-defined]
         events = self._stream_helper(response, decode=True)  # type: ignore[attr-defined]
         return CancellableStream(events, response)
+
+
+class _OneUnixPool(UnixHTTPAdapter):
+    """docker-py keys a unix socket's connection pools by the whole request URL, path and
+    query, so a kept client holds a connection per distinct call it made (up to 25: one per
+    container it inspected). Every call goes to the same socket: one pool."""
+
+    def get_connection(self, url: bytes | str, proxies: Any = None) -> UnixHTTPConnectionPool:
+        return super().get_connection("http+docker://localhost", proxies)
 
 
 class _Events:
@@ -112,6 +122,17 @@ class DockerEngine:
                 timeout=max(1, math.ceil(timeout)),
                 tls=tls_config,
             )
+        adapter = self.api.adapters.get("http+docker://")
+        if isinstance(adapter, UnixHTTPAdapter):
+            self.api.mount(
+                "http+docker://",
+                _OneUnixPool(
+                    f"http+unix://{adapter.socket_path}",
+                    timeout=adapter.timeout,
+                    max_pool_size=adapter.max_pool_size,
+                ),
+            )
+            adapter.close()
 
     def close(self) -> None:
         self.api.close()

@@ -271,6 +271,9 @@ class HollowEngine:
                 await write_response(reader, writer, await self._dispatch(request))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The fleet is shutting down; asyncio would log this connection's cancellation.
+            return
         finally:
             self._connections.discard(writer)
             with contextlib.suppress(Exception):

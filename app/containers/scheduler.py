@@ -147,7 +147,8 @@ class Placer:
         max_per_host: int | None = None,
     ) -> Placement:
         """Choose a host, and count the container on it. `spread` counts a service's replicas
-        per host: fewer wins first, and `max_per_host` caps it."""
+        per host: fewer wins first, and `max_per_host` caps it. Without a host, `reasons`
+        says why each was passed over (with one, only hosts that could have won are checked)."""
         spread = spread or {}
         candidates, static_reasons = self._candidates(constraints, exclude)
         result = Placement(host=None, reasons=dict(static_reasons))
@@ -187,21 +188,6 @@ class Placer:
             chosen.memory += want_memory
             self._claimed.setdefault(result.host.id, set()).update(wanted_ports)
         return result
-
-
-def place(
-    session: Session,
-    spec: ContainerSpec,
-    constraints: Sequence[str],
-    *,
-    exclude: Sequence[str] = (),
-    spread: dict[str, int] | None = None,
-    max_per_host: int | None = None,
-) -> Placement:
-    """Choose a host for one container (a pass placing several uses one Placer)."""
-    return Placer(session).place(
-        spec, constraints, exclude=exclude, spread=spread, max_per_host=max_per_host
-    )
 
 
 def _clashes(wanted: set[tuple[str, int, str]], taken: set[tuple[str, int, str]]) -> str | None:

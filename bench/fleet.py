@@ -146,24 +146,16 @@ def profile_top(pid: int, seconds: float, entries: int = 12) -> list[str]:
     if not Path(py_spy).exists():
         return ["(py-spy not installed: pip install py-spy)"]
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        done = subprocess.run(
-            [
-                py_spy,
-                "record",
-                "--pid",
-                str(pid),
-                "--duration",
-                str(max(1, int(seconds))),
-                "--format",
-                "raw",
-                "--output",
-                out.name,
-                "--nonblocking",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # 20 samples/s: py-spy reads every thread's stack per sample, and with a thousand
+        # threads it cannot keep its default 100/s (it then runs for minutes, not `seconds`).
+        command = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+        command += ["--rate", "20", "--format", "raw", "--output", out.name, "--nonblocking"]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=False, timeout=3 * seconds + 30
+            )
+        except subprocess.TimeoutExpired:
+            return [f"(py-spy did not finish within {3 * seconds + 30:.0f} s)"]
         text = Path(out.name).read_text()
     if done.returncode != 0 and not text:
         return [f"(py-spy failed: {done.stderr.strip()[-300:]})"]

@@ -9,6 +9,7 @@ connection at the byte level.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -113,10 +114,13 @@ async def write_response(
         pump = asyncio.create_task(_pump(writer, response.stream))
         hang_up = asyncio.create_task(reader.read())
         await asyncio.wait({pump, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+        hang_up.cancel()
+        # Retrieved, so a reset seen while watching is not reported as never retrieved.
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await hang_up
         if not pump.done():
             pump.cancel()
             raise ConnectionResetError("the client closed the stream")
-        hang_up.cancel()
         await pump
         return
     if isinstance(response.body, bytes):

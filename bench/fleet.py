@@ -16,7 +16,8 @@ For each size N, on a fresh SQLite database:
    decisions/s = replicas given a host / seconds until all had one; started/s = replicas
    running / seconds until all ran (both end to end from the first POST, read from the
    database every 0.25 s); the rate of each quarter shows whether it stays flat;
-6. **reads**: `GET /containers?limit=50` and `GET /services?limit=50`, p50/p99 of 200 each.
+6. **reads**: `GET /containers?limit=50` and `GET /services?limit=50`, p50/p99 of `--reads`
+   (200) each.
 
 A phase that does not finish within `--timeout` prints what it reached and, with py-spy
 installed, the top of a profile of `berth serve` taken then. `--profile` also profiles the
@@ -268,7 +269,7 @@ def run_size(args: argparse.Namespace, engines: int, workdir: Path) -> Figures:
         # Reads.
         for path in ("/containers?limit=50", "/services?limit=50"):
             times = []
-            for _ in range(200):
+            for _ in range(args.reads):
                 began = time.perf_counter()
                 client.get(f"{API}{path}").raise_for_status()
                 times.append((time.perf_counter() - began) * 1000)
@@ -398,6 +399,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=1.0, help="hollow engines' latency")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle measurement")
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase")
+    parser.add_argument("--reads", type=int, default=200, help="requests per list read")
     parser.add_argument("--profile", action="store_true", help="profile idle and service too")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     args = parser.parse_args()

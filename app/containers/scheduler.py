@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from app.containers.models import Container, PortClaim
@@ -50,90 +50,155 @@ class Placement:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def _usage(session: Session, host_ids: list[str]) -> dict[str, tuple[int, float, int]]:
-    """(containers, cpus reserved, memory reserved) of each host's managed, wanted containers."""
-    usage = dict.fromkeys(host_ids, (0, 0.0, 0))
+@dataclass
+class Usage:
+    """What a host's managed, wanted containers take: how many, and the CPUs and memory they
+    reserve."""
+
+    containers: int = 0
+    cpus: float = 0.0
+    memory: int = 0
+
+
+def usage(session: Session) -> dict[str, Usage]:
+    """Every host's usage, summed by the database in one query (the specs stay there). A
+    container sets aside its reservations where it has any, else its limits (`_set_aside`)."""
+    reserved_cpus = Container.spec[("resources", "reservations", "cpus")].as_float()
+    reserved_memory = Container.spec[("resources", "reservations", "memory_bytes")].as_integer()
+    unreserved = and_(reserved_cpus.is_(None), reserved_memory.is_(None))
+    cpus = case((unreserved, Container.spec[("resources", "cpus")].as_float()), else_=reserved_cpus)
+    memory = case(
+        (unreserved, Container.spec[("resources", "memory_bytes")].as_integer()),
+        else_=reserved_memory,
+    )
     rows = session.execute(
-        select(Container.host_id, Container.spec).where(
-            Container.host_id.in_(host_ids),
-            Container.desired_state != "removed",
-        )
+        select(Container.host_id, func.count(), func.sum(cpus), func.sum(memory))
+        .where(Container.desired_state != "removed")
+        .group_by(Container.host_id)
     ).all()
-    for host_id, spec in rows:
-        count, cpus, memory = usage[host_id]
-        want_cpus, want_memory = _set_aside((spec or {}).get("resources") or {})
-        usage[host_id] = (count + 1, cpus + want_cpus, memory + want_memory)
-    return usage
+    return {
+        host_id: Usage(int(count), float(cpus or 0), int(memory or 0))
+        for host_id, count, cpus, memory in rows
+    }
 
 
 def _set_aside(resources: dict[str, Any]) -> tuple[float, int]:
     """The (CPUs, memory bytes) a container takes from its host: its reservations where it
-    has them, else its limits. Read from the stored spec, unvalidated: it is the hot path."""
+    has them, else its limits."""
     amounts = resources.get("reservations") or resources
     return float(amounts.get("cpus") or 0), int(amounts.get("memory_bytes") or 0)
 
 
-def place(
-    session: Session,
-    spec: ContainerSpec,
-    constraints: Sequence[str],
-    *,
-    exclude: Sequence[str] = (),
-    spread: dict[str, int] | None = None,
-    max_per_host: int | None = None,
-) -> Placement:
-    """Choose a host. `spread` counts a service's replicas per host: fewer wins first, and
-    `max_per_host` caps it."""
-    spread = spread or {}
-    rules = [Constraint.parse(rule) for rule in constraints]
-    hosts = list(session.execute(select(Host).order_by(Host.name, Host.id)).scalars())
-    result = Placement(host=None)
-    candidates: list[Host] = []
-    for host in hosts:
-        if host.id in exclude:
-            result.reasons[host.name] = "excluded"
-        elif host.status != "ready":
-            result.reasons[host.name] = f"host is {host.status}"
-        elif not host.schedulable or host.draining:
-            result.reasons[host.name] = "host is not schedulable"
-        elif unmet := [str(rule) for rule in rules if not rule.allows(_facts(host))]:
-            result.reasons[host.name] = f"constraint {', '.join(unmet)} not met"
-        elif max_per_host is not None and spread.get(host.id, 0) >= max_per_host:
-            result.reasons[host.name] = f"max_per_host {max_per_host} reached"
-        else:
-            candidates.append(host)
-    usage = _usage(session, [h.id for h in candidates])
-    wanted_ports: set[tuple[str, int, str]] = {
-        (p.host_ip, p.host_port, str(p.protocol)) for p in spec.ports if p.host_port
-    }
-    claimed: dict[str, set[tuple[str, int, str]]] = {}
-    if wanted_ports and candidates:
-        for host_id, ip, port, protocol in session.execute(
-            select(
-                PortClaim.host_id, PortClaim.host_ip, PortClaim.host_port, PortClaim.protocol
-            ).where(PortClaim.host_id.in_([h.id for h in candidates]))
-        ):
-            claimed.setdefault(host_id, set()).add((ip, port, protocol))
-    wanted = _set_aside(spec.resources.model_dump())
-    fitting: list[tuple[int, int, str, str, Host]] = []
-    for host in candidates:
-        count, cpus, memory = usage[host.id]
-        want_cpus, want_memory = wanted
-        if host.cpus is not None and want_cpus and cpus + want_cpus > host.cpus:
-            result.reasons[host.name] = f"not enough CPU ({cpus:g} of {host.cpus} reserved)"
-        elif (
-            host.memory_bytes is not None
-            and want_memory
-            and memory + want_memory > host.memory_bytes
-        ):
-            result.reasons[host.name] = "not enough memory"
-        elif clash := _clashes(wanted_ports, claimed.get(host.id, set())):
-            result.reasons[host.name] = f"host port {clash} already published"
-        else:
-            fitting.append((spread.get(host.id, 0), count, host.name, host.id, host))
-    if fitting:
-        result.host = min(fitting, key=lambda entry: entry[:4])[4]
-    return result
+_Port = tuple[str, int, str]
+
+
+class Placer:
+    """Placement for one pass in the caller's transaction: the hosts, their usage and their
+    claimed ports are read once, at the first placement, and every placement made counts at
+    once for the next. A pass placing N replicas costs N walks over the hosts, not N reads of
+    every container's spec.
+
+    What the caller changes in the same transaction outside placements (a replica removed, a
+    placed replica given up) is not seen until the next pass: usage is only ever overstated,
+    so a placement stays within the resources."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._hosts: list[Host] | None = None
+        self._usage: dict[str, Usage] = {}
+        self._claimed: dict[str, set[_Port]] = {}
+        # Hosts that pass the checks that do not change within a pass, per (constraints,
+        # exclude): (candidates, why the others were passed over).
+        self._eligible: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[list[Host], dict[str, str]]
+        ] = {}
+
+    def _load(self) -> list[Host]:
+        if self._hosts is None:
+            session = self._session
+            self._hosts = list(session.execute(select(Host).order_by(Host.name, Host.id)).scalars())
+            self._usage = usage(session)
+            for host_id, ip, port, protocol in session.execute(
+                select(
+                    PortClaim.host_id, PortClaim.host_ip, PortClaim.host_port, PortClaim.protocol
+                )
+            ):
+                self._claimed.setdefault(host_id, set()).add((ip, port, protocol))
+        return self._hosts
+
+    def _candidates(
+        self, constraints: Sequence[str], exclude: Sequence[str]
+    ) -> tuple[list[Host], dict[str, str]]:
+        key = (tuple(constraints), tuple(exclude))
+        eligible = self._eligible.get(key)
+        if eligible is None:
+            rules = [Constraint.parse(rule) for rule in constraints]
+            candidates: list[Host] = []
+            reasons: dict[str, str] = {}
+            for host in self._load():
+                if host.id in exclude:
+                    reasons[host.name] = "excluded"
+                elif host.status != "ready":
+                    reasons[host.name] = f"host is {host.status}"
+                elif not host.schedulable or host.draining:
+                    reasons[host.name] = "host is not schedulable"
+                elif unmet := [str(rule) for rule in rules if not rule.allows(_facts(host))]:
+                    reasons[host.name] = f"constraint {', '.join(unmet)} not met"
+                else:
+                    candidates.append(host)
+            eligible = self._eligible[key] = (candidates, reasons)
+        return eligible
+
+    def place(
+        self,
+        spec: ContainerSpec,
+        constraints: Sequence[str],
+        *,
+        exclude: Sequence[str] = (),
+        spread: dict[str, int] | None = None,
+        max_per_host: int | None = None,
+    ) -> Placement:
+        """Choose a host, and count the container on it. `spread` counts a service's replicas
+        per host: fewer wins first, and `max_per_host` caps it. Without a host, `reasons`
+        says why each was passed over (with one, only hosts that could have won are checked)."""
+        spread = spread or {}
+        candidates, static_reasons = self._candidates(constraints, exclude)
+        result = Placement(host=None, reasons=dict(static_reasons))
+        wanted_ports: set[_Port] = {
+            (p.host_ip, p.host_port, str(p.protocol)) for p in spec.ports if p.host_port
+        }
+        want_cpus, want_memory = _set_aside(spec.resources.model_dump())
+        best: tuple[int, int] | None = None
+        nothing = Usage()
+        for host in candidates:  # in (name, id) order: the first of equals wins
+            placed = spread.get(host.id, 0)
+            used = self._usage.get(host.id, nothing)
+            if best is not None and (placed, used.containers) >= best:
+                continue  # cannot win; no need to say why it lost
+            if max_per_host is not None and placed >= max_per_host:
+                result.reasons[host.name] = f"max_per_host {max_per_host} reached"
+            elif host.cpus is not None and want_cpus and used.cpus + want_cpus > host.cpus:
+                result.reasons[host.name] = (
+                    f"not enough CPU ({used.cpus:g} of {host.cpus} reserved)"
+                )
+            elif (
+                host.memory_bytes is not None
+                and want_memory
+                and used.memory + want_memory > host.memory_bytes
+            ):
+                result.reasons[host.name] = "not enough memory"
+            elif clash := _clashes(wanted_ports, self._claimed.get(host.id, set())):
+                result.reasons[host.name] = f"host port {clash} already published"
+            else:
+                best = (placed, used.containers)
+                result.host = host
+        if result.host is not None:
+            chosen = self._usage.setdefault(result.host.id, Usage())
+            chosen.containers += 1
+            chosen.cpus += want_cpus
+            chosen.memory += want_memory
+            self._claimed.setdefault(result.host.id, set()).update(wanted_ports)
+        return result
 
 
 def _clashes(wanted: set[tuple[str, int, str]], taken: set[tuple[str, int, str]]) -> str | None:

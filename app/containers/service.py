@@ -174,7 +174,7 @@ def choose_host(session: Session, data: ContainerCreate) -> Host:
             return hosts.get(session, host_id=data.host_id)
         except NotFound as exc:
             raise Invalid(exc.detail, errors=[{"loc": "body.host_id", "msg": exc.detail}]) from exc
-    placement = scheduler.place(session, data, data.placement.constraints)
+    placement = scheduler.Placer(session).place(data, data.placement.constraints)
     if placement.host is None:
         why = "; ".join(f"{name}: {reason}" for name, reason in placement.reasons.items())
         raise Conflict(f"no host can run this container ({why or 'no hosts registered'})")

@@ -15,6 +15,10 @@ from typing import IO, Any
 
 import docker
 from docker.tls import TLSConfig
+from docker.transport.unixconn import UnixHTTPAdapter, UnixHTTPConnectionPool
+from docker.types import CancellableStream
+from docker.utils import convert_filters
+from urllib3.exceptions import ReadTimeoutError
 
 from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
 from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp, system_trust_store
@@ -59,6 +63,44 @@ class _EngineApi(docker.APIClient):
     def trust_env(self, value: bool) -> None:
         pass  # requests.Session.__init__ sets True
 
+    def events_with_timeout(
+        self, *, since: int | None, filters: dict[str, list[str]]
+    ) -> CancellableStream[dict[str, Any]]:
+        """`events()` as the SDK has it, but reading with the client's timeout: the SDK reads
+        its event stream without one, so a half-open connection would be followed forever."""
+        params = {"since": since, "filters": convert_filters(filters)}
+        # The SDK's own helpers (untyped in its stubs); `_get` applies the client's timeout.
+        response = self._get(self._url("/events"), params=params, stream=True)  # type: ignore[attr-defined]
+        events = self._stream_helper(response, decode=True)  # type: ignore[attr-defined]
+        return CancellableStream(events, response)
+
+
+class _OneUnixPool(UnixHTTPAdapter):
+    """docker-py keys a unix socket's connection pools by the whole request URL, path and
+    query, so a kept client holds a connection per distinct call it made (up to 25: one per
+    container it inspected). Every call goes to the same socket: one pool."""
+
+    def get_connection(self, url: bytes | str, proxies: Any = None) -> UnixHTTPConnectionPool:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+class _Events:
+    """An event stream that ends once it has been silent for the client's timeout. The engine
+    sends nothing while nothing happens, so the caller cannot tell silence from a dead peer:
+    it re-opens the stream (and re-reads what it follows) either way."""
+
+    def __init__(self, stream: CancellableStream[dict[str, Any]]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._stream
+        except ReadTimeoutError:
+            return
+
+    def close(self) -> None:
+        self._stream.close()
+
 
 class DockerEngine:
     """One Docker engine reached by URL: unix://, or tcp:// over TLS (the engine's certificate
@@ -90,12 +132,23 @@ class DockerEngine:
         else:
             refuse_plain_tcp(url, insecure=insecure)
         with translate_errors(f"connect to {url}"):
-            self.api: docker.APIClient = _EngineApi(
+            self.api = _EngineApi(
                 base_url=base_url,
                 version="auto",
                 timeout=max(1, math.ceil(timeout)),
                 tls=tls_config,
             )
+        adapter = self.api.adapters.get("http+docker://")
+        if isinstance(adapter, UnixHTTPAdapter):
+            self.api.mount(
+                "http+docker://",
+                _OneUnixPool(
+                    f"http+unix://{adapter.socket_path}",
+                    timeout=adapter.timeout,
+                    max_pool_size=adapter.max_pool_size,
+                ),
+            )
+            adapter.close()
 
     def close(self) -> None:
         self.api.close()
@@ -259,10 +312,13 @@ class DockerEngine:
         with translate_errors(f"copy files into {container_id[:12]}"):
             self.api.put_archive(container_id, path, data)
 
-    def events(self, *, since: int | None = None) -> Any:
-        """The engine's container event stream (blocking; `.close()` it from another thread)."""
+    def events(self, *, since: int | None = None) -> _Events:
+        """The engine's container event stream (blocking; `.close()` it from another thread).
+        It ends after `timeout` seconds without an event."""
         with translate_errors("events"):
-            return self.api.events(since=since, decode=True, filters={"type": ["container"]})
+            return _Events(
+                self.api.events_with_timeout(since=since, filters={"type": ["container"]})
+            )
 
     # Images. Pulls, pushes and builds stream JSON events; the caller reads them as they come.
 

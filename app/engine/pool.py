@@ -42,6 +42,13 @@ class EnginePool:
         if cached is not None:
             cached[1].close()
 
+    def keep(self, host_ids: set[str]) -> None:
+        """Close the clients of every other host (hosts deleted meanwhile)."""
+        with self._lock:
+            gone = [self._clients.pop(h) for h in list(self._clients) if h not in host_ids]
+        for _, engine in gone:
+            engine.close()
+
     def close(self) -> None:
         with self._lock:
             clients = list(self._clients.values())

@@ -12,6 +12,7 @@ from app.core.context import AppContext
 from app.core.db import utcnow
 from app.engine.docker_engine import EngineFacts
 from app.engine.errors import EngineError
+from app.engine.pool import EnginePool
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.security.crypto import KeyUnavailable
@@ -39,10 +40,17 @@ class HostProber(LeasedLoop):
         super().__init__(app.db, app.settings.host_probe_interval_seconds)
         self.app = app
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="berth-probe")
+        # One client per host, kept between rounds: a new one costs a connection and an API
+        # version request every round. A client that failed is dropped (below), so a dead
+        # engine's connection is not reused.
+        self._clients = EnginePool(
+            app.engine_factory, timeout=app.settings.host_probe_timeout_seconds
+        )
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._clients.close()
 
     def run_leased(self) -> None:
         with self.app.db.session(write=False) as session:
@@ -54,27 +62,23 @@ class HostProber(LeasedLoop):
                 lambda row: self._probe(row.id, row.url, row.tls_encrypted, row.insecure), targets
             )
         )
+        self._clients.keep({row.id for row in targets})
         if results:
             self._record(results)
 
     def _probe(
         self, host_id: str, url: str, tls_encrypted: str | None, insecure: bool
     ) -> ProbeResult:
-        settings = self.app.settings
         try:
             tls = tls_material(self.app.cipher, tls_encrypted)
-            # A fresh client per probe: a dead engine must not leave a pooled connection hanging.
-            engine = self.app.engine_factory.client(
-                url, tls=tls, insecure=insecure, timeout=settings.host_probe_timeout_seconds
-            )
-            try:
-                engine.ping()
-                facts = engine.facts()
-            finally:
-                engine.close()
+            engine = self._clients.get(host_id, url, tls, insecure=insecure)
+            engine.ping()
+            facts = engine.facts()
         except (EngineError, KeyUnavailable) as exc:
+            self._clients.forget(host_id)
             return ProbeResult(host_id, None, str(exc))
         except Exception as exc:
+            self._clients.forget(host_id)
             log.exception("probe crashed", extra={"host_id": host_id})
             return ProbeResult(host_id, None, f"probe failed: {type(exc).__name__}")
         return ProbeResult(host_id, facts, None)

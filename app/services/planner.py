@@ -52,11 +52,11 @@ def plan(session: Session, service: Service, spec: ServiceSpec) -> Plan:
     spread: dict[str, int] = {}
     for task in tasks:
         spread[task.host_id] = spread.get(task.host_id, 0) + 1
+    placer = scheduler.Placer(session)
     for slot in range(1, spec.replicas + 1):
         if slot in by_slot:
             continue
-        placement = scheduler.place(
-            session,
+        placement = placer.place(
             services.container_spec(spec),
             spec.placement.constraints,
             spread=spread,

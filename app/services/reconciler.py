@@ -178,6 +178,7 @@ def apply(
     """Carry out a decision in the caller's transaction, in its order: rows, and the container
     operations that make the engines follow them."""
     spread = dict(decision.spread)
+    placer = scheduler.Placer(session)  # hosts and their usage read once for the whole pass
     unplaceable: list[str] = []
     spec: ServiceSpec | None = None  # the service's, validated once (a rollback changes it)
     for action in decision.actions:
@@ -200,6 +201,7 @@ def apply(
                 spec = spec or ServiceSpec.model_validate(service.spec)
                 problem = _start(
                     session,
+                    placer=placer,
                     service=service,
                     spec=spec,
                     slot=slot,
@@ -244,6 +246,7 @@ def apply(
 def _start(
     session: Session,
     *,
+    placer: scheduler.Placer,
     service: Service,
     spec: ServiceSpec,
     slot: int,
@@ -254,8 +257,7 @@ def _start(
     """A new task of the service's revision in `slot`, placed and queued for creation; or why
     it cannot be placed."""
     task_spec = container_spec(spec)
-    placement = scheduler.place(
-        session,
+    placement = placer.place(
         task_spec,
         spec.placement.constraints,
         spread=spread,

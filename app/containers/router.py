@@ -319,6 +319,9 @@ async def container_logs(
     except ObjectNotFound as exc:
         await engine.aclose()
         raise Conflict("the container is gone from its host") from exc
+    except EngineRejected as exc:  # e.g. dead, or being removed: the engine keeps no output
+        await engine.aclose()
+        raise Conflict(str(exc)) from exc
     except EngineUnavailable as exc:
         await engine.aclose()
         raise HostUnavailable(f"the container's host did not answer: {exc}") from exc

@@ -37,7 +37,8 @@ def for_status(status: int, message: str) -> EngineError:
     """The error for an engine's HTTP error answer."""
     if status == 404:
         return ObjectNotFound(message)
-    if status >= 500:
+    # 501 is an answer, not an outage: e.g. logs of a container whose logging driver keeps none.
+    if status >= 500 and status != 501:
         return EngineUnavailable(message)
     return EngineRejected(message)
 

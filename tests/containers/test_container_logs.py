@@ -106,3 +106,34 @@ def test_a_tail_with_timestamps(ticker: Ticker) -> None:
         )
     assert len(tail.text.strip().splitlines()) == 2
     assert tail.text[:4].isdigit()  # an RFC 3339 timestamp leads each line
+
+
+def test_logs_the_engine_cannot_give_are_a_conflict_that_says_why(
+    ticker: Ticker, bed: Testbed
+) -> None:
+    """A container whose logging driver keeps nothing: the engine answers 501, Berth a 409
+    naming the reason (it was a 500 while the engine's refusal went untranslated)."""
+    with httpx.Client(base_url=ticker.base, headers=HEADERS, timeout=30) as client:
+        accepted = client.post(
+            "/containers",
+            json={
+                "image": bed.image,
+                "host_id": ticker.host_id,
+                "command": ["sleep", "300"],
+                "logging": {"driver": "none"},
+            },
+        ).json()
+        container_id = accepted["container"]["id"]
+        engine = docker.DockerClient(base_url=bed.h1_url)
+        try:
+            op = client.get(
+                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
+            ).json()
+            assert op["status"] == "succeeded", op
+            answer = client.get(f"/containers/{container_id}/logs")
+            assert answer.status_code == 409, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert "logging driver does not support reading" in answer.json()["detail"]
+        finally:
+            remove_containers(engine, f"berth.container={container_id}")
+            engine.close()

@@ -2,7 +2,7 @@
 client's `If-None-Match` names it.
 
 Every JSON `GET` 200 without an ETag of its own (the lists, and gets without a `version`) gets
-`ETag: W/"<digest of the body>"`. A get that sends its `version` as its ETag keeps it untouched
+`ETag: W/"<SHA-1 of the body>"`. A get that sends its `version` as its ETag keeps it untouched
 and is answered in full: the version is the validator of the desired state for `If-Match`, and
 what the loops observe (a host's status, a container's state) changes without bumping it, so a
 304 against it would hide exactly the change a poller waits for.
@@ -21,7 +21,8 @@ from app.api.middleware.asgi import header
 
 
 def weak_etag(body: bytes) -> str:
-    return 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    # A fingerprint, not a secret: SHA-1 is the fastest digest here (half of BLAKE2b's time).
+    return 'W/"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
 
 
 def matches(if_none_match: str, etag: str) -> bool:

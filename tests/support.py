@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
 from app.core.db import Database
 from app.engine.docker_engine import DockerEngine
 from app.security.roles import Role
@@ -142,6 +144,20 @@ def served(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def berth_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `berth` subprocess on the test's database and key file."""
+    env = dict(os.environ)
+    env.update(
+        BERTH_DATABASE_URL=settings.database_url,
+        BERTH_KEY_FILE=str(settings.key_file),
+        BERTH_BOOTSTRAP_TOKEN=BOOTSTRAP_TOKEN,
+        BERTH_REGISTER_LOCAL_HOST="false",
+        BERTH_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from app.core.config import Settings
 from app.core.db import Database
 from app.workers.models import WorkerProcess
-from tests.support import BOOTSTRAP_TOKEN, free_port, stop_process, wait_for
+from tests.support import BOOTSTRAP_TOKEN, berth_env, free_port, stop_process, wait_for
 from tests.testbed import ROOT
 
 
@@ -52,20 +52,10 @@ def test_serve_workers_2_answers_from_two_processes_and_runs_the_loops_once(
     settings: Settings, db: Database
 ) -> None:
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "BERTH_DATABASE_URL": settings.database_url,
-            "BERTH_KEY_FILE": str(settings.key_file),
-            "BERTH_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
-            "BERTH_REGISTER_LOCAL_HOST": "false",
-            "BERTH_LOG_LEVEL": "WARNING",
-        }
-    )
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)],
         cwd=ROOT,
-        env=env,
+        env=berth_env(settings),
         stdin=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

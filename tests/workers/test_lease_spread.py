@@ -25,7 +25,15 @@ from sqlalchemy import select
 from app.core.config import Settings
 from app.core.db import Database, utcnow
 from app.workers.models import Lease
-from tests.support import BOOTSTRAP_TOKEN, HEALTHY, HTTPD, free_port, stop_process, wait_for
+from tests.support import (
+    BOOTSTRAP_TOKEN,
+    HEALTHY,
+    HTTPD,
+    berth_env,
+    free_port,
+    stop_process,
+    wait_for,
+)
 from tests.testbed import ROOT, Testbed, remove_containers
 
 pytestmark = pytest.mark.postgres_only
@@ -46,18 +54,11 @@ def _held(db: Database) -> dict[str, int]:
 
 @pytest.fixture
 def processes(settings: Settings, tmp_path: Any) -> Iterator[tuple[list[str], list[int]]]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "BERTH_DATABASE_URL": settings.database_url,
-            "BERTH_KEY_FILE": str(settings.key_file),
-            "BERTH_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
-            "BERTH_REGISTER_LOCAL_HOST": "false",
-            "BERTH_RECONCILE_INTERVAL_SECONDS": "0.5",
-            "BERTH_HOST_PROBE_INTERVAL_SECONDS": "1",
-            "BERTH_LEASE_SECONDS": "5",
-            "BERTH_LOG_LEVEL": "WARNING",
-        }
+    env = berth_env(
+        settings,
+        BERTH_RECONCILE_INTERVAL_SECONDS="0.5",
+        BERTH_HOST_PROBE_INTERVAL_SECONDS="1",
+        BERTH_LEASE_SECONDS="5",
     )
     ports = [free_port(), free_port()]
     commands = [

@@ -17,6 +17,7 @@ from app.api.docs import router as docs_router
 from app.api.health import WorkersAlive
 from app.api.health import router as health_router
 from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.conditional import ConditionalGetMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
 from app.api.middleware.request_context import RequestContextMiddleware
 from app.audit import service as audit
@@ -25,6 +26,7 @@ from app.containers.router import router as containers_router
 from app.core.config import Settings, get_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.debug.router import router as debug_router
 from app.engine.protocol import EngineFactory
@@ -55,7 +57,17 @@ Every change on a host is an **operation**: the call stores the intent and answe
 `Location: /api/v1/operations/{id}`; workers carry it out durably (a crash loses nothing).
 Errors are RFC 9457 `application/problem+json`. Lists are cursor-paginated. Every resource has a
 `version` (sent as `ETag`; honour it with `If-Match`). `POST` honours `Idempotency-Key`.
+Lists (and gets without a `version`) carry a weak `ETag` over their content: send it back in
+`If-None-Match` and an unchanged answer is `304 Not Modified`, with no body.
 """
+
+
+def create_api_process() -> FastAPI:
+    """The app of one of `berth serve --workers N`'s API processes (uvicorn imports it by name in
+    each process it spawns): the API alone, its background loops run in the supervising process."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, run_workers=False)
 
 
 def create_app(
@@ -140,6 +152,7 @@ def create_app(
     openapi.install(app, [route for router in routers for route in router.routes])
 
     # Added last = outermost: request ids and the audit see everything, including 413s.
+    app.add_middleware(ConditionalGetMiddleware)
     app.add_middleware(IdempotencyMiddleware, context=context)
     # Multipart framing adds a little to the context itself.
     upload = settings.max_build_context_bytes + 64 * 1024

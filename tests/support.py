@@ -31,6 +31,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
 from app.core.db import Database
 from app.engine.docker_engine import DockerEngine
 from app.security.roles import Role
@@ -181,6 +182,20 @@ def start_serve(
         stop_process(process, grace=5)
         raise
     return process, port
+
+
+def berth_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `berth` subprocess on the test's database and key file."""
+    env = dict(os.environ)
+    env.update(
+        BERTH_DATABASE_URL=settings.database_url,
+        BERTH_KEY_FILE=str(settings.key_file),
+        BERTH_BOOTSTRAP_TOKEN=BOOTSTRAP_TOKEN,
+        BERTH_REGISTER_LOCAL_HOST="false",
+        BERTH_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:

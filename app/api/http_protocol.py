@@ -12,6 +12,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.core.config import get_settings
+
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = 32 * 1024
@@ -103,3 +105,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body)
         )
         self.transport.close()
+
+
+class SettingsLimitedHttpToolsProtocol(LimitedHttpToolsProtocol):
+    """The limits of this process's settings (BERTH_MAX_HEADER_BYTES, BERTH_HEADER_TIMEOUT_SECONDS).
+
+    For `berth serve --workers N`: uvicorn's worker processes are spawned and import their
+    protocol by name, so a class made by `limited()` (which has no importable name) cannot
+    reach them; this one reads the limits in the process it runs in.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self.max_head_bytes = settings.max_header_bytes
+        self.head_timeout = settings.header_timeout_seconds

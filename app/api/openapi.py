@@ -35,6 +35,7 @@ from app.security.roles import Role
 
 _COMPONENTS = "#/components/schemas/{model}"
 _PROBLEM_REF = {"$ref": _COMPONENTS.format(model=Problem.__name__)}
+_STRING = {"schema": {"type": "string"}}
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The vendor key `versioned()` puts in an operation; read and removed by `add_errors`.
 _VERSIONED = "x-berth-versioned"
@@ -211,6 +212,26 @@ def _document_operation(operation: dict[str, Any], statuses: dict[int, str]) -> 
             responses[code] = _problem_response(str(declared["description"]), int(code))
 
 
+def _document_validators(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """A JSON `GET` names its ETag: the resource's `version` (for If-Match) when it has one, else
+    a weak tag over the content that If-None-Match turns into a 304
+    (app/api/middleware/conditional.py)."""
+    ok = operation.get("responses", {}).get("200", {})
+    schema = ok.get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return
+    name = str(schema.get("$ref", "")).removeprefix(_COMPONENTS.format(model=""))
+    if "version" in schemas.get(name, {}).get("properties", {}):
+        ok["headers"] = {"ETag": {"description": '`"<version>"`, for If-Match', **_STRING}}
+        return
+    etag = {"ETag": {"description": '`W/"<digest>"`, over the body', **_STRING}}
+    ok["headers"] = etag
+    operation["responses"]["304"] = {
+        "description": "Not modified: If-None-Match named the current ETag (no body)",
+        "headers": etag,
+    }
+
+
 def _routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[APIRoute, str]]:
     for route in routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
@@ -238,6 +259,8 @@ def add_errors(document: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[st
             route, method, role, body_names_an_id=names_an_id, if_match=if_match
         )
         _document_operation(operation, statuses)
+        if method == "GET":
+            _document_validators(operation, schemas)
     return document
 
 

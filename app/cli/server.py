@@ -32,6 +32,13 @@ def register(commands: Commands) -> None:
     serve.add_argument("--host", help="bind address (default BERTH_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default BERTH_PORT or 8000)")
     serve.add_argument("--no-workers", action="store_true", help="API only; run `berth worker`s")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="API processes on one socket; the loops run once, in the supervising process",
+    )
     serve.set_defaults(func=_server("cmd_serve"))
 
     worker = commands.add_parser("worker", help="run workers and loops only")

@@ -39,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _migrate(settings.database_url)
+    if args.workers > 1:
+        return _serve_processes(args)
     app = create_app(settings, run_workers=not args.no_workers)
     uvicorn.run(
         app,
@@ -52,6 +54,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
             head_timeout=settings.header_timeout_seconds,
         ),
     )
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """`serve --workers N`: N API processes that accept from one listening socket (uvicorn's
+    workers; it restarts one that dies) and, here in their supervisor, the background loops and
+    the operation executor once, as a `berth worker` would (none with --no-workers)."""
+    import uvicorn
+
+    from app.core.context import AppContext
+    from app.runtime import background_services, prepare
+    from app.workers.loops import Service, running
+
+    settings = get_settings()
+    context = AppContext(settings)
+    services: list[Service] = []
+    if not args.no_workers:
+        prepare(context)
+        services = background_services(context, kind="serve")
+    with running(services):
+        uvicorn.run(
+            "app.main:create_api_process",
+            factory=True,
+            workers=args.workers,
+            # A process spawned on a busy machine can take longer than uvicorn's 5 s to start
+            # answering its supervisor's pings; killed for that, its replacement would be too.
+            timeout_worker_healthcheck=30,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_config=None,
+            proxy_headers=False,
+            timeout_graceful_shutdown=15,
+            http="app.api.http_protocol:SettingsLimitedHttpToolsProtocol",
+        )
+    context.close()
     return 0
 
 

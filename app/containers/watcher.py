@@ -33,7 +33,7 @@ from app.workers.loops import LoopService
 
 log = logging.getLogger("berth.containers")
 
-_LEASE_SECONDS = 15.0
+_LEASE_SECONDS = 10.0
 # A silent event stream is re-opened (and the host re-listed) after this long.
 _SILENCE_SECONDS = 30
 _EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
@@ -352,7 +352,7 @@ class ContainerWatcher(LoopService):
     def __init__(self, app: AppContext) -> None:
         super().__init__(2.0)
         self.app = app
-        self.holder = f"watcher-{new_id()}"
+        self.holder = leases.member_holder("watcher")
         self.followers: dict[str, HostFollower] = {}
 
     def run_once(self) -> None:

@@ -334,7 +334,7 @@ class ServiceReconciler(LoopService):
     def __init__(self, app: AppContext) -> None:
         super().__init__(app.settings.reconcile_interval_seconds)
         self.app = app
-        self.holder = f"reconciler-{new_id()}"
+        self.holder = leases.member_holder("reconciler")
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] = lambda: None
 

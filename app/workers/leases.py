@@ -1,29 +1,53 @@
 """Named leases: one holder at a time across every Berth process sharing the database.
 
 Rows of holders that went away without releasing stay expired; housekeeping removes them.
+
+The loops of one process name their holders with `member_holder`, and such holders take only
+this process's fair share of the leases: with M processes alive (each keeps a `member.<id>`
+lease while its loops run), a process takes a new lease while it holds fewer than
+ceil(leases / M), and gives one up at renewal while it holds more, so the loops of several
+`berth worker`s spread across them instead of all going to the first one to start. A process
+that dies stops renewing; its leases and its presence expire together.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+import os
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.db import Database, utcnow
+from app.core.db import Database, new_id, utcnow
 from app.workers.models import Lease
+
+# This process among those sharing the database (one id for every loop it runs); its pid
+# first, so that an operator reading the leases table sees which process holds what.
+_MEMBER = f"{os.getpid()}-{new_id()[-10:]}"
+_PRESENCE = "member."
+
+
+def member_holder(loop: str) -> str:
+    """A holder name for one loop of this process: its leases count toward this process's share."""
+    return f"{_MEMBER}.{loop}-{new_id()[-8:]}"
 
 
 def acquire(db: Database, name: str, *, holder: str, ttl_seconds: float) -> int | None:
-    """Take or renew the lease; returns its epoch, or None while someone else holds it.
+    """Take or renew the lease; returns its epoch, or None while someone else holds it (or,
+    for a `member_holder`, while this process holds its share: a lease over the share is given
+    up at renewal).
 
     The epoch changes only when the holder changes, so a holder can fence its own writes.
     """
     now = utcnow()
     expires = now + timedelta(seconds=ttl_seconds)
+    shared = holder.startswith(f"{_MEMBER}.")
     with db.session() as session:
+        if shared:
+            _present(session, expires=expires)
         renewed = session.execute(
             update(Lease)
             .where(Lease.name == name, Lease.holder == holder)
@@ -31,7 +55,12 @@ def acquire(db: Database, name: str, *, holder: str, ttl_seconds: float) -> int 
             .returning(Lease.epoch)
         ).scalar_one_or_none()
         if renewed is not None:
+            if shared and _held_by_me(session, now) > _share(session, now):
+                _expire_in(session, Lease.name == name, Lease.holder == holder)
+                return None
             return renewed
+        if shared and _held_by_me(session, now) >= _share(session, now, adding=name):
+            return None
         taken = session.execute(
             update(Lease)
             .where(Lease.name == name, Lease.expires_at < now)
@@ -76,6 +105,55 @@ def release_all(db: Database, *, holder: str) -> None:
 
 def _expire(db: Database, *conditions: Any) -> None:
     with db.session() as session:
-        session.execute(
-            update(Lease).where(*conditions).values(expires_at=utcnow() - timedelta(seconds=1))
+        _expire_in(session, *conditions)
+
+
+def _expire_in(session: Session, *conditions: Any) -> None:
+    session.execute(
+        update(Lease).where(*conditions).values(expires_at=utcnow() - timedelta(seconds=1))
+    )
+
+
+def _present(session: Session, *, expires: datetime) -> None:
+    """Keep this process's presence: the processes alive are those whose presence is current."""
+    name = _PRESENCE + _MEMBER
+    kept = session.execute(
+        update(Lease).where(Lease.name == name).values(expires_at=expires).returning(Lease.name)
+    ).scalar_one_or_none()
+    if kept is None:
+        try:
+            # A savepoint: two loops of this process may announce it at the same moment.
+            with session.begin_nested():
+                session.add(
+                    Lease(name=name, holder=f"{_MEMBER}.presence", epoch=1, expires_at=expires)
+                )
+        except IntegrityError:
+            pass
+
+
+def _share(session: Session, now: datetime, *, adding: str | None = None) -> int:
+    """ceil(leases / processes alive): what one process may hold."""
+    members = session.execute(
+        select(func.count())
+        .select_from(Lease)
+        .where(Lease.name.startswith(_PRESENCE), Lease.expires_at > now)
+    ).scalar_one()
+    leases = session.execute(
+        select(func.count()).select_from(Lease).where(~Lease.name.startswith(_PRESENCE))
+    ).scalar_one()
+    if adding is not None and session.get(Lease, adding) is None:
+        leases += 1  # the first take of a lease no process has had yet
+    return math.ceil(leases / max(members, 1))
+
+
+def _held_by_me(session: Session, now: datetime) -> int:
+    held: int = session.execute(
+        select(func.count())
+        .select_from(Lease)
+        .where(
+            Lease.holder.startswith(f"{_MEMBER}."),
+            ~Lease.name.startswith(_PRESENCE),
+            Lease.expires_at > now,
         )
+    ).scalar_one()
+    return held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,10 +12,14 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from app.core.db import Database, new_id
+from app.core.db import Database
 from app.workers import leases
 
 log = logging.getLogger("berth.loops")
+
+# A leased loop renews its lease this often at least, and holds it this long unrenewed.
+_RENEW_SECONDS = 3.0
+_LEASE_TTL = 10.0
 
 
 class Service(Protocol):
@@ -68,9 +73,11 @@ class LoopService(ABC):
 
 
 class LeasedLoop(LoopService):
-    """A loop that one process at a time runs: each round takes or renews the lease named
-    `lease` and runs `run_leased` only while this loop holds it; `stop` gives the lease up so
-    another process takes over at its next round.
+    """A loop that one process at a time runs: it takes or renews the lease named `lease`
+    every few seconds and runs `run_leased` every `interval` (or when woken) while it holds it;
+    `stop` gives the lease up so another process takes over at its next round. The lease is
+    renewed more often than a slow loop runs, so that a killed holder's loop moves to another
+    process within `_LEASE_TTL` seconds, not within a few of its intervals.
 
     `epoch` is the lease's epoch for this round (None while another process holds it); a
     round's writes call `holds_lease(session)` in their transaction, so a round that stalled
@@ -80,19 +87,30 @@ class LeasedLoop(LoopService):
     lease: str
 
     def __init__(self, db: Database, interval: float) -> None:
-        super().__init__(interval)
+        super().__init__(min(interval, _RENEW_SECONDS))
+        self.every = interval
         self.db = db
-        self.holder = f"{self.name}-{new_id()}"
+        self.holder = leases.member_holder(self.name)
         self.epoch: int | None = None
+        self._due = 0.0
 
     @abstractmethod
     def run_leased(self) -> None: ...
 
+    def wake(self) -> None:
+        self._due = 0.0
+        super().wake()
+
     def run_once(self) -> None:
-        # A few rounds long, so a slow round or a late renewal does not hand the loop over.
-        ttl = max(3 * self.interval, 10.0)
+        # A few renewals long, so one late renewal does not hand the loop over.
+        ttl = max(3 * self.interval, _LEASE_TTL)
         self.epoch = leases.acquire(self.db, self.lease, holder=self.holder, ttl_seconds=ttl)
-        if self.epoch is not None:
+        if self.epoch is None:
+            self._due = 0.0  # a lease (re)gained is a round at once
+            return
+        now = time.monotonic()
+        if now >= self._due:
+            self._due = now + self.every
             self.run_leased()
 
     def holds_lease(self, session: Session) -> bool:

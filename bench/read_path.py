@@ -1,0 +1,223 @@
+"""The read path for pollers: `GET /containers?limit=50` over 10,000 rows, with 1 and 2 API
+processes (`berth serve --workers N --no-workers`), loaded by wrk (a C load generator: it does
+not share the server's interpreter), with the same run's floor `GET /healthz` on the same server.
+
+The 10,000 containers are inserted directly into a fresh SQLite database (one host row, no
+engine): the figure is the API's, not the engines'. Goal: >= 1,500 req/s and p99 <= 50 ms
+with 2 processes.
+
+    .venv/bin/python -m bench.read_path [--rows 10000] [--processes 1,2] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import insert
+
+from app.containers.models import Container
+from app.core.db import Database, new_id, utcnow
+from app.core.migrate import upgrade
+from app.hosts.models import Host
+from bench.common import API, ROOT, STOP_TIMEOUT, free_port, ok, say
+
+GOAL_RPS = 1500.0
+GOAL_P99_MS = 50.0
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def fill(database_url: str, rows: int) -> None:
+    database = Database(database_url)
+    try:
+        upgrade(database)
+        now = utcnow()
+        host_id = new_id()
+        with database.session() as session:
+            session.add(
+                Host(
+                    id=host_id,
+                    name="bench",
+                    url="tcp://127.0.0.1:1",
+                    labels={},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        spec = {"image": "busybox:1.36", "command": ["sleep", "infinity"], "env": {"A": "1"}}
+        batch = 1000
+        for start in range(0, rows, batch):
+            with database.session() as session:
+                session.execute(
+                    insert(Container),
+                    [
+                        {
+                            "id": new_id(),
+                            "name": f"bench-{i}",
+                            "host_id": host_id,
+                            "spec": spec,
+                            "image": "busybox:1.36",
+                            "state": "running",
+                            "desired_state": "running",
+                            "labels": {"bench": "true"},
+                            "created_at": now,
+                        }
+                        for i in range(start, min(start + batch, rows))
+                    ],
+                )
+    finally:
+        database.dispose()
+
+
+class Server:
+    """`berth serve --workers N --no-workers` on the filled database."""
+
+    def __init__(self, workdir: Path, database_url: str, processes: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.token = "berth_bench_" + secrets.token_hex(24)
+        self.log_path = workdir / f"serve-{processes}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update(
+            BERTH_DATABASE_URL=database_url,
+            BERTH_BOOTSTRAP_TOKEN=self.token,
+            BERTH_KEY_FILE=str(workdir / "berth.key"),
+            BERTH_REGISTER_LOCAL_HOST="false",
+            BERTH_LOG_LEVEL="WARNING",
+        )
+        command = [sys.executable, "-m", "app.cli", "serve", "--no-workers"]
+        command += ["--workers", str(processes), "--port", str(self.port)]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {self.token}"}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"berth serve exited; see {self.log_path}")
+            try:
+                # A few answers in a row: with several processes each must have started.
+                if all(
+                    httpx.get(f"{self.base}{API}/me", headers=headers, timeout=5).status_code == 200
+                    for _ in range(8)
+                ):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"berth serve not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+# The percentiles are read from wrk's "Latency Distribution" lines (anchored: the "+/- Stdev"
+# column of the thread stats also ends in "%").
+def wrk(url: str, *, headers: dict[str, str], seconds: int, connections: int) -> Load:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    count = int(bad.group(1)) if bad else 0
+    count += sum(int(n) for n in errors.groups()) if errors else 0
+    return Load(rps, p50, p99, count)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (Debian: apt-get install -y wrk)")
+        return 2
+    say(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+    with tempfile.TemporaryDirectory(prefix="berth-read-path-") as tmp:
+        workdir = Path(tmp)
+        database_url = f"sqlite:///{workdir / 'berth.db'}"
+        fill(database_url, args.rows)
+        say(f"{args.rows:,} containers inserted directly into a fresh SQLite database")
+        say(f"wrk: 2 threads, {args.connections} connections, {args.seconds} s per figure")
+        columns = ("req/s", "p50 ms", "p99 ms")
+        say(f"{'processes':>9} {'request':<40} " + " ".join(f"{c:>8}" for c in columns) + " errors")
+        verdicts = []
+        for processes in (int(n) for n in args.processes.split(",")):
+            server = Server(workdir, database_url, processes)
+            try:
+                server.wait_ready()
+                auth = {"Authorization": f"Bearer {server.token}"}
+                page = f"{server.base}{API}/containers?limit=50"
+                etag = httpx.get(page, headers=auth).headers["etag"]
+                cases = [
+                    ("GET /healthz (floor)", f"{server.base}/healthz", {}),
+                    ("GET /containers?limit=50", page, auth),
+                    ("  same, If-None-Match (304)", page, {**auth, "If-None-Match": etag}),
+                ]
+                for label, url, headers in cases:
+                    load = wrk(
+                        url, headers=headers, seconds=args.seconds, connections=args.connections
+                    )
+                    say(
+                        f"{processes:>9} {label:<40} {load.rps:>8.0f} {load.p50_ms:>8.1f}"
+                        f" {load.p99_ms:>8.1f} {load.errors:>7}"
+                    )
+                    if processes == 2 and label == "GET /containers?limit=50":
+                        verdicts.append(load.rps >= GOAL_RPS and load.p99_ms <= GOAL_P99_MS)
+                        say(
+                            f"{'':>9} goal with 2 processes: >= {GOAL_RPS:.0f} req/s, p99 <="
+                            f" {GOAL_P99_MS:.0f} ms: {ok(verdicts[-1])}"
+                        )
+            finally:
+                server.stop()
+    say(f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine skews all)")
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

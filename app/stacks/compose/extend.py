@@ -2,8 +2,8 @@
 project (or, for `extends`, from the same file).
 
 Each other file is loaded and interpolated as the main one is (steps 1 and 2), and the paths
-it uses (`build` contexts, `env_file`) are rewritten to stay relative to the project
-directory, as Compose resolves them relative to the file that names them. A service that
+it uses (`build` contexts, `env_file`, relative bind mounts) are rewritten to stay relative to
+the project directory, as Compose resolves them relative to the file that names them. A service that
 `extends` another is the other's definition with its own merged over it, by Compose's merge
 rules: mappings key by key, `volumes` by target, the sequences Compose appends appended, and
 every other value replaced.
@@ -158,12 +158,34 @@ def _relocated(definition: Any, folder: str) -> Any:
     elif isinstance(build, dict):
         context = str(build.get("context", "."))
         moved["build"] = {**build, "context": relative_to(folder, context) or context}
+    volumes = moved.get("volumes")
+    if isinstance(volumes, list):
+        moved["volumes"] = [_relocated_volume(item, folder) for item in volumes]
     env_file = moved.get("env_file")
     if isinstance(env_file, str):
         moved["env_file"] = relative_to(folder, env_file) or env_file
     elif isinstance(env_file, list):
         moved["env_file"] = [_relocated_env_file(item, folder) for item in env_file]
     return moved
+
+
+def _relocated_volume(item: Any, folder: str) -> Any:
+    """A relative bind mount's source from the project directory, still written as relative
+    (`./`), which is how the mapping tells a bind from a named volume."""
+    if isinstance(item, str) and item.startswith("."):
+        written, colon, rest = item.partition(":")
+        return f"{_relocated_source(written, folder)}{colon}{rest}"
+    if not isinstance(item, dict) or item.get("type") != "bind":
+        return item
+    source = item.get("source")
+    if isinstance(source, str) and source and not source.startswith(("/", "~")):
+        return {**item, "source": _relocated_source(source, folder)}
+    return item
+
+
+def _relocated_source(source: str, folder: str) -> str:
+    relative = relative_to(folder, source)
+    return source if relative is None else f"./{relative}"
 
 
 def _relocated_env_file(item: Any, folder: str) -> Any:

@@ -48,8 +48,16 @@ def resolved(
     included = _included(document, folder, project)
     services = included.get("services")
     if isinstance(services, dict):
+        # Each service's paths move once, from the folder of the file that defines it.
         included["services"] = {
-            name: _extended(name, folder, services, at("compose.services", name), project, ())
+            name: _extended(
+                name,
+                project.folders.get(name, folder),
+                services,
+                at("compose.services", name),
+                project,
+                (),
+            )
             for name in services
         }
     return included
@@ -63,6 +71,7 @@ class _Files:
     load: Loader
     problems: Problems
     loaded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    folders: dict[str, str] = field(default_factory=dict)  # an included service's file's folder
 
     def compose_file(self, path: str, loc: str) -> dict[str, Any] | None:
         if path not in self.loaded:
@@ -115,14 +124,16 @@ def _included(document: dict[str, Any], folder: str, project: _Files) -> dict[st
                 continue
             if "include" in other:
                 problems.unsupported(at(loc, "include"), "include inside an included file")
-            _merge_included(document, other, posixpath.dirname(where), loc, problems)
+            _merge_included(document, other, posixpath.dirname(where), loc, project)
     return document
 
 
 def _merge_included(
-    document: dict[str, Any], other: dict[str, Any], folder: str, loc: str, problems: Problems
+    document: dict[str, Any], other: dict[str, Any], folder: str, loc: str, project: _Files
 ) -> None:
-    """Compose refuses an included resource that the including file declares too."""
+    """Compose refuses an included resource that the including file declares too. A service's
+    paths move with its `extends` (in `resolved`), from `folder`."""
+    problems = project.problems
     for section in ("services", "networks", "volumes", "secrets", "configs"):
         theirs = other.get(section)
         if not isinstance(theirs, dict):
@@ -132,11 +143,11 @@ def _merge_included(
             if name in ours:
                 problems.add(loc, f"{section[:-1]} '{name}' is defined by the including file too")
                 continue
-            ours[name] = (
-                _relocated(definition, folder)
-                if section == "services"
-                else _relocated_file(definition, folder)
-            )
+            if section == "services":
+                project.folders[name] = folder
+                ours[name] = definition
+            else:
+                ours[name] = _relocated_file(definition, folder)
 
 
 def _relocated_file(definition: Any, folder: str) -> Any:

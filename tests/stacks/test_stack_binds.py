@@ -5,13 +5,13 @@ the service that mounts it; the volumes go with the stack; a source outside the 
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
 
 import docker.types
 
 from tests.support import Api, BothHosts, context_tar, wait_for
+from tests.support import deployed as _deployed
+from tests.support import send_project as _send
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -46,18 +46,6 @@ def _project(image: str, *, conf: str, compose: str = COMPOSE) -> bytes:
     )
 
 
-def _send(api: Api, method: str, path: str, archive: bytes, **fields: Any) -> Any:
-    data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
-    return api.request(method, path, data=data, files={"project": ("project.tar.gz", archive)})
-
-
-def _deployed(api: Api, response: Any) -> Any:
-    assert response.status_code == 202, response.text
-    done = api.wait_operation(response.json()["operation"]["id"], timeout=180)
-    assert done["status"] == "succeeded", done["error"]
-    return response.json()
-
-
 def _exec(api: Api, services: BothHosts, service_id: str, command: list[str]) -> tuple[int, str]:
     """A command's exit code and output in the service's running replica of its revision."""
     engine = services.engines["h1"]
@@ -72,7 +60,8 @@ def _exec(api: Api, services: BothHosts, service_id: str, command: list[str]) ->
             )
             if found:
                 code, output = found[0].exec_run(command)
-                return int(code), output.decode()
+                assert code is not None and isinstance(output, bytes)
+                return code, output.decode()
         return None
 
     result: tuple[int, str] = wait_for(run, timeout=60, what=f"a running replica of {service_id}")
@@ -86,29 +75,17 @@ def test_a_projects_file_and_folder_are_mounted_and_a_changed_file_rolls_its_ser
     engine = services.engines["h1"]
     name = f"binds-{uuid.uuid4().hex[:4]}"
     image = f"{bed.registry}/berth-test/busybox:latest"
+    host = services.hosts["h1"]
     stack_id = None
     try:
-        dry = _send(
-            api,
-            "POST",
-            "/stacks?dry_run=true",
-            _project(image, conf="listen 80;\n"),
-            name=name,
-            host_id=services.hosts["h1"],
-        )
+        first = _project(image, conf="listen 80;\n")
+        dry = _send(api, "POST", "/stacks?dry_run=true", first, name=name, host_id=host)
         assert dry.status_code == 200, dry.text
         planned = [v for v in dry.json()["volumes"] if v.startswith(f"{name}_")]
         assert sorted(v.split("_")[1] for v in planned) == ["file", "folder"]
         assert not engine.volumes.list(filters={"name": name})
 
-        created = _send(
-            api,
-            "POST",
-            "/stacks",
-            _project(image, conf="listen 80;\n"),
-            name=name,
-            host_id=services.hosts["h1"],
-        )
+        created = _send(api, "POST", "/stacks", first, name=name, host_id=host)
         stack_id = _deployed(api, created)["stack"]["id"]
         ids = {
             s["compose_name"]: s["service_id"]

@@ -118,10 +118,11 @@ class ProjectContent(BaseModel):
     )
 
 
-class VolumeMount(BaseModel):
+class VolumeMount(SetOnly):
     """`source` is a named volume, or an absolute host path (a bind mount, under the policy)."""
 
     model_config = ConfigDict(extra="forbid")
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset({"content"})
 
     source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     target: Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/")]

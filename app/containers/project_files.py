@@ -47,7 +47,9 @@ def prepared(
         if volume.content is None:
             continue
         with network_lock.creating(ctx.app.db, host_id=str(ctx.claim.host_id), name=volume.source):
-            _fill(ctx, engine, spec, volume, create)
+            filled = _fill(ctx, engine, spec, volume, create)
+        if filled:  # logged once the lock is let go (a log line is a write of its own)
+            ctx.log(f"filled volume {volume.source} with the project's files")
         if volume.content.file:
             mountpoint = str(engine.inspect_volume(volume.source)["Mountpoint"])
             files[volume.source] = f"{mountpoint}/{FILE_MEMBER}"
@@ -64,14 +66,15 @@ def _fill(
     spec: ContainerSpec,
     volume: VolumeMount,
     create: Creator,
-) -> None:
+) -> bool:
+    """Fill the volume unless an earlier filler finished; whether this one did."""
     assert volume.content is not None  # only project volumes are filled
     name = _filler_name(volume.source)
     leftover = engine.list_containers(labels={"berth.fill": volume.source})
     if not leftover:
         try:
             engine.inspect_volume(volume.source)
-            return  # made by an earlier filler, which finished
+            return False  # made by an earlier filler, which finished
         except ObjectNotFound:
             pass
     for container in leftover:
@@ -105,7 +108,7 @@ def _fill(
     filler = create(name, body)
     engine.put_archive(filler, _FILL_PATH, data)
     engine.remove_container(filler, force=True)
-    ctx.log(f"filled volume {volume.source} with the project's files")
+    return True
 
 
 def _one_file(data: bytes) -> bool:

@@ -188,3 +188,19 @@ def test_a_filler_left_by_a_crash_means_the_volume_is_filled_again(api: Api, bed
                 api.wait_operation(response.json()["operation"]["id"], timeout=120)
         for left in engine.volumes.list(filters={"name": name}):
             left.remove(force=True)
+
+
+def test_no_container_mounts_a_project_volume_by_its_name(api: Api, bed: Testbed) -> None:
+    """The file bind of a project volume skips BERTH_ALLOWED_BIND_PATHS because no one else
+    can write that volume: a container that mounted it whole could put a link there."""
+    response = api.post(
+        "/containers",
+        json={
+            "name": f"binds-{uuid.uuid4().hex[:4]}",
+            "image": f"{bed.registry}/berth-test/busybox:latest",
+            "volumes": [{"source": "shop_file_abababababababab", "target": "/x"}],
+        },
+    )
+
+    assert response.status_code == 422, response.text
+    assert "a volume Berth makes for a stack's project files" in response.text

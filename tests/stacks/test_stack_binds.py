@@ -6,9 +6,16 @@ the service that mounts it; the volumes go with the stack; a source outside the 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import docker.types
+from sqlalchemy import delete, select
 
+from app.core.config import Settings
+from app.core.context import AppContext
+from app.core.db import Database, new_id, utcnow
+from app.images.models import Blob
+from app.runtime import Housekeeping
 from tests.support import Api, BothHosts, context_tar, wait_for
 from tests.support import deployed as _deployed
 from tests.support import send_project as _send
@@ -204,3 +211,33 @@ def test_no_container_mounts_a_project_volume_by_its_name(api: Api, bed: Testbed
 
     assert response.status_code == 422, response.text
     assert "a volume Berth makes for a stack's project files" in response.text
+
+
+def test_a_stacks_project_files_outlive_the_uploads_that_expire(
+    settings: Settings, db: Database
+) -> None:
+    """A replica made a month later (its volume gone from the host) fills it again."""
+    old = utcnow() - timedelta(days=30)
+    kept, expired = new_id(), new_id()
+    with db.session() as session:
+        for blob_id, stack_id in ((kept, new_id()), (expired, None)):
+            session.add(
+                Blob(
+                    id=blob_id,
+                    sha256="0" * 64,
+                    size_bytes=1,
+                    data=b"x",
+                    stack_id=stack_id,
+                    created_at=old,
+                )
+            )
+    try:
+        Housekeeping(AppContext(settings, db)).run_once()
+        with db.session(write=False) as session:
+            left = set(
+                session.execute(select(Blob.id).where(Blob.id.in_([kept, expired]))).scalars()
+            )
+        assert left == {kept}
+    finally:
+        with db.session() as session:
+            session.execute(delete(Blob).where(Blob.id.in_([kept, expired])))

@@ -167,8 +167,11 @@ class Housekeeping(LoopService):
                     WorkerProcess.heartbeat_at < now - 10 * WORKER_STALE_AFTER
                 )
             )
-            # Uploads whose build never reached an outcome (its operation was lost or purged).
-            session.execute(delete(Blob).where(Blob.created_at < now - _BLOB_TTL))
+            # Uploads whose build never reached an outcome (its operation was lost or purged);
+            # a stack's project files stay until the stack is removed.
+            session.execute(
+                delete(Blob).where(Blob.created_at < now - _BLOB_TTL, Blob.stack_id.is_(None))
+            )
             retention = timedelta(hours=self.context.settings.event_retention_hours)
             session.execute(delete(Event).where(Event.at < now - retention))
             session.execute(delete(Lease).where(Lease.expires_at < now - _LEASE_FORGOTTEN_AFTER))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -413,6 +414,20 @@ def context_tar(files: dict[str, bytes], *, gzip: bool = False) -> bytes:
             info.mode = 0o755
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def send_project(api: Api, method: str, path: str, archive: bytes, **fields: Any) -> Any:
+    """A stack request with the project directory (a tar.gz) as its multipart `project`."""
+    data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+    return api.request(method, path, data=data, files={"project": ("project.tar.gz", archive)})
+
+
+def deployed(api: Api, response: Any) -> Any:
+    """The 202 answer of a stack's create or update, once its deploy succeeded."""
+    assert response.status_code == 202, response.text
+    done = api.wait_operation(response.json()["operation"]["id"], timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    return response.json()
 
 
 def busybox_context(dockerfile: str = DOCKERFILE, *, gzip: bool = True) -> bytes:

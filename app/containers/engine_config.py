@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_
 
 from app.containers.models import Container
-from app.containers.schemas import ContainerSpec
+from app.containers.schemas import ContainerSpec, VolumeMount
 
 _NANOS = 1_000_000_000
 
@@ -43,7 +44,32 @@ def _device(text: str) -> dict[str, str]:
     }
 
 
-def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> dict[str, Any]:
+def _mount(volume: VolumeMount, project_files: Mapping[str, str]) -> dict[str, Any]:
+    mount: dict[str, Any] = {
+        "Type": "bind" if volume.is_bind else "volume",
+        "Source": volume.source,
+        "Target": volume.target,
+        "ReadOnly": volume.read_only,
+    }
+    if volume.content is not None and volume.content.file:
+        # One file of a project volume: its path on the engine's host, which only the worker
+        # knows (from the engine); the spec names the volume, never a host path.
+        mount |= {"Type": "bind", "Source": project_files[volume.source]}
+    elif volume.content is not None:
+        # A project folder that is empty stays empty, as the folder bound would be.
+        mount["VolumeOptions"] = {"NoCopy": True}
+    return mount
+
+
+def create_body(
+    spec: ContainerSpec,
+    *,
+    labels: dict[str, str],
+    image: str,
+    project_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The create body; `project_files` is the host path of each project file mount's file
+    (app.containers.project_files), by volume name."""
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
     for key in spec.exposed_ports():
@@ -54,15 +80,7 @@ def create_body(spec: ContainerSpec, *, labels: dict[str, str], image: str) -> d
         bindings.setdefault(key, []).append(
             {"HostIp": port.host_ip, "HostPort": str(port.host_port) if port.host_port else ""}
         )
-    mounts = [
-        {
-            "Type": "bind" if volume.is_bind else "volume",
-            "Source": volume.source,
-            "Target": volume.target,
-            "ReadOnly": volume.read_only,
-        }
-        for volume in spec.volumes
-    ] + [
+    mounts = [_mount(volume, project_files or {}) for volume in spec.volumes] + [
         # No source: the engine makes a fresh volume for this container alone.
         {"Type": "volume", "Target": target, "VolumeOptions": {"Labels": {"berth.managed": "true"}}}
         for target in spec.anonymous_volumes

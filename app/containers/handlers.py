@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.containers import network_lock, policy
+from app.containers import network_lock, policy, project_files
 from app.containers.engine_config import create_body, is_newer, labels_for, observed
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
@@ -101,7 +101,11 @@ def _create_once(
     container_id = str(ctx.claim.target_id)
     berth_labels = {"berth.managed": "true"}
     for volume in spec.volumes:
-        if not volume.is_bind and engine.ensure_volume(volume.source, berth_labels):
+        # A project volume is made by the one that fills it (below): empty, it would pass
+        # for a filled one.
+        if volume.is_bind or volume.content is not None:
+            continue
+        if engine.ensure_volume(volume.source, berth_labels):
             ctx.log(f"created volume {volume.source}")
     # A volume needs no lock: the engine creates a name once and hands it to later creators.
     for network in spec.networks:
@@ -109,25 +113,22 @@ def _create_once(
             if engine.ensure_network(network, berth_labels):
                 ctx.log(f"created network {network}")
     labels = labels_for(container_id, ctx.id, spec, service_labels)
-    body = create_body(spec, labels=labels, image=spec.image)
     secret_values = _secret_values(ctx, spec)
-    body["Env"] += [
-        f"{ref.env}={secret_values[ref.name]}" for ref in spec.secrets if ref.env is not None
-    ]
-    reference = parse_reference(spec.image)
+
+    def create(container_name: str, body: dict[str, Any]) -> str:
+        return _create_pulling(ctx, engine, spec, container_name, body)
+
     try:
         if spec.pull_policy == "always":
-            pull_image(ctx, engine, reference, spec.registry_id, platform=spec.platform)
-        try:
-            docker_id = engine.create_container_raw(name, body, platform=spec.platform)
-        except ObjectNotFound:
-            if spec.pull_policy == "never":
-                raise PermanentError(
-                    f"the image {spec.image} is not on the host, and pull_policy is never"
-                ) from None
-            # The image is not on the host: pull it (with the registry's credentials), once.
-            pull_image(ctx, engine, reference, spec.registry_id, platform=spec.platform)
-            docker_id = engine.create_container_raw(name, body, platform=spec.platform)
+            pull_image(
+                ctx, engine, parse_reference(spec.image), spec.registry_id, platform=spec.platform
+            )
+        files = project_files.prepared(ctx, engine, spec, create)
+        body = create_body(spec, labels=labels, image=spec.image, project_files=files)
+        body["Env"] += [
+            f"{ref.env}={secret_values[ref.name]}" for ref in spec.secrets if ref.env is not None
+        ]
+        docker_id = create(name, body)
     except EngineError as exc:
         if exc.transient:
             raise
@@ -140,6 +141,23 @@ def _create_once(
         engine.connect_network(network, docker_id, spec.network_aliases)
     _deliver_secret_files(ctx, engine, docker_id, spec, secret_values)
     return docker_id, True
+
+
+def _create_pulling(
+    ctx: OperationContext, engine: Engine, spec: ContainerSpec, name: str, body: dict[str, Any]
+) -> str:
+    """Create a container from the spec's image; when the host lacks the image, pull it (with
+    the registry's credentials) once, unless its pull_policy is never."""
+    try:
+        return engine.create_container_raw(name, body, platform=spec.platform)
+    except ObjectNotFound:
+        if spec.pull_policy == "never":
+            raise PermanentError(
+                f"the image {spec.image} is not on the host, and pull_policy is never"
+            ) from None
+        reference = parse_reference(spec.image)
+        pull_image(ctx, engine, reference, spec.registry_id, platform=spec.platform)
+        return engine.create_container_raw(name, body, platform=spec.platform)
 
 
 def _deliver_secret_files(

@@ -3,6 +3,7 @@
 The engine checks a new network's name, then creates it; two creators at once both pass the
 check, and the host ends up with two networks of one name, on which no container starts
 ("ambiguous"). Replicas of one service or stack are created at the same moment, so they do.
+A stack's project volume is filled under the same lock, by its name (app.containers.project_files).
 """
 
 from __future__ import annotations

@@ -94,14 +94,44 @@ class PortMapping(BaseModel):
         return value
 
 
-class VolumeMount(BaseModel):
+# The volumes Berth makes for a project's files: `<stack>_file_<hash>` or `<stack>_folder_<hash>`.
+_PROJECT_VOLUME = re.compile(r"_(file|folder)_[0-9a-f]{16}$")
+
+
+def project_volume_name(stack: str, *, file: bool, sha256: str) -> str:
+    """The volume that holds one file or folder of a stack's project: named by its content, so
+    a changed file is a new volume in the spec of exactly the services that mount it."""
+    return f"{stack}_{'file' if file else 'folder'}_{sha256[:16]}"
+
+
+class ProjectContent(BaseModel):
+    """A file or folder of a stack's project, which Berth ships to the host in a volume of its
+    own (stacks set this; the content is stored with the stack)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="The digest of the tar that holds the content"
+    )
+    file: bool = Field(
+        description="A single file, mounted alone at the target; else a folder (the volume)"
+    )
+
+
+class VolumeMount(SetOnly):
     """`source` is a named volume, or an absolute host path (a bind mount, under the policy)."""
 
     model_config = ConfigDict(extra="forbid")
+    _SET_ONLY: ClassVar[frozenset[str]] = frozenset({"content"})
 
     source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     target: Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/")]
     read_only: bool = False
+    content: ProjectContent | None = Field(
+        default=None,
+        description="Set by stacks for a relative bind mount of their project: `source` is "
+        "then the volume Berth fills with that content",
+    )
 
     @field_validator("source")
     @classmethod
@@ -122,6 +152,22 @@ class VolumeMount(BaseModel):
         if "\x00" in value or any(part == ".." for part in value.split("/")) or value == "/":
             raise ValueError("the target must be an absolute path other than '/', without '..'")
         return value
+
+    @model_validator(mode="after")
+    def _project_volume(self) -> VolumeMount:
+        # A project file is bind-mounted from its volume's folder on the host: only a volume
+        # that Berth filled and no container can write to as a whole may be that folder.
+        if self.content is None:
+            if _PROJECT_VOLUME.search(self.source):
+                raise ValueError(
+                    f"'{self.source}' is the name of a volume Berth makes for a stack's project "
+                    "files: choose another volume name"
+                )
+        elif not self.source.endswith(
+            project_volume_name("", file=self.content.file, sha256=self.content.sha256)
+        ):
+            raise ValueError("a project content's volume is named by its kind and digest")
+        return self
 
     @property
     def is_bind(self) -> bool:

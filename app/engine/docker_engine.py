@@ -220,11 +220,17 @@ class DockerEngine:
         with translate_errors(f"kill container {container_id[:12]}"):
             self.api.kill(container_id, signal=signal)
 
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        """The volume's details (ObjectNotFound when there is none); its `Mountpoint` is a
+        path on the engine's own host."""
+        with translate_errors(f"inspect volume {name}"):
+            details: dict[str, Any] = self.api.inspect_volume(name)
+        return details
+
     def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
         """Create the named volume if missing. True if it was created."""
         try:
-            with translate_errors(f"inspect volume {name}"):
-                self.api.inspect_volume(name)
+            self.inspect_volume(name)
             return False
         except ObjectNotFound:
             with translate_errors(f"create volume {name}"):
@@ -291,8 +297,7 @@ class DockerEngine:
     def remove_volume(self, name: str) -> bool:
         """Remove a volume Berth created; False if there is none (or it is not Berth's)."""
         try:
-            with translate_errors(f"inspect volume {name}"):
-                details: dict[str, Any] = self.api.inspect_volume(name)
+            details = self.inspect_volume(name)
         except ObjectNotFound:
             return False
         if (details.get("Labels") or {}).get("berth.managed") != "true":

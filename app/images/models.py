@@ -37,7 +37,9 @@ track(Image, "image", "host_id", "repo_tags", "version")
 
 
 class Blob(Base):
-    """Uploaded bytes waiting for a worker (a build context); deleted once the work is done."""
+    """Uploaded bytes waiting for a worker (a build context); deleted once the work is done.
+    A stack's project files (`stack_id`) are kept until the stack is removed: the worker fills
+    a volume with them whenever the host lacks it."""
 
     __tablename__ = "blobs"
 
@@ -45,4 +47,5 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    stack_id: Mapped[str | None] = mapped_column(String(26), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -267,10 +267,15 @@ def tag(session: Session, *, data: ImageTag, settings: Settings, created_by: str
     return _accepted([operation])
 
 
-def store_context(session: Session, data: bytes) -> str:
-    """Keep an uploaded build context until its build runs; its id is the build's `blob_id`."""
+def store_context(session: Session, data: bytes, *, stack_id: str | None = None) -> str:
+    """Keep an uploaded build context until its build runs; its id is the build's `blob_id`.
+    With `stack_id`, the bytes are the stack's project files, kept until it is removed."""
     blob = Blob(
-        id=new_id(), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), data=data
+        id=new_id(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        data=data,
+        stack_id=stack_id,
     )
     session.add(blob)
     return blob.id

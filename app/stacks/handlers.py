@@ -225,6 +225,11 @@ def remove(ctx: OperationContext) -> dict[str, Any]:
         for network in plan.get("networks", []):
             if engine.remove_network(network):
                 removed.append(f"network {network}")
+        # The project files' volumes are the stack's own copies: always removed, every
+        # generation's (kept until now so that a rollback could mount them).
+        for volume in plan.get("content_volumes", []):
+            if engine.remove_volume(volume):
+                removed.append(f"volume {volume}")
         if ctx.params.get("volumes"):
             for volume in plan.get("volumes", []):
                 if engine.remove_volume(volume):

@@ -133,6 +133,19 @@ class Project:
             return self.data
         return _subtree(self.data, folder)
 
+    def content(self, path: str) -> tuple[bytes, bool] | None:
+        """The file or folder at `path` (from the archive root, its links followed) as a tar
+        to unpack in a volume, and whether it is a file (then the tar's only member, `file`,
+        with its mode); None when the project has neither."""
+        located = self.files.located(path)
+        if located is None:
+            return None
+        folder = self.context(located)
+        if folder is not None:
+            return folder, False
+        file = _file_tar(self.data, located)
+        return None if file is None else (file, True)
+
 
 def open_project(data: bytes, *, file: str | None, settings: Settings) -> Project:
     """The archive checked in full, then its Compose file: `file`, or the first of Compose's
@@ -194,6 +207,23 @@ def _index(data: bytes) -> _Index:
                     budget -= member.size
     index.folders.discard("")
     return index
+
+
+def _file_tar(data: bytes, path: str) -> bytes | None:
+    """The regular file at `path` as the member `file` of a tar of its own: its mode kept (a
+    mounted script stays executable), its owner and time not (the same file, the same bytes)."""
+    with _open(data) as archive:
+        for member in archive:
+            if member.isreg() and normalise_member_path(member.name) == path:
+                extracted = archive.extractfile(member)
+                assert extracted is not None  # a regular file
+                copy = tarfile.TarInfo("file")
+                copy.size, copy.mode = member.size, member.mode
+                buffer = io.BytesIO()
+                with tarfile.open(fileobj=buffer, mode="w") as out:
+                    out.addfile(copy, extracted)
+                return buffer.getvalue()
+    return None
 
 
 def _subtree(data: bytes, folder: str) -> bytes:

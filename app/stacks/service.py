@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from app.core.errors import Conflict, Invalid, file_path
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.images.build_context import InvalidContext, inspect_upload
+from app.images.models import Blob
 from app.images.reference import (
     LOCAL_BUILD_REGISTRY,
     InvalidReference,
@@ -190,6 +192,7 @@ def parse(
             files=project.files if project is not None else None,
             folder=project.folder if project is not None else "",
             profiles=data.profiles,
+            contents=project.content if project is not None else None,
         )
     except compose.ComposeError as exc:
         raise _invalid(exc.errors, exc.warnings) from exc
@@ -319,6 +322,7 @@ def plan(
         "services": planned,
         "networks": list(upload.project.networks),
         "volumes": list(upload.project.volumes),
+        "content_volumes": list(upload.project.content_volumes),
     }, builds
 
 
@@ -406,7 +410,7 @@ def dry_run(
         services=changes,
         builds=[build.compose_name for build in builds],
         networks=planned["networks"],
-        volumes=planned["volumes"],
+        volumes=planned["volumes"] + planned["content_volumes"],
         warnings=upload.project.warnings,
     )
 
@@ -589,6 +593,30 @@ def _store_secrets(
     )
 
 
+def _store_contents(
+    session: Session,
+    stack: Stack,
+    plan: dict[str, Any],
+    contents: Mapping[str, bytes],
+    *,
+    previous: dict[str, Any] | None,
+) -> None:
+    """Keep the project's files and folders that relative bind mounts name, for the worker
+    that fills their volumes (found by sha256). Every generation's are kept, and the plan
+    lists every generation's volumes, for a rollback to find them, until the stack is removed."""
+    kept = set(
+        session.execute(
+            select(Blob.sha256).where(Blob.stack_id == stack.id, Blob.sha256.in_(list(contents)))
+        ).scalars()
+    )
+    for sha256, data in contents.items():
+        if sha256 not in kept:
+            store_context(session, data, stack_id=stack.id)
+    plan["content_volumes"] = list(
+        dict.fromkeys([*(previous or {}).get("content_volumes", []), *plan["content_volumes"]])
+    )
+
+
 def _with_warnings(accepted: StackAccepted, upload: Upload) -> StackAccepted:
     accepted.warnings = upload.project.warnings
     return accepted
@@ -680,6 +708,7 @@ def create(
         cipher=cipher,
         created_by=created_by,
     )
+    _store_contents(session, stack, plan, upload.project.contents, previous=None)
     accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
     return _with_warnings(accepted, upload)
 
@@ -716,6 +745,7 @@ def update(
         cipher=cipher,
         created_by=created_by,
     )
+    _store_contents(session, stack, plan, upload.project.contents, previous=stack.plan)
     stack.compose = upload.compose_text
     stack.variables = data.variables
     stack.generation += 1
@@ -735,13 +765,15 @@ def delete(
     settings: Settings,
     created_by: str,
 ) -> StackAccepted:
-    """Mark the stack and its services removing, forget its own secrets, and queue the removal
-    (services, then the networks, then the named volumes if asked)."""
+    """Mark the stack and its services removing, forget its own secrets and project files, and
+    queue the removal (services, then the networks and the project files' volumes, then the
+    named volumes if asked)."""
     stack = get(session, stack_id=stack_id, for_update=True)
     check_version(stack.version)
     own = stack.plan.get("stored_secrets", [])
     for secret in session.execute(select(Secret).where(Secret.name.in_(own))).scalars():
         secrets.delete(session, secret=secret)
+    session.execute(sa_delete(Blob).where(Blob.stack_id == stack.id))
     stack.removing = True
     stack.status, stack.status_detail = "removing", None
     stack.version += 1

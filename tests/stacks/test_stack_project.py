@@ -6,9 +6,7 @@ the answers."""
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
-from typing import Any
 
 import docker.errors
 
@@ -17,6 +15,8 @@ from app.operations.models import Operation
 from app.services.models import Service
 from app.stacks.models import Stack
 from tests.support import Api, BothHosts, context_tar, wait_for
+from tests.support import deployed as _deployed
+from tests.support import send_project as _send
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -63,19 +63,6 @@ def _project(registry: str, page: str, conf: str = "listen 80;\n") -> bytes:
         },
         gzip=True,
     )
-
-
-def _send(api: Api, method: str, path: str, archive: bytes, **fields: Any) -> Any:
-    data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
-    return api.request(method, path, data=data, files={"project": ("project.tar.gz", archive)})
-
-
-def _deployed(api: Api, response: Any) -> Any:
-    """The 202 answer of a create or update, once its deploy succeeded."""
-    assert response.status_code == 202, response.text
-    done = api.wait_operation(response.json()["operation"]["id"], timeout=180)
-    assert done["status"] == "succeeded", done["error"]
-    return response.json()
 
 
 def _rows(db: Database) -> tuple[int, ...]:

@@ -14,7 +14,8 @@ and tells the user (the warnings are in ComposeProject.warnings, and in a Compos
 
 Supported service keys: image, build (context, dockerfile, args, target, labels,
 cache_from), command, entrypoint, environment, env_file, ports (host mode), volumes (named
-volumes, absolute bind mounts, anonymous volumes), networks (with aliases), depends_on
+volumes, absolute bind mounts, anonymous volumes, and in a project relative bind mounts: the
+file or folder shipped in a volume of its own), networks (with aliases), depends_on
 (service_started, service_healthy, service_completed_successfully: the dependency runs once),
 healthcheck, restart, labels, user, secrets (Berth's own store), profiles (chosen by the
 request), container_name (one replica), the runtime options (hostname, domainname,
@@ -49,6 +50,7 @@ from app.stacks.compose.map import (
     BuildSpec,
     ComposeProject,
     ComposeService,
+    ContentReader,
     berth_service_name,
     project_of,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "ComposeError",
     "ComposeProject",
     "ComposeService",
+    "ContentReader",
     "berth_service_name",
     "parse",
     "parse_profiles",
@@ -81,13 +84,15 @@ def parse(
     files: Mapping[str, str] | None = None,
     folder: str = "",
     profiles: Collection[str] = (),
+    contents: ContentReader | None = None,
 ) -> ComposeProject:
     """The stack that the Compose file `text` describes; ComposeError lists every problem.
 
     `files` are the files of the project (given only with one) by path from its root (what
     `include`, `extends.file` and a secret's or config's `file` name) and `folder` the project
     folder of `text`; `strict` refuses an unset variable instead of taking it as empty; only the
-    services of the chosen `profiles`, and those in none, are kept.
+    services of the chosen `profiles`, and those in none, are kept. `contents` reads the
+    project's files and folders that relative bind mounts name (only with a project).
     """
     problems = Problems()
 
@@ -125,5 +130,6 @@ def parse(
         env_files=env_files,
         problems=problems,
         profiles=profiles,
+        contents=contents,
     )
     return dataclasses.replace(parsed, warnings=problems.warnings, stored_secrets=values)

@@ -2,8 +2,8 @@
 project (or, for `extends`, from the same file).
 
 Each other file is loaded and interpolated as the main one is (steps 1 and 2), and the paths
-it uses (`build` contexts, `env_file`) are rewritten to stay relative to the project
-directory, as Compose resolves them relative to the file that names them. A service that
+it uses (`build` contexts, `env_file`, relative bind mounts) are rewritten to stay relative to
+the project directory, as Compose resolves them relative to the file that names them. A service that
 `extends` another is the other's definition with its own merged over it, by Compose's merge
 rules: mappings key by key, `volumes` by target, the sequences Compose appends appended, and
 every other value replaced.
@@ -48,8 +48,16 @@ def resolved(
     included = _included(document, folder, project)
     services = included.get("services")
     if isinstance(services, dict):
+        # Each service's paths move once, from the folder of the file that defines it.
         included["services"] = {
-            name: _extended(name, folder, services, at("compose.services", name), project, ())
+            name: _extended(
+                name,
+                project.folders.get(name, folder),
+                services,
+                at("compose.services", name),
+                project,
+                (),
+            )
             for name in services
         }
     return included
@@ -63,6 +71,7 @@ class _Files:
     load: Loader
     problems: Problems
     loaded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    folders: dict[str, str] = field(default_factory=dict)  # an included service's file's folder
 
     def compose_file(self, path: str, loc: str) -> dict[str, Any] | None:
         if path not in self.loaded:
@@ -115,14 +124,16 @@ def _included(document: dict[str, Any], folder: str, project: _Files) -> dict[st
                 continue
             if "include" in other:
                 problems.unsupported(at(loc, "include"), "include inside an included file")
-            _merge_included(document, other, posixpath.dirname(where), loc, problems)
+            _merge_included(document, other, posixpath.dirname(where), loc, project)
     return document
 
 
 def _merge_included(
-    document: dict[str, Any], other: dict[str, Any], folder: str, loc: str, problems: Problems
+    document: dict[str, Any], other: dict[str, Any], folder: str, loc: str, project: _Files
 ) -> None:
-    """Compose refuses an included resource that the including file declares too."""
+    """Compose refuses an included resource that the including file declares too. A service's
+    paths move with its `extends` (in `resolved`), from `folder`."""
+    problems = project.problems
     for section in ("services", "networks", "volumes", "secrets", "configs"):
         theirs = other.get(section)
         if not isinstance(theirs, dict):
@@ -132,11 +143,11 @@ def _merge_included(
             if name in ours:
                 problems.add(loc, f"{section[:-1]} '{name}' is defined by the including file too")
                 continue
-            ours[name] = (
-                _relocated(definition, folder)
-                if section == "services"
-                else _relocated_file(definition, folder)
-            )
+            if section == "services":
+                project.folders[name] = folder
+                ours[name] = definition
+            else:
+                ours[name] = _relocated_file(definition, folder)
 
 
 def _relocated_file(definition: Any, folder: str) -> Any:
@@ -158,12 +169,34 @@ def _relocated(definition: Any, folder: str) -> Any:
     elif isinstance(build, dict):
         context = str(build.get("context", "."))
         moved["build"] = {**build, "context": relative_to(folder, context) or context}
+    volumes = moved.get("volumes")
+    if isinstance(volumes, list):
+        moved["volumes"] = [_relocated_volume(item, folder) for item in volumes]
     env_file = moved.get("env_file")
     if isinstance(env_file, str):
         moved["env_file"] = relative_to(folder, env_file) or env_file
     elif isinstance(env_file, list):
         moved["env_file"] = [_relocated_env_file(item, folder) for item in env_file]
     return moved
+
+
+def _relocated_volume(item: Any, folder: str) -> Any:
+    """A relative bind mount's source from the project directory, still written as relative
+    (`./`), which is how the mapping tells a bind from a named volume."""
+    if isinstance(item, str) and item.startswith("."):
+        written, colon, rest = item.partition(":")
+        return f"{_relocated_source(written, folder)}{colon}{rest}"
+    if not isinstance(item, dict) or item.get("type") != "bind":
+        return item
+    source = item.get("source")
+    if isinstance(source, str) and source and not source.startswith(("/", "~")):
+        return {**item, "source": _relocated_source(source, folder)}
+    return item
+
+
+def _relocated_source(source: str, folder: str) -> str:
+    relative = relative_to(folder, source)
+    return source if relative is None else f"./{relative}"
 
 
 def _relocated_env_file(item: Any, folder: str) -> Any:

@@ -5,19 +5,26 @@ refused at the key that uses it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
 import re
 import shlex
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from docker.utils.ports import PORT_SPEC, split_port
 from dotenv.parser import parse_stream
 
+from app.containers.schemas import project_volume_name
 from app.stacks.compose import check
 from app.stacks.compose.errors import Problems, at
+from app.stacks.compose.extend import relative_to
+
+# A file or folder of the project by its path from the project directory, as a tar that holds
+# it (a file as its only member): (tar, is a file), or None when the project has no such path.
+ContentReader = Callable[[str], tuple[bytes, bool] | None]
 
 _SERVICE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _MAX_BERTH_NAME_LENGTH = 63
@@ -82,6 +89,10 @@ class ComposeProject:
     secrets: list[str]
     warnings: list[str] = field(default_factory=list)  # compose.errors.Problems.warn
     stored_secrets: dict[str, str] = field(default_factory=dict)  # compose.stored
+    # Relative bind mounts of a project: each content's tar by its sha256, and the volumes
+    # that hold them on the host.
+    contents: dict[str, bytes] = field(default_factory=dict)
+    content_volumes: list[str] = field(default_factory=list)
 
 
 def berth_service_name(project: str, service: str) -> str:
@@ -97,9 +108,11 @@ def project_of(
     env_files: Mapping[str, str],
     problems: Problems,
     profiles: Collection[str] = (),
+    contents: ContentReader | None = None,
 ) -> ComposeProject:
     """The stack that `document` (interpolated, valid by the schema) describes, with the
-    services of the chosen `profiles` (and those in no profile), as Compose starts them."""
+    services of the chosen `profiles` (and those in no profile), as Compose starts them.
+    `contents` reads the project's files for relative bind mounts (only with a project)."""
     check.keys(document, check.TOP_LEVEL_KEYS, "compose", problems)
     declared = document.get("services", {})
     services = {
@@ -123,6 +136,7 @@ def project_of(
             name for name, definition in services.items() if _has_healthcheck(definition)
         ),
         one_shot=_awaited_to_complete(services),
+        read_content=contents,
     )
     compose_services = _services(services, context)
     problems.raise_if_any()
@@ -137,6 +151,8 @@ def project_of(
                 for reference in service.spec.get("secrets", [])
             )
         ),
+        contents=context.contents,
+        content_volumes=list(context.content_volumes),
     )
 
 
@@ -161,6 +177,9 @@ class _Context:
     left_out: frozenset[str]  # services of profiles that were not chosen
     healthchecked: frozenset[str]
     one_shot: frozenset[str]  # services another waits for with service_completed_successfully
+    read_content: ContentReader | None = None  # only in a project
+    contents: dict[str, bytes] = field(default_factory=dict)  # by sha256, as read
+    content_volumes: dict[str, None] = field(default_factory=dict)  # in order, once each
 
 
 def _pairs(value: dict[str, Any] | list[str], loc: str) -> Iterator[tuple[str, str | None, str]]:
@@ -715,16 +734,49 @@ def _mount(
         return None
     if kind == "bind":
         if not source.startswith("/"):
-            context.problems.add(
-                loc, "relative bind mounts need a path on the host; use an absolute path"
-            )
-            return None
+            return _project_mount(source, target, read_only, loc, context)
         return {"source": source, "target": target, "read_only": read_only}
     volume = context.volumes.get(source)
     if volume is None:
         context.problems.add(loc, f"volume '{source}' is not declared in the top-level `volumes`")
         return None
     return {"source": volume.engine_name, "target": target, "read_only": read_only}
+
+
+def _project_mount(
+    source: str, target: str, read_only: bool, loc: str, context: _Context
+) -> dict[str, Any] | None:
+    """A relative bind mount: the project's file or folder, in a volume Berth fills with it.
+    (`extend` rewrote the paths of other files' services to start from the project directory.)"""
+    if context.read_content is None:
+        context.problems.add(
+            loc,
+            "relative bind mounts need a path on the host; use an absolute path, or send the "
+            "project directory (a tar of it as the multipart part `project`)",
+        )
+        return None
+    if source.startswith("~"):
+        context.problems.add(loc, "`~` is no path in the project: use an absolute path")
+        return None
+    path = relative_to("", source)
+    if path is None:
+        context.problems.add(loc, f"'{source}' is outside the project")
+        return None
+    found = context.read_content(path)
+    if found is None:
+        context.problems.add(loc, f"the project has no file or folder '{path}'")
+        return None
+    data, is_file = found
+    sha256 = hashlib.sha256(data).hexdigest()
+    volume = project_volume_name(context.project, file=is_file, sha256=sha256)
+    context.contents[sha256] = data
+    context.content_volumes[volume] = None
+    return {
+        "source": volume,
+        "target": target,
+        "read_only": read_only,
+        "content": {"sha256": sha256, "file": is_file},
+    }
 
 
 # --- Networks, secrets, dependencies ----------------------------------------------------------

@@ -1,9 +1,10 @@
 """`berth deploy` and `berth stacks [ls|rm]`: Compose files as stacks.
 
-`deploy` reads the Compose file only to find what the server cannot reach: the build contexts
-(`build:`, sent as archives of the directories, relative to the file as Compose has them),
-the `env_file:`s and the variables (`--env-file`, else a `.env` beside the file). The server
-parses and checks the file itself."""
+`deploy` sends the Compose file's directory whole, as the stack's project (what its
+`.dockerignore` excludes left out): the server finds in it what Compose would (build contexts,
+`.env`, `env_file`s, relative bind mounts, secrets and configs with `file:`, `extends` and
+`include`) and parses and checks the file itself. `deploy` reads the file only for the stack's
+name; `--env-file` variables win over the project's `.env`, as the shell's do in Compose."""
 
 from __future__ import annotations
 
@@ -34,43 +35,13 @@ def _project_name(document: dict[str, Any], directory: Path, given: str | None) 
     return name
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _build_contexts(services: dict[str, Any], directory: Path) -> dict[str, bytes]:
-    contexts: dict[str, bytes] = {}
-    for name, definition in services.items():
-        build = (definition or {}).get("build")
-        if build is None:
-            continue
-        context = build if isinstance(build, str) else (build or {}).get("context", ".")
-        path = directory / str(context)
-        if not path.is_dir():
-            raise UsageError(f"services.{name}.build: {path} is not a directory")
-        contexts[name] = pack_directory(path)
-    return contexts
-
-
-def _env_files(services: dict[str, Any], directory: Path) -> dict[str, str]:
-    """Each `env_file:` by the path the file writes, read from beside the file; a missing one
-    is left out (the server says so if it was required)."""
-    files: dict[str, str] = {}
-    for definition in services.values():
-        for entry in _as_list((definition or {}).get("env_file") or []):
-            ref = entry.get("path") if isinstance(entry, dict) else entry
-            path = directory / str(ref)
-            if isinstance(ref, str) and path.is_file():
-                files[ref] = path.read_text()
-    return files
-
-
-def _variables(directory: Path, env_file: str | None) -> dict[str, str]:
-    path = Path(env_file) if env_file else directory / ".env"
-    if env_file and not path.is_file():
-        raise UsageError(f"--env-file {env_file}: no such file")
-    if not path.is_file():
+def _variables(env_file: str | None) -> dict[str, str]:
+    """`--env-file`'s variables; without it the server reads the project's own `.env`."""
+    if env_file is None:
         return {}
+    path = Path(env_file)
+    if not path.is_file():
+        raise UsageError(f"--env-file {env_file}: no such file")
     return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
@@ -136,15 +107,12 @@ def deploy(client: Berth, out: Output, args: argparse.Namespace) -> int:
         raise UsageError(f"{path}: {exc}") from exc
     if not isinstance(document, dict):
         raise UsageError(f"{path}: not a Compose file (no mapping at the top)")
-    services = document.get("services") or {}
-    if not isinstance(services, dict):
-        raise UsageError(f"{path}: `services` is not a mapping")
     directory = path.parent
     name = _project_name(document, directory, args.project_name)
     fields: dict[str, Any] = {
-        "variables": _variables(directory, args.env_file),
-        "env_files": _env_files(services, directory),
-        "contexts": _build_contexts(services, directory),
+        "project": pack_directory(directory),
+        "file": path.name,
+        "variables": _variables(args.env_file),
     }
     existing = _existing(client, name)
     if args.dry_run:
@@ -193,7 +161,7 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "-p", "--project-name", metavar="NAME", help="the stack (default: the file's directory)"
     )
-    parser.add_argument("--env-file", metavar="FILE", help="variables (default: .env beside it)")
+    parser.add_argument("--env-file", metavar="FILE", help="variables, over the project's own .env")
     parser.add_argument(
         "--dry-run", action="store_true", help="show what would be done (if the server can)"
     )

@@ -179,8 +179,11 @@ COMPOSE = """
 services:
   web:
     build: ./web
-    command: ["sh", "-c", "trap 'exit 0' TERM; echo $$GREETING; sleep 300 & wait"]
+    command:
+      ["sh", "-c", "trap 'exit 0' TERM; echo $$GREETING; cat /etc/site.conf; sleep 300 & wait"]
     env_file: web.env
+    volumes:
+      - ./site.conf:/etc/site.conf:ro
 """
 
 
@@ -192,22 +195,16 @@ def test_deploy_a_compose_file_with_a_build_context_then_scale_it(
     (project / "web").mkdir(parents=True)
     (project / "compose.yaml").write_text(COMPOSE)
     (project / "web.env").write_text("GREETING=from-env-file\n")
+    (project / "site.conf").write_text("from-the-project-directory\n")
     (project / "web" / "Dockerfile").write_text(DOCKERFILE)
     shutil.copy(BUSYBOX, project / "web" / "busybox")
     service_id = ""
     try:
-        # A dry run stores nothing: the plan where the server has dry runs, else a refusal
-        # (exit 4) rather than the real deploy an unknown query parameter would give.
-        planned = berth(
-            "deploy", "--json", "--dry-run", "-f", str(project / "compose.yaml"), env=env
+        # A dry run stores nothing and answers the plan.
+        plan = as_json(
+            berth("deploy", "--json", "--dry-run", "-f", str(project / "compose.yaml"), env=env)
         )
-        if planned.returncode == 0:
-            plan = json.loads(planned.stdout)
-            assert [(x["compose_name"], x["action"]) for x in plan["services"]] == [
-                ("web", "create")
-            ]
-        else:
-            assert planned.returncode == 4 and "dry run" in planned.stderr, planned
+        assert [(x["compose_name"], x["action"]) for x in plan["services"]] == [("web", "create")]
         assert as_json(berth("stacks", "ls", "--json", env=env)) == []
 
         deployed = as_json(berth("deploy", "--json", "-f", str(project / "compose.yaml"), env=env))
@@ -218,7 +215,12 @@ def test_deploy_a_compose_file_with_a_build_context_then_scale_it(
             filters={"label": f"berth.service={web['service_id']}"}
         )
         assert len(containers) == 1
-        wait_for(lambda: b"from-env-file" in containers[0].logs(), timeout=15, what="its output")
+        # The env_file and the relative bind mount both came from the project directory.
+        wait_for(
+            lambda: b"from-env-file\nfrom-the-project-directory" in containers[0].logs(),
+            timeout=15,
+            what="its output",
+        )
 
         assert [s["name"] for s in as_json(berth("stacks", "ls", "--json", env=env))] == [stack]
         operations = as_json(berth("ops", "ls", "--json", env=env))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from app.api.deps import VersionCheck
@@ -97,14 +97,16 @@ def to_read(session: Session, service: Service) -> ServiceRead:
 
 
 def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]:
-    """The services as read, with their tasks: one query for a whole page, whatever its size."""
+    """The services as read, with their tasks: one query for a whole page, whatever its size.
+    A task is read as the columns its answer shows, not as a Container: a list of services
+    with thousands of replicas would otherwise decode every replica's spec and labels."""
     if not services:
         return []
-    tasks: dict[str, list[Container]] = defaultdict(list)
+    tasks: dict[str, list[Row[*tuple[Any, ...]]]] = defaultdict(list)
     # A replica on a host that does not answer is not known to run, whatever it last said.
     reachable: set[str] = set()
     rows = session.execute(
-        select(Container, Host.status)
+        select(*_TASK_COLUMNS, Host.status.label("host_status"))
         .outerjoin(Host, Host.id == Container.host_id)
         .where(
             Container.service_id.in_([s.id for s in services]),
@@ -112,14 +114,27 @@ def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]
         )
         .order_by(Container.slot, Container.id)
     )
-    for task, host_status in rows:
+    for task in rows:
         tasks[str(task.service_id)].append(task)
-        if host_status == "ready":
+        if task.host_status == "ready":
             reachable.add(task.host_id)
     return [_read(service, tasks[service.id], reachable) for service in services]
 
 
-def _read(service: Service, tasks: list[Container], reachable: set[str]) -> ServiceRead:
+_TASK_COLUMNS = (
+    Container.service_id,
+    Container.slot,
+    Container.id,
+    Container.host_id,
+    Container.state,
+    Container.health,
+    Container.revision,
+    Container.desired_state,
+    Container.error,
+)
+
+
+def _read(service: Service, tasks: list[Row[*tuple[Any, ...]]], reachable: set[str]) -> ServiceRead:
     spec = ServiceSpec.model_validate(service.spec)
     current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
     running = sum(1 for t in current if t.state == "running")

@@ -3,6 +3,7 @@ Pure: no database, no engine, and not timed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -61,19 +62,11 @@ def test_a_ten_thousand_replica_service_is_started_in_one_decision() -> None:
 def test_a_ten_thousand_replica_service_running_needs_nothing() -> None:
     spec = ServiceSpec.model_validate({"image": "app:1", "replicas": 10_000})
     earlier = NOW - timedelta(minutes=10)
+    # Running at revision 1, ready for ten minutes: id, slot, revision, host, state, health,
+    # exit code, desired state, ready at, created at.
+    ready = TaskView("t", 1, 1, "h0", "running", None, None, "running", earlier, earlier)
     tasks = [
-        TaskView(
-            id=f"t{slot}",
-            slot=slot,
-            revision=1,
-            host_id=f"h{slot % 100}",
-            state="running",
-            health=None,
-            exit_code=None,
-            desired_state="running",
-            ready_at=earlier,
-            created_at=earlier,
-        )
+        replace(ready, id=f"t{slot}", slot=slot, host_id=f"h{slot % 100}")
         for slot in range(1, 10_001)
     ]
     decision = decide(_snapshot(spec, tasks), NOW)

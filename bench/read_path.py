@@ -1,12 +1,14 @@
-"""The read path for pollers: `GET /containers?limit=50` over 10,000 rows, with 1 and 2 API
-processes (`berth serve --workers N --no-workers`), loaded by wrk (a C load generator: it does
-not share the server's interpreter), with the same run's floor `GET /healthz` on the same server.
+"""The read path for pollers: `GET /containers?limit=50` over 10,000 rows and `GET /services`
+(a page of 20 services of 50 tasks each), with 1 and 2 API processes (`berth serve --workers N
+--no-workers`), loaded by wrk (a C load generator: it does not share the server's interpreter),
+with the same run's floor `GET /healthz` on the same server.
 
-The 10,000 containers are inserted directly into a fresh SQLite database (one host row, no
-engine): the figure is the API's, not the engines'. Goal: >= 1,500 req/s and p99 <= 50 ms
-with 2 processes.
+The containers and services are inserted directly into a fresh SQLite database (one host row,
+no engine): the figure is the API's, not the engines'. Goal: >= 1,500 req/s and p99 <= 50 ms
+with 2 processes for the container page.
 
-    .venv/bin/python -m bench.read_path [--rows 10000] [--processes 1,2] [--seconds 10]
+    .venv/bin/python -m bench.read_path [--rows 10000] [--services 20] [--replicas 50]
+        [--processes 1,2] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.containers.models import Container
 from app.core.db import Database, new_id, utcnow
 from app.core.migrate import upgrade
 from app.hosts.models import Host
+from app.services.models import Service
 from bench.common import API, ROOT, STOP_TIMEOUT, free_port, ok, say
 
 GOAL_RPS = 1500.0
@@ -46,7 +49,9 @@ class Load:
     errors: int
 
 
-def fill(database_url: str, rows: int) -> None:
+def fill(database_url: str, rows: int, *, services: int, replicas: int) -> None:
+    """`rows` containers on one ready host; the first `services * replicas` of them are the
+    tasks (slots 0..replicas-1, revision 1) of `services` services."""
     database = Database(database_url)
     try:
         upgrade(database)
@@ -58,12 +63,35 @@ def fill(database_url: str, rows: int) -> None:
                     id=host_id,
                     name="bench",
                     url="tcp://127.0.0.1:1",
+                    status="ready",
                     labels={},
                     created_at=now,
                     updated_at=now,
                 )
             )
         spec = {"image": "busybox:1.36", "command": ["sleep", "infinity"], "env": {"A": "1"}}
+        service_ids = [new_id() for _ in range(services)]
+        with database.session() as session:
+            session.execute(
+                insert(Service),
+                [
+                    {
+                        "id": service_id,
+                        "name": f"bench-service-{n}",
+                        "spec": {**spec, "replicas": replicas},
+                        "replicas": replicas,
+                        "status": "running",
+                        "slots": {},
+                    }
+                    for n, service_id in enumerate(service_ids)
+                ],
+            )
+
+        def owner(i: int) -> dict[str, object]:
+            if i >= services * replicas:
+                return {}
+            return {"service_id": service_ids[i // replicas], "slot": i % replicas, "revision": 1}
+
         batch = 1000
         for start in range(0, rows, batch):
             with database.session() as session:
@@ -80,6 +108,7 @@ def fill(database_url: str, rows: int) -> None:
                             "desired_state": "running",
                             "labels": {"bench": "true"},
                             "created_at": now,
+                            **owner(i),
                         }
                         for i in range(start, min(start + batch, rows))
                     ],
@@ -153,7 +182,8 @@ def _ms(value: str) -> float:
 # The percentiles are read from wrk's "Latency Distribution" lines (anchored: the "+/- Stdev"
 # column of the thread stats also ends in "%").
 def wrk(url: str, *, headers: dict[str, str], seconds: int, connections: int) -> Load:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    # A long timeout: a slow answer is counted in the percentiles, not dropped as an error.
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
@@ -171,6 +201,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--services", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
@@ -181,8 +213,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="berth-read-path-") as tmp:
         workdir = Path(tmp)
         database_url = f"sqlite:///{workdir / 'berth.db'}"
-        fill(database_url, args.rows)
-        say(f"{args.rows:,} containers inserted directly into a fresh SQLite database")
+        if args.services * args.replicas > args.rows:
+            parser.error("--services x --replicas is more than --rows")
+        fill(database_url, args.rows, services=args.services, replicas=args.replicas)
+        say(
+            f"{args.rows:,} containers inserted directly into a fresh SQLite database, of which"
+            f" {args.services * args.replicas:,} are the tasks of {args.services} services"
+        )
         say(f"wrk: 2 threads, {args.connections} connections, {args.seconds} s per figure")
         columns = ("req/s", "p50 ms", "p99 ms")
         say(f"{'processes':>9} {'request':<40} " + " ".join(f"{c:>8}" for c in columns) + " errors")
@@ -194,10 +231,14 @@ def main() -> int:
                 auth = {"Authorization": f"Bearer {server.token}"}
                 page = f"{server.base}{API}/containers?limit=50"
                 etag = httpx.get(page, headers=auth).headers["etag"]
+                services = f"{server.base}{API}/services?limit={args.services}"
+                listed = httpx.get(services, headers=auth).json()["items"]
+                assert sum(len(s["tasks"]) for s in listed) == args.services * args.replicas
                 cases = [
                     ("GET /healthz (floor)", f"{server.base}/healthz", {}),
                     ("GET /containers?limit=50", page, auth),
                     ("  same, If-None-Match (304)", page, {**auth, "If-None-Match": etag}),
+                    (f"GET /services ({args.services} x {args.replicas} tasks)", services, auth),
                 ]
                 for label, url, headers in cases:
                     load = wrk(

@@ -3,7 +3,12 @@
 SQLite gets WAL, foreign keys and a busy timeout, and every writing transaction starts with
 `BEGIN IMMEDIATE` so that two writers queue on the lock instead of failing mid-transaction
 when one upgrades a read lock. Reads use a second engine with plain deferred `BEGIN`, so they
-never wait for a writer. PostgreSQL uses one engine for both.
+never wait for a writer, on connections that SQLite itself keeps from writing (`query_only`).
+PostgreSQL uses one engine for both.
+
+A read session (`session(write=False)`) is rolled back, not committed: it has nothing to keep,
+and a commit runs the flush and every `before_commit`/`after_commit` hook (audit, events) for
+nothing, on every GET.
 
 The few statements that differ between the two are methods of `Database` (`insert_ignore`,
 `lock_transaction`, `locked_connection`, `notify`/`listen`), so no other module asks which
@@ -132,11 +137,21 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if not immediate:
+            # A read session must not write: on the read engine a write would take SQLite's
+            # lock past the writers' queue (`_write_lock`), and its rollback would drop it.
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            # Straight to the driver: a read's BEGIN needs none of the statement machinery
+            # (compilation cache, cursor events, a result), which cost more than SQLite's work.
+            # It still opens a transaction, so a page and its related rows are one snapshot.
+            connection.connection.driver_connection.execute("BEGIN")
 
     return engine
 
@@ -183,9 +198,11 @@ class Database:
 
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
-        """One ORM transaction: committed when the block ends, rolled back if it raises."""
+        """One ORM transaction: committed when the block ends, rolled back if it raises. A read
+        (`write=False`) is always rolled back: see the module's docstring."""
         if not write:
-            with self._read_gate, self._reader() as session, session.begin():
+            # Closing the session ends its transaction with a rollback.
+            with self._read_gate, self._reader() as session:
                 yield session
             return
         with self._write_lock, self._writer() as session, session.begin():

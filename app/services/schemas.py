@@ -23,9 +23,14 @@ from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
 from app.secrets.schemas import SecretUse
 
+# Replicas of one service: a fleet's worth. The reconciler's pass over a service is linear in
+# its replicas (slots are grouped once, placement reads usage once per pass), so this is not a
+# speed limit; it bounds one service's rows, its `slots` JSON and its answer.
+MAX_REPLICAS = 10_000
+
 
 class ServicePlacement(Placement):
-    max_per_host: int | None = Field(default=None, ge=1, le=1000)
+    max_per_host: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
 
 
 class UpdateConfig(BaseModel):
@@ -61,7 +66,7 @@ class ServiceSpec(RuntimeOptions):
     ports: Annotated[list[PortMapping], Field(max_length=100)] = Field(default_factory=list)
     volumes: Annotated[list[VolumeMount], Field(max_length=100)] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
-    replicas: int = Field(default=1, ge=0, le=1000)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     healthcheck: HealthCheck | None = None
     labels: UserLabels = Field(default_factory=dict)
     networks: Annotated[list[NetworkName], Field(max_length=16)] = Field(default_factory=list)
@@ -177,7 +182,7 @@ class ServicePatch(BaseModel):
 class ScaleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: int = Field(ge=0, le=1000)
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
 
 
 class ReplicaCounts(BaseModel):

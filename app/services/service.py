@@ -97,14 +97,27 @@ def to_read(session: Session, service: Service) -> ServiceRead:
 
 
 def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]:
-    """The services as read, with their tasks: one query for a whole page, whatever its size."""
+    """The services as read, with their tasks: one query for a whole page, whatever its size.
+    A task is read as the columns its answer shows, not as a Container: a list of services
+    with thousands of replicas would otherwise decode every replica's spec and labels."""
     if not services:
         return []
-    tasks: dict[str, list[Container]] = defaultdict(list)
+    tasks: dict[str | None, list[Task]] = defaultdict(list)
     # A replica on a host that does not answer is not known to run, whatever it last said.
     reachable: set[str] = set()
     rows = session.execute(
-        select(Container, Host.status)
+        select(
+            Container.service_id,
+            Container.slot,
+            Container.id,
+            Container.host_id,
+            Container.state,
+            Container.health,
+            Container.revision,
+            Container.desired_state,
+            Container.error,
+            Host.status,
+        )
         .outerjoin(Host, Host.id == Container.host_id)
         .where(
             Container.service_id.in_([s.id for s in services]),
@@ -112,14 +125,27 @@ def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]
         )
         .order_by(Container.slot, Container.id)
     )
-    for task, host_status in rows:
-        tasks[str(task.service_id)].append(task)
-        if host_status == "ready":
-            reachable.add(task.host_id)
+    # Unpacked rather than read by name (a Row's attribute lookup is Python per column); `on`
+    # is the status of the task's host.
+    for service_id, slot, task_id, host_id, state, health, revision, desired, error, on in rows:
+        tasks[service_id].append(
+            Task(
+                slot=slot,
+                container_id=task_id,
+                host_id=host_id,
+                state=state,
+                health=health,
+                revision=revision,
+                desired_state=desired,
+                error=error,
+            )
+        )
+        if on == "ready":
+            reachable.add(host_id)
     return [_read(service, tasks[service.id], reachable) for service in services]
 
 
-def _read(service: Service, tasks: list[Container], reachable: set[str]) -> ServiceRead:
+def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRead:
     spec = ServiceSpec.model_validate(service.spec)
     current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
     running = sum(1 for t in current if t.state == "running")
@@ -134,19 +160,7 @@ def _read(service: Service, tasks: list[Container], reachable: set[str]) -> Serv
         status_detail=service.status_detail,
         replicas=ReplicaCounts(desired=service.replicas, running=running, healthy=healthy),
         rollout=service.rollout,
-        tasks=[
-            Task(
-                slot=t.slot,
-                container_id=t.id,
-                host_id=t.host_id,
-                state=t.state,
-                health=t.health,
-                revision=t.revision,
-                desired_state=t.desired_state,
-                error=t.error,
-            )
-            for t in tasks
-        ],
+        tasks=tasks,
         created_at=service.created_at,
         updated_at=service.updated_at,
         version=service.version,

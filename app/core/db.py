@@ -203,6 +203,12 @@ class Database:
         if not write:
             # Closing the session ends its transaction with a rollback.
             with self._read_gate, self._reader() as session:
+                if not self.is_sqlite:
+                    # One snapshot for the whole read, as SQLite's deferred BEGIN gives (a page
+                    # and its related rows agree), and no write can slip into it.
+                    session.execute(
+                        text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    )
                 yield session
             return
         with self._write_lock, self._writer() as session, session.begin():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.core.db import Database
@@ -47,9 +47,9 @@ def test_a_read_session_sees_one_snapshot(db: Database) -> None:
 
 
 def test_a_write_in_a_read_session_fails_instead_of_being_dropped(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("SQLite's query_only guards the read engine; PostgreSQL shares one engine")
-    with pytest.raises(OperationalError, match="readonly"), db.session(write=False) as session:
+    # SQLite's query_only guards the read engine; PostgreSQL's read sessions are READ ONLY.
+    refused = "readonly" if db.is_sqlite else "read-only transaction"
+    with pytest.raises(DBAPIError, match=refused), db.session(write=False) as session:
         session.add(Host(name="lost", url="tcp://127.0.0.1:1"))
         session.flush()
     with db.session(write=False) as session:

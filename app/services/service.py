@@ -17,16 +17,18 @@ from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import Conflict, Invalid
+from app.core.errors import Conflict, Invalid, NotFound
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
 from app.services.decide import is_ready
+from app.services.diff import changes
 from app.services.models import Service, ServiceRevision, ServiceStatus
 from app.services.schemas import (
     ReplicaCounts,
+    RevisionDiff,
     RevisionRead,
     ServiceAccepted,
     ServiceRead,
@@ -289,6 +291,7 @@ def create(
     settings: Settings,
     created_by: str,
     stack_id: str | None = None,
+    image_digest: str | None = None,
 ) -> Service:
     if session.execute(select(Service.id).where(Service.name == name)).scalar_one_or_none():
         raise Conflict(
@@ -316,6 +319,7 @@ def create(
             service_id=service.id,
             revision=1,
             spec=service.spec,
+            image_digest=image_digest,
             created_at=now,
             created_by=created_by,
         )
@@ -331,10 +335,12 @@ def new_revision(
     settings: Settings,
     created_by: str,
     force: bool = False,
+    image_digest: str | None = None,
 ) -> bool:
     """Make `spec` the service's next revision (a rolling update). False if nothing changed
     but the replica count (which scales without a new revision), unless `force`d: a rotated
-    secret rolls the replicas with the same spec."""
+    secret rolls the replicas with the same spec. An `image_digest` other than the current
+    revision's is a change: the tag moved, and the replicas roll to the new bits."""
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
     validate(session, spec, settings)
@@ -344,6 +350,8 @@ def new_revision(
     service.version += 1
     scaled_only = {"replicas": 0}
     unchanged = spec.model_copy(update=scaled_only) == current.model_copy(update=scaled_only)
+    if image_digest is not None and image_digest != revision_digest(session, service):
+        unchanged = False
     if unchanged and not force:
         service.spec = {**service.spec, "replicas": spec.replicas}
         return False
@@ -368,11 +376,30 @@ def new_revision(
             service_id=service.id,
             revision=revision,
             spec=service.spec,
+            image_digest=image_digest,
             created_at=utcnow(),
             created_by=created_by,
         )
     )
     return True
+
+
+def revision_digest(session: Session, service: Service) -> str | None:
+    """The image digest the service's current revision was deployed with, if one was."""
+    return session.execute(
+        select(ServiceRevision.image_digest).where(
+            ServiceRevision.service_id == service.id,
+            ServiceRevision.revision == service.revision,
+        )
+    ).scalar_one_or_none()
+
+
+def replica_image(spec: ServiceSpec, image_digest: str | None) -> str:
+    """The image a new replica is created from: the recorded `repo@sha256:...`, so every host
+    runs the bits the revision was deployed with whatever the tag names now. An image Berth
+    built is recorded by its id, which only its own host knows: its tag (named by content)
+    stands for it."""
+    return image_digest if image_digest is not None and "@" in image_digest else spec.image
 
 
 def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
@@ -413,9 +440,35 @@ def revisions(
         RevisionRead(
             revision=r.revision,
             spec=ServiceSpec.model_validate(r.spec),
+            image_digest=r.image_digest,
             created_at=r.created_at,
             created_by=r.created_by,
         )
         for r in rows
     ]
     return Page(items=items, next_cursor=next_cursor)
+
+
+def _revision(session: Session, *, service_id: str, revision: int) -> ServiceRevision:
+    row = session.execute(
+        select(ServiceRevision).where(
+            ServiceRevision.service_id == service_id, ServiceRevision.revision == revision
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"service {service_id!r} has no revision {revision}")
+    return row
+
+
+def revision_diff(session: Session, *, service_id: str, before: int, after: int) -> RevisionDiff:
+    """What changed from one revision to another: the spec's fields and the image digest."""
+    get(session, service_id=service_id)
+    old = _revision(session, service_id=service_id, revision=before)
+    new = _revision(session, service_id=service_id, revision=after)
+    return RevisionDiff(
+        before=before,
+        after=after,
+        digest_before=old.image_digest,
+        digest_after=new.image_digest,
+        fields=changes(old.spec, new.spec),
+    )

@@ -165,7 +165,7 @@ def patch_service(
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    back = partial(service.revise, make_spec=service.previous_spec)
+    back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
     return _change(context, request, response, principal, service_id, back)
 
 

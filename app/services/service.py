@@ -39,6 +39,8 @@ from app.services.schemas import (
 # Where a new revision's spec comes from, given the locked service: the request (replace or
 # patch it) or an earlier revision (roll back).
 SpecSource = Callable[[Session, Service], ServiceSpec]
+# And the image digest it is to run, when that is not the current revision's (a rollback).
+DigestSource = Callable[[Session, Service], str | None]
 
 
 def container_spec(spec: ServiceSpec) -> ContainerSpec:
@@ -224,9 +226,11 @@ def revise(
     check_version: VersionCheck,
     settings: Settings,
     created_by: str,
+    pin: DigestSource | None = None,
 ) -> ServiceAccepted:
-    """Make the spec `make_spec` gives the service's next revision and roll it out (a new
-    replica count alone rolls nothing; see new_revision)."""
+    """Make the spec `make_spec` gives the service's next revision, with the image digest
+    `pin` gives if any, and roll it out (a new replica count alone rolls nothing; see
+    new_revision)."""
     service = _locked(session, service_id, check_version)
     new_revision(
         session,
@@ -234,6 +238,7 @@ def revise(
         spec=make_spec(session, service),
         settings=settings,
         created_by=created_by,
+        image_digest=pin(session, service) if pin is not None else None,
     )
     return _accepted(session, service, settings=settings, created_by=created_by)
 
@@ -350,7 +355,10 @@ def new_revision(
     service.version += 1
     scaled_only = {"replicas": 0}
     unchanged = spec.model_copy(update=scaled_only) == current.model_copy(update=scaled_only)
-    if image_digest is not None and image_digest != revision_digest(session, service):
+    current_digest = revision_digest(session, service)
+    if image_digest is None and spec.image == current.image:
+        image_digest = current_digest  # the same image stays pinned (a changed env, say)
+    if image_digest != current_digest:
         unchanged = False
     if unchanged and not force:
         service.spec = {**service.spec, "replicas": spec.replicas}
@@ -410,7 +418,7 @@ def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
         raise Invalid.from_model(exc, prefix="body.spec", title="invalid spec") from exc
 
 
-def previous_spec(session: Session, service: Service) -> ServiceSpec:
+def _previous(session: Session, service: Service) -> ServiceRevision:
     previous = session.execute(
         select(ServiceRevision)
         .where(
@@ -421,7 +429,17 @@ def previous_spec(session: Session, service: Service) -> ServiceSpec:
     ).scalar_one_or_none()
     if previous is None:
         raise Conflict(f"service {service.name!r} has no revision before {service.revision}")
+    return previous
+
+
+def previous_spec(session: Session, service: Service) -> ServiceSpec:
+    previous = _previous(session, service)
     return ServiceSpec.model_validate({**previous.spec, "replicas": service.replicas})
+
+
+def previous_digest(session: Session, service: Service) -> str | None:
+    """The previous revision's digest: a rollback runs the bits it ran, not its tag's."""
+    return _previous(session, service).image_digest
 
 
 def revisions(

@@ -48,8 +48,8 @@ class Published:
             assert "error" not in line, line
         image.reload()
         digest = next(d for d in image.attrs["RepoDigests"] if d.startswith(self.repository))
-        self.ids.append(image.id)
-        return digest, image.id
+        self.ids.append(str(image.id))
+        return digest, str(image.id)
 
     def cleanup(self) -> None:
         for image_id in self.ids:

@@ -214,8 +214,8 @@ def _record_digests(ctx: OperationContext, generation: int, plan: dict[str, Any]
     """Resolve each service's image on the stack's host, once per generation, and keep the
     digests in the plan (a later pass, or a retry, uses them as they are) and in the release.
     A rollback's plan has them already: its tags are not resolved again."""
-    engine = ctx.engine()
     resolved: dict[str, str | None] = {}
+    unresolved: list[str] = []
     for item in plan["services"]:
         if "digest" in item:
             continue
@@ -223,16 +223,17 @@ def _record_digests(ctx: OperationContext, generation: int, plan: dict[str, Any]
         try:
             resolved[item["name"]] = resolve_digest(
                 ctx,
-                engine,
+                ctx.engine(),
                 spec["image"],
                 spec.get("registry_id"),
                 pull_policy=spec.get("pull_policy") or "missing",
                 platform=spec.get("platform"),
             )
-        except EngineError as exc:
-            if exc.transient:
-                raise
-            raise TransientError(str(exc)) from exc
+        except (EngineError, PermanentError, TransientError) as exc:
+            # The deploy goes on as it did before digests: the replicas pull the tag, and say
+            # why they cannot run if they cannot (the host is down, the image is not there).
+            resolved[item["name"]] = None
+            unresolved.append(f"{item['name']}: {spec['image']} not resolved ({exc})")
     with ctx.session() as session:
         stack = _stack(ctx, session)
         if stack.generation != generation or stack.removing:
@@ -253,8 +254,10 @@ def _record_digests(ctx: OperationContext, generation: int, plan: dict[str, Any]
         if release is not None:
             release.plan = plan
             release.digests = digests(plan)
-    for name, digest in resolved.items():
-        ctx.log(f"{name}: {digest or 'no digest (an image no registry has)'}")
+    ctx.log_lines(
+        [("info", f"{name}: {digest}") for name, digest in resolved.items() if digest]
+        + [("warning", line) for line in unresolved]
+    )
     return plan
 
 

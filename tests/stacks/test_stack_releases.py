@@ -123,7 +123,8 @@ def test_a_moved_tag_changes_nothing_that_runs_and_a_rollback_restores_the_diges
         )
         assert redeploy.status_code == 202, redeploy.text
         _done(api, redeploy.json())
-        assert _running_images(engine, service_id, 2) == {f"{second} {second_id}"}
+        # The file's one replica again (the scale was not in it), of the digest the tag names now.
+        assert _running_images(engine, service_id, 1) == {f"{second} {second_id}"}
 
         page = api.get(f"/stacks/{stack_id}/releases").json()
         assert [r["release"] for r in page["items"]] == [2, 1]  # newest first
@@ -153,7 +154,7 @@ def test_a_moved_tag_changes_nothing_that_runs_and_a_rollback_restores_the_diges
         assert back.json()["stack"]["generation"] == 3
         _done(api, back.json())
         # Release 1's digest, not what the tag names (the second image, still on h1 by tag).
-        assert _running_images(engine, service_id, 2) == {f"{first} {first_id}"}
+        assert _running_images(engine, service_id, 1) == {f"{first} {first_id}"}
         latest = api.get(f"/stacks/{stack_id}/releases/3").json()
         assert (latest["rollback_of"], latest["digests"]) == (1, {"app": first})
         audited = api.get("/audit", params={"action": "rollback_stack"}).json()["items"]

@@ -344,8 +344,9 @@ def new_revision(
 ) -> bool:
     """Make `spec` the service's next revision (a rolling update). False if nothing changed
     but the replica count (which scales without a new revision), unless `force`d: a rotated
-    secret rolls the replicas with the same spec. An `image_digest` other than the current
-    revision's is a change: the tag moved, and the replicas roll to the new bits."""
+    secret rolls the replicas with the same spec. An `image_digest` that changes what the
+    replicas are created from is a change: the tag moved, and they roll to the new bits (an
+    image Berth built runs by its tag, which names its content: a rebuild rolls nothing)."""
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
     validate(session, spec, settings)
@@ -358,8 +359,8 @@ def new_revision(
     current_digest = revision_digest(session, service)
     if image_digest is None and spec.image == current.image:
         image_digest = current_digest  # the same image stays pinned (a changed env, say)
-    if image_digest != current_digest:
-        unchanged = False
+    if replica_image(spec, image_digest) != replica_image(current, current_digest):
+        unchanged = False  # the replicas would be created from other bits
     if unchanged and not force:
         service.spec = {**service.spec, "replicas": spec.replicas}
         return False

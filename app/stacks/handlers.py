@@ -144,7 +144,9 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
             elif service.removing:
                 waiting.append(f"{item['name']} is still being removed")
             elif spec != services.current_spec(service) or (
-                digest is not None and digest != services.revision_digest(session, service)
+                digest is not None
+                and services.replica_image(spec, digest)
+                != services.replica_image(spec, services.revision_digest(session, service))
             ):
                 rolled = services.new_revision(
                     session,

@@ -10,11 +10,16 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from app.core.errors import PolicyViolation
-from app.engine.errors import EngineError
+from app.engine.errors import EngineError, ObjectNotFound
 from app.engine.protocol import Engine
 from app.images.inventory import sync_host
 from app.images.models import Blob
-from app.images.reference import ImageReference, parse_reference
+from app.images.reference import (
+    LOCAL_BUILD_REGISTRY,
+    ImageReference,
+    parse_reference,
+    recorded_digest,
+)
 from app.images.service import enforce_tag_source
 from app.operations.context import Cancelled, OperationContext, PermanentError
 from app.operations.registry import handler
@@ -150,6 +155,35 @@ def pull_image(
         "docker_id": details["Id"],
         "repo_digests": details.get("RepoDigests", []),
     }
+
+
+def resolve_digest(
+    ctx: OperationContext,
+    engine: Engine,
+    image: str,
+    registry_id: str | None,
+    *,
+    pull_policy: str = "missing",
+    platform: str | None = None,
+) -> str | None:
+    """What `image` names on this host, as a deploy records it (reference.recorded_digest).
+    Pulled as a replica would be, so it names what the replicas would run: when the host
+    lacks it, or always with pull_policy `always` (the tag may have moved since). An image
+    Berth built is only inspected: it is on this host and in no registry."""
+    reference = parse_reference(image)
+    if reference.digest is not None:
+        return str(reference)  # pinned in the file already
+    local = reference.registry_host == LOCAL_BUILD_REGISTRY or pull_policy == "never"
+    if local or pull_policy != "always":
+        try:
+            return recorded_digest(reference, engine.inspect_image(str(reference)))
+        except ObjectNotFound:
+            if local:
+                return None  # the replica's create says why it cannot run
+    pulled = pull_image(ctx, engine, reference, registry_id, platform=platform)
+    return recorded_digest(
+        reference, {"Id": pulled["docker_id"], "RepoDigests": pulled["repo_digests"]}
+    )
 
 
 @handler("image.pull")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.interpolation import (
     DOCKERFILE,
@@ -93,6 +94,23 @@ def normalise_registry_host(host: str) -> str:
 # The registry part of the images Berth builds for stacks. They exist only on the host that
 # built them and are never pulled, so the registry allow-list has nothing to say about them.
 LOCAL_BUILD_REGISTRY = "berth.local"
+
+
+def recorded_digest(ref: ImageReference, details: Mapping[str, Any]) -> str | None:
+    """What a deploy records for `ref` from the engine's inspection of the image it pulled:
+    `name@sha256:...` from its RepoDigests (the registry's name for those exact bits, which
+    every host can pull), or, for an image Berth built (never pushed, so no registry digest),
+    its image id. None when the image has neither (a tag only ever loaded, never pulled)."""
+    if ref.registry_host == LOCAL_BUILD_REGISTRY:
+        return str(details["Id"]) if details.get("Id") else None
+    for name in details.get("RepoDigests") or []:
+        repository, _, digest = str(name).partition("@")
+        try:
+            if digest and parse_reference(repository).name == ref.name:
+                return f"{ref.name}@{digest}"
+        except InvalidReference:
+            continue
+    return None
 
 
 def registry_allowed(ref: ImageReference, allowed: Sequence[str]) -> bool:

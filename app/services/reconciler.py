@@ -60,7 +60,7 @@ from app.services.models import (
     ServiceStatus,
 )
 from app.services.schemas import ServiceSpec
-from app.services.service import container_spec
+from app.services.service import container_spec, replica_image, revision_digest
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
@@ -257,6 +257,7 @@ def _start(
     """A new task of the service's revision in `slot`, placed and queued for creation; or why
     it cannot be placed."""
     task_spec = container_spec(spec)
+    task_spec.image = replica_image(spec, revision_digest(session, service))
     placement = placer.place(
         task_spec,
         spec.placement.constraints,
@@ -285,7 +286,7 @@ def _start(
         slot=slot,
         revision=service.revision,
         spec=task_spec.model_dump(mode="json"),
-        image=spec.image,
+        image=task_spec.image,
         labels=spec.labels,
         managed=True,
         desired_state="running",

@@ -23,6 +23,7 @@ from app.core.context import AppContext
 from app.services import planner, service
 from app.services.schemas import (
     Plan,
+    RevisionDiff,
     RevisionRead,
     ScaleRequest,
     ServiceAccepted,
@@ -164,7 +165,7 @@ def patch_service(
 def rollback_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
-    back = partial(service.revise, make_spec=service.previous_spec)
+    back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
     return _change(context, request, response, principal, service_id, back)
 
 
@@ -192,6 +193,17 @@ def list_revisions(
 ) -> Page[RevisionRead]:
     with context.db.session(write=False) as session:
         return service.revisions(session, service_id=service_id, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/{service_id}/revisions/{before}/diff/{after}",
+    summary="What changed between two revisions: spec fields and image digest",
+)
+def diff_revisions(
+    service_id: str, before: int, after: int, context: Ctx, _: Viewer
+) -> RevisionDiff:
+    with context.db.session(write=False) as session:
+        return service.revision_diff(session, service_id=service_id, before=before, after=after)
 
 
 @router.post(

@@ -22,6 +22,7 @@ from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
 from app.secrets.schemas import SecretUse
+from app.services.diff import FieldChange
 
 # Replicas of one service: a fleet's worth. The reconciler's pass over a service is linear in
 # its replicas (slots are grouped once, placement reads usage once per pass), so this is not a
@@ -228,8 +229,25 @@ class ServiceRead(BaseModel):
 class RevisionRead(BaseModel):
     revision: int
     spec: ServiceSpec
+    image_digest: str | None = Field(
+        default=None,
+        description="The image as resolved when the revision was deployed (`repo@sha256:...`, "
+        "or the id of an image Berth built); replicas are created from it. Null when not "
+        "resolved (a service outside a stack, or a revision older than digests)",
+        examples=["registry.example.com/team/app@sha256:" + "0" * 64],
+    )
     created_at: datetime
     created_by: str | None
+
+
+class RevisionDiff(BaseModel):
+    """From revision `before` to revision `after`."""
+
+    before: int
+    after: int
+    digest_before: str | None
+    digest_after: str | None
+    fields: list[FieldChange] = Field(description="The spec fields that changed")
 
 
 class ServiceAccepted(BaseModel):

@@ -17,16 +17,18 @@ from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import Conflict, Invalid
+from app.core.errors import Conflict, Invalid, NotFound
 from app.core.lookup import get_or_404
 from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
 from app.services.decide import is_ready
+from app.services.diff import changes
 from app.services.models import Service, ServiceRevision, ServiceStatus
 from app.services.schemas import (
     ReplicaCounts,
+    RevisionDiff,
     RevisionRead,
     ServiceAccepted,
     ServiceRead,
@@ -37,6 +39,8 @@ from app.services.schemas import (
 # Where a new revision's spec comes from, given the locked service: the request (replace or
 # patch it) or an earlier revision (roll back).
 SpecSource = Callable[[Session, Service], ServiceSpec]
+# And the image digest it is to run, when that is not the current revision's (a rollback).
+DigestSource = Callable[[Session, Service], str | None]
 
 
 def container_spec(spec: ServiceSpec) -> ContainerSpec:
@@ -236,9 +240,11 @@ def revise(
     check_version: VersionCheck,
     settings: Settings,
     created_by: str,
+    pin: DigestSource | None = None,
 ) -> ServiceAccepted:
-    """Make the spec `make_spec` gives the service's next revision and roll it out (a new
-    replica count alone rolls nothing; see new_revision)."""
+    """Make the spec `make_spec` gives the service's next revision, with the image digest
+    `pin` gives if any, and roll it out (a new replica count alone rolls nothing; see
+    new_revision)."""
     service = _locked(session, service_id, check_version)
     new_revision(
         session,
@@ -246,6 +252,7 @@ def revise(
         spec=make_spec(session, service),
         settings=settings,
         created_by=created_by,
+        image_digest=pin(session, service) if pin is not None else None,
     )
     return _accepted(session, service, settings=settings, created_by=created_by)
 
@@ -303,6 +310,7 @@ def create(
     settings: Settings,
     created_by: str,
     stack_id: str | None = None,
+    image_digest: str | None = None,
 ) -> Service:
     if session.execute(select(Service.id).where(Service.name == name)).scalar_one_or_none():
         raise Conflict(
@@ -330,6 +338,7 @@ def create(
             service_id=service.id,
             revision=1,
             spec=service.spec,
+            image_digest=image_digest,
             created_at=now,
             created_by=created_by,
         )
@@ -345,10 +354,13 @@ def new_revision(
     settings: Settings,
     created_by: str,
     force: bool = False,
+    image_digest: str | None = None,
 ) -> bool:
     """Make `spec` the service's next revision (a rolling update). False if nothing changed
     but the replica count (which scales without a new revision), unless `force`d: a rotated
-    secret rolls the replicas with the same spec."""
+    secret rolls the replicas with the same spec. An `image_digest` that changes what the
+    replicas are created from is a change: the tag moved, and they roll to the new bits (an
+    image Berth built runs by its tag, which names its content: a rebuild rolls nothing)."""
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
     validate(session, spec, settings)
@@ -358,6 +370,11 @@ def new_revision(
     service.version += 1
     scaled_only = {"replicas": 0}
     unchanged = spec.model_copy(update=scaled_only) == current.model_copy(update=scaled_only)
+    current_digest = revision_digest(session, service)
+    if image_digest is None and spec.image == current.image:
+        image_digest = current_digest  # the same image stays pinned (a changed env, say)
+    if replica_image(spec, image_digest) != replica_image(current, current_digest):
+        unchanged = False  # the replicas would be created from other bits
     if unchanged and not force:
         service.spec = {**service.spec, "replicas": spec.replicas}
         return False
@@ -382,11 +399,30 @@ def new_revision(
             service_id=service.id,
             revision=revision,
             spec=service.spec,
+            image_digest=image_digest,
             created_at=utcnow(),
             created_by=created_by,
         )
     )
     return True
+
+
+def revision_digest(session: Session, service: Service) -> str | None:
+    """The image digest the service's current revision was deployed with, if one was."""
+    return session.execute(
+        select(ServiceRevision.image_digest).where(
+            ServiceRevision.service_id == service.id,
+            ServiceRevision.revision == service.revision,
+        )
+    ).scalar_one_or_none()
+
+
+def replica_image(spec: ServiceSpec, image_digest: str | None) -> str:
+    """The image a new replica is created from: the recorded `repo@sha256:...`, so every host
+    runs the bits the revision was deployed with whatever the tag names now. An image Berth
+    built is recorded by its id, which only its own host knows: its tag (named by content)
+    stands for it."""
+    return image_digest if image_digest is not None and "@" in image_digest else spec.image
 
 
 def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
@@ -397,7 +433,7 @@ def patched(service: Service, changes: dict[str, Any]) -> ServiceSpec:
         raise Invalid.from_model(exc, prefix="body.spec", title="invalid spec") from exc
 
 
-def previous_spec(session: Session, service: Service) -> ServiceSpec:
+def _previous(session: Session, service: Service) -> ServiceRevision:
     previous = session.execute(
         select(ServiceRevision)
         .where(
@@ -408,7 +444,17 @@ def previous_spec(session: Session, service: Service) -> ServiceSpec:
     ).scalar_one_or_none()
     if previous is None:
         raise Conflict(f"service {service.name!r} has no revision before {service.revision}")
+    return previous
+
+
+def previous_spec(session: Session, service: Service) -> ServiceSpec:
+    previous = _previous(session, service)
     return ServiceSpec.model_validate({**previous.spec, "replicas": service.replicas})
+
+
+def previous_digest(session: Session, service: Service) -> str | None:
+    """The previous revision's digest: a rollback runs the bits it ran, not its tag's."""
+    return _previous(session, service).image_digest
 
 
 def revisions(
@@ -427,9 +473,35 @@ def revisions(
         RevisionRead(
             revision=r.revision,
             spec=ServiceSpec.model_validate(r.spec),
+            image_digest=r.image_digest,
             created_at=r.created_at,
             created_by=r.created_by,
         )
         for r in rows
     ]
     return Page(items=items, next_cursor=next_cursor)
+
+
+def _revision(session: Session, *, service_id: str, revision: int) -> ServiceRevision:
+    row = session.execute(
+        select(ServiceRevision).where(
+            ServiceRevision.service_id == service_id, ServiceRevision.revision == revision
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"service {service_id!r} has no revision {revision}")
+    return row
+
+
+def revision_diff(session: Session, *, service_id: str, before: int, after: int) -> RevisionDiff:
+    """What changed from one revision to another: the spec's fields and the image digest."""
+    get(session, service_id=service_id)
+    old = _revision(session, service_id=service_id, revision=before)
+    new = _revision(session, service_id=service_id, revision=after)
+    return RevisionDiff(
+        before=before,
+        after=after,
+        digest_before=old.image_digest,
+        digest_after=new.image_digest,
+        fields=changes(old.spec, new.spec),
+    )

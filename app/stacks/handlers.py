@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.containers.models import Container
 from app.core.db import utcnow
 from app.engine.errors import EngineError, ObjectNotFound
+from app.images.handlers import resolve_digest
 from app.images.reference import LOCAL_BUILD_REGISTRY
 from app.operations.context import Deferred, OperationContext, PermanentError, TransientError
 from app.operations.models import CANCELLED, FAILED, SUCCEEDED, Operation
@@ -23,7 +24,8 @@ from app.services.deadline import Mark, allowance
 from app.services.decide import completed, slots_from_json
 from app.services.models import RolloutPhase, Service, ServiceStatus
 from app.services.schemas import ServiceSpec
-from app.stacks.models import Stack
+from app.stacks.models import Stack, StackRelease
+from app.stacks.releases import digests
 from app.stacks.service import members
 from app.workers import wakeups
 
@@ -102,6 +104,8 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
     if building:
         ctx.progress({"step": building})
         raise Deferred(_LOOK_AGAIN_SECONDS)
+    if any("digest" not in item for item in plan["services"]):
+        plan = _record_digests(ctx, generation, plan)
 
     waiting: list[str] = []
     done: list[str] = []  # logged once the transaction is over (a log line is its own write)
@@ -123,6 +127,7 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
                 continue
             service = existing.get(item["name"])
             spec = ServiceSpec.model_validate(item["spec"])
+            digest = item.get("digest")
             if service is None:
                 service = services.create(
                     session,
@@ -131,19 +136,25 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
                     settings=ctx.app.settings,
                     created_by=ACTOR,
                     stack_id=stack.id,
+                    image_digest=digest,
                 )
                 done.append(f"created service {item['name']}")
                 by_compose[item["compose_name"]] = service
                 changed = True
             elif service.removing:
                 waiting.append(f"{item['name']} is still being removed")
-            elif spec != services.current_spec(service):
+            elif spec != services.current_spec(service) or (
+                digest is not None
+                and services.replica_image(spec, digest)
+                != services.replica_image(spec, services.revision_digest(session, service))
+            ):
                 rolled = services.new_revision(
                     session,
                     service=service,
                     spec=spec,
                     settings=ctx.app.settings,
                     created_by=ACTOR,
+                    image_digest=digest,
                 )
                 done.append(
                     f"service {item['name']}: "
@@ -199,6 +210,57 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
         ctx.progress({"step": step, **mark.to_json()})
         raise Deferred(_LOOK_AGAIN_SECONDS)
     return {"generation": generation, "services": sorted(planned)}
+
+
+def _record_digests(ctx: OperationContext, generation: int, plan: dict[str, Any]) -> dict[str, Any]:
+    """Resolve each service's image on the stack's host, once per generation, and keep the
+    digests in the plan (a later pass, or a retry, uses them as they are) and in the release.
+    A rollback's plan has them already: its tags are not resolved again."""
+    resolved: dict[str, str | None] = {}
+    unresolved: list[str] = []
+    for item in plan["services"]:
+        if "digest" in item:
+            continue
+        spec = item["spec"]
+        try:
+            resolved[item["name"]] = resolve_digest(
+                ctx,
+                ctx.engine(),
+                spec["image"],
+                spec.get("registry_id"),
+                pull_policy=spec.get("pull_policy") or "missing",
+                platform=spec.get("platform"),
+            )
+        except (EngineError, PermanentError, TransientError) as exc:
+            # The deploy goes on as it did before digests: the replicas pull the tag, and say
+            # why they cannot run if they cannot (the host is down, the image is not there).
+            resolved[item["name"]] = None
+            unresolved.append(f"{item['name']}: {spec['image']} not resolved ({exc})")
+    with ctx.session() as session:
+        stack = _stack(ctx, session)
+        if stack.generation != generation or stack.removing:
+            raise PermanentError(f"superseded by generation {stack.generation} of the stack")
+        plan = {
+            **stack.plan,
+            "services": [
+                {**item, "digest": resolved[item["name"]]} if item["name"] in resolved else item
+                for item in stack.plan["services"]
+            ],
+        }
+        stack.plan = plan
+        release = session.execute(
+            select(StackRelease).where(
+                StackRelease.stack_id == stack.id, StackRelease.release == generation
+            )
+        ).scalar_one_or_none()
+        if release is not None:
+            release.plan = plan
+            release.digests = digests(plan)
+    ctx.log_lines(
+        [("info", f"{name}: {digest}") for name, digest in resolved.items() if digest]
+        + [("warning", line) for line in unresolved]
+    )
+    return plan
 
 
 def _set_detail(stack: Stack, status: str, detail: str | None) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
@@ -37,3 +37,26 @@ class Stack(Base):
 
 
 track(Stack, "stack", "name", "host_id", "generation", "status", "status_detail", "version")
+
+
+class StackRelease(Base):
+    """What one generation of a stack deployed: the Compose file, its variables (secret-bearing
+    ones masked), the plan it carried out and the digest each service's image resolved to.
+    A rollback deploys a release's plan and digests again, as a new generation."""
+
+    __tablename__ = "stack_releases"
+    __table_args__ = (UniqueConstraint("stack_id", "release"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    stack_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("stacks.id", ondelete="CASCADE"), index=True
+    )
+    release: Mapped[int]  # the stack's generation that deployed it
+    compose: Mapped[str] = mapped_column(Text)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # By Compose service name; filled by the deploy once each image is resolved on the host.
+    digests: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    rollback_of: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))

@@ -18,8 +18,17 @@ from app.api.uploads import checked_apart
 from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.errors import Invalid, PayloadTooLarge
-from app.stacks import service
-from app.stacks.schemas import StackAccepted, StackCreate, StackDryRun, StackRead, StackUpdate
+from app.stacks import releases, service
+from app.stacks.schemas import (
+    ReleaseDiff,
+    ReleaseRead,
+    StackAccepted,
+    StackCreate,
+    StackDryRun,
+    StackRead,
+    StackRollback,
+    StackUpdate,
+)
 from app.workers import wakeups
 
 STACKS_PATH = f"{API_PREFIX}/stacks"
@@ -325,6 +334,73 @@ def delete_stack(
             session,
             stack_id=stack_id,
             volumes=volumes,
+            check_version=partial(check_if_match, request),
+            settings=context.settings,
+            created_by=principal.actor,
+        )
+    wakeups.notify(wakeups.SERVICES)
+    return _located(response, body)
+
+
+@router.get(
+    "/{stack_id}/releases",
+    summary="The stack's releases, newest first: file, masked variables, digests",
+)
+def list_releases(
+    stack_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
+) -> Page[ReleaseRead]:
+    with context.db.session(write=False) as session:
+        service.get(session, stack_id=stack_id)
+        return releases.read_page(session, stack_id=stack_id, limit=limit, cursor=cursor)
+
+
+@router.get("/{stack_id}/releases/{release}", summary="One release of the stack")
+def get_release(stack_id: str, release: int, context: Ctx, _: Viewer) -> ReleaseRead:
+    with context.db.session(write=False) as session:
+        service.get(session, stack_id=stack_id)
+        return releases.to_read(releases.get(session, stack_id=stack_id, release=release))
+
+
+@router.get(
+    "/{stack_id}/releases/{before}/diff/{after}",
+    summary="What changed from one release to another",
+    description="The Compose files as a unified diff, the variables, and per service its "
+    "image digest and the spec fields that changed. Either order works: `before` need not be "
+    "older.",
+)
+def diff_releases(stack_id: str, before: int, after: int, context: Ctx, _: Viewer) -> ReleaseDiff:
+    with context.db.session(write=False) as session:
+        service.get(session, stack_id=stack_id)
+        return releases.diff(
+            releases.get(session, stack_id=stack_id, release=before),
+            releases.get(session, stack_id=stack_id, release=after),
+        )
+
+
+@router.post(
+    "/{stack_id}/rollback",
+    status_code=202,
+    summary="Deploy a past release again, its digests included, as a new generation",
+    description="The release's Compose file, variables (as kept: masked values stay masked) "
+    "and plan are deployed as they were; its images are created from the digests recorded "
+    "then, not from what their tags name now, and images Berth built then are not rebuilt. "
+    "The rollback is itself a new release. A release the stack never had is a 422.",
+    openapi_extra=versioned(checks_if_match=True),
+)
+def rollback_stack(
+    stack_id: str,
+    data: StackRollback,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+) -> StackAccepted:
+    set_audit_resource(request, f"stacks/{stack_id}")
+    with context.db.session() as session:
+        body = service.rollback(
+            session,
+            stack_id=stack_id,
+            release=data.release,
             check_version=partial(check_if_match, request),
             settings=context.settings,
             created_by=principal.actor,

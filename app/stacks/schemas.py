@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
+from app.services.diff import FieldChange
 
 StackName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")]
 ComposeText = Annotated[str, StringConstraints(min_length=1, max_length=512 * 1024)]
@@ -159,3 +160,58 @@ class StackDryRun(BaseModel):
     networks: list[str] = Field(description="Networks the stack creates")
     volumes: list[str] = Field(description="Named volumes the stack creates")
     warnings: Warnings
+
+
+_DIGEST_EXAMPLE = "registry.example.com/team/app@sha256:" + "0" * 64
+
+
+class ReleaseRead(BaseModel):
+    """What one generation of the stack deployed."""
+
+    release: int = Field(description="The stack's generation that deployed it")
+    compose: str = Field(description="The Compose file, as given")
+    variables: dict[str, str] = Field(
+        description="The variables given with it; a name that usually carries a credential "
+        "(matching PASSWORD, PASS, SECRET, TOKEN, KEY, CREDENTIAL, PRIVATE or AUTH, in any "
+        "case) has its value shown, and kept, as `***`",
+        examples=[{"WEB_PORT": "8080", "DB_PASSWORD": "***"}],
+    )
+    images: dict[str, str] = Field(description="Each Compose service's image, as written")
+    digests: dict[str, str | None] = Field(
+        description="Each Compose service's image as resolved on the stack's host when it was "
+        "deployed: `repo@sha256:...` (replicas are created from it, on every host), or the id "
+        "of an image Berth built. Null until the deploy has resolved it, or for an image no "
+        "registry has",
+        examples=[{"web": _DIGEST_EXAMPLE}],
+    )
+    rollback_of: int | None = Field(description="The release it deployed again, if a rollback")
+    created_at: datetime
+    created_by: str | None
+
+
+class ServiceDiff(BaseModel):
+    compose_name: str
+    change: Literal["added", "removed", "changed"]
+    digest_before: str | None
+    digest_after: str | None
+    fields: list[FieldChange] = Field(description="The spec fields that changed")
+
+
+class ReleaseDiff(BaseModel):
+    """From release `before` to release `after`."""
+
+    before: int
+    after: int
+    compose: str = Field(description="The Compose files' difference, as a unified diff")
+    variables: list[FieldChange] = Field(
+        description="Variables added, removed or changed (masked values stay masked)"
+    )
+    services: list[ServiceDiff] = Field(
+        description="Services added, removed, or whose spec or digest changed"
+    )
+
+
+class StackRollback(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"release": 1}]})
+
+    release: int = Field(ge=1, description="The release to deploy again, its digests included")

@@ -41,7 +41,7 @@ from app.security.crypto import Cipher
 from app.services import service as services
 from app.services.models import Service, ServiceStatus
 from app.services.schemas import ServiceSpec
-from app.stacks import compose
+from app.stacks import compose, releases
 from app.stacks.models import Stack
 from app.stacks.project import InvalidProject, Project, open_project
 from app.stacks.schemas import (
@@ -710,6 +710,7 @@ def create(
     )
     _store_contents(session, stack, plan, upload.project.contents, previous=None)
     accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    releases.record(session, stack=stack, created_by=created_by)
     return _with_warnings(accepted, upload)
 
 
@@ -748,12 +749,42 @@ def update(
     _store_contents(session, stack, plan, upload.project.contents, previous=stack.plan)
     stack.compose = upload.compose_text
     stack.variables = data.variables
+    _next_generation(stack)
+    accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
+    releases.record(session, stack=stack, created_by=created_by)
+    return _with_warnings(accepted, upload)
+
+
+def _next_generation(stack: Stack) -> None:
     stack.generation += 1
     stack.status, stack.status_detail = "deploying", None
     stack.updated_at = utcnow()
     stack.version += 1
-    accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
-    return _with_warnings(accepted, upload)
+
+
+def rollback(
+    session: Session,
+    *,
+    stack_id: str,
+    release: int,
+    check_version: VersionCheck,
+    settings: Settings,
+    created_by: str,
+) -> StackAccepted:
+    """Deploy a past release again as the stack's next generation: its file, its variables
+    (as the release kept them: masked values stay masked) and its plan with its digests, so
+    its services run the bits they ran then, whatever their tags name now."""
+    stack = get(session, stack_id=stack_id, for_update=True)
+    check_version(stack.version)
+    if stack.removing:
+        raise Conflict(f"stack {stack.name!r} is being removed")
+    past = releases.get(session, stack_id=stack.id, release=release, field="body.release")
+    stack.compose, stack.variables = past.compose, past.variables
+    plan = releases.rollback_plan(stack.plan, past)
+    _next_generation(stack)
+    accepted = _queue_deploy(session, stack, plan, [], settings=settings, created_by=created_by)
+    releases.record(session, stack=stack, created_by=created_by, rollback_of=release)
+    return accepted
 
 
 def delete(

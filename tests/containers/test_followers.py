@@ -45,15 +45,12 @@ def context(settings: Settings, db: Database) -> AppContext:
     return context
 
 
-def _register(context: AppContext, fleet: HollowFleet) -> list[str]:
+def _register(context: AppContext, fleet: HollowFleet) -> None:
     with context.db.session() as session:
-        hosts = [
+        session.add_all(
             Host(name=f"hollow-{index}", url=engine.url, status="ready")
             for index, engine in enumerate(fleet.engines)
-        ]
-        session.add_all(hosts)
-        session.flush()
-        return [host.id for host in hosts]
+        )
 
 
 def _run_foreign(url: str, name: str) -> str:
@@ -80,7 +77,7 @@ def test_fifty_hosts_are_followed_on_one_thread(
     context: AppContext, hollow: tuple[HollowFleet, asyncio.AbstractEventLoop]
 ) -> None:
     fleet, loop = hollow
-    host_ids = _register(context, fleet)
+    _register(context, fleet)
     before = {thread.ident for thread in threading.enumerate()}
     watcher = ContainerWatcher(context, silence_seconds=SILENCE)
     watcher.start()
@@ -94,7 +91,6 @@ def test_fifty_hosts_are_followed_on_one_thread(
         # four threads, however many hosts).
         assert added.count("berth-followers") == 1, added
         assert len(added) <= 6, added
-        assert len(host_ids) == HOSTS
 
         # Engine 0 keeps its connections open and stops answering: a half-open stream.
         stuck = fleet.engines[0]

@@ -249,11 +249,13 @@ class LiveEngine:
         )
         return _container_stats(body, what)
 
+    # What the container followers read. Unversioned paths: the engine answers in its own API
+    # version, as DockerEngine (version="auto") reads it; these calls need no minimum version.
+
     async def list_containers(self) -> list[dict[str, Any]]:
         """Every container of the engine (`GET /containers/json?all=1`), as DockerEngine lists."""
-        version = await self.api_version()
         found = await self._get_decoded(
-            f"/v{version}/containers/json", "list containers", params={"all": "1", "limit": "-1"}
+            "/containers/json", "list containers", params={"all": "1", "limit": "-1"}
         )
         if not isinstance(found, list):
             raise EngineUnavailable("list containers: engine answered with unexpected JSON")
@@ -261,9 +263,8 @@ class LiveEngine:
 
     async def inspect_container(self, container_id: str) -> dict[str, Any]:
         """One container's details; ObjectNotFound once it is gone."""
-        version = await self.api_version()
         return await self._get_json(
-            f"/v{version}/containers/{quote(container_id, safe='')}/json",
+            f"/containers/{quote(container_id, safe='')}/json",
             f"inspect container {container_id[:12]}",
         )
 
@@ -277,7 +278,6 @@ class LiveEngine:
         The engine sends nothing while nothing happens, so silence cannot be told from a
         half-open connection: reading ends with EngineUnavailable after `silence_seconds`
         without a byte, and the reader re-opens the stream."""
-        version = await self.api_version()
         params = {"filters": json.dumps({"type": ["container"]})}
         if since is not None:
             params["since"] = str(since)
@@ -287,9 +287,7 @@ class LiveEngine:
         async with contextlib.AsyncExitStack() as stack:
             with translate_errors("events"):
                 response = await stack.enter_async_context(
-                    self._client.stream(
-                        "GET", f"/v{version}/events", params=params, timeout=timeout
-                    )
+                    self._client.stream("GET", "/events", params=params, timeout=timeout)
                 )
                 if response.status_code >= 400:
                     await response.aread()

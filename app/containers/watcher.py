@@ -3,10 +3,10 @@ host's containers on every (re)connect, so state follows reality within a second
 missed event is repaired by the next re-list. One process follows each host (a lease per host).
 
 The followers of a process are coroutines on one event loop in one thread, reading through
-the async engine client (LiveClient): a thread and a blocking client per host cost a thousand
-threads at a thousand hosts, and their GIL contention alone took over half a core at idle.
-Their database work (short, blocking) runs in a small pool of threads beside the loop, so a
-write waiting for SQLite's lock does not stop the reading of every other host's stream.
+the async engine client (LiveClient): a thread and a blocking client per host made a thousand
+threads at a thousand hosts (bench/README.md has the figures). Their database work (short,
+blocking) runs in a small pool of threads beside the loop, so a write waiting for SQLite's
+lock does not stop the reading of every other host's stream.
 
 Managed containers (labelled `berth.container=<id>`) get their observed state updated; a managed
 container that vanished shows `missing`. Containers Berth did not create are listed with

@@ -2,6 +2,12 @@
 host's containers on every (re)connect, so state follows reality within a second or two and a
 missed event is repaired by the next re-list. One process follows each host (a lease per host).
 
+The followers of a process are coroutines on one event loop in one thread, reading through
+the async engine client (LiveClient): a thread and a blocking client per host made a thousand
+threads at a thousand hosts (bench/README.md has the figures). Their database work (short,
+blocking) runs in a small pool of threads beside the loop, so a write waiting for SQLite's
+lock does not stop the reading of every other host's stream.
+
 Managed containers (labelled `berth.container=<id>`) get their observed state updated; a managed
 container that vanished shows `missing`. Containers Berth did not create are listed with
 `managed: false` and only ever observed.
@@ -9,13 +15,16 @@ container that vanished shows `missing`. Containers Berth did not create are lis
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import delete, select, update
 
@@ -24,7 +33,7 @@ from app.containers.models import Container
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
 from app.engine.errors import EngineError, ObjectNotFound
-from app.engine.protocol import Engine, EventStream
+from app.engine.protocol import Engine, LiveClient
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
@@ -35,7 +44,10 @@ log = logging.getLogger("berth.containers")
 
 _LEASE_SECONDS = 10.0
 # A silent event stream is re-opened (and the host re-listed) after this long.
-_SILENCE_SECONDS = 30
+_SILENCE_SECONDS = 30.0
+# Threads for the followers' database work: enough that one write waiting for the lock does
+# not hold up the others, few enough that they do not grow with the hosts.
+_DB_THREADS = 4
 _EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _ACTIONS = {
@@ -110,10 +122,13 @@ class StateWriter:
         self.host_id = host_id
 
     def relist(self, engine: Engine) -> None:
-        """Compare the engine's list with the stored state (read without a write lock) and
-        write only what differs, in one short transaction."""
+        """Re-list with a blocking engine client."""
         now = utcnow()  # when the engine was read: a newer reading already stored wins
-        summaries = engine.list_containers()
+        self.store_list(engine.list_containers(), read_at=now)
+
+    def store_list(self, summaries: list[dict[str, Any]], *, read_at: datetime) -> None:
+        """Compare the engine's list, read at `read_at`, with the stored state (read without a
+        write lock) and write only what differs, in one short transaction."""
         with self.app.db.session(write=False) as session:
             stored = session.execute(
                 select(*_STATE_COLUMNS).where(Container.host_id == self.host_id)
@@ -133,7 +148,7 @@ class StateWriter:
                 fresh = self._add_foreign(summary)
                 for key, value in state.items():
                     setattr(fresh, key, value)
-                fresh.observed_at = now
+                fresh.observed_at = read_at
                 added.append(fresh)
             elif any(getattr(row, key) != value for key, value in state.items()):
                 changes[row.id] = state
@@ -149,8 +164,8 @@ class StateWriter:
             for row_id, values in changes.items():
                 if session.execute(
                     update(Container)
-                    .where(Container.id == row_id, not_newer_than(now))
-                    .values(**values, observed_at=now)
+                    .where(Container.id == row_id, not_newer_than(read_at))
+                    .values(**values, observed_at=read_at)
                     .returning(Container.id)
                     .execution_options(synchronize_session=False)
                 ).scalar_one_or_none():
@@ -201,24 +216,29 @@ class StateWriter:
             version=1,
         )
 
-    def apply_event(self, engine: Engine, event: dict[str, Any]) -> None:
-        """Re-read one container after an event about it (level-triggered: the event only says
-        where to look)."""
+    @staticmethod
+    def to_reread(event: dict[str, Any]) -> str | None:
+        """The container to re-read after an event about it (level-triggered: the event only
+        says where to look), or None."""
+        if event.get("Type") != "container":
+            return None
+        action = str(event.get("Action", "")).split(":")[0]
+        if action not in _ACTIONS | {"health_status"}:
+            return None
         actor = event.get("Actor") or {}
         docker_id = str(event.get("id") or actor.get("ID", ""))
         if not docker_id:
-            return
-        action = str(event.get("Action", "")).split(":")[0]
+            return None
         if action == "create" and (actor.get("Attributes") or {}).get("berth.container"):
             # One of Berth's own, just made by a create operation, which records it; a
             # re-list repairs anything that operation does not live to record.
-            return
-        now = utcnow()  # when the engine was read: a newer reading already stored wins
-        try:
-            details = engine.inspect_container(docker_id)
-        except ObjectNotFound:
-            self._vanished(docker_id, now)
-            return
+            return None
+        return docker_id
+
+    def store_inspected(
+        self, docker_id: str, details: dict[str, Any], *, read_at: datetime
+    ) -> None:
+        """Store what an inspect of `docker_id`, made at `read_at`, saw."""
         labels = (details.get("Config") or {}).get("Labels") or {}
         state = observed(details)
         with self.app.db.session() as session:
@@ -234,7 +254,7 @@ class StateWriter:
                     .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
                     .with_for_update()
                 ).scalar_one_or_none()
-            if row is not None and is_newer(row, docker_id, now):
+            if row is not None and is_newer(row, docker_id, read_at):
                 return  # an operation read this container after us and stored what it saw
             if row is None:
                 if berth_id and session.get(Container, berth_id) is not None:
@@ -250,12 +270,13 @@ class StateWriter:
             changed = any(getattr(row, key) != value for key, value in state.items())
             for key, value in state.items():
                 setattr(row, key, value)
-            row.observed_at = now
+            row.observed_at = read_at
             replica = row.service_id is not None
         if replica and changed:
             wakeups.notify(wakeups.SERVICES)
 
-    def _vanished(self, docker_id: str, read_at: datetime) -> None:
+    def vanished(self, docker_id: str, *, read_at: datetime) -> None:
+        """The engine said `docker_id` is gone (an inspect at `read_at` found nothing)."""
         with self.app.db.session() as session:
             for row in session.execute(
                 select(Container)
@@ -269,78 +290,114 @@ class StateWriter:
         wakeups.notify(wakeups.SERVICES)
 
 
-class HostFollower:
-    """Follows one host's events in a thread until stopped."""
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
-    def __init__(self, app: AppContext, host_id: str) -> None:
+
+class Followers:
+    """The event loop every host's follower runs on: one thread, whatever the number of hosts."""
+
+    def __init__(self, app: AppContext, *, silence_seconds: float = _SILENCE_SECONDS) -> None:
         self.app = app
-        self.host_id = host_id
-        self.writer = StateWriter(app, host_id)
-        self._stop = threading.Event()
-        self._stream: EventStream | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"berth-follow-{host_id[-6:]}", daemon=True
+        self.silence_seconds = silence_seconds
+        self._loop = asyncio.new_event_loop()
+        self._db = concurrent.futures.ThreadPoolExecutor(
+            _DB_THREADS, thread_name_prefix="berth-follow-db"
         )
-
-    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="berth-followers", daemon=True
+        )
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        stream = self._stream
-        if stream is not None:
-            # Closing a stream that already broke may raise; it is closed either way.
-            with contextlib.suppress(Exception):
-                stream.close()
+    def follow(self, host_id: str) -> concurrent.futures.Future[None]:
+        """Follow `host_id` until the returned future is cancelled (from any thread) or the
+        host is gone; the future is done once its follower stopped."""
+        return asyncio.run_coroutine_threadsafe(self._follow(host_id), self._loop)
 
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def close(self, timeout: float) -> None:
+        """Stop every follower and wait for them: a follower mid re-list must not write after
+        its process stopped."""
+        if self._loop.is_running():
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        # A cancelled follower leaves the write it was waiting for to finish here.
+        self._db.shutdown(wait=True, cancel_futures=True)
+        if not self._thread.is_alive():
+            self._loop.close()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    async def _cancel_all(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _engine(self) -> Engine | None:
+    async def _in_db_thread(
+        self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        return await self._loop.run_in_executor(self._db, lambda: work(*args, **kwargs))
+
+    async def _follow(self, host_id: str) -> None:
+        writer = StateWriter(self.app, host_id)
+        connected: tuple[str, str | None, bool] | None = None
+        engine: LiveClient | None = None
+        try:
+            while True:
+                try:
+                    row = await self._in_db_thread(self._host, host_id)
+                    if row is None:
+                        return
+                    if engine is None or row != connected:
+                        # Kept while the host's address and credentials stay the same.
+                        if engine is not None:
+                            await engine.aclose()
+                            engine = None
+                        url, tls_encrypted, insecure = row
+                        tls = tls_material(self.app.cipher, tls_encrypted)
+                        engine = self.app.engine_factory.live(url, tls=tls, insecure=insecure)
+                        connected = row
+                    await self._read(engine, writer)
+                except (EngineError, OSError, ValueError) as exc:
+                    log.debug(
+                        "event stream ended; re-listing",
+                        extra={"host_id": host_id, "error": str(exc)},
+                    )
+                except Exception:
+                    log.exception("container follower failed", extra={"host_id": host_id})
+                await asyncio.sleep(1.0)
+        finally:
+            if engine is not None:
+                await engine.aclose()
+
+    def _host(self, host_id: str) -> tuple[str, str | None, bool] | None:
         with self.app.db.session(write=False) as session:
             row = session.execute(
-                select(Host.url, Host.tls_encrypted, Host.insecure).where(Host.id == self.host_id)
+                select(Host.url, Host.tls_encrypted, Host.insecure).where(Host.id == host_id)
             ).first()
-        if row is None:
-            return None
-        tls = tls_material(self.app.cipher, row.tls_encrypted)
-        return self.app.engine_factory.client(
-            row.url, tls=tls, insecure=row.insecure, timeout=_SILENCE_SECONDS
-        )
+        return None if row is None else (row.url, row.tls_encrypted, row.insecure)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            engine = None
-            try:
-                engine = self._engine()
-                if engine is None:
-                    return
-                # Open the stream first, then re-list: nothing can happen in between unseen.
-                self._stream = engine.events(since=int(time.time()) - 1)
-                self.writer.relist(engine)
-                for event in self._stream:
-                    if self._stop.is_set():
-                        break
-                    if event.get("Type") == "container" and event.get("Action", "").split(":")[
-                        0
-                    ] in _ACTIONS | {"health_status"}:
-                        self.writer.apply_event(engine, event)
-            except (EngineError, OSError, ValueError) as exc:
-                log.debug(
-                    "event stream ended; re-listing",
-                    extra={"host_id": self.host_id, "error": str(exc)},
+    async def _read(self, engine: LiveClient, writer: StateWriter) -> None:
+        # Open the stream first, then re-list: nothing can happen in between unseen.
+        async with engine.events(
+            since=int(time.time()) - 1, silence_seconds=self.silence_seconds
+        ) as events:
+            listed_at = utcnow()  # when the engine was read: a newer reading already stored wins
+            summaries = await engine.list_containers()
+            await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
+            async for event in events:
+                docker_id = writer.to_reread(event)
+                if docker_id is None:
+                    continue
+                read_at = utcnow()
+                try:
+                    details = await engine.inspect_container(docker_id)
+                except ObjectNotFound:
+                    await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
+                    continue
+                await self._in_db_thread(
+                    writer.store_inspected, docker_id, details, read_at=read_at
                 )
-            except Exception:
-                log.exception("container follower failed", extra={"host_id": self.host_id})
-            finally:
-                if engine is not None:
-                    engine.close()
-            self._stop.wait(1.0)
 
 
 class ContainerWatcher(LoopService):
@@ -349,19 +406,26 @@ class ContainerWatcher(LoopService):
 
     name = "container-watcher"
 
-    def __init__(self, app: AppContext) -> None:
+    def __init__(self, app: AppContext, *, silence_seconds: float = _SILENCE_SECONDS) -> None:
         super().__init__(2.0)
         self.app = app
+        self.silence_seconds = silence_seconds
         self.holder = leases.member_holder("watcher")
-        self.followers: dict[str, HostFollower] = {}
+        self.followers: dict[str, concurrent.futures.Future[None]] = {}
+        self._followers: Followers | None = None
+
+    def start(self) -> None:
+        self._followers = Followers(self.app, silence_seconds=self.silence_seconds)
+        super().start()
 
     def run_once(self) -> None:
+        assert self._followers is not None, "started"
         with self.app.db.session(write=False) as session:
             hosts = set(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
         for host_id in list(self.followers):
             follower = self.followers[host_id]
-            if host_id not in hosts or not follower.alive:
-                follower.stop()
+            if host_id not in hosts or follower.done():
+                follower.cancel()
                 del self.followers[host_id]
         for host_id in hosts:
             lease = f"containers.follow.{host_id}"
@@ -370,19 +434,15 @@ class ContainerWatcher(LoopService):
                 is None
             ):
                 if host_id in self.followers:
-                    self.followers.pop(host_id).stop()
+                    self.followers.pop(host_id).cancel()
                 continue
             if host_id not in self.followers:
-                follower = HostFollower(self.app, host_id)
-                follower.start()
-                self.followers[host_id] = follower
+                self.followers[host_id] = self._followers.follow(host_id)
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
-        for follower in self.followers.values():
-            follower.stop()
-        # Wait for them: a follower mid re-list must not write after its process stopped.
-        for host_id, follower in self.followers.items():
-            follower.join(timeout)
+        if self._followers is not None:
+            self._followers.close(timeout)
+        for host_id in self.followers:
             leases.release(self.app.db, f"containers.follow.{host_id}", holder=self.holder)
         self.followers.clear()

@@ -4,7 +4,8 @@ docker implementations; code outside app/engine types against these protocols.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import IO, Any, Protocol
 
@@ -132,6 +133,14 @@ class LiveClient(Protocol):
     ) -> AsyncGenerator[bytes, None]: ...
 
     async def stats(self, container_id: str) -> ContainerStats: ...
+
+    async def list_containers(self) -> list[dict[str, Any]]: ...
+
+    async def inspect_container(self, container_id: str) -> dict[str, Any]: ...
+
+    def events(
+        self, *, since: int | None = None, silence_seconds: float
+    ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
 
     async def aclose(self) -> None: ...
 

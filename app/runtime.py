@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.api.models import IdempotencyRecord
 from app.audit import keys as audit_keys
+from app.audit import retention as audit_retention
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
@@ -175,6 +176,9 @@ class Housekeeping(LoopService):
             retention = timedelta(hours=self.context.settings.event_retention_hours)
             session.execute(delete(Event).where(Event.at < now - retention))
             session.execute(delete(Lease).where(Lease.expires_at < now - _LEASE_FORGOTTEN_AFTER))
+        if self.context.settings.audit_retention_days:
+            keep = timedelta(days=self.context.settings.audit_retention_days)
+            audit_retention.prune(self.context.db, older_than=now - keep)
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:

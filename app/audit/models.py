@@ -50,3 +50,29 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointIssued(Base):
+    """A signed checkpoint Berth handed out (`GET /audit/checkpoint`, the end of an export).
+    Retention prunes only up to one of these: entries leave the database only once a signed
+    head covering them may be kept outside it."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditPrune(Base):
+    """Entries up to `through_seq` were pruned; `hash` is that entry's hash, where
+    verification picks the chain up. `mac` keys the record with the audit key, so someone who
+    can only write to the database cannot claim a later prune to hide the entries they
+    removed."""
+
+    __tablename__ = "audit_prunes"
+
+    through_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    mac: Mapped[str] = mapped_column(String(64))

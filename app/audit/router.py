@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 from app.api.deps import Admin, Ctx
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.audit import keys, service
+from app.audit import keys, retention, service
 from app.audit.schemas import (
     AuditCheckpoint,
     AuditEntryRead,
@@ -63,7 +63,11 @@ def verify_audit(context: Ctx, _: Admin) -> AuditVerification:
     with context.db.session(write=False) as session:
         result = service.verify(session)
     return AuditVerification(
-        ok=result.ok, entries=result.entries, first_bad=result.first_bad, detail=result.detail
+        ok=result.ok,
+        entries=result.entries,
+        first_bad=result.first_bad,
+        detail=result.detail,
+        pruned_through=result.pruned_through,
     )
 
 
@@ -74,7 +78,15 @@ def verify_audit(context: Ctx, _: Admin) -> AuditVerification:
 )
 def audit_checkpoint(context: Ctx, _: Admin) -> AuditCheckpoint:
     with context.db.session(write=False) as session:
-        return AuditCheckpoint.model_validate(service.checkpoint(session))
+        signed = service.checkpoint(session)
+    _issued(context.db, signed)
+    return AuditCheckpoint.model_validate(signed)
+
+
+def _issued(db: Database, signed: dict[str, Any]) -> None:
+    """Retention may prune up to a checkpoint only once it has left Berth."""
+    with db.session() as session:
+        retention.remember_issued(session, seq=signed["seq"], hash_=signed["hash"])
 
 
 @router.get("/public-key", summary="The Ed25519 key that verifies checkpoints")
@@ -143,4 +155,5 @@ def _export(db: Database, bounds: tuple[int, int] | None) -> Iterator[bytes]:
         except Conflict as exc:
             yield _line({"type": "error", "seq": last, "detail": exc.detail})
             return
+    _issued(db, signed)
     yield _line({"type": "checkpoint", **signed})

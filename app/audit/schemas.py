@@ -35,6 +35,11 @@ class AuditVerification(BaseModel):
     entries: int
     first_bad: int | None
     detail: str | None
+    pruned_through: int = Field(
+        0,
+        description="Entries up to this seq were pruned by retention (0: none). The check "
+        "starts from the keyed record of that prune, whose entry a signed checkpoint covers.",
+    )
 
 
 class AuditCheckpoint(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from app.api.pagination import paginate
 from app.api.paths import API_PREFIX
 from app.audit import chain, keys
 from app.audit.chain import GENESIS
-from app.audit.models import AuditEntry, AuditHead
+from app.audit.models import AuditEntry, AuditHead, AuditPrune
 from app.core.db import Database, new_id, utcnow
 from app.core.errors import Conflict, NotFound
 from app.events import recorder
@@ -195,6 +196,32 @@ class Verification:
     entries: int
     first_bad: int | None
     detail: str | None
+    pruned_through: int = 0
+
+
+def prune_mac(key: chain.AuditKeys, *, through_seq: int, hash_: str) -> str:
+    # A message no entry's MAC covers (entry MACs are over bare hex hashes), so an entry's
+    # MAC cannot be passed off as a prune record's.
+    return key.mac(f"prune:{through_seq}:{hash_}")
+
+
+def chain_start(session: Session, key: chain.AuditKeys) -> tuple[int, str] | str:
+    """Where the chain in the database begins: (seq, hash) of the entry before its first,
+    the genesis or the last pruned one; or why the newest prune record is not to be
+    trusted."""
+    pruned = session.execute(
+        select(AuditPrune).order_by(AuditPrune.through_seq.desc()).limit(1)
+    ).scalar_one_or_none()
+    if pruned is None:
+        return 0, GENESIS
+    if not hmac.compare_digest(
+        prune_mac(key, through_seq=pruned.through_seq, hash_=pruned.hash), pruned.mac
+    ):
+        return (
+            f"the record of the prune through entry {pruned.through_seq} "
+            "was not made with the audit key"
+        )
+    return pruned.through_seq, pruned.hash
 
 
 def check_entry(key: chain.AuditKeys, entry: AuditEntry) -> str | None:
@@ -221,13 +248,18 @@ def check_next(
 
 
 def verify(session: Session, *, batch: int = 1000) -> Verification:
-    """Walk the chain in order; report the first entry that was edited, removed or moved, or
-    rewritten with fresh hashes (its MAC, made with a key the database never held, differs)."""
+    """Walk the chain in order, from the genesis or the last keyed prune record; report the
+    first entry that was edited, removed or moved, or rewritten with fresh hashes (its MAC,
+    made with a key the database never held, differs)."""
     key = keys.of(session)
-    expected_seq, prev_hash, count, last_seq = 1, GENESIS, 0, 0
+    start = chain_start(session, key)
+    if isinstance(start, str):
+        return Verification(False, 0, 1, start)
+    pruned_through, prev_hash = start
+    expected_seq, count, last_seq = pruned_through + 1, 0, pruned_through
 
     def failed(seq: int, detail: str) -> Verification:
-        return Verification(False, count, seq, detail)
+        return Verification(False, count, seq, detail, pruned_through)
 
     while True:
         rows = entries_after(session, after=last_seq, limit=batch)
@@ -247,7 +279,7 @@ def verify(session: Session, *, batch: int = 1000) -> Verification:
         # The key file says keyed entries were written; they are gone (or the file is not this
         # database's).
         return failed(last_seq + 1, "the keyed part of the chain is missing")
-    return Verification(True, count, None, None)
+    return Verification(True, count, None, None, pruned_through)
 
 
 def entries_after(

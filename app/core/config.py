@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     event_retention_hours: float = Field(
         default=72.0, gt=0, description="How long the event stream can be replayed from a cursor."
     )
+    audit_retention_days: float = Field(
+        default=0,
+        ge=0,
+        description="Prune audit entries older than this many days (0: keep them all), up to "
+        "the newest signed checkpoint fetched from GET /audit/checkpoint or an export.",
+    )
     metrics_require_token: bool = False
     enable_debug_operations: bool = Field(
         default=False,

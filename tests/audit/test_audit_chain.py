@@ -285,6 +285,7 @@ def test_entries_older_than_the_key_keep_their_plain_hashes(
             "entries": 3,
             "first_bad": None,
             "detail": None,
+            "pruned_through": 0,
         }
         assert api.get("/audit/checkpoint").json()["keyed_from"] == 3
         path = tmp_path / "audit.jsonl"

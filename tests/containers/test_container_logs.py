@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import httpx
@@ -29,6 +31,21 @@ class Ticker:
     container_id: str
 
 
+@contextmanager
+def _running(client: httpx.Client, bed: Testbed, body: dict[str, Any]) -> Iterator[str]:
+    """Create a container through the API, wait for its operation, remove it afterwards."""
+    accepted = client.post("/containers", json={"image": bed.image, **body}).json()
+    container_id: str = accepted["container"]["id"]
+    engine = docker.DockerClient(base_url=bed.h1_url)
+    try:
+        op = client.get(f"/operations/{accepted['operation']['id']}", params={"wait": 30}).json()
+        assert op["status"] == "succeeded", op
+        yield container_id
+    finally:
+        remove_containers(engine, f"berth.container={container_id}")
+        engine.close()
+
+
 @pytest.fixture(scope="module")
 def ticker(module_settings: Settings, module_db: Database, bed: Testbed) -> Iterator[Ticker]:
     with (
@@ -36,32 +53,17 @@ def ticker(module_settings: Settings, module_db: Database, bed: Testbed) -> Iter
         httpx.Client(base_url=f"{server}/api/v1", headers=HEADERS, timeout=30) as client,
     ):
         host = client.post("/hosts", json={"name": "h1", "url": bed.h1_url}).json()["id"]
-        accepted = client.post(
-            "/containers",
-            json={
-                "image": bed.image,
-                "host_id": host,
-                "command": [
-                    "sh",
-                    "-c",
-                    "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done",
-                ],
-            },
-        ).json()
-        container_id = accepted["container"]["id"]
-        engine = docker.DockerClient(base_url=bed.h1_url)
-        try:
-            op = client.get(
-                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
-            ).json()
-            assert op["status"] == "succeeded", op
-            [running] = engine.containers.list(filters={"label": f"berth.container={container_id}"})
-            # Enough lines that a tail of two is a choice, whichever test runs first.
-            wait_for(lambda: running.logs().count(b"\n") >= 3, timeout=30, what="three lines")
+        ticking = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done"]
+        with _running(client, bed, {"host_id": host, "command": ticking}) as container_id:
+            engine = docker.DockerClient(base_url=bed.h1_url)
+            try:
+                label = f"berth.container={container_id}"
+                [running] = engine.containers.list(filters={"label": label})
+                # Enough lines that a tail of two is a choice, whichever test runs first.
+                wait_for(lambda: running.logs().count(b"\n") >= 3, timeout=30, what="three lines")
+            finally:
+                engine.close()
             yield Ticker(base=f"{server}/api/v1", host_id=host, container_id=container_id)
-        finally:
-            remove_containers(engine, f"berth.container={container_id}")
-            engine.close()
 
 
 def test_two_followers_each_get_their_lines_and_may_disconnect(ticker: Ticker) -> None:
@@ -113,27 +115,12 @@ def test_logs_the_engine_cannot_give_are_a_conflict_that_says_why(
 ) -> None:
     """A container whose logging driver keeps nothing: the engine answers 501, Berth a 409
     naming the reason (it was a 500 while the engine's refusal went untranslated)."""
-    with httpx.Client(base_url=ticker.base, headers=HEADERS, timeout=30) as client:
-        accepted = client.post(
-            "/containers",
-            json={
-                "image": bed.image,
-                "host_id": ticker.host_id,
-                "command": ["sleep", "300"],
-                "logging": {"driver": "none"},
-            },
-        ).json()
-        container_id = accepted["container"]["id"]
-        engine = docker.DockerClient(base_url=bed.h1_url)
-        try:
-            op = client.get(
-                f"/operations/{accepted['operation']['id']}", params={"wait": 30}
-            ).json()
-            assert op["status"] == "succeeded", op
-            answer = client.get(f"/containers/{container_id}/logs")
-            assert answer.status_code == 409, answer.text
-            assert answer.headers["content-type"].startswith("application/problem+json")
-            assert "logging driver does not support reading" in answer.json()["detail"]
-        finally:
-            remove_containers(engine, f"berth.container={container_id}")
-            engine.close()
+    silent = {"host_id": ticker.host_id, "command": ["sleep", "300"], "logging": {"driver": "none"}}
+    with (
+        httpx.Client(base_url=ticker.base, headers=HEADERS, timeout=30) as client,
+        _running(client, bed, silent) as container_id,
+    ):
+        answer = client.get(f"/containers/{container_id}/logs")
+        assert answer.status_code == 409, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "logging driver does not support reading" in answer.json()["detail"]

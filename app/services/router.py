@@ -237,9 +237,6 @@ def delete_service(
     "credentials, under its rate limit). A new digest shows as `update_available`; with "
     "`auto_update` it is rolled out as an ordinary update, whose converge is `operation`.",
 )
-def check_image(service_id: str, request: Request, context: Ctx, _: Operator) -> ImageCheck:
+def check_service_image(service_id: str, request: Request, context: Ctx, _: Operator) -> ImageCheck:
     set_audit_resource(request, f"services/{service_id}")
-    checked = image_updates.check_service(context, service_id=service_id)
-    if checked.operation is not None:
-        wakeups.notify(wakeups.SERVICES)
-    return checked
+    return image_updates.check_service(context, service_id=service_id)

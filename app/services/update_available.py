@@ -40,10 +40,8 @@ def find(session: Session, services: Sequence[Service]) -> dict[str, UpdateAvail
     if not known:
         return {}
     candidates = [s for s in services if s.id in tags and str(tags[s.id]) in known]
-    # Unpacked, not dict(result): a Result has keys(), so dict() would take it for a mapping.
-    recorded = {
-        service_id: digest
-        for service_id, digest in session.execute(
+    recorded = dict(
+        session.execute(
             select(ServiceRevision.service_id, ServiceRevision.image_digest)
             .join(
                 Service,
@@ -51,8 +49,8 @@ def find(session: Session, services: Sequence[Service]) -> dict[str, UpdateAvail
                 & (Service.revision == ServiceRevision.revision),
             )
             .where(ServiceRevision.service_id.in_([s.id for s in candidates]))
-        )
-    }
+        ).all()  # rows, not the Result: its keys() would make dict() read it as a mapping
+    )
     found = {}
     for service in candidates:
         reference = tags[service.id]

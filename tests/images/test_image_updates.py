@@ -5,15 +5,12 @@ the check (conditional, with the stored credentials) shows `update_available`, a
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import docker
-import pytest
 
-from tests.support import Api, BothHosts, wait_for
+from tests.support import Api, Images, Published, deployed, wait_for
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -24,55 +21,8 @@ services:
 """
 
 
-class Published:
-    """Images pushed from h1 under one tag of a new repository of the registry that needs
-    credentials."""
-
-    def __init__(self, engine: docker.DockerClient, bed: Testbed) -> None:
-        self.engine = engine
-        self.base = f"{bed.registry}/berth-test/busybox:latest"
-        self.repository = f"{bed.auth_registry}/berth-test/watch-{uuid.uuid4().hex[:8]}"
-        self.tag = f"{self.repository}:1"
-        self.auth = {"username": bed.registry_user, "password": bed.registry_password}
-        self.ids: list[str] = []
-
-    def push(self, label: str) -> tuple[str, str]:
-        """The tag moved to a new image: its `repo@sha256:...` and its image id."""
-        self.engine.images.pull(self.base)
-        made = self.engine.containers.create(self.base, command=["true"])
-        try:
-            image = made.commit(
-                repository=self.repository, tag="1", changes=[f"LABEL berth.test.watch={label}"]
-            )
-        finally:
-            made.remove()
-        pushed = self.engine.images.push(
-            self.repository, tag="1", stream=True, decode=True, auth_config=self.auth
-        )
-        for line in pushed:
-            assert "error" not in line, line
-        image.reload()
-        digest = next(d for d in image.attrs["RepoDigests"] if d.startswith(self.repository))
-        self.ids.append(str(image.id))
-        return digest, str(image.id)
-
-    def cleanup(self) -> None:
-        for image_id in self.ids:
-            with contextlib.suppress(docker.errors.DockerException):
-                self.engine.images.remove(image_id, force=True)
-
-
-@pytest.fixture
-def hosts(api: Api, bed: Testbed) -> Iterator[BothHosts]:
-    both = BothHosts(api, bed)
-    yield both
-    for engine in both.engines.values():
-        engine.close()
-
-
 def _done(api: Api, operation: dict[str, Any]) -> None:
-    finished = api.wait_operation(operation["id"], timeout=120)
-    assert finished["status"] == "succeeded", finished["error"]
+    assert api.wait_operation(operation["id"], timeout=120)["status"] == "succeeded"
 
 
 def _running(engine: docker.DockerClient, service_id: str) -> set[str]:
@@ -98,10 +48,13 @@ def _check(api: Api, service_id: str) -> dict[str, Any]:
 
 
 def test_a_moved_tag_shows_as_update_available_and_auto_update_rolls_it_out(
-    api: Api, bed: Testbed, hosts: BothHosts
+    api: Api, bed: Testbed
 ) -> None:
+    hosts = Images(api, bed)
+    host_id = hosts.host("h1")
     engine = hosts.engines["h1"]
-    images = Published(engine, bed)
+    auth = {"username": bed.registry_user, "password": bed.registry_password}
+    images = Published(engine, bed, registry=bed.auth_registry, name="watch", auth=auth)
     registry = api.post(
         "/registries",
         json={
@@ -115,18 +68,9 @@ def test_a_moved_tag_shows_as_update_available_and_auto_update_rolls_it_out(
     stack_id = None
     try:
         first, first_id = images.push("first")
-        response = api.post(
-            "/stacks",
-            json={
-                "name": f"watch-{uuid.uuid4().hex[:6]}",
-                "host_id": hosts.hosts["h1"],
-                "compose": COMPOSE,
-                "variables": {"IMAGE": images.tag},
-            },
-        )
-        assert response.status_code == 202, response.text
-        stack_id = response.json()["stack"]["id"]
-        _done(api, response.json()["operation"])
+        stack = {"host_id": host_id, "compose": COMPOSE, "variables": {"IMAGE": images.tag}}
+        name = f"watch-{uuid.uuid4().hex[:6]}"
+        stack_id = deployed(api, api.post("/stacks", json={"name": name, **stack}))["stack"]["id"]
         (service_id,) = api.get(f"/stacks/{stack_id}").json()["services"]
         assert _running(engine, service_id) == {f"{first} {first_id}"}
 
@@ -187,3 +131,4 @@ def test_a_moved_tag_shows_as_update_available_and_auto_update_rolls_it_out(
             assert removed.status_code == 202, removed.text
             _done(api, removed.json()["operation"])
         images.cleanup()
+        hosts.cleanup()

@@ -1,6 +1,7 @@
 """The image check's politeness and protocol without Docker: the token bucket and Retry-After
 on a fake clock, and a tiny registry served in the test (a registry, not an engine) for the
-conditional request, the 429, the token dance and a manifest answered without its digest."""
+conditional request, the 429, the token dance and a manifest answered without its digest, and
+a round of the loop over services in the database (their replicas are not the point here)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.audit.models import AuditEntry
+from app.core.config import Settings
+from app.core.context import AppContext
 from app.core.db import Database
 from app.images.check_metrics import figures
 from app.images.manifests import MANIFEST_TYPES, Endpoint, ManifestClient, Outcome
@@ -24,7 +28,11 @@ from app.images.models import ImageTag, RegistryCheckCount
 from app.images.ratelimit import RegistryLimiter, TokenBucket, retry_after_seconds
 from app.images.tag_check import TagChecker, Target, checked_tag, tag_key
 from app.registries.service import Credentials
+from app.runtime import prepare
 from app.security.crypto import load_or_create_key
+from app.services import service as services
+from app.services.image_updates import ACTOR, ImageCheckLoop
+from app.services.schemas import ServiceSpec
 
 MANIFEST = b'{"schemaVersion": 2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -293,3 +301,51 @@ def test_the_checker_records_answers_and_counts_per_registry(
     assert exported["berth_registry_checks"][0].value == 3
     assert exported["berth_registry_check_errors"][0].value == 1
     client.close()
+
+
+def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_on(
+    registry: Registry, settings_factory: Callable[..., Settings], db: Database
+) -> None:
+    context = AppContext(settings_factory(), db)
+    prepare(context)
+    host = registry.base.removeprefix("http://")
+    image = f"{host}/team/app:1"
+    old = f"{host}/team/app@sha256:" + "0" * 64
+    built = "berth.local/stack/web:0123456789abcdef"
+    with db.session() as session:
+        for name, spec, digest in (
+            ("auto", ServiceSpec(image=image, auto_update=True), old),
+            ("manual", ServiceSpec(image=image), old),
+            ("built", ServiceSpec(image=built), "sha256:" + "1" * 64),
+        ):
+            services.create(
+                session,
+                name=name,
+                spec=spec,
+                settings=context.settings,
+                created_by="test",
+                image_digest=digest,
+            )
+    loop = ImageCheckLoop(context)
+    try:
+        loop.run_once()  # takes the lease and runs a round at once
+    finally:
+        loop.stop(1)
+    new = f"{host}/team/app@{DIGEST}"
+    with db.session(write=False) as session:
+        read = {s.name: s for s in services.read_page(session, limit=10, cursor=None).items}
+        auto = services.get(session, service_id=read["auto"].id)
+        rolled = (read["auto"].revision, services.revision_digest(session, auto))
+        entries = session.execute(
+            select(AuditEntry.actor, AuditEntry.action, AuditEntry.resource)
+        ).all()
+    # One tag of two services: asked once.
+    assert [m for m, _, _ in registry.requests if m == "HEAD"] == ["HEAD"]
+    assert read["manual"].update_available is not None
+    assert (read["manual"].revision, read["manual"].update_available.digest) == (1, new)
+    assert rolled == (2, new)
+    assert read["auto"].update_available is None  # the new revision runs the new digest
+    assert read["built"].update_available is None
+    assert [tuple(e) for e in entries] == [
+        (ACTOR, "auto_update_service", f"services/{read['auto'].id}")
+    ]

@@ -36,11 +36,14 @@ _HUB_API = "https://registry-1.docker.io"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 # A token the service grants without saying for how long lasts 60 s (the distribution spec).
 _TOKEN_SECONDS = 60.0
+# Basic credentials are sent unasked for this long after a challenge asked for them (a
+# changed password is a 401 again, answered with the stored one).
+_BASIC_SECONDS = 3600.0
 # A request that would wait longer than this for the rate limit is left to the next round.
 MAX_WAIT_SECONDS = 60.0
 
 
-class Outcome(StrEnum):
+class CheckOutcome(StrEnum):
     CHANGED = "changed"  # an answer with a digest (maybe the one known already)
     NOT_MODIFIED = "not_modified"  # 304: the digest is still the one known
     RATE_LIMITED = "rate_limited"  # 429, or the limit's wait was too long for this round
@@ -50,7 +53,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class TagAnswer:
-    outcome: Outcome
+    outcome: CheckOutcome
     digest: str | None = None
     etag: str | None = None
     error: str | None = None
@@ -105,21 +108,18 @@ class ManifestClient:
             if cached is not None and cached[1] > time.monotonic():
                 headers["Authorization"] = cached[0]
             answer = self._send(host, "HEAD", base + path, headers)
-            if answer is None:
-                return TagAnswer(Outcome.RATE_LIMITED, error="rate limit: left for the next round")
-            if answer.status_code == 401:
-                authorization = self._authorize(answer, endpoint, repository, token_key)
-                headers["Authorization"] = authorization
+            if answer is not None and answer.status_code == 401:
+                headers["Authorization"] = self._authorize(answer, endpoint, repository, token_key)
                 answer = self._send(host, "HEAD", base + path, headers)
-                if answer is None:
-                    return TagAnswer(
-                        Outcome.RATE_LIMITED, error="rate limit: left for the next round"
-                    )
+            if answer is None:
+                return _LEFT_FOR_LATER
             return self._read(host, base + path, headers, answer, etag)
         except _Refused as exc:
-            return TagAnswer(Outcome.ERROR, error=str(exc))
+            return TagAnswer(CheckOutcome.ERROR, error=str(exc))
         except httpx.HTTPError as exc:
-            return TagAnswer(Outcome.ERROR, error=f"could not reach {host}: {type(exc).__name__}")
+            return TagAnswer(
+                CheckOutcome.ERROR, error=f"could not reach {host}: {type(exc).__name__}"
+            )
 
     def _read(
         self,
@@ -131,26 +131,28 @@ class ManifestClient:
     ) -> TagAnswer:
         status = answer.status_code
         if status == 304:
-            return TagAnswer(Outcome.NOT_MODIFIED, etag=etag)
+            return TagAnswer(CheckOutcome.NOT_MODIFIED, etag=etag)
         if status == 429:
             delay = retry_after_seconds(answer.headers.get("retry-after"), now=utcnow())
             self.limiter.pause(host, MAX_WAIT_SECONDS if delay is None else delay)
-            return TagAnswer(Outcome.RATE_LIMITED, error="the registry answered 429")
+            return TagAnswer(CheckOutcome.RATE_LIMITED, error="the registry answered 429")
         if status == 401:
-            return TagAnswer(Outcome.ERROR, error="the registry refused the stored credentials")
+            return TagAnswer(
+                CheckOutcome.ERROR, error="the registry refused the stored credentials"
+            )
         if status == 404:
-            return TagAnswer(Outcome.ERROR, error="the registry has no such tag")
+            return TagAnswer(CheckOutcome.ERROR, error="the registry has no such tag")
         if status != 200:
-            return TagAnswer(Outcome.ERROR, error=f"the registry answered HTTP {status}")
+            return TagAnswer(CheckOutcome.ERROR, error=f"the registry answered HTTP {status}")
         digest = answer.headers.get("docker-content-digest")
         if not digest:
             # The header is optional (OCI distribution spec): the manifest's bytes name it.
             body = self._send(host, "GET", url, headers)
             if body is None or body.status_code != 200:
-                return TagAnswer(Outcome.ERROR, error="the registry named no digest")
+                return TagAnswer(CheckOutcome.ERROR, error="the registry named no digest")
             digest = "sha256:" + hashlib.sha256(body.content).hexdigest()
         return TagAnswer(
-            Outcome.CHANGED, digest=digest, etag=answer.headers.get("etag") or f'"{digest}"'
+            CheckOutcome.CHANGED, digest=digest, etag=answer.headers.get("etag") or f'"{digest}"'
         )
 
     def _send(
@@ -166,10 +168,10 @@ class ManifestClient:
         """The registry's API root. A stored registry's URL says its scheme; otherwise HTTPS,
         and plain HTTP only if HTTPS cannot connect at all (a registry an engine is told is
         insecure; no credentials go there: none are stored for it)."""
+        if host == DOCKER_HUB:
+            return _HUB_API  # whichever of Hub's names a stored registry's URL gives
         if endpoint.url is not None:
             return endpoint.url.rstrip("/")
-        if host == DOCKER_HUB:
-            return _HUB_API
         with self._lock:
             known = self._schemes.get(host)
         if known is not None:
@@ -200,7 +202,11 @@ class ManifestClient:
         if scheme == "basic":
             if auth is None:
                 raise _Refused("the registry needs credentials and none are stored")
-            return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            basic = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            # Kept like a token, so the next checks send it at once instead of each being
+            # refused first (two requests against the registry's limit instead of one).
+            self._keep(token_key, basic, _BASIC_SECONDS)
+            return basic
         if scheme != "bearer":
             raise _Refused(f"unsupported authentication scheme {scheme!r}")
         params = dict(_CHALLENGE.findall(challenge))
@@ -216,12 +222,19 @@ class ManifestClient:
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise _Refused("the token service gave no token")
-        lifetime = float(body.get("expires_in") or _TOKEN_SECONDS)
         header = f"Bearer {token}"
+        self._keep(token_key, header, float(body.get("expires_in") or _TOKEN_SECONDS))
+        return header
+
+    def _keep(self, key: tuple[str, str, str | None], header: str, lifetime: float) -> None:
         with self._lock:
             # Renewed a little early, so a token does not expire between its check and its use.
-            self._tokens[token_key] = (header, time.monotonic() + max(lifetime - 5.0, 1.0))
-        return header
+            self._tokens[key] = (header, time.monotonic() + max(lifetime - 5.0, 1.0))
+
+
+_LEFT_FOR_LATER = TagAnswer(
+    CheckOutcome.RATE_LIMITED, error="the rate limit left it for the next round"
+)
 
 
 class _Refused(Exception):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from app.core.db import Database, utcnow
-from app.images.manifests import Endpoint, ManifestClient, Outcome, TagAnswer
+from app.images.manifests import CheckOutcome, Endpoint, ManifestClient, TagAnswer
 from app.images.models import ImageTag, RegistryCheckCount
 from app.images.reference import (
     LOCAL_BUILD_REGISTRY,
@@ -31,6 +33,7 @@ log = logging.getLogger("berth.images")
 Fence = Callable[[Session], bool]
 
 
+@lru_cache(maxsize=4096)  # read for every service a page shows; a reference is immutable
 def checked_tag(image: str) -> ImageReference | None:
     """The tag a registry is asked about for `image` (`busybox` is `docker.io/library/busybox:
     latest`); None for what no registry can answer: an image pinned by digest, one Berth built
@@ -78,6 +81,13 @@ class TagChecker:
             answers[key] = answer
         return answers
 
+    def forget_unchecked(self, *, since: datetime, fence: Fence | None = None) -> None:
+        """Forget the tags not checked since `since`: after a round that checked every tag in
+        use, those no service runs any more."""
+        with self.db.session() as session:
+            if fence is None or fence(session):
+                session.execute(delete(ImageTag).where(ImageTag.checked_at < since))
+
     def _ask(self, key: str, target: Target) -> TagAnswer:
         host = target.reference.registry_host
         with self.db.session(write=False) as session:
@@ -86,7 +96,7 @@ class TagChecker:
             try:
                 registry = registries.find(session, registry_id=target.registry_id, host=host)
             except registries.ForeignRegistry as exc:
-                return TagAnswer(Outcome.ERROR, error=str(exc))
+                return TagAnswer(CheckOutcome.ERROR, error=str(exc))
             endpoint = Endpoint(
                 url=registry.url if registry is not None else None,
                 credentials=registries.registry_credentials(self.cipher, registry),
@@ -111,7 +121,7 @@ class TagChecker:
             assert row is not None
             row.checked_at = now
             row.error = answer.error
-            if answer.outcome == Outcome.CHANGED:
+            if answer.outcome == CheckOutcome.CHANGED:
                 if row.digest != answer.digest:
                     if row.digest is not None:
                         log.info(
@@ -120,15 +130,17 @@ class TagChecker:
                         )
                     row.digest, row.detected_at = answer.digest, now
                 row.etag = answer.etag
-            failed = answer.outcome in (Outcome.ERROR, Outcome.RATE_LIMITED)
+            limited = answer.outcome == CheckOutcome.RATE_LIMITED
+            unchanged = answer.outcome == CheckOutcome.NOT_MODIFIED
+            failed = limited or answer.outcome == CheckOutcome.ERROR
             counts = RegistryCheckCount
             session.execute(
                 update(counts)
                 .where(counts.registry_host == host)
                 .values(
                     checks=counts.checks + 1,
-                    not_modified=counts.not_modified + int(answer.outcome == Outcome.NOT_MODIFIED),
+                    not_modified=counts.not_modified + int(unchanged),
                     errors=counts.errors + int(failed),
-                    rate_limited=counts.rate_limited + int(answer.outcome == Outcome.RATE_LIMITED),
+                    rate_limited=counts.rate_limited + int(limited),
                 )
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +19,8 @@ from app.api.paths import API_PREFIX
 from app.audit import service as audit
 from app.core.config import Settings
 from app.core.context import AppContext
-from app.images.manifests import ManifestClient, Outcome
+from app.core.db import utcnow
+from app.images.manifests import CheckOutcome, ManifestClient
 from app.images.ratelimit import shared_limiter
 from app.images.tag_check import Fence, TagChecker, Target, checked_tag
 from app.services import service as services
@@ -130,8 +132,11 @@ def roll_out(
     return done
 
 
-def _client(app: AppContext) -> ManifestClient:
-    return ManifestClient(shared_limiter(app.settings.registry_requests_per_minute))
+@cache
+def _client(requests_per_minute: float) -> ManifestClient:
+    """The client of the checks asked for over the API in this process: kept, with its
+    connections and tokens, for the next one."""
+    return ManifestClient(shared_limiter(requests_per_minute))
 
 
 def check_service(app: AppContext, *, service_id: str) -> ImageCheck:
@@ -141,18 +146,15 @@ def check_service(app: AppContext, *, service_id: str) -> ImageCheck:
         services.get(session, service_id=service_id)  # a 404 for no such service
         found = targets(session, service_id=service_id)
     image: str | None = None
-    outcome = Outcome.SKIPPED
+    outcome = CheckOutcome.SKIPPED
     detail: str | None = "the revision records no registry digest to compare with"
     operation = None
     if found:
         image = str(found[0].reference)
-        client = _client(app)
-        try:
-            answer = TagChecker(app.db, app.cipher, client).check(found)[image]
-        finally:
-            client.close()
+        client = _client(app.settings.registry_requests_per_minute)
+        answer = TagChecker(app.db, app.cipher, client).check(found)[image]
         outcome, detail = answer.outcome, answer.error
-        if answer.outcome in (Outcome.CHANGED, Outcome.NOT_MODIFIED):
+        if answer.outcome in (CheckOutcome.CHANGED, CheckOutcome.NOT_MODIFIED):
             accepted = roll_out(app, service_ids=[service_id]).get(service_id)
             operation = accepted.operation if accepted is not None else None
     with app.db.session(write=False) as session:
@@ -182,7 +184,10 @@ class ImageCheckLoop(LeasedLoop):
         self.client.close()
 
     def run_leased(self) -> None:
+        started = utcnow()
         with self.app.db.session(write=False) as session:
             found = targets(session)
-        TagChecker(self.app.db, self.app.cipher, self.client).check(found, fence=self.holds_lease)
+        checker = TagChecker(self.app.db, self.app.cipher, self.client)
+        checker.check(found, fence=self.holds_lease)
+        checker.forget_unchecked(since=started, fence=self.holds_lease)
         roll_out(self.app, fence=self.holds_lease)

@@ -20,7 +20,7 @@ from app.containers.schemas import (
 )
 from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
-from app.images.manifests import Outcome
+from app.images.manifests import CheckOutcome
 from app.operations.schemas import OperationRead
 from app.secrets.schemas import SecretUse
 from app.services.diff import FieldChange
@@ -301,7 +301,7 @@ class ImageCheck(BaseModel):
     """What `POST /services/{id}/check-image` found."""
 
     image: str | None = Field(description="The tag asked about; null when none could be")
-    outcome: Outcome = Field(
+    outcome: CheckOutcome = Field(
         description="The registry's answer: a digest (`changed`, maybe the one known), 304 "
         "(`not_modified`: the digest known still holds), 429 or the rate limit "
         "(`rate_limited`), a failure (`error`); `skipped`: nothing a registry can answer (an "

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from app.audit.models import AuditEntry
 from app.core.config import Settings
 from app.core.context import AppContext
-from app.core.db import Database
+from app.core.db import Database, utcnow
 from app.images.check_metrics import figures
-from app.images.manifests import MANIFEST_TYPES, Endpoint, ManifestClient, Outcome
+from app.images.manifests import MANIFEST_TYPES, CheckOutcome, Endpoint, ManifestClient
 from app.images.models import ImageTag, RegistryCheckCount
 from app.images.ratelimit import RegistryLimiter, TokenBucket, retry_after_seconds
 from app.images.tag_check import TagChecker, Target, checked_tag, tag_key
@@ -208,9 +208,13 @@ def test_a_conditional_request_answered_304_keeps_the_digest(registry: Registry)
     client = ManifestClient(RegistryLimiter(600))
     target, endpoint = _reference(registry), Endpoint(registry.base, None)
     first = client.digest(target.reference, endpoint, etag=None)
-    assert (first.outcome, first.digest, first.etag) == (Outcome.CHANGED, DIGEST, f'"{DIGEST}"')
+    assert (first.outcome, first.digest, first.etag) == (
+        CheckOutcome.CHANGED,
+        DIGEST,
+        f'"{DIGEST}"',
+    )
     again = client.digest(target.reference, endpoint, etag=first.etag)
-    assert again.outcome == Outcome.NOT_MODIFIED
+    assert again.outcome == CheckOutcome.NOT_MODIFIED
     (_, path, asked), (_, _, conditional) = registry.requests
     assert path == "/v2/team/app/manifests/1"
     assert asked["Accept"] == ", ".join(MANIFEST_TYPES)
@@ -230,10 +234,10 @@ def test_a_429_pauses_the_registry_for_its_retry_after(registry: Registry) -> No
     target, endpoint = _reference(registry), Endpoint(registry.base, None)
     registry.status, registry.retry_after = 429, "30"
     limited = client.digest(target.reference, endpoint, etag=None)
-    assert limited.outcome == Outcome.RATE_LIMITED
+    assert limited.outcome == CheckOutcome.RATE_LIMITED
     assert len(registry.requests) == 1
     held = client.digest(target.reference, endpoint, etag=None)
-    assert held.outcome == Outcome.RATE_LIMITED
+    assert held.outcome == CheckOutcome.RATE_LIMITED
     assert len(registry.requests) == 1, "nothing is sent before the Retry-After"
     assert waits == [pytest.approx(30, abs=1)]
     client.close()
@@ -244,13 +248,13 @@ def test_the_token_dance_uses_the_stored_credentials_once_per_token(registry: Re
     client = ManifestClient(RegistryLimiter(600))
     target = _reference(registry)
     refused = client.digest(target.reference, Endpoint(registry.base, None), etag=None)
-    assert refused.outcome == Outcome.ERROR
+    assert refused.outcome == CheckOutcome.ERROR
     assert refused.error == "the token service answered HTTP 401"
     stored = Credentials(registry_id="r", server="x", username="ci", password="s3cret")
     endpoint = Endpoint(registry.base, stored)
     assert client.digest(target.reference, endpoint, etag=None).digest == DIGEST
     assert client.digest(target.reference, endpoint, etag=f'"{DIGEST}"').outcome == (
-        Outcome.NOT_MODIFIED
+        CheckOutcome.NOT_MODIFIED
     )
     assert registry.tokens_issued == 1
     assert registry.requests[-1][2]["Authorization"] == "Bearer t-1"
@@ -261,7 +265,7 @@ def test_a_manifest_without_its_digest_header_is_named_by_its_bytes(registry: Re
     registry.digest_header = False
     client = ManifestClient(RegistryLimiter(600))
     answer = client.digest(_reference(registry).reference, Endpoint(registry.base, None), etag=None)
-    assert (answer.outcome, answer.digest) == (Outcome.CHANGED, DIGEST)
+    assert (answer.outcome, answer.digest) == (CheckOutcome.CHANGED, DIGEST)
     assert [method for method, _, _ in registry.requests] == ["HEAD", "GET"]
     client.close()
 
@@ -276,10 +280,10 @@ def test_the_checker_records_answers_and_counts_per_registry(
     key = str(target.reference)
     # Two services on one tag: asked once. The registry has no stored URL: HTTPS cannot
     # connect, plain HTTP answers.
-    assert checker.check([target, target])[key].outcome == Outcome.CHANGED
-    assert checker.check([target])[key].outcome == Outcome.NOT_MODIFIED
+    assert checker.check([target, target])[key].outcome == CheckOutcome.CHANGED
+    assert checker.check([target])[key].outcome == CheckOutcome.NOT_MODIFIED
     registry.status = 500
-    assert checker.check([target])[key].outcome == Outcome.ERROR
+    assert checker.check([target])[key].outcome == CheckOutcome.ERROR
     with db.session(write=False) as session:
         row = session.get(ImageTag, key)
         assert row is not None
@@ -326,6 +330,8 @@ def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_o
                 created_by="test",
                 image_digest=digest,
             )
+    with db.session() as session:
+        session.add(ImageTag(reference="gone:1", registry_host="docker.io", checked_at=utcnow()))
     loop = ImageCheckLoop(context)
     try:
         loop.run_once()  # takes the lease and runs a round at once
@@ -336,9 +342,11 @@ def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_o
         read = {s.name: s for s in services.read_page(session, limit=10, cursor=None).items}
         auto = services.get(session, service_id=read["auto"].id)
         rolled = (read["auto"].revision, services.revision_digest(session, auto))
+        kept = list(session.execute(select(ImageTag.reference)).scalars())
         entries = session.execute(
             select(AuditEntry.actor, AuditEntry.action, AuditEntry.resource)
         ).all()
+    assert kept == [str(checked_tag(image))]  # no service runs `gone:1` any more
     # One tag of two services: asked once.
     assert [m for m, _, _ in registry.requests if m == "HEAD"] == ["HEAD"]
     assert read["manual"].update_available is not None

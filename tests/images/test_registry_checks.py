@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEntry
+from app.containers.schemas import VolumeMount
 from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.db import Database, utcnow
@@ -310,14 +311,19 @@ def test_the_checker_records_answers_and_counts_per_registry(
 def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_on(
     registry: Registry, settings_factory: Callable[..., Settings], db: Database
 ) -> None:
+    # The services were created while /srv could be bind-mounted; the loop's process no
+    # longer allows it, so `bound` cannot be updated, and `auto` still is.
+    created_under = settings_factory(allowed_bind_paths="/srv")
     context = AppContext(settings_factory(), db)
     prepare(context)
     host = registry.base.removeprefix("http://")
     image = f"{host}/team/app:1"
     old = f"{host}/team/app@sha256:" + "0" * 64
     built = "berth.local/stack/web:0123456789abcdef"
+    bind = VolumeMount(source="/srv/data", target="/data")
     with db.session() as session:
         for name, spec, digest in (
+            ("bound", ServiceSpec(image=image, auto_update=True, volumes=[bind]), old),
             ("auto", ServiceSpec(image=image, auto_update=True), old),
             ("manual", ServiceSpec(image=image), old),
             ("built", ServiceSpec(image=built), "sha256:" + "1" * 64),
@@ -326,7 +332,7 @@ def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_o
                 session,
                 name=name,
                 spec=spec,
-                settings=context.settings,
+                settings=created_under,
                 created_by="test",
                 image_digest=digest,
             )
@@ -354,6 +360,8 @@ def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_o
     assert rolled == (2, new)
     assert read["auto"].update_available is None  # the new revision runs the new digest
     assert read["built"].update_available is None
+    assert read["bound"].revision == 1
+    assert read["bound"].update_available is not None
     assert [tuple(e) for e in entries] == [
         (ACTOR, "auto_update_service", f"services/{read['auto'].id}")
     ]

@@ -27,15 +27,17 @@ def find(session: Session, services: Sequence[Service]) -> dict[str, UpdateAvail
             tags[service.id] = reference
     if not tags:
         return {}
-    # Only the tags the check knows a digest of: usually none, and then no second query.
+    # Only the tags the check knows a digest of: usually none, and then no second query. Read
+    # as columns: loading rows as objects was most of the time of a page whose tags are known.
     known = {
-        row.reference: row
-        for row in session.execute(
-            select(ImageTag).where(
+        reference: (digest, detected_at)
+        for reference, digest, detected_at in session.execute(
+            select(ImageTag.reference, ImageTag.digest, ImageTag.detected_at).where(
                 ImageTag.reference.in_({str(r) for r in tags.values()}),
                 ImageTag.digest.is_not(None),
+                ImageTag.detected_at.is_not(None),
             )
-        ).scalars()
+        )
     }
     if not known:
         return {}
@@ -54,16 +56,14 @@ def find(session: Session, services: Sequence[Service]) -> dict[str, UpdateAvail
     found = {}
     for service in candidates:
         reference = tags[service.id]
-        tag = known[str(reference)]
+        digest, detected_at = known[str(reference)]
         running = recorded.get(service.id)
         # Only a registry digest (`repo@sha256:...`) compares: without one, what the replicas
         # run is whatever their hosts pulled.
-        if running is None or "@" not in running or None in (tag.digest, tag.detected_at):
-            continue
-        if running.partition("@")[2] != tag.digest:
+        if running is not None and "@" in running and running.partition("@")[2] != digest:
             found[service.id] = UpdateAvailable(
                 image=service.spec["image"],
-                digest=f"{reference.name}@{tag.digest}",
-                detected_at=tag.detected_at,
+                digest=f"{reference.name}@{digest}",
+                detected_at=detected_at,
             )
     return found

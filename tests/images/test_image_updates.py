@@ -22,7 +22,8 @@ services:
 
 
 def _done(api: Api, operation: dict[str, Any]) -> None:
-    assert api.wait_operation(operation["id"], timeout=120)["status"] == "succeeded"
+    finished = api.wait_operation(operation["id"], timeout=120)
+    assert finished["status"] == "succeeded", finished["error"]
 
 
 def _running(engine: docker.DockerClient, service_id: str) -> set[str]:

@@ -111,6 +111,12 @@ class ServiceSpec(RuntimeOptions):
         "and its rollback). Changing only this field makes no new revision",
     )
 
+    def revised_as(self, other: ServiceSpec) -> bool:
+        """Whether `other` is the same revision: neither the replica count nor auto_update
+        changes what a replica is, so a change of them alone makes no new revision."""
+        kept = {"replicas": 0, "auto_update": False}
+        return self.model_copy(update=kept) == other.model_copy(update=kept)
+
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
         if self.one_shot and self.restart_policy == "any":

@@ -377,9 +377,7 @@ def new_revision(
     _rescale(service, spec.replicas)
     service.updated_at = utcnow()
     service.version += 1
-    # Neither the replica count nor auto_update changes what a replica is: no new revision.
-    settings_only = {"replicas": 0, "auto_update": False}
-    unchanged = spec.model_copy(update=settings_only) == current.model_copy(update=settings_only)
+    unchanged = spec.revised_as(current)
     current_digest = revision_digest(session, service)
     if image_digest is None and spec.image == current.image:
         image_digest = current_digest  # the same image stays pinned (a changed env, say)

@@ -365,3 +365,10 @@ def test_a_round_of_the_loop_marks_services_and_rolls_out_where_auto_update_is_o
     assert [tuple(e) for e in entries] == [
         (ACTOR, "auto_update_service", f"services/{read['auto'].id}")
     ]
+
+
+def test_auto_update_alone_is_no_new_revision() -> None:
+    spec = ServiceSpec(image="team/app:1", replicas=2)
+    assert spec.revised_as(ServiceSpec(image="team/app:1", auto_update=True, replicas=5))
+    assert not spec.revised_as(ServiceSpec(image="team/app:1", env={"V": "2"}))
+    assert "auto_update" not in spec.model_dump()  # stored specs stay as they were

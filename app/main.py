@@ -34,6 +34,7 @@ from app.events.router import router as events_router
 from app.events.stream import EventHub
 from app.hosts.metrics import figures as host_figures
 from app.hosts.router import router as hosts_router
+from app.images.check_metrics import figures as image_check_figures
 from app.images.router import BUILD_PATH
 from app.images.router import router as images_router
 from app.operations.metrics import figures as operation_figures
@@ -82,6 +83,7 @@ def create_app(
     metrics = Metrics()
     metrics.add_database_figures(context.db, operation_figures)
     metrics.add_database_figures(context.db, host_figures)
+    metrics.add_database_figures(context.db, image_check_figures)
     events = EventHub(context.db)
 
     @asynccontextmanager

@@ -6,7 +6,7 @@ from app.containers.models import Container, PortClaim
 from app.core.db import Base
 from app.events.models import Event
 from app.hosts.models import Host
-from app.images.models import Blob, Image
+from app.images.models import Blob, Image, ImageTag, RegistryCheckCount
 from app.operations.models import Operation, OperationLog
 from app.registries.models import Registry
 from app.secrets.models import Secret
@@ -26,11 +26,13 @@ __all__ = [
     "Host",
     "IdempotencyRecord",
     "Image",
+    "ImageTag",
     "Lease",
     "Operation",
     "OperationLog",
     "PortClaim",
     "Registry",
+    "RegistryCheckCount",
     "Secret",
     "Service",
     "ServiceRevision",

@@ -30,6 +30,7 @@ from app.images.loops import ImageInventory
 from app.images.models import Blob
 from app.registries.models import Registry
 from app.secrets.models import Secret
+from app.services.image_updates import ImageCheckLoop
 from app.services.reconciler import ServiceReconciler
 from app.tokens import service as tokens
 from app.workers.executor import OperationExecutor
@@ -183,12 +184,15 @@ class Housekeeping(LoopService):
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:
     executor = OperationExecutor(context)
+    # BERTH_IMAGE_CHECK_INTERVAL_SECONDS=0 turns new-image detection off.
+    image_check = [ImageCheckLoop(context)] if context.settings.image_check_interval_seconds else []
     return [
         Relay(context.db),
         WorkerHeartbeat(context, kind=kind, slots=executor.slots),
         Housekeeping(context),
         HostProber(context),
         ImageInventory(context),
+        *image_check,
         ContainerWatcher(context),
         ServiceReconciler(context),
         executor,

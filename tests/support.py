@@ -496,6 +496,54 @@ class Images:
             engine.close()
 
 
+class Published:
+    """Images pushed from `engine` under one tag of a new repository (`name-<random>`) of a
+    testbed registry, each a commit of the testbed's busybox with a label; `auth` for the
+    registry that needs credentials."""
+
+    def __init__(
+        self,
+        engine: docker.DockerClient,
+        bed: Testbed,
+        *,
+        registry: str,
+        name: str,
+        auth: dict[str, str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.base = f"{bed.registry}/berth-test/busybox:latest"
+        self.repository = f"{registry}/berth-test/{name}-{uuid.uuid4().hex[:8]}"
+        self.tag = f"{self.repository}:1"
+        self.label = f"berth.test.{name}"
+        self.auth = auth
+        self.ids: list[str] = []
+
+    def push(self, label: str) -> tuple[str, str]:
+        """The tag moved to a new image: its `repo@sha256:...` and its image id."""
+        self.engine.images.pull(self.base)
+        made = self.engine.containers.create(self.base, command=["true"])
+        try:
+            image = made.commit(
+                repository=self.repository, tag="1", changes=[f"LABEL {self.label}={label}"]
+            )
+        finally:
+            made.remove()
+        pushed = self.engine.images.push(
+            self.repository, tag="1", stream=True, decode=True, auth_config=self.auth
+        )
+        for line in pushed:
+            assert "error" not in line, line
+        image.reload()
+        digest = next(d for d in image.attrs["RepoDigests"] if d.startswith(self.repository))
+        self.ids.append(str(image.id))
+        return digest, str(image.id)
+
+    def cleanup(self) -> None:
+        for image_id in self.ids:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.engine.images.remove(image_id, force=True)
+
+
 def inventory(api: Api, reference: str, host_id: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = api.get(
         "/images", params={"reference": reference, "host_id": host_id}

@@ -167,6 +167,18 @@ class Settings(BaseSettings):
     image_sync_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each host's image inventory is re-read."
     )
+    image_check_interval_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often the registries are asked for the digests of the tags services "
+        "run (new-image detection; 0 turns it off).",
+    )
+    registry_requests_per_minute: float = Field(
+        default=60.0,
+        gt=0,
+        description="Requests the image check sends one registry per minute at most (a 429's "
+        "Retry-After is honoured on top).",
+    )
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     auth_failure_limit: int = Field(
         default=20,

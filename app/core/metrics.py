@@ -3,17 +3,17 @@ database at scrape time (so every process reports the same, fleet-wide truth).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
 from app.core.db import Database
 
 # Reads one domain's figures in the scrape's session (hosts by status, operations by kind...).
-DatabaseFigures = Callable[[Session], list[GaugeMetricFamily]]
+DatabaseFigures = Callable[[Session], Sequence[Metric]]
 
 
 class DatabaseCollector(Collector):
@@ -21,7 +21,7 @@ class DatabaseCollector(Collector):
         self.db = db
         self.figures = figures
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         with self.db.session(write=False) as session:
             families = self.figures(session)
         yield from families

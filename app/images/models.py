@@ -49,3 +49,34 @@ class Blob(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     stack_id: Mapped[str | None] = mapped_column(String(26), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageTag(Base):
+    """What a registry last said a tag that services run names: its digest, and the ETag to
+    ask again conditionally. Written by the image check (services.image_updates)."""
+
+    __tablename__ = "image_tags"
+
+    # The tag, normalised as `reference.ImageReference` prints it (`host/repo:tag`).
+    reference: Mapped[str] = mapped_column(String(600), primary_key=True)
+    registry_host: Mapped[str] = mapped_column(String(300), index=True)
+    digest: Mapped[str | None] = mapped_column(String(200))
+    etag: Mapped[str | None] = mapped_column(String(300))
+    # When the registry first answered with `digest` (a new digest's detection time).
+    detected_at: Mapped[datetime | None]
+    checked_at: Mapped[datetime | None]
+    # Why the last check failed (the digest stays what it was); None after an answer.
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RegistryCheckCount(Base):
+    """Per registry host, the image check's requests as /metrics counts them (kept in the
+    database: the check runs in whichever process holds its lease, /metrics in every one)."""
+
+    __tablename__ = "registry_check_counts"
+
+    registry_host: Mapped[str] = mapped_column(String(300), primary_key=True)
+    checks: Mapped[int] = mapped_column(BigInteger, default=0)
+    not_modified: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)

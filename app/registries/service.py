@@ -134,13 +134,21 @@ def credentials(
     """Credentials for a pull or push of an image on `host`: the registry named (checked
     again here, for work queued before a registry's URL changed), else the one whose host
     matches."""
-    registry: Registry | None
+    return registry_credentials(cipher, find(session, registry_id=registry_id, host=host))
+
+
+def find(session: Session, *, registry_id: str | None, host: str) -> Registry | None:
+    """The registry an image on `host` uses: the one named (ForeignRegistry if it is another
+    host's), else the one whose host matches, if any."""
     if registry_id is not None:
-        registry = for_image(session, registry_id=registry_id, host=host, field="registry_id")
-    else:
-        registry = session.execute(
-            select(Registry).where(Registry.host == host.lower()).order_by(Registry.id).limit(1)
-        ).scalar_one_or_none()
+        return for_image(session, registry_id=registry_id, host=host, field="registry_id")
+    return session.execute(
+        select(Registry).where(Registry.host == host.lower()).order_by(Registry.id).limit(1)
+    ).scalar_one_or_none()
+
+
+def registry_credentials(cipher: Cipher, registry: Registry | None) -> Credentials | None:
+    """The registry's stored username and password, if it has both."""
     if registry is None or registry.username is None or registry.password_encrypted is None:
         return None
     return Credentials(

@@ -24,9 +24,7 @@ def preview(session: Session, *, service_id: str, spec: ServiceSpec, settings: S
 
 def plan(session: Session, service: Service, spec: ServiceSpec) -> Plan:
     current = ServiceSpec.model_validate(service.spec)
-    changes_revision = spec.model_copy(update={"replicas": 0}) != current.model_copy(
-        update={"replicas": 0}
-    )
+    changes_revision = not spec.revised_as(current)
     names = {row.id: row.name for row in session.execute(select(Host.id, Host.name))}
     tasks = [
         t

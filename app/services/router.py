@@ -20,8 +20,9 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.config import Settings
 from app.core.context import AppContext
-from app.services import planner, service
+from app.services import image_updates, planner, service
 from app.services.schemas import (
+    ImageCheck,
     Plan,
     RevisionDiff,
     RevisionRead,
@@ -226,3 +227,16 @@ def delete_service(
     service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
 ) -> ServiceAccepted:
     return _change(context, request, response, principal, service_id, service.delete)
+
+
+@router.post(
+    "/{service_id}/check-image",
+    summary="Ask the registry now whether the service's tag names a new digest",
+    description="What the image check does every BERTH_IMAGE_CHECK_INTERVAL_SECONDS, for this "
+    "service, now: a conditional manifest request to the tag's registry (with its stored "
+    "credentials, under its rate limit). A new digest shows as `update_available`; with "
+    "`auto_update` it is rolled out as an ordinary update, whose converge is `operation`.",
+)
+def check_service_image(service_id: str, request: Request, context: Ctx, _: Operator) -> ImageCheck:
+    set_audit_resource(request, f"services/{service_id}")
+    return image_updates.check_service(context, service_id=service_id)

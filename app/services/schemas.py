@@ -20,6 +20,7 @@ from app.containers.schemas import (
 )
 from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
+from app.images.manifests import CheckOutcome
 from app.operations.schemas import OperationRead
 from app.secrets.schemas import SecretUse
 from app.services.diff import FieldChange
@@ -52,6 +53,7 @@ class ServiceSpec(RuntimeOptions):
         "container_name",
         "one_shot",
         "rollback_config",
+        "auto_update",
     }
 
     image: Annotated[str, Field(min_length=1, max_length=512)]
@@ -101,6 +103,19 @@ class ServiceSpec(RuntimeOptions):
         "service counts as running (Compose's init service that others wait to complete). "
         "Needs restart_policy none or on-failure",
     )
+
+    auto_update: bool = Field(
+        default=False,
+        description="When the image check finds that the service's tag names a new digest in "
+        "its registry, roll it out as an ordinary update (a new revision, under update_config "
+        "and its rollback). Changing only this field makes no new revision",
+    )
+
+    def revised_as(self, other: ServiceSpec) -> bool:
+        """Whether `other` is the same revision: neither the replica count nor auto_update
+        changes what a replica is, so a change of them alone makes no new revision."""
+        kept = {"replicas": 0, "auto_update": False}
+        return self.model_copy(update=kept) == other.model_copy(update=kept)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
@@ -205,6 +220,17 @@ class Task(BaseModel):
     )
 
 
+class UpdateAvailable(BaseModel):
+    """The service's tag names other bits in its registry than its revision runs."""
+
+    image: str = Field(description="The tag, as the spec names it")
+    digest: str = Field(
+        description="What the tag names in its registry now (`repo@sha256:...`)",
+        examples=["registry.example.com/team/app@sha256:" + "0" * 64],
+    )
+    detected_at: datetime = Field(description="When the image check first saw this digest")
+
+
 class ServiceRead(BaseModel):
     id: str
     name: str
@@ -221,6 +247,12 @@ class ServiceRead(BaseModel):
     replicas: ReplicaCounts
     rollout: dict[str, Any] | None
     tasks: list[Task]
+    update_available: UpdateAvailable | None = Field(
+        default=None,
+        description="A new digest of the service's tag found in its registry by the image "
+        "check; null while the revision runs what the tag names (or nothing is known: a "
+        "revision without a recorded digest, an image Berth built)",
+    )
     created_at: datetime
     updated_at: datetime
     version: int
@@ -269,3 +301,21 @@ class Plan(BaseModel):
     stop: list[PlannedChange]
     replace: list[PlannedChange]
     unplaceable: list[PlannedChange]
+
+
+class ImageCheck(BaseModel):
+    """What `POST /services/{id}/check-image` found."""
+
+    image: str | None = Field(description="The tag asked about; null when none could be")
+    outcome: CheckOutcome = Field(
+        description="The registry's answer: a digest (`changed`, maybe the one known), 304 "
+        "(`not_modified`: the digest known still holds), 429 or the rate limit "
+        "(`rate_limited`), a failure (`error`); `skipped`: nothing a registry can answer (an "
+        "image Berth built or pinned by digest, a revision without a recorded digest)"
+    )
+    detail: str | None = None
+    operation: OperationRead | None = Field(
+        default=None,
+        description="The converge of the update auto_update rolled out, if it rolled one out",
+    )
+    service: ServiceRead

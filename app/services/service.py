@@ -23,6 +23,7 @@ from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
+from app.services import update_available
 from app.services.decide import is_ready
 from app.services.diff import changes
 from app.services.models import Service, ServiceRevision, ServiceStatus
@@ -34,6 +35,7 @@ from app.services.schemas import (
     ServiceRead,
     ServiceSpec,
     Task,
+    UpdateAvailable,
 )
 
 # Where a new revision's spec comes from, given the locked service: the request (replace or
@@ -146,10 +148,16 @@ def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]
         )
         if on == "ready":
             reachable.add(host_id)
-    return [_read(service, tasks[service.id], reachable) for service in services]
+    updates = update_available.find(session, services)
+    return [
+        _read(service, tasks[service.id], reachable, updates.get(service.id))
+        for service in services
+    ]
 
 
-def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRead:
+def _read(
+    service: Service, tasks: list[Task], reachable: set[str], update: UpdateAvailable | None
+) -> ServiceRead:
     spec = ServiceSpec.model_validate(service.spec)
     current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
     running = sum(1 for t in current if t.state == "running")
@@ -165,6 +173,7 @@ def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRe
         replicas=ReplicaCounts(desired=service.replicas, running=running, healthy=healthy),
         rollout=service.rollout,
         tasks=tasks,
+        update_available=update,
         created_at=service.created_at,
         updated_at=service.updated_at,
         version=service.version,
@@ -368,15 +377,17 @@ def new_revision(
     _rescale(service, spec.replicas)
     service.updated_at = utcnow()
     service.version += 1
-    scaled_only = {"replicas": 0}
-    unchanged = spec.model_copy(update=scaled_only) == current.model_copy(update=scaled_only)
+    unchanged = spec.revised_as(current)
     current_digest = revision_digest(session, service)
     if image_digest is None and spec.image == current.image:
         image_digest = current_digest  # the same image stays pinned (a changed env, say)
     if replica_image(spec, image_digest) != replica_image(current, current_digest):
         unchanged = False  # the replicas would be created from other bits
     if unchanged and not force:
-        service.spec = {**service.spec, "replicas": spec.replicas}
+        kept = {**service.spec, "replicas": spec.replicas, "auto_update": spec.auto_update}
+        if not spec.auto_update:
+            del kept["auto_update"]  # a default is not stored (SetOnly)
+        service.spec = kept
         return False
     latest = session.execute(
         select(func.max(ServiceRevision.revision)).where(ServiceRevision.service_id == service.id)

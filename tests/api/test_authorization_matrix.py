@@ -66,6 +66,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v1/services/{service_id}/revisions"): Role.viewer,
     ("GET", "/api/v1/services/{service_id}/revisions/{before}/diff/{after}"): Role.viewer,
     ("POST", "/api/v1/services/{service_id}/plan"): Role.operator,
+    ("POST", "/api/v1/services/{service_id}/check-image"): Role.operator,
     ("DELETE", "/api/v1/services/{service_id}"): Role.operator,
     ("POST", "/api/v1/secrets"): Role.admin,
     ("GET", "/api/v1/secrets"): Role.viewer,

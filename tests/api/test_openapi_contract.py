@@ -158,6 +158,8 @@ def test_operation_ids_are_unique_camel_case_names(api: Api) -> None:
     assert paths["/api/v1/services"]["post"]["operationId"] == "createService"
     assert paths["/api/v1/services/{service_id}"]["get"]["operationId"] == "getService"
     assert paths["/api/v1/stacks/{stack_id}"]["delete"]["operationId"] == "deleteStack"
+    check = paths["/api/v1/services/{service_id}/check-image"]["post"]
+    assert check["operationId"] == "checkServiceImage"
     logs = paths["/api/v1/containers/{container_id}/logs"]["get"]
     assert logs["operationId"] == "getContainerLogs"
     # A form body's schema is named after its operation, not after FastAPI's long default.

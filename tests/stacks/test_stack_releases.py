@@ -4,7 +4,6 @@ deploy records the new digest, and a rollback to the first release brings its di
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.support import Api, BothHosts, wait_for
+from tests.support import Api, BothHosts, Published, wait_for
 from tests.testbed import Testbed
 
 COMPOSE = """
@@ -22,39 +21,6 @@ services:
     command: ["sleep", "3600"]
     pull_policy: always
 """
-
-
-class Published:
-    """Images pushed under one tag of a repository of the testbed registry, from h1."""
-
-    def __init__(self, engine: docker.DockerClient, bed: Testbed) -> None:
-        self.engine = engine
-        self.base = f"{bed.registry}/berth-test/busybox:latest"
-        self.repository = f"{bed.registry}/berth-test/release-{uuid.uuid4().hex[:8]}"
-        self.tag = f"{self.repository}:1"
-        self.ids: list[str] = []
-
-    def push(self, label: str) -> tuple[str, str]:
-        """The tag moved to a new image: its `repo@sha256:...` and its image id."""
-        self.engine.images.pull(self.base)
-        made = self.engine.containers.create(self.base, command=["true"])
-        try:
-            image = made.commit(
-                repository=self.repository, tag="1", changes=[f"LABEL berth.test.release={label}"]
-            )
-        finally:
-            made.remove()
-        for line in self.engine.images.push(self.repository, tag="1", stream=True, decode=True):
-            assert "error" not in line, line
-        image.reload()
-        digest = next(d for d in image.attrs["RepoDigests"] if d.startswith(self.repository))
-        self.ids.append(str(image.id))
-        return digest, str(image.id)
-
-    def cleanup(self) -> None:
-        for image_id in self.ids:
-            with contextlib.suppress(docker.errors.DockerException):
-                self.engine.images.remove(image_id, force=True)
 
 
 @pytest.fixture
@@ -90,7 +56,7 @@ def test_a_moved_tag_changes_nothing_that_runs_and_a_rollback_restores_the_diges
     api: Api, bed: Testbed, hosts: BothHosts
 ) -> None:
     engine = hosts.engines["h1"]
-    images = Published(engine, bed)
+    images = Published(engine, bed, registry=bed.registry, name="release")
     stack_id = None
     try:
         first, first_id = images.push("first")

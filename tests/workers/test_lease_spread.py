@@ -59,6 +59,9 @@ def processes(settings: Settings, tmp_path: Any) -> Iterator[tuple[list[str], li
         BERTH_RECONCILE_INTERVAL_SECONDS="0.5",
         BERTH_HOST_PROBE_INTERVAL_SECONDS="1",
         BERTH_LEASE_SECONDS="5",
+        # The leases counted below are the probe's, the inventory's, the followers' and the
+        # service's: the image check (a lease of its own) is off.
+        BERTH_IMAGE_CHECK_INTERVAL_SECONDS="0",
     )
     ports = [free_port(), free_port()]
     commands = [

@@ -1,7 +1,7 @@
 """audit retention: checkpoints handed out, and keyed records of pruned ranges
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-11-30 07:40:00.000000
 """
 
@@ -12,7 +12,7 @@ import app.core.db
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0012"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

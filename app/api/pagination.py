@@ -133,7 +133,7 @@ class PageQuery:
             if after:
                 statement = statement.where(self.key > bindparam("page_after"))
             statement = statement.order_by(self.key).limit(bindparam("page_limit", type_=Integer))
-            # Several request threads may build one shape at once: the same statement, kept once.
+            # Two request threads may build one shape at once: either statement serves.
             self._statements[shape] = statement
         return statement
 

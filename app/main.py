@@ -114,6 +114,9 @@ def create_app(
         # One schema per model, as it is sent (`spec.secrets` also takes a name alone): client
         # generators name models by title, and an -Input and -Output pair share one.
         separate_input_output_schemas=False,
+        # Berth reports through its Prometheus metrics and JSON logs. FastAPI's own OpenTelemetry
+        # looked up the global providers (and the environment) on every request to find none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.context = context
     app.state.metrics = metrics

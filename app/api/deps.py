@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,19 +129,51 @@ async def authenticate(
     return principal
 
 
-async def _cached_token(
-    request: Request, context: AppContext, digest: str
-) -> tuple[float, str, str, str, datetime | None] | None:
+# What a process knows of a token: (read at, token id, name, role, expires at).
+_Cached = tuple[float, str, str, str, datetime | None]
+
+
+async def _cached_token(request: Request, context: AppContext, digest: str) -> _Cached | None:
     """What this process knows of the token hashing to `digest`, read again once older than
     PRINCIPAL_TTL_SECONDS; None when it is revoked or never existed."""
     cached = context.principals.get(digest)
     if cached is None or time.monotonic() - cached[0] > PRINCIPAL_TTL_SECONDS:
-        token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
-        if token is None:
-            context.principals.pop(digest, None)
-            return None
-        cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
-        context.principals[digest] = cached
+        return await _read_once(request, context, digest)
+    return cached
+
+
+# The token reads in flight, per process context and token hash. The requests that find a
+# token's entry stale together (a poller's burst, every PRINCIPAL_TTL_SECONDS) share one read
+# instead of each queueing its own query in the thread pool.
+_reads: weakref.WeakKeyDictionary[AppContext, dict[str, asyncio.Future[_Cached | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _read_once(request: Request, context: AppContext, digest: str) -> _Cached | None:
+    reads = _reads.setdefault(context, {})
+    pending = reads.get(digest)
+    # A read started on another event loop (test clients run one per request) is not shared.
+    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+        pending = asyncio.ensure_future(_read(request, context, digest))
+        reads[digest] = pending
+
+        def forget(done: asyncio.Future[_Cached | None]) -> None:
+            if reads.get(digest) is done:
+                del reads[digest]
+
+        pending.add_done_callback(forget)
+    # Shielded: a caller that goes away does not cancel the read the others wait for.
+    return await asyncio.shield(pending)
+
+
+async def _read(request: Request, context: AppContext, digest: str) -> _Cached | None:
+    token = await run_in_threadpool(_stored_token, context, _token_store(request), digest)
+    if token is None:
+        context.principals.pop(digest, None)
+        return None
+    cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
+    context.principals[digest] = cached
     return cached
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Integer, Row, Select, bindparam, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.core.errors import BadRequest
@@ -56,6 +56,26 @@ def decode_cursor(cursor: str) -> str:
     return value
 
 
+def _after(cursor: str, key: InstrumentedAttribute[Any]) -> Any:
+    """The key value a cursor names, of the key's type."""
+    raw: Any = decode_cursor(cursor)
+    if key.type.python_type is int:
+        if not raw.isdigit():
+            raise BadRequest(_MALFORMED)
+        raw = int(raw)
+    return raw
+
+
+def _split(
+    rows: Sequence[Any], limit: int, key: InstrumentedAttribute[Any]
+) -> tuple[Sequence[Any], str | None]:
+    """A page read with one row more than `limit`: its rows, and the next page's cursor."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(getattr(rows[-1], key.key))
+
+
 def paginate(
     session: Session,
     statement: Select[Any],
@@ -69,12 +89,8 @@ def paginate(
     """Rows after `cursor` in key order, and the cursor of the next page (None at the end).
     `entities=False` for a select of columns: plain rows, without the ORM's cost."""
     if cursor is not None:
-        raw: Any = decode_cursor(cursor)
-        if key.type.python_type is int:
-            if not raw.isdigit():
-                raise BadRequest(_MALFORMED)
-            raw = int(raw)
-        statement = statement.where(key < raw if descending else key > raw)
+        after = _after(cursor, key)
+        statement = statement.where(key < after if descending else key > after)
     statement = statement.order_by(key.desc() if descending else key).limit(limit + 1)
     if entities:
         rows: Sequence[Any] = session.execute(statement).scalars().all()
@@ -82,7 +98,66 @@ def paginate(
         # On the session's connection, past the ORM's result machinery: a third less time for a
         # page of 50 containers (the hottest read), with the same rows and type processing.
         rows = session.connection().execute(statement).all()
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, encode_cursor(getattr(rows[-1], key.key))
+    return _split(rows, limit, key)
+
+
+class PageQuery:
+    """Pages of a select of columns in ascending `key` order, for the lists pollers read most.
+
+    Its statements are built once per shape (which of the `equal` filters are set, and whether
+    there is a cursor), with the filter values, the cursor and the limit as bound parameters.
+    A statement built anew per request made SQLAlchemy work out its cache key and re-map its
+    result columns to the cached compiled form every time: half the time of reading a page of
+    50 containers. The rows are the same as `paginate(..., entities=False)` reads.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[InstrumentedAttribute[Any]],
+        key: InstrumentedAttribute[Any],
+        *,
+        equal: Sequence[InstrumentedAttribute[Any]],
+    ) -> None:
+        self.columns = columns
+        self.key = key
+        self.equal = {column.key: column for column in equal}
+        self._statements: dict[tuple[frozenset[str], bool], Select[Any]] = {}
+
+    def _statement(self, filters: frozenset[str], after: bool) -> Select[Any]:
+        shape = (filters, after)
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = select(*self.columns).where(
+                *(self.equal[name] == bindparam(f"eq_{name}") for name in sorted(filters))
+            )
+            if after:
+                statement = statement.where(self.key > bindparam("page_after"))
+            statement = statement.order_by(self.key).limit(bindparam("page_limit", type_=Integer))
+            # Two request threads may build one shape at once: either statement serves.
+            self._statements[shape] = statement
+        return statement
+
+    def page(
+        self,
+        session: Session,
+        *,
+        limit: int,
+        cursor: str | None,
+        equal: Mapping[str, object],
+        where: ColumnElement[bool] | None = None,
+    ) -> tuple[Sequence[Row[Any]], str | None]:
+        """The page after `cursor` of the rows whose `equal` columns (by name) hold the values
+        given (a None is no filter), and the next page's cursor. `where` is a condition of
+        another kind, added to a copy of the statement (that shape is not kept)."""
+        params: dict[str, object] = {
+            f"eq_{name}": value for name, value in equal.items() if value is not None
+        }
+        params["page_limit"] = limit + 1
+        if cursor is not None:
+            params["page_after"] = _after(cursor, self.key)
+        filters = frozenset(name for name, value in equal.items() if value is not None)
+        statement = self._statement(filters, cursor is not None)
+        if where is not None:
+            statement = statement.where(where)
+        rows = session.connection().execute(statement, params).all()
+        return _split(rows, limit, self.key)

@@ -96,7 +96,7 @@ def list_containers(
             label=label,
         )
     # Serialised in one pass: per-row models cost more than the query on this, the hottest read.
-    body = {"items": [service.read_dict(row) for row in rows], "next_cursor": next_cursor}
+    body = {"items": [service.row_dict(row) for row in rows], "next_cursor": next_cursor}
     return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 

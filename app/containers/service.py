@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.deps import VersionCheck
-from app.api.pagination import paginate
+from app.api.pagination import PageQuery
 from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
 from app.containers.schemas import (
@@ -83,31 +84,66 @@ READ_COLUMNS = (
 )
 
 
-def read_dict(row: Any) -> dict[str, Any]:
-    """A container as the API shows it, from an ORM object or a row of READ_COLUMNS. The spec
-    was validated when stored, so lists can skip validating it again row by row."""
-    stored = row.spec
-    # Foreign containers carry only what a listing shows, so fill the rest with defaults.
-    spec = {**_SPEC_DEFAULTS, **{k: v for k, v in stored.items() if k in _SPEC_DEFAULTS}}
+_PAGE = PageQuery(
+    READ_COLUMNS,
+    Container.id,
+    equal=(Container.host_id, Container.service_id, Container.state),
+)
+
+
+def read_dict(container: Container) -> dict[str, Any]:
+    """A container as the API shows it."""
+    return _shown(*(getattr(container, column.key) for column in READ_COLUMNS))
+
+
+def row_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """`read_dict` of a row of READ_COLUMNS: unpacked by position, as a row's attributes cost
+    more to read one by one than all the rest of the conversion."""
+    return _shown(*row)
+
+
+def _shown(
+    id: str,
+    name: str,
+    host_id: str,
+    service_id: str | None,
+    image: str,
+    labels: dict[str, str],
+    stored: dict[str, Any],
+    managed: bool,
+    desired_state: str,
+    state: str,
+    health: str | None,
+    exit_code: int | None,
+    docker_id: str | None,
+    error: str | None,
+    created_at: datetime,
+    observed_at: datetime | None,
+    version: int,
+) -> dict[str, Any]:
+    """The spec was validated when stored, so lists can skip validating it again row by row.
+    Foreign containers carry only what a listing shows, so the rest is filled with defaults."""
+    spec = _SPEC_DEFAULTS.copy()
+    spec.update({k: v for k, v in stored.items() if k in _SPEC_DEFAULTS})
     spec["resources"] = {"cpus": None, "memory_bytes": None, **(spec["resources"] or {})}
     return {
-        "id": row.id,
-        "name": row.name,
-        "host_id": row.host_id,
-        "service_id": row.service_id,
-        "image": row.image,
+        "id": id,
+        "name": name,
+        "host_id": host_id,
+        "service_id": service_id,
+        "image": image,
         **spec,
-        "labels": row.labels,
-        "managed": row.managed,
-        "desired_state": row.desired_state,
-        "state": row.state,
-        "health": row.health,
-        "exit_code": row.exit_code,
-        "docker_id": row.docker_id,
-        "error": row.error,
-        "created_at": row.created_at,
-        "observed_at": row.observed_at,
-        "version": row.version,
+        "labels": labels,
+        "managed": managed,
+        "desired_state": desired_state,
+        "state": state,
+        "health": health,
+        "exit_code": exit_code,
+        "docker_id": docker_id,
+        "error": error,
+        "created_at": created_at,
+        "observed_at": observed_at,
+        "version": version,
     }
 
 
@@ -130,18 +166,13 @@ def get_all(
     label: str | None = None,
 ) -> tuple[Sequence[Any], str | None]:
     """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path)."""
-    statement = select(*READ_COLUMNS)
-    if host_id is not None:
-        statement = statement.where(Container.host_id == host_id)
-    if service_id is not None:
-        statement = statement.where(Container.service_id == service_id)
-    if state is not None:
-        statement = statement.where(Container.state == state)
+    where: ColumnElement[bool] | None = None
     if label is not None:
         key, has_value, value = label.partition("=")
         label_value = Container.labels[key].as_string()
-        statement = statement.where(label_value == value if has_value else label_value.is_not(None))
-    return paginate(session, statement, Container.id, limit=limit, cursor=cursor, entities=False)
+        where = label_value == value if has_value else label_value.is_not(None)
+    equal = {"host_id": host_id, "service_id": service_id, "state": state}
+    return _PAGE.page(session, limit=limit, cursor=cursor, equal=equal, where=where)
 
 
 def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from app.containers.models import Container
 from app.core.config import Settings
@@ -24,3 +26,61 @@ def test_listing_containers_does_not_query_per_container(settings: Settings, db:
     one, ten = api.statements_for_1_and_10(path, partial(add_containers, db), "ctr")
     assert len(api.get(path).json()["items"]) == 10
     assert ten == one
+
+
+def test_filters_and_cursors_page_the_same_rows(settings: Settings, db: Database) -> None:
+    """The list's statements are built once per shape (app/api/pagination.py PageQuery): each
+    filter, alone, combined, with a label and across pages, still selects what it names."""
+    with db.session() as session:
+        hosts = [add_host(session, "list-a"), add_host(session, "list-b")]
+        session.add_all(
+            Container(
+                name=f"ctr-{n}",
+                host_id=hosts[n % 2].id,
+                service_id="svc-one" if n < 4 else None,
+                state="running" if n % 3 else "exited",
+                labels={"tier": "web"} if n % 4 == 0 else {"tier": "db"} if n == 1 else {},
+                spec={"image": "busybox", "env": {"N": str(n)}},
+                image="busybox",
+            )
+            for n in range(9)
+        )
+    api = QuietApi(settings, db)
+    everything = api.get("/containers", params={"limit": 500}).json()
+    assert everything["next_cursor"] is None
+    rows = everything["items"]
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+    assert len(rows) == 9
+
+    def listed(**params: object) -> list[str]:
+        """Every name the list gives for `params`, read two to a page."""
+        names: list[str] = []
+        cursor: dict[str, object] = {}
+        while True:
+            page = api.get("/containers", params={**params, "limit": 2, **cursor})
+            assert page.status_code == 200, page.text
+            names += [item["name"] for item in page.json()["items"]]
+            if page.json()["next_cursor"] is None:
+                return names
+            cursor = {"cursor": page.json()["next_cursor"]}
+
+    def expected(keep: Callable[[dict[str, Any]], bool]) -> list[str]:
+        return [row["name"] for row in rows if keep(row)]
+
+    host_a = hosts[0].id
+    assert listed() == expected(lambda r: True)
+    assert listed(host_id=host_a) == expected(lambda r: r["host_id"] == host_a)
+    assert listed(service_id="svc-one") == expected(lambda r: r["service_id"] == "svc-one")
+    assert listed(state="exited") == expected(lambda r: r["state"] == "exited")
+    assert listed(host_id=host_a, state="running", service_id="svc-one") == expected(
+        lambda r: r["host_id"] == host_a and r["state"] == "running" and r["service_id"]
+    )
+    assert listed(label="tier") == expected(lambda r: "tier" in r["labels"])
+    assert listed(label="tier=web", host_id=host_a) == expected(
+        lambda r: r["labels"].get("tier") == "web" and r["host_id"] == host_a
+    )
+    assert listed(host_id="nope") == []
+    assert api.get("/containers", params={"cursor": "!!"}).status_code == 400
+    # The list's rows are shown exactly as a single read shows them.
+    for row in rows:
+        assert api.get(f"/containers/{row['id']}").json() == row

@@ -84,6 +84,7 @@ BUSY_LOAD = 1.5
 # The converging service is read on every change the event stream reports, and at least this
 # often (a poll every 50 ms, as before, cost the server CPU that two cores take from the engine).
 POLL_SECONDS = 1.0
+_STREAM_READ_SECONDS = 1.0
 SETTLE_SECONDS = 1.0
 WARMUP_REPLICAS = 8
 CONVERGE_TIMEOUT = 150.0
@@ -360,11 +361,15 @@ class ServiceChanges:
     """Follows the server's event stream (`GET /events?resource_type=service`) in a thread and
     sets `changed` on every event, so that the client reads the service when it changed instead
     of every few milliseconds. Opened before the POST: the stream starts with the next event.
-    The stream ends when the server stops (a blocked read is not interrupted from outside)."""
+
+    A read waits at most `_STREAM_READ_SECONDS`, then the stream is re-opened from the last
+    event seen (`since`): so `close()` ends it at once, and the server, stopped next, has no
+    open stream to wait for."""
 
     def __init__(self, server: BerthServer) -> None:
         self.changed = threading.Event()
         self._opened = threading.Event()
+        self._closed = threading.Event()
         self._server = server
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -373,20 +378,34 @@ class ServiceChanges:
         if not self._opened.wait(30):
             raise RuntimeError("the event stream did not open within 30 s")
 
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2 * _STREAM_READ_SECONDS + 5)
+
     def _follow(self) -> None:
-        timeout = httpx.Timeout(10, read=None)
-        with (
-            suppress(httpx.HTTPError),
-            httpx.Client(
-                base_url=self._server.base_url, headers=self._server.headers, timeout=timeout
-            ) as client,
-            client.stream("GET", f"{API}/events", params={"resource_type": "service"}) as response,
-        ):
-            response.raise_for_status()
-            self._opened.set()
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    self.changed.set()
+        cursor: str | None = None
+        timeout = httpx.Timeout(10, read=_STREAM_READ_SECONDS)
+        headers = self._server.headers
+        with httpx.Client(base_url=self._server.base_url, headers=headers, timeout=timeout) as c:
+            while not self._closed.is_set():
+                params = {"resource_type": "service"}
+                if cursor is not None:
+                    params["since"] = cursor
+                try:
+                    with c.stream("GET", f"{API}/events", params=params) as response:
+                        response.raise_for_status()
+                        self._opened.set()
+                        for line in response.iter_lines():
+                            if line.startswith("id:"):
+                                cursor = line[3:].strip()
+                            elif line.startswith("data:"):
+                                self.changed.set()
+                            if self._closed.is_set():
+                                return
+                except httpx.ReadTimeout:
+                    continue
+                except httpx.HTTPError:
+                    return  # the server went away: the reads once a second carry on
 
 
 def wait_converged(
@@ -514,11 +533,14 @@ def run_berth(
             posted_wall=posted_wall,
         )
         try:
-            read = wait_converged(client, server, changes, service_id, replicas, run)
-            seconds = time.perf_counter() - start
-            run.observed_wall = time.time()
-            cpu_busy = busy_share(cpu, machine_cpu())
-            run.server_cpu_seconds = process_cpu_seconds(server.pid) - server_cpu
+            try:
+                read = wait_converged(client, server, changes, service_id, replicas, run)
+                seconds = time.perf_counter() - start
+                run.observed_wall = time.time()
+                cpu_busy = busy_share(cpu, machine_cpu())
+                run.server_cpu_seconds = process_cpu_seconds(server.pid) - server_cpu
+            finally:
+                changes.close()
             # Outside the timed region: check the engine agrees, and read the operations.
             running = count_running(api, **{"berth.service": service_id})
             run.run = Run(

@@ -97,7 +97,7 @@ def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
         remove_containers(engine, f"berth.container={claim.target_id}")
         engine.close()
 
-    assert result["state"] == "running"
+    assert result is not None and result["state"] == "running"
     # No follower runs here: the service's reconciler hears of the running replica from the
     # operation itself, not at its next periodic pass.
     assert woken.is_set()

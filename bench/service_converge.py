@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -116,8 +116,14 @@ def remove_bench_containers(api: docker.APIClient) -> int:
     ids = [str(summary["Id"]) for summary in api.containers(all=True, filters=bench_filter())]
 
     def remove(docker_id: str) -> None:
-        with suppress(NotFound):
+        try:
             api.remove_container(docker_id, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            # 409: the engine is already removing it (the server, stopping, or Berth's DELETE).
+            if exc.status_code != 409:
+                raise
 
     with ThreadPoolExecutor(CLEANUP_THREADS) as pool:
         list(pool.map(remove, ids))

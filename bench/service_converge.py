@@ -563,6 +563,11 @@ def run_berth(
             run.failed_or_retried = sum(
                 1 for op in run.operations if op.status != "succeeded" or op.attempts > 1
             )
+            if len(run.operations) > replicas:
+                say(
+                    f"    WARNING: {len(run.operations)} creates for {replicas} replicas: some "
+                    "were replaced (removed meanwhile by something else on the engine?)"
+                )
         finally:
             delete_service(client, api, service_id)
     return run

@@ -3,6 +3,7 @@ what it stores, in how many writes, and whom it wakes."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -45,7 +46,7 @@ def replica_create(db: Database, bed: Testbed) -> queue.Claim:
         session.flush()
         spec = ContainerSpec(image=bed.image, command=["sleep", "60"])
         task = Container(
-            name="berth-test-create-handler",
+            name=f"berth-test-create-handler-{secrets.token_hex(3)}",
             host_id=host.id,
             service_id=service.id,
             slot=0,

@@ -89,8 +89,11 @@ class BerthServer:
     `settings` are extra BERTH_* variables, e.g. `BERTH_WORKERS="8"`.
     """
 
-    def __init__(self, workdir: Path, docker_host: str, **settings: str) -> None:
+    def __init__(
+        self, workdir: Path, docker_host: str, *, root: Path = ROOT, **settings: str
+    ) -> None:
         self.workdir = workdir
+        self.root = root  # the checkout whose `app` runs (another one to compare with this)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.token = "berth_bench_" + secrets.token_hex(24)
@@ -122,7 +125,7 @@ class BerthServer:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -7,6 +7,7 @@ import contextlib
 import io
 import tarfile
 import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -22,9 +23,11 @@ from app.engine.protocol import Engine
 from app.images.handlers import pull_image
 from app.images.reference import parse_reference
 from app.operations.context import OperationContext, PermanentError, TransientError
+from app.operations.models import OperationLog
 from app.operations.registry import handler
 from app.secrets import service as secrets
 from app.secrets.schemas import SecretReference
+from app.workers import wakeups
 
 
 def _row(session: Session, ctx: OperationContext) -> Container:
@@ -59,11 +62,18 @@ def find(engine: Engine, container_id: str) -> str | None:
 
 
 def record(
-    ctx: OperationContext, engine: Engine, docker_id: str | None, **extra: Any
+    ctx: OperationContext,
+    engine: Engine,
+    docker_id: str | None,
+    *,
+    note: tuple[datetime, str] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Store what the engine says about the container now; returns it for the result.
 
     Unless the event follower has already stored a later reading of the same container.
+    `note` is a log line (when it happened, what) written in the same transaction: one write
+    fewer per operation than a log line of its own.
     """
     state: dict[str, Any] = {
         "docker_id": None,
@@ -77,12 +87,25 @@ def record(
             state = observed(engine.inspect_container(docker_id))
     with ctx.session() as session:
         container = _row(session, ctx)
+        changed = False
         if not is_newer(container, docker_id, read_at):
+            changed = any(getattr(container, key) != value for key, value in state.items())
             for key, value in state.items():
                 setattr(container, key, value)
             container.observed_at = read_at
         for key, value in extra.items():
             setattr(container, key, value)
+        if note is not None:
+            at, message = note
+            session.add(
+                OperationLog(operation_id=ctx.id, attempt=ctx.attempt, at=at, message=message)
+            )
+        replica = container.service_id is not None
+    if replica and changed:
+        # The service's status follows its replicas: its reconciler looks now, not at its next
+        # periodic pass. The follower's reading of the same change wakes it only when it lands
+        # first; after this one it is older, so it is skipped without a wake-up.
+        wakeups.notify(wakeups.SERVICES)
     return state
 
 
@@ -230,10 +253,8 @@ def _create(ctx: OperationContext) -> dict[str, Any]:
         _deliver_secret_files(ctx, engine, docker_id, spec, _secret_values(ctx, spec))
     if desired == "running" and not running:
         _start(ctx, engine, docker_id)
-    ctx.log(
-        f"container {docker_id[:12]} is {name}" + (" (started)" if desired == "running" else "")
-    )
-    return record(ctx, engine, docker_id, error=None)
+    note = f"container {docker_id[:12]} is {name}" + (" (started)" if desired == "running" else "")
+    return record(ctx, engine, docker_id, note=(utcnow(), note), error=None)
 
 
 def _start(ctx: OperationContext, engine: Engine, docker_id: str) -> None:

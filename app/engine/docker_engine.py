@@ -18,10 +18,17 @@ from docker.tls import TLSConfig
 from docker.transport.unixconn import UnixHTTPAdapter, UnixHTTPConnectionPool
 from docker.types import CancellableStream
 from docker.utils import convert_filters
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from app.engine.errors import EngineRejected, ObjectNotFound, translate_errors
 from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp, system_trust_store
+
+# Connections kept open per engine: as many as operations may run on it at once (BERTH_WORKERS
+# is at most 256). The SDK keeps 10; with more slots than that, every request beyond the tenth
+# opened a connection, dropped it afterwards and logged a warning about it. Only connections
+# that were in use at the same moment are kept, so an engine used by few costs no more.
+_KEPT_CONNECTIONS = 256
 
 _TIMESTAMP = re.compile(r"(?P<base>[^.]+?)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)")
 
@@ -137,6 +144,7 @@ class DockerEngine:
                 version="auto",
                 timeout=max(1, math.ceil(timeout)),
                 tls=tls_config,
+                max_pool_size=_KEPT_CONNECTIONS,
             )
         adapter = self.api.adapters.get("http+docker://")
         if isinstance(adapter, UnixHTTPAdapter):
@@ -149,6 +157,13 @@ class DockerEngine:
                 ),
             )
             adapter.close()
+        else:
+            # tcp://, plain or TLS: requests' own adapters, keeping as many as the socket's.
+            for prefix in ("http://", "https://"):
+                replaced = self.api.adapters.get(prefix)
+                self.api.mount(prefix, HTTPAdapter(pool_maxsize=_KEPT_CONNECTIONS))
+                if replaced is not None:
+                    replaced.close()  # the version check's connection
 
     def close(self) -> None:
         self.api.close()

@@ -1,0 +1,114 @@
+"""The replica create operation on its own (no executor, no event follower), against engine h1:
+what it stores, in how many writes, and whom it wakes."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import docker
+import pytest
+from sqlalchemy import select
+
+from app import runtime
+from app.containers.handlers import create
+from app.containers.models import Container
+from app.containers.schemas import ContainerSpec
+from app.core.config import Settings
+from app.core.context import AppContext
+from app.core.db import Database
+from app.hosts.models import Host
+from app.operations import queue
+from app.operations.context import OperationContext
+from app.operations.models import OperationLog
+from app.services.models import Service
+from app.workers import wakeups
+from tests.testbed import Testbed, remove_containers
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> Iterator[AppContext]:
+    context = AppContext(settings, db)
+    runtime.prepare(context)
+    yield context
+    context.engines.close()
+
+
+def replica_create(db: Database, bed: Testbed) -> queue.Claim:
+    """A one-replica service's task on h1, and its create operation, claimed."""
+    with db.session() as session:
+        host = Host(name="h1", url=bed.h1_url, status="ready")
+        service = Service(name="wake", spec={"image": bed.image, "replicas": 1}, replicas=1)
+        session.add_all([host, service])
+        session.flush()
+        spec = ContainerSpec(image=bed.image, command=["sleep", "60"])
+        task = Container(
+            name=f"berth-test-create-handler-{secrets.token_hex(3)}",
+            host_id=host.id,
+            service_id=service.id,
+            slot=0,
+            revision=1,
+            spec=spec.model_dump(mode="json"),
+            image=bed.image,
+            desired_state="running",
+            state="pending",
+        )
+        session.add(task)
+        session.flush()
+        queue.enqueue(
+            session,
+            kind="container.create",
+            target_type="container",
+            target_id=task.id,
+            host_id=host.id,
+        )
+    (claim,) = queue.claim(db, owner="test", limit=1, lease_seconds=30)
+    return claim
+
+
+def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
+    app: AppContext, db: Database, bed: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim = replica_create(db, bed)
+    woken = threading.Event()
+    unsubscribe = wakeups.subscribe(wakeups.SERVICES, woken.set)
+    writes: list[str] = []
+    real_session, real_transaction = db.session, db.transaction
+
+    def counted_session(*, write: bool = True) -> AbstractContextManager[Any]:
+        if write:
+            writes.append("session")
+        return real_session(write=write)
+
+    def counted_transaction() -> AbstractContextManager[Any]:
+        writes.append("transaction")
+        return real_transaction()
+
+    monkeypatch.setattr(db, "session", counted_session)
+    monkeypatch.setattr(db, "transaction", counted_transaction)
+    engine = docker.DockerClient(base_url=bed.h1_url)
+    try:
+        result = create(OperationContext(app, claim))
+    finally:
+        monkeypatch.undo()
+        unsubscribe()
+        remove_containers(engine, f"berth.container={claim.target_id}")
+        engine.close()
+
+    assert result is not None and result["state"] == "running"
+    # No follower runs here: the service's reconciler hears of the running replica from the
+    # operation itself, not at its next periodic pass.
+    assert woken.is_set()
+    # The outcome's log line goes with the state in one transaction.
+    assert len(writes) == 1
+    with db.session(write=False) as session:
+        task = session.get(Container, claim.target_id)
+        assert task is not None
+        assert (task.state, task.docker_id) == ("running", result["docker_id"])
+        lines = session.execute(
+            select(OperationLog.message).where(OperationLog.operation_id == claim.id)
+        ).scalars()
+        assert [line.endswith("(started)") for line in lines] == [True]

@@ -37,6 +37,7 @@ def test_a_service_from_a_tag_runs_the_digest_it_was_deployed_with(
 ) -> None:
     engine = services.engines["h1"]
     images = Published(engine, bed, registry=bed.registry, name="pin")
+    service_id = None
     try:
         first, first_id = images.push("first")
         body = services.create(
@@ -65,4 +66,8 @@ def test_a_service_from_a_tag_runs_the_digest_it_was_deployed_with(
         update = checked.json()["service"]["update_available"]
         assert (update["image"], update["digest"]) == (images.tag, second)
     finally:
+        if service_id is not None:  # its replicas hold the images
+            removed = services.api.delete(f"/services/{service_id}")
+            assert removed.status_code == 202, removed.text
+            _done(services, removed.json())
         images.cleanup()

@@ -4,9 +4,11 @@ replica added by scaling included), and the image check sees the moved tag."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import docker
+import pytest
 
 from tests.support import Published, Services, wait_for
 from tests.testbed import Testbed
@@ -32,20 +34,24 @@ def _done(services: Services, body: dict[str, Any]) -> None:
     assert finished["status"] == "succeeded", finished["error"]
 
 
+@pytest.fixture
+def images(services: Services, bed: Testbed) -> Iterator[Published]:
+    """Tags pushed from h1 to the open registry, removed afterwards."""
+    published = Published(services.engines["h1"], bed, registry=bed.registry, name="pin")
+    yield published
+    published.cleanup()
+
+
 def test_a_service_from_a_tag_runs_the_digest_it_was_deployed_with(
-    services: Services, bed: Testbed
+    services: Services, images: Published
 ) -> None:
-    engine = services.engines["h1"]
-    images = Published(engine, bed, registry=bed.registry, name="pin")
-    service_id = None
+    engine = images.engine
+    first, first_id = images.push("first")
+    body = services.create(
+        image=images.tag, command=["sleep", "3600"], placement={"constraints": ["name==h1"]}
+    )
+    service_id = body["service"]["id"]
     try:
-        first, first_id = images.push("first")
-        body = services.create(
-            image=images.tag,
-            command=["sleep", "3600"],
-            placement={"constraints": ["name==h1"]},
-        )
-        service_id = body["service"]["id"]
         _done(services, body)
         revisions = services.api.get(f"/services/{service_id}/revisions").json()["items"]
         assert [r["image_digest"] for r in revisions] == [first]
@@ -65,9 +71,7 @@ def test_a_service_from_a_tag_runs_the_digest_it_was_deployed_with(
         assert checked.status_code == 200, checked.text
         update = checked.json()["service"]["update_available"]
         assert (update["image"], update["digest"]) == (images.tag, second)
-    finally:
-        if service_id is not None:  # its replicas hold the images
-            removed = services.api.delete(f"/services/{service_id}")
-            assert removed.status_code == 202, removed.text
-            _done(services, removed.json())
-        images.cleanup()
+    finally:  # its replicas hold the images
+        removed = services.api.delete(f"/services/{service_id}")
+        assert removed.status_code == 202, removed.text
+        _done(services, removed.json())

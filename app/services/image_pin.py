@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from app.containers.scheduler import Placer
+from app.core.errors import BerthError
 from app.engine.errors import EngineError
 from app.images.handlers import resolve_digest
 from app.images.reference import LOCAL_BUILD_REGISTRY, parse_reference
@@ -59,11 +60,13 @@ def pin_image(ctx: OperationContext, *, revision: int) -> None:
             pull_policy=spec.pull_policy or "missing",
             platform=spec.platform,
         )
-    except (EngineError, PermanentError, TransientError) as exc:
-        # The replicas pull the tag, as before digests, and say why if they cannot run.
+    except (BerthError, EngineError, PermanentError, TransientError) as exc:
+        # The replicas pull the tag, as before digests, and say why if they cannot run (the
+        # host went away since it was chosen, the registry refused, the engine did not answer).
         ctx.log(f"{spec.image} not resolved on {host_name} ({exc}); runs by tag", "warning")
         return
     if digest is None or "@" not in digest:
+        ctx.log(f"{spec.image} has no registry digest on {host_name} (never pulled); runs by tag")
         return
     with ctx.session() as session:
         session.execute(

@@ -11,6 +11,7 @@ from app.operations.context import Deferred, OperationContext, PermanentError
 from app.operations.registry import handler
 from app.services import service as services
 from app.services.deadline import Mark, allowance
+from app.services.image_pin import pin_image
 from app.services.models import RolloutOutcome, RolloutPhase, Service, ServiceStatus
 
 _LOOK_AGAIN_SECONDS = 0.5
@@ -19,6 +20,7 @@ _LOOK_AGAIN_SECONDS = 0.5
 @handler("service.converge")
 def converge(ctx: OperationContext) -> dict[str, Any]:
     target = int(ctx.params.get("revision", 0))
+    pin_image(ctx, revision=target)
     with ctx.app.db.session(write=False) as session:
         service = session.get(Service, ctx.claim.target_id)
         if service is None:

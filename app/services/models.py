@@ -115,8 +115,9 @@ class ServiceRevision(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # The image as resolved when the revision was deployed (`repo@sha256:...`, or the image id
     # of one Berth built): replicas are created from it, so a moved tag changes nothing that
-    # runs. None until resolved (revisions made before digests were recorded, or a service
-    # outside a stack, whose tag is resolved where each replica pulls it).
+    # runs. None until resolved (a stack deploy before its replicas, a service's own converge on
+    # its first pass: app/services/image_pin.py), and when it could not be: then the tag is
+    # resolved where each replica pulls it.
     image_digest: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))

@@ -265,7 +265,8 @@ class RevisionRead(BaseModel):
         default=None,
         description="The image as resolved when the revision was deployed (`repo@sha256:...`, "
         "or the id of an image Berth built); replicas are created from it. Null when not "
-        "resolved (a service outside a stack, or a revision older than digests)",
+        "resolved (yet, or it could not be: the replicas run the tag), for an image Berth "
+        "built outside a stack, and for a revision older than digests",
         examples=["registry.example.com/team/app@sha256:" + "0" * 64],
     )
     created_at: datetime

@@ -43,6 +43,9 @@ from app.services.schemas import (
 SpecSource = Callable[[Session, Service], ServiceSpec]
 # And the image digest it is to run, when that is not the current revision's (a rollback).
 DigestSource = Callable[[Session, Service], str | None]
+# The converge's parameter that asks it to resolve its revision's image (image_pin.pin_image):
+# set for a revision whose image nobody resolved yet, never for a scale or a rollback.
+RESOLVE_IMAGE = "resolve_image"
 
 
 def container_spec(spec: ServiceSpec) -> ContainerSpec:
@@ -232,7 +235,9 @@ def create_and_queue(
 ) -> ServiceAccepted:
     """A new service and the converge that starts its replicas."""
     service = create(session, name=name, spec=spec, settings=settings, created_by=created_by)
-    return _accepted(session, service, settings=settings, created_by=created_by)
+    return _accepted(
+        session, service, settings=settings, created_by=created_by, **{RESOLVE_IMAGE: True}
+    )
 
 
 def _locked(session: Session, service_id: str, check_version: VersionCheck) -> Service:
@@ -253,9 +258,9 @@ def revise(
 ) -> ServiceAccepted:
     """Make the spec `make_spec` gives the service's next revision, with the image digest
     `pin` gives if any, and roll it out (a new replica count alone rolls nothing; see
-    new_revision)."""
+    new_revision). Without `pin`, a new revision's converge resolves its image."""
     service = _locked(session, service_id, check_version)
-    new_revision(
+    revised = new_revision(
         session,
         service=service,
         spec=make_spec(session, service),
@@ -263,7 +268,8 @@ def revise(
         created_by=created_by,
         image_digest=pin(session, service) if pin is not None else None,
     )
-    return _accepted(session, service, settings=settings, created_by=created_by)
+    resolve = {RESOLVE_IMAGE: True} if revised and pin is None else {}
+    return _accepted(session, service, settings=settings, created_by=created_by, **resolve)
 
 
 def scale(

@@ -72,7 +72,7 @@ track(
 )
 
 
-def _standalone_usage(session: Session, project_id: str, _except_service: str | None) -> Usage:
+def _standalone_usage(session: Session, project_id: str, _services: frozenset[str]) -> Usage:
     """What a project's standalone containers take (its services count their replicas)."""
     used = Usage()
     for resources in session.execute(

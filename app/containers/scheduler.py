@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.containers.models import Container, PortClaim
@@ -205,6 +205,20 @@ class Placer:
             chosen.memory += want_memory
             self._claimed.setdefault(result.host.id, set()).update(wanted_ports)
         return result
+
+
+def usable_by(project_id: str) -> ColumnElement[bool]:
+    """A WHERE clause on Host: the hosts the project may use (shared, or dedicated to it)."""
+    dedications = select(HostProject.project_id).where(HostProject.host_id == Host.id)
+    return or_(
+        ~dedications.exists(), dedications.where(HostProject.project_id == project_id).exists()
+    )
+
+
+def may_use(session: Session, *, host_id: str, project_id: str) -> bool:
+    """Whether the project may run containers on the host: shared, or dedicated to it."""
+    usable = select(Host.id).where(Host.id == host_id, usable_by(project_id))
+    return session.execute(usable).first() is not None
 
 
 def _clashes(wanted: set[tuple[str, int, str]], taken: set[tuple[str, int, str]]) -> str | None:

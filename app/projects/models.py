@@ -32,7 +32,16 @@ class Project(Base):
     version: Mapped[int] = mapped_column(default=1)
 
 
-track(Project, "project", "name", "protected", "quotas", "relaxations", "version")
+track(
+    Project,
+    "project",
+    "name",
+    "protected",
+    "quotas",
+    "relaxations",
+    "version",
+    project_of=lambda project: project.id,  # a project's events are its own
+)
 
 
 class HostProject(Base):

@@ -38,8 +38,8 @@ class QuotaExceeded(Invalid):
     kind = "quota-exceeded"
 
 
-# (session, project id, a service whose own usage to leave out) -> what the source's rows take.
-UsageSource = Callable[[Session, str, str | None], Usage]
+# (session, project id, services whose own usage to leave out) -> what the source's rows take.
+UsageSource = Callable[[Session, str, frozenset[str]], Usage]
 _sources: list[UsageSource] = []
 
 
@@ -63,10 +63,12 @@ def replicas_usage(count: int, resources: dict[str, Any]) -> Usage:
     return Usage(containers=count, replicas=count, cpus=cpus * count, memory_bytes=memory * count)
 
 
-def usage(session: Session, project_id: str, *, except_service: str | None = None) -> Usage:
+def usage(
+    session: Session, project_id: str, *, except_services: frozenset[str] = frozenset()
+) -> Usage:
     total = Usage()
     for source in _sources:
-        total = total + source(session, project_id, except_service)
+        total = total + source(session, project_id, except_services)
     return total
 
 
@@ -78,18 +80,18 @@ def check(
     project: Project,
     *,
     adding: Usage,
-    except_service: str | None = None,
+    except_services: frozenset[str] = frozenset(),
     loc: str = "body",
 ) -> None:
     """Refuse (422, naming each quota with its limit, the use and what was asked) a change
-    that takes the project past a quota. `except_service` is the service being changed: its
-    current usage is replaced by `adding` (then "in use" leaves it out), not added to."""
+    that takes the project past a quota. `except_services` are the services being changed:
+    their current usage is replaced by `adding` (then "in use" leaves it out), not added to."""
     limits = {k: v for k, v in (project.quotas or {}).items() if v is not None}
     if not limits:
         return
-    used = usage(session, project.id, except_service=except_service)
+    used = usage(session, project.id, except_services=except_services)
     # A change that takes no more than before goes through even over a lowered quota.
-    before = used if except_service is None else usage(session, project.id)
+    before = usage(session, project.id) if except_services else used
     errors = []
     for name in _QUOTAS:
         limit = limits.get(name)

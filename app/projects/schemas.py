@@ -3,12 +3,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.security.roles import ProjectRole
 
 ProjectName = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+]
+
+# The `project` of a body that creates a resource, by name.
+InProject = Annotated[
+    ProjectName | None,
+    Field(description="The project it belongs to, by name (default: `default`)"),
+]
+
+# `?project=` of a list: only that project's items (404 when the token may not read it).
+ProjectQuery = Annotated[
+    ProjectName | None,
+    Query(description="Only this project's items (by name); default: every project readable"),
 ]
 
 # The rules of app/containers/policy.py a project may be allowed to break, each named after the

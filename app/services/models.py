@@ -107,13 +107,13 @@ track(
 )
 
 
-def _replicas_usage(session: Session, project_id: str, except_service: str | None) -> Usage:
+def _replicas_usage(session: Session, project_id: str, except_services: frozenset[str]) -> Usage:
     """What a project's services take: each its desired replicas (placed or not yet)."""
     statement = select(Service.replicas, Service.spec["resources"]).where(
         Service.project_id == project_id, Service.removing.is_(False)
     )
-    if except_service is not None:
-        statement = statement.where(Service.id != except_service)
+    if except_services:
+        statement = statement.where(Service.id.not_in(sorted(except_services)))
     used = Usage()
     for replicas, resources in session.execute(statement):
         used = used + replicas_usage(replicas, resources or {})

@@ -70,7 +70,7 @@ _SPEC_DEFAULTS: dict[str, Any] = {
 READ_COLUMNS = (
     Container.id,
     Container.name,
-    Container.project,
+    Container.project.label("project"),
     Container.host_id,
     Container.service_id,
     Container.image,

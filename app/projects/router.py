@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import (
     Admin,
@@ -14,12 +13,8 @@ from app.api.deps import (
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.errors import NotFound
 from app.projects import service
-from app.projects.access import require_in_project
-from app.projects.models import HostProject
 from app.projects.schemas import MemberGrant, MemberRead, ProjectCreate, ProjectPatch, ProjectRead
-from app.security.roles import ProjectRole
 
 PROJECTS_PATH = f"{API_PREFIX}/projects"
 
@@ -102,8 +97,7 @@ def delete_project(name: str, request: Request, context: Ctx, _: Admin) -> Respo
 @router.get("/{name}/members", summary="The tokens with a role in the project")
 def list_members(name: str, context: Ctx, principal: ProjectAdmin) -> list[MemberRead]:
     with context.db.session(write=False) as session:
-        project = service.readable_by_name(session, principal, name=name)
-        require_in_project(principal, project.id, ProjectRole.project_admin)
+        project = service.administered(session, principal, name=name)
         return service.members(session, project=project)
 
 
@@ -121,8 +115,7 @@ def grant_member(
 ) -> MemberRead:
     set_audit_resource(request, f"projects/{name}/members/{token_id}")
     with context.db.session() as session:
-        project = service.readable_by_name(session, principal, name=name, for_update=True)
-        require_in_project(principal, project.id, ProjectRole.project_admin)
+        project = service.administered(session, principal, name=name)
         member, token_hash = service.grant(
             session, project=project, token_id=token_id, role=data.role, created_by=principal.actor
         )
@@ -141,8 +134,7 @@ def revoke_member(
 ) -> Response:
     set_audit_resource(request, f"projects/{name}/members/{token_id}")
     with context.db.session() as session:
-        project = service.readable_by_name(session, principal, name=name, for_update=True)
-        require_in_project(principal, project.id, ProjectRole.project_admin)
+        project = service.administered(session, principal, name=name)
         token_hash = service.revoke(session, project=project, token_id=token_id)
     context.principals.pop(token_hash, None)
     return Response(status_code=204)
@@ -156,13 +148,7 @@ def revoke_member(
 def dedicate_host(name: str, host_id: str, request: Request, context: Ctx, _: Admin) -> Response:
     set_audit_resource(request, f"projects/{name}/hosts/{host_id}")
     with context.db.session() as session:
-        project = service.get_by_name(session, name=name)
-        if session.get(HostProject, (host_id, project.id)) is None:
-            try:
-                with session.begin_nested():
-                    session.add(HostProject(host_id=host_id, project_id=project.id))
-            except IntegrityError as exc:
-                raise NotFound(f"no host {host_id!r}") from exc
+        service.dedicate(session, project=service.get_by_name(session, name=name), host_id=host_id)
     return Response(status_code=204)
 
 
@@ -174,9 +160,5 @@ def dedicate_host(name: str, host_id: str, request: Request, context: Ctx, _: Ad
 def release_host(name: str, host_id: str, request: Request, context: Ctx, _: Admin) -> Response:
     set_audit_resource(request, f"projects/{name}/hosts/{host_id}")
     with context.db.session() as session:
-        project = service.get_by_name(session, name=name)
-        dedication = session.get(HostProject, (host_id, project.id))
-        if dedication is None:
-            raise NotFound(f"host {host_id!r} is not dedicated to project {name!r}")
-        session.delete(dedication)
+        service.release(session, project=service.get_by_name(session, name=name), host_id=host_id)
     return Response(status_code=204)

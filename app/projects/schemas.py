@@ -95,6 +95,7 @@ class ProjectRead(BaseModel):
     quotas: Quotas
     relaxations: list[Relaxation]
     usage: Usage
+    hosts: list[str] = Field(description="Ids of the hosts dedicated to it (PUT .../hosts/{id})")
     created_at: datetime
     updated_at: datetime
     created_by: str | None

@@ -4,6 +4,7 @@ reads every owned resource's routes make (app/projects/access.py holds the role 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, Invalid, NotFound
 from app.projects import quotas
 from app.projects.access import require_in_project
-from app.projects.models import Project
+from app.projects.models import HostProject, Project
 from app.projects.schemas import (
     MemberRead,
     ProjectCreate,
@@ -58,6 +59,14 @@ def readable_by_name(
     project = get_by_name(session, name=name, for_update=for_update)
     if principal.project_role(project.id) is None:
         raise NotFound(f"no project {name!r}")
+    return project
+
+
+def administered(session: Session, principal: Principal, *, name: str) -> Project:
+    """The project, locked, if the principal administers it (its members, its secrets): 404
+    when it may not read it, 403 when it reads it with a weaker role."""
+    project = readable_by_name(session, principal, name=name, for_update=True)
+    require_in_project(principal, project.id, ProjectRole.project_admin)
     return project
 
 
@@ -108,11 +117,13 @@ def to_read(session: Session, project: Project) -> ProjectRead:
         protected=project.protected,
         quotas=Quotas.model_validate(project.quotas or {}),
         relaxations=list(project.relaxations or []),
-        usage=Usage(
-            containers=used.containers,
-            replicas=used.replicas,
-            cpus=used.cpus,
-            memory_bytes=used.memory_bytes,
+        usage=Usage(**asdict(used)),
+        hosts=list(
+            session.execute(
+                select(HostProject.host_id)
+                .where(HostProject.project_id == project.id)
+                .order_by(HostProject.host_id)
+            ).scalars()
         ),
         created_at=project.created_at,
         updated_at=project.updated_at,
@@ -182,6 +193,25 @@ def delete(session: Session, *, project: Project) -> None:
             f"project {project.name!r} still holds services, stacks, containers, secrets or "
             "registry credentials: delete them first"
         ) from exc
+
+
+def dedicate(session: Session, *, project: Project, host_id: str) -> None:
+    """Dedicate the host to the project (idempotent); 404 when the host does not exist."""
+    if session.get(HostProject, (host_id, project.id)) is not None:
+        return
+    try:
+        with session.begin_nested():
+            session.add(HostProject(host_id=host_id, project_id=project.id))
+    except IntegrityError as exc:  # hosts sit above projects: their foreign key answers
+        raise NotFound(f"no host {host_id!r}") from exc
+
+
+def release(session: Session, *, project: Project, host_id: str) -> None:
+    """End the host's dedication to the project; with none left the host is shared."""
+    dedication = session.get(HostProject, (host_id, project.id))
+    if dedication is None:
+        raise NotFound(f"host {host_id!r} is not dedicated to project {project.name!r}")
+    session.delete(dedication)
 
 
 def members(session: Session, *, project: Project) -> list[MemberRead]:

@@ -19,6 +19,7 @@ def hosts(api: Api, bed: Testbed) -> Iterator[BothHosts]:
         assert api.post("/projects", json={"name": name}).status_code == 201
     dedicated = api.request("PUT", f"/projects/beta/hosts/{both.hosts['h2']}")
     assert dedicated.status_code == 204, dedicated.text
+    assert api.get("/projects/beta").json()["hosts"] == [both.hosts["h2"]]
     yield both
     # Only what this test made: other tests may be using the engines meanwhile.
     made = api.get("/containers", params={"limit": 500}).json()["items"]

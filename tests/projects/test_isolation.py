@@ -221,3 +221,30 @@ def test_events_and_the_audit_are_filtered_to_readable_projects(
     path.write_text(export.text)
     key = _as(api, teams["alpha-admin"], "GET", "/audit/public-key").json()["public_key"]
     assert verify_file(path, public_key=chain.load_public_key(key)).ok
+
+
+def test_a_stack_lives_in_its_project_on_hosts_it_may_use_within_its_quotas(
+    api: Api, teams: dict[str, dict[str, str]]
+) -> None:
+    host = api.post("/hosts", json={"name": "h", "url": "unix:///nonexistent.sock"}).json()["id"]
+    assert api.request("PUT", f"/projects/beta/hosts/{host}").status_code == 204
+    compose = "services:\n  web:\n    image: busybox\n    deploy: {replicas: 2}\n"
+    body = {"name": "shop", "compose": compose, "host_id": host}
+    pinned = _as(api, teams["alpha"], "POST", "/stacks", json={**body, "in_project": "alpha"})
+    assert pinned.status_code == 422
+    assert "dedicated to other projects" in pinned.json()["detail"]
+    # The stack's services count together against the quota, before anything is stored.
+    assert api.patch("/projects/beta", json={"quotas": {"replicas": 3}}).status_code == 200
+    two = compose + "  api:\n    image: busybox\n    deploy: {replicas: 2}\n"
+    over = _as(
+        api, teams["beta"], "POST", "/stacks", json={**body, "compose": two, "in_project": "beta"}
+    )
+    assert over.status_code == 422
+    assert "limit 3, in use 0, this change asks 4" in over.json()["detail"]
+    made = _as(api, teams["beta"], "POST", "/stacks", json={**body, "in_project": "beta"})
+    assert made.status_code == 202, made.text
+    stack = made.json()["stack"]
+    assert stack["project"] == "beta"
+    assert _as(api, teams["alpha"], "GET", "/stacks").json()["items"] == []
+    assert _as(api, teams["alpha"], "GET", f"/stacks/{stack['id']}").status_code == 404
+    assert _as(api, teams["beta"], "GET", f"/stacks/{stack['id']}").status_code == 200

@@ -24,7 +24,9 @@ _PENDING = "berth.events"
 
 
 def _own_project(obj: Any) -> str | None:
-    return getattr(obj, "project_id", None)
+    # As loaded, never loaded here (this runs in a flush); `write` looks up what is missing.
+    project_id: str | None = inspect(obj).dict.get("project_id")
+    return project_id
 
 
 @dataclass(frozen=True)

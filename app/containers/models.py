@@ -8,7 +8,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
-from app.projects.models import project_name
 from app.projects.quotas import Usage, count_usage_with, set_aside
 
 
@@ -52,7 +51,6 @@ class Container(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     observed_at: Mapped[datetime | None]
     project_id: Mapped[str] = project_id_column()
-    project: Mapped[str] = project_name(project_id, deferred=True)
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -115,8 +115,9 @@ def list_containers(
             label=label,
             projects=readable,
         )
+        items = service.read_dicts(session, rows)
     # Serialised in one pass: per-row models cost more than the query on this, the hottest read.
-    body = {"items": [service.read_dict(row) for row in rows], "next_cursor": next_cursor}
+    body = {"items": items, "next_cursor": next_cursor}
     return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
@@ -126,7 +127,7 @@ def get_container(
 ) -> ContainerRead:
     with context.db.session(write=False) as session:
         _may(session, principal, container_id, ProjectRole.viewer)
-        read = service.to_read(service.get(session, container_id=container_id))
+        read = service.to_read(session, service.get(session, container_id=container_id))
     response.headers["ETag"] = f'"{read.version}"'
     return read
 

@@ -31,6 +31,7 @@ from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
 from app.projects import quotas
+from app.projects import service as projects
 from app.projects.access import narrow
 from app.projects.models import Project
 from app.projects.quotas import Usage, set_aside
@@ -70,7 +71,7 @@ _SPEC_DEFAULTS: dict[str, Any] = {
 READ_COLUMNS = (
     Container.id,
     Container.name,
-    Container.project.label("project"),
+    Container.project_id,
     Container.host_id,
     Container.service_id,
     Container.image,
@@ -89,9 +90,10 @@ READ_COLUMNS = (
 )
 
 
-def read_dict(row: Any) -> dict[str, Any]:
-    """A container as the API shows it, from an ORM object or a row of READ_COLUMNS. The spec
-    was validated when stored, so lists can skip validating it again row by row."""
+def read_dict(row: Any, project: str) -> dict[str, Any]:
+    """A container as the API shows it, from an ORM object or a row of READ_COLUMNS, in the
+    project named `project`. The spec was validated when stored, so lists can skip validating
+    it again row by row."""
     stored = row.spec
     # Foreign containers carry only what a listing shows, so fill the rest with defaults.
     spec = {**_SPEC_DEFAULTS, **{k: v for k, v in stored.items() if k in _SPEC_DEFAULTS}}
@@ -99,7 +101,7 @@ def read_dict(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
-        "project": row.project,
+        "project": project,
         "host_id": row.host_id,
         "service_id": row.service_id,
         "image": row.image,
@@ -118,8 +120,15 @@ def read_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def to_read(container: Container) -> ContainerRead:
-    return ContainerRead.model_validate(read_dict(container))
+def to_read(session: Session, container: Container) -> ContainerRead:
+    project = projects.names(session, [container.project_id])[container.project_id]
+    return ContainerRead.model_validate(read_dict(container, project))
+
+
+def read_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """A page of READ_COLUMNS rows as the API shows them, their projects named once."""
+    names = projects.names(session, {row.project_id for row in rows})
+    return [read_dict(row, names[row.project_id]) for row in rows]
 
 
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:
@@ -304,8 +313,10 @@ def create(
     return container
 
 
-def _accepted(operation: Operation, container: Container) -> ContainerAccepted:
-    return ContainerAccepted(operation=operation_to_read(operation), container=to_read(container))
+def _accepted(session: Session, operation: Operation, container: Container) -> ContainerAccepted:
+    return ContainerAccepted(
+        operation=operation_to_read(operation), container=to_read(session, container)
+    )
 
 
 def _enqueue(
@@ -348,7 +359,7 @@ def create_and_queue(
         settings=settings,
         created_by=created_by,
     )
-    return _accepted(operation, container)
+    return _accepted(session, operation, container)
 
 
 def act(
@@ -375,7 +386,7 @@ def act(
     operation = _enqueue(
         session, container, kind=kind, params=params, settings=settings, created_by=created_by
     )
-    return _accepted(operation, container)
+    return _accepted(session, operation, container)
 
 
 def require_managed(container: Container) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, false, select
-from sqlalchemy.orm import Mapped, column_property, mapped_column
+from sqlalchemy import ForeignKey, String, false
+from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
 from app.events.recorder import track
@@ -55,14 +55,4 @@ class HostProject(Base):
     )
     project_id: Mapped[str] = mapped_column(
         String(26), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-
-
-def project_name(project_id: Mapped[str], *, deferred: bool = False) -> Mapped[str]:
-    """A row's project by name, read with the row by one correlated lookup: responses show the
-    name while rows keep the id. `deferred` for tables read in bulk by code that needs no name
-    (a read that does selects it, or loads it on first use)."""
-    return column_property(
-        select(Project.name).where(Project.id == project_id).scalar_subquery(),
-        deferred=deferred,
     )

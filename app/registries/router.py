@@ -52,7 +52,7 @@ def create_registry(
             session, principal, name=data.project, needed=ProjectRole.project_admin
         )
         registry = service.create(session, data=data, cipher=context.cipher, project_id=project.id)
-        read = service.to_read(registry)
+        read = service.to_read(session, registry)
         set_audit_resource(request, f"registries/{read.id}")
     response.headers["Location"] = f"{API_PREFIX}/registries/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'
@@ -70,7 +70,7 @@ def list_registries(
     with context.db.session(write=False) as session:
         readable = projects.list_filter(session, principal, name=project)
         rows, next_cursor = service.get_all(session, limit=limit, cursor=cursor, projects=readable)
-        return Page(items=[service.to_read(r) for r in rows], next_cursor=next_cursor)
+        return Page(items=[service.to_read(session, r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{registry_id}", summary="Get a registry", openapi_extra=versioned(sends_etag=True))
@@ -79,7 +79,7 @@ def get_registry(
 ) -> RegistryRead:
     with context.db.session(write=False) as session:
         check_row(session, principal, Registry, registry_id, ProjectRole.viewer, what="registry")
-        read = service.to_read(service.get(session, registry_id=registry_id))
+        read = service.to_read(session, service.get(session, registry_id=registry_id))
     response.headers["ETag"] = f'"{read.version}"'
     return read
 
@@ -103,7 +103,7 @@ def update_registry(
         registry = service.get(session, registry_id=registry_id, for_update=True)
         check_if_match(request, registry.version)
         service.update(session, registry=registry, data=data, cipher=context.cipher)
-        read = service.to_read(registry)
+        read = service.to_read(session, registry)
     response.headers["ETag"] = f'"{read.version}"'
     return read
 

@@ -12,6 +12,7 @@ from app.api.pagination import paginate
 from app.core.db import utcnow
 from app.core.errors import Conflict, Invalid, NotFound
 from app.core.lookup import get_or_404
+from app.projects import service as projects
 from app.projects.access import narrow
 from app.registries.models import Registry
 from app.registries.schemas import (
@@ -44,11 +45,11 @@ class Credentials:
         return f"Credentials(registry_id={self.registry_id!r}, server={self.server!r})"
 
 
-def to_read(registry: Registry) -> RegistryRead:
+def to_read(session: Session, registry: Registry) -> RegistryRead:
     return RegistryRead(
         id=registry.id,
         name=registry.name,
-        project=registry.project,
+        project=projects.names(session, [registry.project_id])[registry.project_id],
         url=registry.url,
         host=registry.host,
         username=registry.username,

@@ -44,7 +44,7 @@ def create_secret(
             created_by=principal.actor,
             project_id=project.id,
         )
-        read = service.to_read(secret, [])
+        read = service.to_read(session, secret, [])
         set_audit_resource(request, f"secrets/{read.id}")
     response.headers["Location"] = f"{SECRETS_PATH}/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'

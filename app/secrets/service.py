@@ -13,6 +13,7 @@ from app.api.pagination import paginate
 from app.core.db import utcnow
 from app.core.errors import Conflict, Invalid
 from app.core.lookup import get_or_404
+from app.projects import service as projects
 from app.projects.access import narrow
 from app.secrets.models import Secret
 from app.secrets.schemas import SecretRead
@@ -20,11 +21,11 @@ from app.security.crypto import Cipher
 from app.security.roles import DEFAULT_PROJECT_ID
 
 
-def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
+def to_read(session: Session, secret: Secret, used_by: list[str]) -> SecretRead:
     return SecretRead(
         id=secret.id,
         name=secret.name,
-        project=secret.project,
+        project=projects.names(session, [secret.project_id])[secret.project_id],
         version=secret.version,
         created_at=secret.created_at,
         updated_at=secret.updated_at,

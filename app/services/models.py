@@ -10,7 +10,6 @@ from sqlalchemy.types import TypeDecorator
 
 from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
-from app.projects.models import project_name
 from app.projects.quotas import Usage, count_usage_with, replicas_usage
 
 E = TypeVar("E", bound=StrEnum)
@@ -89,7 +88,6 @@ class Service(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     project_id: Mapped[str] = project_id_column()
-    project: Mapped[str] = project_name(project_id)
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -24,6 +24,7 @@ from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
 from app.projects import quotas
+from app.projects import service as projects
 from app.projects.access import narrow
 from app.projects.models import Project
 from app.projects.quotas import replicas_usage
@@ -179,10 +180,14 @@ def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]
         )
         if on == "ready":
             reachable.add(host_id)
-    return [_read(service, tasks[service.id], reachable) for service in services]
+    names = projects.names(session, {service.project_id for service in services})
+    return [
+        _read(service, tasks[service.id], reachable, names[service.project_id])
+        for service in services
+    ]
 
 
-def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRead:
+def _read(service: Service, tasks: list[Task], reachable: set[str], project: str) -> ServiceRead:
     spec = ServiceSpec.model_validate(service.spec)
     current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
     running = sum(1 for t in current if t.state == "running")
@@ -190,7 +195,7 @@ def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRe
     return ServiceRead(
         id=service.id,
         name=service.name,
-        project=service.project,
+        project=project,
         stack_id=service.stack_id,
         spec=spec.model_copy(update={"replicas": service.replicas}),
         revision=service.revision,

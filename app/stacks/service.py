@@ -36,6 +36,7 @@ from app.images.reference import (
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
+from app.projects import service as projects
 from app.projects.access import narrow
 from app.projects.quotas import Usage, replicas_usage
 from app.secrets import service as secrets
@@ -573,14 +574,15 @@ def to_reads(session: Session, stacks: Sequence[Stack]) -> list[StackRead]:
                 status=row.status,
             )
         )
-    return [_read(stack, members[stack.id]) for stack in stacks]
+    names = projects.names(session, {stack.project_id for stack in stacks})
+    return [_read(stack, members[stack.id], names[stack.project_id]) for stack in stacks]
 
 
-def _read(stack: Stack, members: list[StackServiceRef]) -> StackRead:
+def _read(stack: Stack, members: list[StackServiceRef], project: str) -> StackRead:
     return StackRead(
         id=stack.id,
         name=stack.name,
-        project=stack.project,
+        project=project,
         compose=stack.compose,
         variables=stack.variables,
         host_id=stack.host_id,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,8 +31,13 @@ from app.images.service import checked_reference
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
+from app.projects import quotas
+from app.projects import service as projects
+from app.projects.models import Project
+from app.projects.quotas import Usage, set_aside
 from app.registries import service as registries
 from app.secrets import service as secrets
+from app.security.roles import DEFAULT_PROJECT_ID
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
 
@@ -66,6 +71,7 @@ _SPEC_DEFAULTS: dict[str, Any] = {
 READ_COLUMNS = (
     Container.id,
     Container.name,
+    Container.project_id,
     Container.host_id,
     Container.service_id,
     Container.image,
@@ -91,20 +97,29 @@ _PAGE = PageQuery(
 )
 
 
-def read_dict(container: Container) -> dict[str, Any]:
-    """A container as the API shows it."""
-    return _shown(*(getattr(container, column.key) for column in READ_COLUMNS))
+def read_dict(container: Container, project: str) -> dict[str, Any]:
+    """A container as the API shows it, in the project named `project`."""
+    return _shown(project, *(getattr(container, column.key) for column in READ_COLUMNS))
 
 
-def row_dict(row: Sequence[Any]) -> dict[str, Any]:
-    """`read_dict` of a row of READ_COLUMNS: unpacked by position, as a row's attributes cost
-    more to read one by one than all the rest of the conversion."""
-    return _shown(*row)
+def to_read(session: Session, container: Container) -> ContainerRead:
+    project = projects.names(session, [container.project_id])[container.project_id]
+    return ContainerRead.model_validate(read_dict(container, project))
+
+
+def read_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """A page of READ_COLUMNS rows as the API shows them, their projects named once. Rows are
+    unpacked by position: a row's attributes cost more to read one by one than all the rest
+    of the conversion."""
+    names = projects.names(session, {row.project_id for row in rows})
+    return [_shown(names[row.project_id], *row) for row in rows]
 
 
 def _shown(
+    project: str,
     id: str,
     name: str,
+    project_id: str,
     host_id: str,
     service_id: str | None,
     image: str,
@@ -129,6 +144,7 @@ def _shown(
     return {
         "id": id,
         "name": name,
+        "project": project,
         "host_id": host_id,
         "service_id": service_id,
         "image": image,
@@ -147,10 +163,6 @@ def _shown(
     }
 
 
-def to_read(container: Container) -> ContainerRead:
-    return ContainerRead.model_validate(read_dict(container))
-
-
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:
     return get_or_404(session, Container, container_id, what="container", for_update=for_update)
 
@@ -164,24 +176,36 @@ def get_all(
     service_id: str | None = None,
     state: str | None = None,
     label: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[Any], str | None]:
-    """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path)."""
-    where: ColumnElement[bool] | None = None
+    """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path), of `projects`
+    only (None: every project)."""
+    conditions: list[ColumnElement[bool]] = []
+    if projects is not None:
+        conditions.append(Container.project_id.in_(sorted(projects)))
     if label is not None:
         key, has_value, value = label.partition("=")
         label_value = Container.labels[key].as_string()
-        where = label_value == value if has_value else label_value.is_not(None)
+        conditions.append(label_value == value if has_value else label_value.is_not(None))
     equal = {"host_id": host_id, "service_id": service_id, "state": state}
+    where = and_(*conditions) if conditions else None
     return _PAGE.page(session, limit=limit, cursor=cursor, equal=equal, where=where)
 
 
-def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:
+def validate_spec(
+    session: Session,
+    spec: ContainerSpec,
+    settings: Settings,
+    *,
+    project_id: str = DEFAULT_PROJECT_ID,
+) -> None:
     """Everything about a spec that needs settings or the database: the image reference and
-    its registry, the security policy, the credentials named."""
+    its registry, the security policy with the project's relaxations, the credentials named
+    (only the project's own: another project's are unknown here)."""
     reference = checked_reference(
         spec.image, settings, field="body.image", action="running an image"
     )
-    policy.check_container(spec, settings)
+    policy.check_container(spec, settings, relaxed=relaxations(session, project_id))
     if spec.registry_id is not None:
         try:
             registries.for_image(
@@ -189,23 +213,38 @@ def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> 
                 registry_id=spec.registry_id,
                 host=reference.registry_host,
                 field="body.registry_id",
+                project_id=project_id,
             )
         except NotFound as exc:
             raise Invalid(
                 exc.detail, errors=[{"loc": "body.registry_id", "msg": exc.detail}]
             ) from exc
     secrets.check_exist(
-        session, ((f"body.secrets.{i}.name", ref.name) for i, ref in enumerate(spec.secrets))
+        session,
+        ((f"body.secrets.{i}.name", ref.name) for i, ref in enumerate(spec.secrets)),
+        project_id=project_id,
     )
 
 
-def choose_host(session: Session, data: ContainerCreate) -> Host:
+def relaxations(session: Session, project_id: str) -> list[str]:
+    """The policy rules the project's containers may break."""
+    project = session.get(Project, project_id)
+    return list(project.relaxations) if project is not None else []
+
+
+def choose_host(session: Session, data: ContainerCreate, project_id: str) -> Host:
     if data.host_id is not None:
         try:
-            return hosts.get(session, host_id=data.host_id)
+            host = hosts.get(session, host_id=data.host_id)
         except NotFound as exc:
             raise Invalid(exc.detail, errors=[{"loc": "body.host_id", "msg": exc.detail}]) from exc
-    placement = scheduler.Placer(session).place(data, data.placement.constraints)
+        if not scheduler.may_use(session, host_id=host.id, project_id=project_id):
+            why = f"host {host.name!r} is dedicated to other projects"
+            raise Invalid(why, errors=[{"loc": "body.host_id", "msg": why}])
+        return host
+    placement = scheduler.Placer(session).place(
+        data, data.placement.constraints, project_id=project_id
+    )
     if placement.host is None:
         why = "; ".join(f"{name}: {reason}" for name, reason in placement.reasons.items())
         raise Conflict(f"no host can run this container ({why or 'no hosts registered'})")
@@ -265,9 +304,13 @@ def create(
     data: ContainerCreate,
     settings: Settings,
     service_id: str | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> Container:
-    validate_spec(session, data, settings)
-    host = choose_host(session, data)
+    validate_spec(session, data, settings, project_id=project_id)
+    project = session.get_one(Project, project_id)
+    cpus, memory = set_aside(data.resources.model_dump())
+    quotas.check(session, project, adding=Usage(containers=1, cpus=cpus, memory_bytes=memory))
+    host = choose_host(session, data, project_id)
     container_id = new_id()
     spec = ContainerSpec.model_validate(data.model_dump(include=set(SPEC_FIELDS)))
     name = data.name or default_name(spec, container_id)
@@ -284,6 +327,7 @@ def create(
         name=name,
         host_id=host.id,
         service_id=service_id,
+        project_id=project_id,
         spec=spec.model_dump(mode="json"),
         image=spec.image,
         labels=spec.labels,
@@ -299,8 +343,10 @@ def create(
     return container
 
 
-def _accepted(operation: Operation, container: Container) -> ContainerAccepted:
-    return ContainerAccepted(operation=operation_to_read(operation), container=to_read(container))
+def _accepted(session: Session, operation: Operation, container: Container) -> ContainerAccepted:
+    return ContainerAccepted(
+        operation=operation_to_read(operation), container=to_read(session, container)
+    )
 
 
 def _enqueue(
@@ -321,14 +367,20 @@ def _enqueue(
         host_id=container.host_id,
         created_by=created_by,
         max_attempts=settings.operation_max_attempts,
+        project_id=container.project_id,
     )
 
 
 def create_and_queue(
-    session: Session, *, data: ContainerCreate, settings: Settings, created_by: str
+    session: Session,
+    *,
+    data: ContainerCreate,
+    settings: Settings,
+    created_by: str,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> ContainerAccepted:
     """A new container and the operation that creates (and starts) it on its host."""
-    container = create(session, data=data, settings=settings)
+    container = create(session, data=data, settings=settings, project_id=project_id)
     operation = _enqueue(
         session,
         container,
@@ -337,7 +389,7 @@ def create_and_queue(
         settings=settings,
         created_by=created_by,
     )
-    return _accepted(operation, container)
+    return _accepted(session, operation, container)
 
 
 def act(
@@ -364,7 +416,7 @@ def act(
     operation = _enqueue(
         session, container, kind=kind, params=params, settings=settings, created_by=created_by
     )
-    return _accepted(operation, container)
+    return _accepted(session, operation, container)
 
 
 def require_managed(container: Container) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from app.core.db import Database, utcnow
+from app.core.errors import NotFound
 from app.images.manifests import CheckOutcome, Endpoint, ManifestClient, TagAnswer
 from app.images.models import ImageTag, RegistryCheckCount
 from app.images.reference import (
@@ -26,6 +27,7 @@ from app.images.reference import (
 )
 from app.registries import service as registries
 from app.security.crypto import Cipher
+from app.security.roles import DEFAULT_PROJECT_ID
 
 log = logging.getLogger("berth.images")
 
@@ -56,10 +58,12 @@ def tag_key(image: str) -> str | None:
 @dataclass(frozen=True)
 class Target:
     """A tag to ask about, and the stored registry a service names for it (else the one whose
-    host matches, if any, gives the credentials)."""
+    host matches, if any, gives the credentials), of the service's project: credentials serve
+    only their own project's services."""
 
     reference: ImageReference
     registry_id: str | None = None
+    project_id: str = DEFAULT_PROJECT_ID
 
 
 class TagChecker:
@@ -73,9 +77,12 @@ class TagChecker:
     ) -> dict[str, TagAnswer]:
         """Ask each distinct tag's registry once, a registry's tags one after another (its
         rate limit spaces them), and record every answer; by tag key."""
-        distinct = {str(t.reference): t for t in targets}
+        # A tag several projects run is asked once per project, each with its own credentials.
+        distinct = {(str(t.reference), t.project_id): t for t in targets}
         answers: dict[str, TagAnswer] = {}
-        for key, target in sorted(distinct.items(), key=lambda i: i[1].reference.registry_host):
+        for (key, _), target in sorted(
+            distinct.items(), key=lambda i: i[1].reference.registry_host
+        ):
             answer = self._ask(key, target)
             self._record(key, target.reference.registry_host, answer, fence)
             answers[key] = answer
@@ -94,8 +101,13 @@ class TagChecker:
             known = session.get(ImageTag, key)
             etag = known.etag if known is not None and known.digest is not None else None
             try:
-                registry = registries.find(session, registry_id=target.registry_id, host=host)
-            except registries.ForeignRegistry as exc:
+                registry = registries.find(
+                    session,
+                    registry_id=target.registry_id,
+                    host=host,
+                    project_id=target.project_id,
+                )
+            except (registries.ForeignRegistry, NotFound) as exc:
                 return TagAnswer(CheckOutcome.ERROR, error=str(exc))
             endpoint = Endpoint(
                 url=registry.url if registry is not None else None,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import Admin, Ctx, set_audit_resource
+from app.api.deps import Ctx, ProjectAdmin, set_audit_resource
 from app.api.openapi import versioned
 from app.api.paths import API_PREFIX
+from app.projects import service as projects
 from app.secrets import service
 from app.secrets.schemas import SecretCreate, SecretRead
+from app.security.roles import ProjectRole
 
 SECRETS_PATH = f"{API_PREFIX}/secrets"
 
@@ -19,21 +21,30 @@ router = APIRouter(prefix=SECRETS_PATH, tags=["secrets"])
 @router.post(
     "",
     status_code=201,
-    summary="Store a secret (admin); the value is encrypted and never shown again",
+    summary="Store a secret (a project-admin of its project); the value is encrypted and never "
+    "shown again",
     openapi_extra=versioned(sends_etag=True),
 )
 def create_secret(
-    data: SecretCreate, request: Request, response: Response, context: Ctx, principal: Admin
+    data: SecretCreate,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectAdmin,
 ) -> SecretRead:
     with context.db.session() as session:
+        project = projects.target(
+            session, principal, name=data.project, needed=ProjectRole.project_admin
+        )
         secret = service.create(
             session,
             name=data.name,
             value=data.value,
             cipher=context.cipher,
             created_by=principal.actor,
+            project_id=project.id,
         )
-        read = service.to_read(secret, [])
+        read = service.to_read(session, secret, [])
         set_audit_resource(request, f"secrets/{read.id}")
     response.headers["Location"] = f"{SECRETS_PATH}/{read.id}"
     response.headers["ETag"] = f'"{read.version}"'

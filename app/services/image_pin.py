@@ -12,7 +12,7 @@ from app.engine.errors import EngineError
 from app.images.handlers import resolve_digest
 from app.images.reference import LOCAL_BUILD_REGISTRY, parse_reference
 from app.operations.context import OperationContext, PermanentError, TransientError
-from app.services.models import ServiceRevision
+from app.services.models import Service, ServiceRevision
 from app.services.schemas import ServiceSpec
 from app.services.service import RESOLVE_IMAGE, container_spec
 
@@ -27,15 +27,18 @@ def pin_image(ctx: OperationContext, *, revision: int) -> None:
     if not ctx.params.get(RESOLVE_IMAGE) or ctx.claim.resumed or service_id is None:
         return
     with ctx.app.db.session(write=False) as session:
-        raw = session.execute(
-            select(ServiceRevision.spec).where(
+        found = session.execute(
+            select(ServiceRevision.spec, Service.project_id)
+            .join(Service, Service.id == ServiceRevision.service_id)
+            .where(
                 ServiceRevision.service_id == service_id,
                 ServiceRevision.revision == revision,
                 ServiceRevision.image_digest.is_(None),
             )
-        ).scalar_one_or_none()
-        if raw is None:
+        ).first()
+        if found is None:
             return
+        raw, project_id = found
         spec = ServiceSpec.model_validate(raw)
         reference = parse_reference(spec.image)
         if reference.digest is not None or reference.registry_host == LOCAL_BUILD_REGISTRY:
@@ -44,7 +47,12 @@ def pin_image(ctx: OperationContext, *, revision: int) -> None:
         # Where a replica would go now: likely the host that pulls the image anyway.
         host = (
             Placer(session)
-            .place(replica, spec.placement.constraints, max_per_host=spec.placement.max_per_host)
+            .place(
+                replica,
+                spec.placement.constraints,
+                max_per_host=spec.placement.max_per_host,
+                project_id=project_id,
+            )
             .host
         )
         host_id, host_name = (host.id, host.name) if host is not None else (None, None)

@@ -41,7 +41,7 @@ def targets(session: Session, *, service_id: str | None = None) -> list[Target]:
     """The tags to ask about: those of the services' current revisions that recorded a
     registry digest (only those can tell a new digest from the one that runs)."""
     statement = (
-        select(Service.spec)
+        select(Service.spec, Service.project_id)
         .join(
             ServiceRevision,
             (ServiceRevision.service_id == Service.id)
@@ -52,10 +52,10 @@ def targets(session: Session, *, service_id: str | None = None) -> list[Target]:
     if service_id is not None:
         statement = statement.where(Service.id == service_id)
     found = []
-    for spec in session.execute(statement).scalars():
+    for spec, project_id in session.execute(statement).all():
         reference = checked_tag(spec["image"])
         if reference is not None:
-            found.append(Target(reference, spec.get("registry_id")))
+            found.append(Target(reference, spec.get("registry_id"), project_id))
     return found
 
 

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import (
     Ctx,
-    Operator,
     Principal,
+    ProjectOperator,
     VersionCheck,
     Viewer,
     check_if_match,
@@ -20,7 +20,12 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.config import Settings
 from app.core.context import AppContext
+from app.projects import service as projects
+from app.projects.access import check_row
+from app.projects.schemas import ProjectQuery
+from app.security.roles import ProjectRole
 from app.services import image_updates, planner, service
+from app.services.models import Service
 from app.services.schemas import (
     ImageCheck,
     Plan,
@@ -48,15 +53,23 @@ def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
 
 @router.post("", status_code=202, summary="Create a service; the reconciler starts its replicas")
 def create_service(
-    data: ServiceCreate, request: Request, response: Response, context: Ctx, principal: Operator
+    data: ServiceCreate,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     with context.db.session() as session:
+        project = projects.target(
+            session, principal, name=data.project, needed=ProjectRole.operator
+        )
         body = service.create_and_queue(
             session,
             name=data.name,
             spec=data.spec,
             settings=context.settings,
             created_by=principal.actor,
+            project_id=project.id,
         )
         set_audit_resource(request, f"services/{body.service.id}")
     return _answer(response, body)
@@ -65,14 +78,18 @@ def create_service(
 @router.get("", summary="List services")
 def list_services(
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Limit = 50,
     cursor: Cursor = None,
     stack_id: Annotated[str | None, Query(max_length=26)] = None,
     name: Annotated[str | None, Query(max_length=63)] = None,
+    project: ProjectQuery = None,
 ) -> Page[ServiceRead]:
     with context.db.session(write=False) as session:
-        return service.read_page(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
+        readable = projects.list_filter(session, principal, name=project)
+        return service.read_page(
+            session, limit=limit, cursor=cursor, stack_id=stack_id, name=name, projects=readable
+        )
 
 
 @router.get(
@@ -80,11 +97,19 @@ def list_services(
     summary="Get a service with its tasks (one per replica)",
     openapi_extra=versioned(sends_etag=True),
 )
-def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) -> ServiceRead:
+def get_service(
+    service_id: str, response: Response, context: Ctx, principal: Viewer
+) -> ServiceRead:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         read = service.read(session, service_id=service_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
+
+
+def _may(session: Session, principal: Principal, service_id: str, needed: ProjectRole) -> None:
+    """The role the route needs, in the service's project (app/projects/access.py)."""
+    check_row(session, principal, Service, service_id, needed, what="service")
 
 
 class _Change(Protocol):
@@ -111,6 +136,7 @@ def _change(
 ) -> ServiceAccepted:
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
+        _may(session, principal, service_id, ProjectRole.operator)
         body = change(
             session,
             service_id=service_id,
@@ -133,7 +159,7 @@ def update_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
     return _change(context, request, response, principal, service_id, replace)
@@ -151,7 +177,7 @@ def patch_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
     return _change(context, request, response, principal, service_id, merge)
@@ -164,7 +190,11 @@ def patch_service(
     openapi_extra=versioned(checks_if_match=True),
 )
 def rollback_service(
-    service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
+    service_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
     return _change(context, request, response, principal, service_id, back)
@@ -182,7 +212,7 @@ def scale_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     scale = partial(service.scale, replicas=data.replicas)
     return _change(context, request, response, principal, service_id, scale)
@@ -190,9 +220,10 @@ def scale_service(
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
 def list_revisions(
-    service_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
+    service_id: str, context: Ctx, principal: Viewer, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[RevisionRead]:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         return service.revisions(session, service_id=service_id, limit=limit, cursor=cursor)
 
 
@@ -201,17 +232,21 @@ def list_revisions(
     summary="What changed between two revisions: spec fields and image digest",
 )
 def diff_revisions(
-    service_id: str, before: int, after: int, context: Ctx, _: Viewer
+    service_id: str, before: int, after: int, context: Ctx, principal: Viewer
 ) -> RevisionDiff:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         return service.revision_diff(session, service_id=service_id, before=before, after=after)
 
 
 @router.post(
     "/{service_id}/plan", summary="Dry run: what a spec would start, stop and replace, per host"
 )
-def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator) -> Plan:
+def plan_service(
+    service_id: str, data: ServiceUpdate, context: Ctx, principal: ProjectOperator
+) -> Plan:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.operator)
         return planner.preview(
             session, service_id=service_id, spec=data.spec, settings=context.settings
         )
@@ -224,7 +259,11 @@ def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator
     openapi_extra=versioned(checks_if_match=True),
 )
 def delete_service(
-    service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
+    service_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectOperator,
 ) -> ServiceAccepted:
     return _change(context, request, response, principal, service_id, service.delete)
 
@@ -237,6 +276,10 @@ def delete_service(
     "credentials, under its rate limit). A new digest shows as `update_available`; with "
     "`auto_update` it is rolled out as an ordinary update, whose converge is `operation`.",
 )
-def check_service_image(service_id: str, request: Request, context: Ctx, _: Operator) -> ImageCheck:
+def check_service_image(
+    service_id: str, request: Request, context: Ctx, principal: ProjectOperator
+) -> ImageCheck:
     set_audit_resource(request, f"services/{service_id}")
+    with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.operator)
     return image_updates.check_service(context, service_id=service_id)

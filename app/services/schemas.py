@@ -22,6 +22,7 @@ from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
 from app.images.manifests import CheckOutcome
 from app.operations.schemas import OperationRead
+from app.projects.schemas import InProject
 from app.secrets.schemas import SecretUse
 from app.services.diff import FieldChange
 
@@ -161,6 +162,7 @@ class ServiceCreate(BaseModel):
 
     name: ServiceName
     spec: ServiceSpec
+    project: InProject = None
 
 
 class ServiceUpdate(BaseModel):
@@ -234,6 +236,7 @@ class UpdateAvailable(BaseModel):
 class ServiceRead(BaseModel):
     id: str
     name: str
+    project: str
     stack_id: str | None
     spec: ServiceSpec
     revision: int

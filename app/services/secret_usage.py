@@ -65,13 +65,17 @@ def users_to_revise(session: Session, name: str) -> list[Service]:
 
 def read(session: Session, *, secret_id: str) -> SecretRead:
     secret = secrets.get(session, secret_id=secret_id)
-    return secrets.to_read(secret, used_by(session, [secret.name])[secret.name])
+    return secrets.to_read(session, secret, used_by(session, [secret.name])[secret.name])
 
 
-def read_page(session: Session, *, limit: int, cursor: str | None) -> Page[SecretRead]:
-    rows, next_cursor = secrets.get_all(session, limit=limit, cursor=cursor)
+def read_page(
+    session: Session, *, limit: int, cursor: str | None, projects: frozenset[str] | None = None
+) -> Page[SecretRead]:
+    rows, next_cursor = secrets.get_all(session, limit=limit, cursor=cursor, projects=projects)
     using = used_by(session, [s.name for s in rows])
-    return Page(items=[secrets.to_read(s, using[s.name]) for s in rows], next_cursor=next_cursor)
+    return Page(
+        items=[secrets.to_read(session, s, using[s.name]) for s in rows], next_cursor=next_cursor
+    )
 
 
 def rotate(
@@ -105,7 +109,7 @@ def rotate(
         )
     session.flush()
     return SecretRotated(
-        secret=secrets.to_read(secret, [u.name for u in users]),
+        secret=secrets.to_read(session, secret, [u.name for u in users]),
         operations=[operation_to_read(o) for o in operations],
     )
 

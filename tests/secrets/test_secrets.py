@@ -54,7 +54,15 @@ def _dump_database(db: Database) -> str:
 def test_a_secret_shows_its_metadata_never_its_value(api: Api) -> None:
     created = api.post("/secrets", json={"name": "db_password", "value": VALUE})
     assert created.status_code == 201, created.text
-    assert set(created.json()) == {"id", "name", "version", "created_at", "updated_at", "used_by"}
+    assert set(created.json()) == {
+        "id",
+        "name",
+        "project",
+        "version",
+        "created_at",
+        "updated_at",
+        "used_by",
+    }
 
 
 def test_only_an_admin_manages_secrets_and_anyone_may_list_them(api: Api) -> None:

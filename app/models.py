@@ -8,11 +8,12 @@ from app.events.models import Event
 from app.hosts.models import Host
 from app.images.models import Blob, Image
 from app.operations.models import Operation, OperationLog
+from app.projects.models import Project
 from app.registries.models import Registry
 from app.secrets.models import Secret
 from app.services.models import Service, ServiceRevision
 from app.stacks.models import Stack
-from app.tokens.models import ApiToken
+from app.tokens.models import ApiToken, TokenProjectRole
 from app.workers.models import Lease, WorkerProcess
 
 __all__ = [
@@ -30,10 +31,12 @@ __all__ = [
     "Operation",
     "OperationLog",
     "PortClaim",
+    "Project",
     "Registry",
     "Secret",
     "Service",
     "ServiceRevision",
     "Stack",
+    "TokenProjectRole",
     "WorkerProcess",
 ]

@@ -23,6 +23,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import Base
+from app.security.roles import DEFAULT_PROJECT_ID
 from tests.support import BOOTSTRAP_TOKEN, IMPATIENT_DEADLINE_S, Api, Services
 from tests.testbed import Testbed, testbed
 
@@ -86,7 +87,11 @@ def clear_tables(url: str) -> None:
     try:
         with database.session() as session:
             for table in reversed(Base.metadata.sorted_tables):
-                session.execute(table.delete())
+                statement = table.delete()
+                if table.name == "projects":
+                    # The default project is part of the schema (migration 0013), not data.
+                    statement = statement.where(table.c.id != DEFAULT_PROJECT_ID)
+                session.execute(statement)
     finally:
         database.dispose()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Protocol
 
@@ -18,7 +18,12 @@ from app.api.auth_limit import FailedAuthLimiter
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.errors import BerthError, Forbidden, PreconditionFailed, Unauthorized
-from app.security.roles import Role
+from app.security.roles import (
+    DEFAULT_PROJECT_ID,
+    GLOBAL_ROLE_IN_DEFAULT,
+    ProjectRole,
+    Role,
+)
 from app.security.tokens import hash_token
 
 # The dependencies are `async def` although they do not await (except to read a token not yet
@@ -46,10 +51,29 @@ class Principal:
     token_id: str
     name: str
     role: Role
+    # project id -> this token's role there, the default project's implied by a global viewer
+    # or operator role included; a global admin has every role in every project regardless.
+    projects: Mapping[str, ProjectRole] = field(default_factory=dict)
 
     @property
     def actor(self) -> str:
         return f"{self.name} ({self.token_id})"
+
+    def project_role(self, project_id: str) -> ProjectRole | None:
+        """This principal's role in a project: None when it may not even read it."""
+        if self.role is Role.admin:
+            return ProjectRole.project_admin
+        return self.projects.get(project_id)
+
+    def readable_projects(self) -> frozenset[str] | None:
+        """The ids of the projects this principal may read; None: every project (an admin)."""
+        if self.role is Role.admin:
+            return None
+        return frozenset(self.projects)
+
+    def has_anywhere(self, needed: ProjectRole) -> bool:
+        """Whether some project grants `needed` (the gate of a route before it knows which)."""
+        return self.role is Role.admin or any(r.allows(needed) for r in self.projects.values())
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,19 @@ class StoredToken:
     name: str
     role: str
     expires_at: datetime | None
+    # (project id, role) grants from token_project_roles.
+    projects: tuple[tuple[str, str], ...] = ()
+
+
+def project_roles(role: Role, grants: tuple[tuple[str, str], ...]) -> dict[str, ProjectRole]:
+    """A token's role per project: its grants, and in the default project at least what its
+    global role implies (today's viewer and operator tokens keep working there unchanged)."""
+    roles = {project_id: ProjectRole(granted) for project_id, granted in grants}
+    implied = GLOBAL_ROLE_IN_DEFAULT.get(role)
+    current = roles.get(DEFAULT_PROJECT_ID)
+    if implied is not None and (current is None or not current.allows(implied)):
+        roles[DEFAULT_PROJECT_ID] = implied
+    return roles
 
 
 class TokenStore(Protocol):
@@ -119,10 +156,16 @@ async def authenticate(
     cached = await _cached_token(request, context, digest)
     if cached is None:
         raise _refused(request, limiter, address, "invalid or revoked token")
-    _, token_id, name, role, expires_at = cached
+    _, token_id, name, role, expires_at, grants = cached
     if expires_at is not None and expires_at <= utcnow():
         raise _refused(request, limiter, address, "token expired")
-    principal = Principal(token_id=token_id, name=name, role=Role(role))
+    global_role = Role(role)
+    principal = Principal(
+        token_id=token_id,
+        name=name,
+        role=global_role,
+        projects=project_roles(global_role, grants),
+    )
     request.state.principal = principal
     request.state.token_digest = digest
     return principal
@@ -130,7 +173,7 @@ async def authenticate(
 
 async def _cached_token(
     request: Request, context: AppContext, digest: str
-) -> tuple[float, str, str, str, datetime | None] | None:
+) -> tuple[float, str, str, str, datetime | None, tuple[tuple[str, str], ...]] | None:
     """What this process knows of the token hashing to `digest`, read again once older than
     PRINCIPAL_TTL_SECONDS; None when it is revoked or never existed."""
     cached = context.principals.get(digest)
@@ -139,7 +182,14 @@ async def _cached_token(
         if token is None:
             context.principals.pop(digest, None)
             return None
-        cached = (time.monotonic(), token.token_id, token.name, token.role, token.expires_at)
+        cached = (
+            time.monotonic(),
+            token.token_id,
+            token.name,
+            token.role,
+            token.expires_at,
+            token.projects,
+        )
         context.principals[digest] = cached
     return cached
 
@@ -205,9 +255,26 @@ def require(role: Role) -> object:
     return Depends(check)
 
 
+def require_somewhere(role: ProjectRole) -> object:
+    """The gate of a project-scoped write before it knows the project: `role` in at least one
+    project. The route then checks the object's own project (app.projects.access)."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.has_anywhere(role):
+            raise Forbidden(
+                f"this action needs the {role.value} role in a project; the token has none"
+            )
+        return principal
+
+    return Depends(check)
+
+
 Viewer = Annotated[Principal, require(Role.viewer)]
 Operator = Annotated[Principal, require(Role.operator)]
 Admin = Annotated[Principal, require(Role.admin)]
+# Project-scoped writes: the role in some project here, in the object's project in the route.
+ProjectOperator = Annotated[Principal, require_somewhere(ProjectRole.operator)]
+ProjectAdmin = Annotated[Principal, require_somewhere(ProjectRole.project_admin)]
 
 
 # How a service function honours If-Match on the row it locked: `partial(check_if_match, request)`.

@@ -36,6 +36,9 @@ class AuditEntry(Base):
     resource_id: Mapped[str | None] = mapped_column(String(200))
     version_before: Mapped[int | None]
     version_after: Mapped[int | None]
+    # The project of the affected resource, for filtering the audit to readable projects; NULL
+    # outside projects. Not part of the hash: it decides who sees an entry, not what it says.
+    project_id: Mapped[str | None] = mapped_column(String(26), index=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str | None] = mapped_column(String(64))

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, JSONType, new_id, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
 
 
@@ -49,6 +49,7 @@ class Container(Base):
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     observed_at: Mapped[datetime | None]
+    project_id: Mapped[str] = project_id_column()
     version: Mapped[int] = mapped_column(default=1)
 
 

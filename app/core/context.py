@@ -32,9 +32,12 @@ class AppContext:
         self.engines = EnginePool(self.engine_factory)
         self._engine_resolver: Callable[[str], Engine] | None = None
         self._cipher: Cipher | None = None
-        # token hash -> (looked up at, token id, name, role, expires at): spares a query per
-        # request. Revocation is immediate in this process, within PRINCIPAL_TTL in others.
-        self.principals: dict[str, tuple[float, str, str, str, datetime | None]] = {}
+        # token hash -> (looked up at, token id, name, role, expires at, (project id, role)
+        # grants): spares a query per request. Revocation is immediate in this process, within
+        # PRINCIPAL_TTL in others.
+        self.principals: dict[
+            str, tuple[float, str, str, str, datetime | None, tuple[tuple[str, str], ...]]
+        ] = {}
 
     @property
     def cipher(self) -> Cipher:

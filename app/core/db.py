@@ -36,8 +36,10 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    ForeignKey,
     Insert,
     MetaData,
+    String,
     create_engine,
     event,
     func,
@@ -47,8 +49,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, MappedColumn, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from app.security.roles import DEFAULT_PROJECT_ID
 
 log = logging.getLogger("berth.db")
 
@@ -84,6 +88,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def project_id_column() -> MappedColumn[str]:
+    """The `project_id` of a row that belongs to a project (docs/projects.md): rows written
+    without one, by code or by an older process, land in the default project."""
+    return mapped_column(
+        String(26),
+        ForeignKey("projects.id"),
+        index=True,
+        default=DEFAULT_PROJECT_ID,
+        server_default=DEFAULT_PROJECT_ID,
+    )
 
 
 class Base(DeclarativeBase):

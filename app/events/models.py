@@ -36,4 +36,7 @@ class Event(Base):
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The project of the resource, so that a reader sees only the projects it may read; NULL
+    # for resources outside projects (hosts, images, tokens). No foreign key: events outlive it.
+    project_id: Mapped[str | None] = mapped_column(String(26), index=True)
     seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)

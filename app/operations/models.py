@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, new_id, utcnow
+from app.core.db import Base, new_id, project_id_column, utcnow
 from app.events.recorder import track
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -63,6 +63,7 @@ class Operation(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(200))
+    project_id: Mapped[str] = project_id_column()
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, new_id, utcnow
+from app.core.db import Base, new_id, project_id_column, utcnow
 from app.events.recorder import track
 
 
@@ -20,6 +20,7 @@ class Secret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    project_id: Mapped[str] = project_id_column()
     version: Mapped[int] = mapped_column(default=1)
 
 

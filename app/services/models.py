@@ -8,7 +8,7 @@ from sqlalchemy import Dialect, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from app.core.db import Base, JSONType, new_id, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
 
 E = TypeVar("E", bound=StrEnum)
@@ -86,6 +86,7 @@ class Service(Base):
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    project_id: Mapped[str] = project_id_column()
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, JSONType, new_id, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
 
 
@@ -33,6 +33,7 @@ class Stack(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    project_id: Mapped[str] = project_id_column()
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -13,7 +13,7 @@ from app.core.errors import Invalid
 from app.core.lookup import get_or_404
 from app.security.roles import Role
 from app.security.tokens import generate_token, hash_token
-from app.tokens.models import ApiToken
+from app.tokens.models import ApiToken, TokenProjectRole
 
 BOOTSTRAP_NAME = "bootstrap"
 
@@ -63,7 +63,16 @@ def _stored(session: Session, where: ColumnElement[bool]) -> StoredToken | None:
     row = session.execute(
         select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.expires_at).where(where)
     ).first()
-    return None if row is None else StoredToken(row.id, row.name, row.role, row.expires_at)
+    if row is None:
+        return None
+    grants = session.execute(
+        select(TokenProjectRole.project_id, TokenProjectRole.role).where(
+            TokenProjectRole.token_id == row.id
+        )
+    ).all()
+    return StoredToken(
+        row.id, row.name, row.role, row.expires_at, tuple((g.project_id, g.role) for g in grants)
+    )
 
 
 def find_by_hash(session: Session, *, token_hash: str) -> StoredToken | None:

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, JSONType, new_id, utcnow
+from app.events.recorder import track
+
+
+class Project(Base):
+    """A set of workloads with its own members, quotas and policy relaxations. Services,
+    stacks, containers, secrets, registry credentials and operations each name theirs by
+    `project_id`; the `default` project (app.security.roles.DEFAULT_PROJECT_ID) holds what
+    was made before projects existed."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    # A protected project's changes need a second principal's approval (docs/approvals.md).
+    protected: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # {"containers": n, "replicas": n, "cpus": x, "memory": bytes}; a missing key is no limit.
+    quotas: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Names of app.containers.policy rules that this project's containers may break.
+    relaxations: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(default=1)
+
+
+track(Project, "project", "name", "protected", "quotas", "relaxations", "version")

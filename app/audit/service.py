@@ -28,6 +28,7 @@ _VERSIONS = "berth.audit_versions"
 def record(entry: AuditEntry) -> dict[str, Any]:
     """The entry as exported: every field its hash covers, as the hash saw it."""
     values = {name: getattr(entry, name) for name in chain.KEYED_FIELDS}
+    values.update({name: getattr(entry, name) for name in chain.OPTIONAL_FIELDS})
     values["at"] = entry.at.isoformat()
     return {**values, "prev_hash": entry.prev_hash, "hash": entry.hash, "mac": entry.mac}
 
@@ -51,6 +52,8 @@ def append(
     source: str | None,
     outcome: int,
     versions: tuple[int | None, int | None] = (None, None),
+    author: str | None = None,
+    break_glass: str | None = None,
 ) -> AuditEntry:
     key = keys.of(session)
     head = _locked_head(session)
@@ -82,6 +85,8 @@ def append(
         success=outcome < 400,
         version_before=versions[0],
         version_after=versions[1],
+        author=author,
+        break_glass=break_glass,
         prev_hash=head.hash,
     )
     entry.hash = chain.entry_hash(record(entry), keyed=entry.seq >= key.keyed_from)
@@ -125,6 +130,9 @@ def append_request(
         source=client[0] if client else None,
         outcome=status,
         versions=(versions or {}).get(resource_id, (None, None)),
+        # Noted by the route: app/changes (an approval, a break-glass write).
+        author=state.get("audit_author"),
+        break_glass=state.get("audit_break_glass"),
     )
 
 
@@ -178,7 +186,12 @@ def _append_in_transaction(session: Session) -> None:
     if not recorder.changed(session):
         return  # a read, idempotency bookkeeping: not the request's change
     # The response is not sent yet; the route's success status is the one it is about to send.
-    status = getattr(pending.scope.get("route"), "status_code", None) or 200
+    # A write held as a change request answers 202 whatever the route's own status.
+    status = (
+        pending.scope["state"].get("audit_status")
+        or getattr(pending.scope.get("route"), "status_code", None)
+        or 200
+    )
     append_request(
         session,
         scope=pending.scope,

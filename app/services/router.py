@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from app.api.deps import (
     check_if_match,
     set_audit_resource,
 )
+from app.api.gate import HELD, Gate
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
@@ -45,11 +46,28 @@ def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
     return body
 
 
-@router.post("", status_code=202, summary="Create a service; the reconciler starts its replicas")
+@router.post(
+    "",
+    status_code=202,
+    summary="Create a service; the reconciler starts its replicas",
+    response_model=ServiceAccepted,
+    responses=HELD,
+)
 def create_service(
-    data: ServiceCreate, request: Request, response: Response, context: Ctx, principal: Operator
-) -> ServiceAccepted:
+    data: ServiceCreate,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    gate: Gate,
+) -> ServiceAccepted | Response:
+    payload = data.model_dump(mode="json", exclude_unset=True)
     with context.db.session() as session:
+        held = gate.hold(
+            session, request=request, principal=principal, kind="service.create", payload=payload
+        )
+        if held is not None:
+            return held
         body = service.create_and_queue(
             session,
             name=data.name,
@@ -107,9 +125,25 @@ def _change(
     principal: Principal,
     service_id: str,
     change: _Change,
-) -> ServiceAccepted:
+    *,
+    gate: Gate,
+    kind: str,
+    payload: dict[str, Any],
+) -> ServiceAccepted | Response:
+    """Make the change, unless the service's project holds it (`gate`) as a change request
+    of `kind` with `payload`."""
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind=kind,
+            payload=payload,
+            target_id=service_id,
+        )
+        if held is not None:
+            return held
         body = change(
             session,
             service_id=service_id,
@@ -124,6 +158,8 @@ def _change(
     "/{service_id}",
     status_code=202,
     summary="Replace the spec: a new revision, rolled out",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def update_service(
@@ -133,15 +169,28 @@ def update_service(
     response: Response,
     context: Ctx,
     principal: Operator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
-    return _change(context, request, response, principal, service_id, replace)
+    return _change(
+        context,
+        request,
+        response,
+        principal,
+        service_id,
+        replace,
+        gate=gate,
+        kind="service.update",
+        payload=data.model_dump(mode="json", exclude_unset=True),
+    )
 
 
 @router.patch(
     "/{service_id}",
     status_code=202,
     summary="Change some spec fields: a new revision",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def patch_service(
@@ -151,28 +200,58 @@ def patch_service(
     response: Response,
     context: Ctx,
     principal: Operator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
-    return _change(context, request, response, principal, service_id, merge)
+    return _change(
+        context,
+        request,
+        response,
+        principal,
+        service_id,
+        merge,
+        gate=gate,
+        kind="service.patch",
+        payload=data.model_dump(mode="json"),
+    )
 
 
 @router.post(
     "/{service_id}/rollback",
     status_code=202,
     summary="Go back one revision (as a new revision)",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def rollback_service(
-    service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
-) -> ServiceAccepted:
+    service_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    gate: Gate,
+) -> ServiceAccepted | Response:
     back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
-    return _change(context, request, response, principal, service_id, back)
+    return _change(
+        context,
+        request,
+        response,
+        principal,
+        service_id,
+        back,
+        gate=gate,
+        kind="service.rollback",
+        payload={},
+    )
 
 
 @router.post(
     "/{service_id}/scale",
     status_code=202,
     summary="Change the replica count (no new revision)",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def scale_service(
@@ -182,9 +261,20 @@ def scale_service(
     response: Response,
     context: Ctx,
     principal: Operator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     scale = partial(service.scale, replicas=data.replicas)
-    return _change(context, request, response, principal, service_id, scale)
+    return _change(
+        context,
+        request,
+        response,
+        principal,
+        service_id,
+        scale,
+        gate=gate,
+        kind="service.scale",
+        payload=data.model_dump(mode="json"),
+    )
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -220,9 +310,26 @@ def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator
     "/{service_id}",
     status_code=202,
     summary="Delete a service and its replicas",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def delete_service(
-    service_id: str, request: Request, response: Response, context: Ctx, principal: Operator
-) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, service.delete)
+    service_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: Operator,
+    gate: Gate,
+) -> ServiceAccepted | Response:
+    return _change(
+        context,
+        request,
+        response,
+        principal,
+        service_id,
+        service.delete,
+        gate=gate,
+        kind="service.delete",
+        payload={},
+    )

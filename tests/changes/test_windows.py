@@ -12,7 +12,8 @@ from app.changes.windows import Window, describe, opening
 
 
 def _utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+    year, month, day, hour, minute = parts
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def _window(days: list[str], start: str, end: str, tz: str = "UTC") -> Window:

@@ -179,7 +179,9 @@ def _append_in_transaction(session: Session) -> None:
     change and its entry commit together or not at all: an entry that cannot be written fails
     the commit (fail closed), and no crash between them can leave a change unaudited."""
     pending = pending_audit.get()
-    if pending is None or pending.written:
+    if pending is None or pending.written or session.in_nested_transaction():
+        # A savepoint's release fires this hook too, but the request's transaction, and what
+        # the route notes for its entry, is not done yet (an approval applies in a savepoint).
         return
     if session.new or session.dirty or session.deleted:
         session.flush()

@@ -10,7 +10,12 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from app.api.deps import Principal
+from app.api.deps import Principal, require_somewhere
+from app.security.roles import ProjectRole
+
+# Who answers change requests: an approver in some project here, in the change's in the route
+# (of the global roles, only an admin is one everywhere).
+Approver = Annotated[Principal, require_somewhere(ProjectRole.approver)]
 
 # A global admin's direct write in a protected project: applied at once, flagged in the audit.
 BREAK_GLASS_HEADER = "X-Berth-Break-Glass"

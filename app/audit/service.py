@@ -28,7 +28,9 @@ _VERSIONS = "berth.audit_versions"
 def record(entry: AuditEntry) -> dict[str, Any]:
     """The entry as exported: every field its hash covers, as the hash saw it."""
     values = {name: getattr(entry, name) for name in chain.KEYED_FIELDS}
-    values.update({name: getattr(entry, name) for name in chain.OPTIONAL_FIELDS})
+    # An optional field is exported only where it is set, as the hash covers it.
+    optional = {name: getattr(entry, name) for name in chain.OPTIONAL_FIELDS}
+    values.update({name: value for name, value in optional.items() if value is not None})
     values["at"] = entry.at.isoformat()
     return {**values, "prev_hash": entry.prev_hash, "hash": entry.hash, "mac": entry.mac}
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.api.deps import Ctx, Principal, Viewer, set_audit_resource
-from app.api.gate import BREAK_GLASS_HEADER
+from app.api.gate import BREAK_GLASS_HEADER, Approver
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
@@ -77,7 +77,9 @@ def get_change(change_id: str, response: Response, context: Ctx, principal: View
     f"`{BREAK_GLASS_HEADER}: <reason>` applies it at once. A change the write itself refuses "
     "(the target changed since, its name was taken) ends `failed` with the reason in `error`.",
 )
-def approve_change(change_id: str, request: Request, context: Ctx, principal: Viewer) -> ChangeRead:
+def approve_change(
+    change_id: str, request: Request, context: Ctx, principal: Approver
+) -> ChangeRead:
     reason = break_glass(request, principal)
     with context.db.session() as session:
         change = _change(session, principal, change_id, ProjectRole.approver)
@@ -98,9 +100,12 @@ def approve_change(change_id: str, request: Request, context: Ctx, principal: Vi
     return read
 
 
-@router.post("/{change_id}/reject", summary="Reject a change request (approver, not its author)")
+@router.post(
+    "/{change_id}/reject",
+    summary="Reject a change request (approver, not its author)",
+)
 def reject_change(
-    change_id: str, data: ChangeReject, request: Request, context: Ctx, principal: Viewer
+    change_id: str, data: ChangeReject, request: Request, context: Ctx, principal: Approver
 ) -> ChangeRead:
     set_audit_resource(request, f"changes/{change_id}")
     with context.db.session() as session:

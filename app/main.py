@@ -41,6 +41,7 @@ from app.images.router import BUILD_PATH
 from app.images.router import router as images_router
 from app.operations.metrics import figures as operation_figures
 from app.operations.router import router as operations_router
+from app.projects.router import router as projects_router
 from app.registries.router import router as registries_router
 from app.runtime import background_services, prepare, workers_alive
 from app.secrets.router import router as secrets_router
@@ -147,6 +148,7 @@ def create_app(
         changes_router,
         events_router,
         tokens_router,
+        projects_router,
         audit_router,
         health_router,
         docs_router,

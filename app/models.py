@@ -9,7 +9,7 @@ from app.events.models import Event
 from app.hosts.models import Host
 from app.images.models import Blob, Image
 from app.operations.models import Operation, OperationLog
-from app.projects.models import Project
+from app.projects.models import HostProject, Project
 from app.registries.models import Registry
 from app.secrets.models import Secret
 from app.services.models import Service, ServiceRevision
@@ -27,6 +27,7 @@ __all__ = [
     "Container",
     "Event",
     "Host",
+    "HostProject",
     "IdempotencyRecord",
     "Image",
     "Lease",

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth_limit import FailedAuthLimiter
 from app.core.context import AppContext
 from app.core.db import utcnow
-from app.core.errors import BerthError, Forbidden, PreconditionFailed, Unauthorized
+from app.core.errors import BerthError, Forbidden, NotFound, PreconditionFailed, Unauthorized
 from app.security.roles import (
     DEFAULT_PROJECT_ID,
     GLOBAL_ROLE_IN_DEFAULT,
@@ -64,6 +64,19 @@ class Principal:
         if self.role is Role.admin:
             return ProjectRole.project_admin
         return self.projects.get(project_id)
+
+    def require_role(self, project_id: str, needed: ProjectRole, *, missing: str) -> None:
+        """Refuse unless this principal has `needed` in the project: 404 (`missing` its
+        detail, so that an unreadable object reads as a missing one) when it cannot read the
+        project, 403 when it can but with a weaker role."""
+        role = self.project_role(project_id)
+        if role is None:
+            raise NotFound(missing)
+        if not role.allows(needed):
+            raise Forbidden(
+                f"this action needs the {needed.value} role in the project; "
+                f"the token has {role.value}"
+            )
 
     def readable_projects(self) -> frozenset[str] | None:
         """The ids of the projects this principal may read; None: every project (an admin)."""

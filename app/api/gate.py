@@ -31,14 +31,16 @@ class ChangeGate(Protocol):
         kind: str,
         payload: dict[str, Any],
         target_id: str | None = None,
+        project_id: str | None = None,
         value: str | None = None,
         files: bool = False,
     ) -> Response | None:
         """The 202 answer of a change request when the write's project is protected (and no
-        admin broke glass), else None: the route goes ahead. `payload` is the body as
-        submitted, `target_id` the object changed (None for a create: the payload names its
-        project), `value` a secret's value (kept encrypted), `files` whether the request
-        uploaded files a change request does not keep (refused in a protected project)."""
+        admin broke glass), else None: the route goes ahead. Called once the route has checked
+        the caller's role. `payload` is the body as submitted, `target_id` the object changed
+        or, for a create, `project_id` the project it creates in; `value` a secret's value
+        (kept encrypted), `files` whether the request uploaded files a change request does not
+        keep (refused in a protected project)."""
         ...
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
-from app.api.deps import Admin, Operator, Viewer
+from app.api.deps import Admin, Operator, ProjectAdmin, ProjectOperator, Viewer
 from app.api.gate import Approver
 from app.api.paths import API_PREFIX
 from app.core.errors import PROBLEM_JSON, Problem
@@ -95,9 +95,16 @@ def versioned(*, checks_if_match: bool = False, sends_etag: bool = False) -> dic
 
 def _role_checks() -> dict[Callable[..., Any], Role]:
     checks: dict[Callable[..., Any], Role] = {}
-    # An approver in some project: of the global roles, only an admin is one everywhere.
-    aliases = ((Viewer, Role.viewer), (Operator, Role.operator), (Admin, Role.admin))
-    for alias, role in (*aliases, (Approver, Role.admin)):
+    # A project-scoped gate is documented as the global role that passes it in every project.
+    for alias, role in (
+        (Viewer, Role.viewer),
+        (Operator, Role.operator),
+        (Admin, Role.admin),
+        (ProjectOperator, Role.operator),
+        (ProjectAdmin, Role.admin),
+        # An approver in some project: of the global roles, only an admin is one everywhere.
+        (Approver, Role.admin),
+    ):
         checks[get_args(alias)[1].dependency] = role
     return checks
 

@@ -23,6 +23,8 @@ from app.events import recorder
 
 # resource id -> (version before the request's transaction, version after it)
 _VERSIONS = "berth.audit_versions"
+# row id -> project id of the rows the request's transaction touched, for its entry's project.
+_PROJECTS = "berth.audit_projects"
 
 
 def record(entry: AuditEntry) -> dict[str, Any]:
@@ -54,6 +56,7 @@ def append(
     source: str | None,
     outcome: int,
     versions: tuple[int | None, int | None] = (None, None),
+    project_id: str | None = None,
     author: str | None = None,
     break_glass: str | None = None,
 ) -> AuditEntry:
@@ -87,6 +90,7 @@ def append(
         success=outcome < 400,
         version_before=versions[0],
         version_after=versions[1],
+        project_id=project_id,
         author=author,
         break_glass=break_glass,
         prev_hash=head.hash,
@@ -106,10 +110,12 @@ def append_request(
     status: int,
     request_id: str,
     versions: dict[str, tuple[int | None, int | None]] | None = None,
+    projects: dict[str, str] | None = None,
 ) -> AuditEntry:
     """The entry of one finished mutating API request: who, which endpoint, on what (as the
     view named it, else the path's first two parts), from where, its status code, and the
-    resource's version before and after (from `versions`, what the transaction changed)."""
+    resource's version before and after (from `versions`, what the transaction changed) and
+    project (from `projects`, likewise)."""
     state = scope["state"]
     principal = state.get("principal")
     route = scope.get("route")
@@ -132,6 +138,7 @@ def append_request(
         source=client[0] if client else None,
         outcome=status,
         versions=(versions or {}).get(resource_id, (None, None)),
+        project_id=(projects or {}).get(resource_id),
         # Noted by the route: app/changes (an approval, a break-glass write).
         author=state.get("audit_author"),
         break_glass=state.get("audit_break_glass"),
@@ -160,7 +167,11 @@ def _capture_versions(session: Session, _context: Any) -> None:
     if pending_audit.get() is None:
         return
     versions = session.info.setdefault(_VERSIONS, {})
+    projects = session.info.setdefault(_PROJECTS, {})
     for obj in (*session.new, *session.dirty, *session.deleted):
+        state = inspect(obj).dict
+        if isinstance(state.get("project_id"), str) and isinstance(state.get("id"), str):
+            projects[state["id"]] = state["project_id"]
         found = _versions(obj, new=obj in session.new, deleted=obj in session.deleted)
         if found is None:
             continue
@@ -173,6 +184,7 @@ def _capture_versions(session: Session, _context: Any) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_versions(session: Session) -> None:
     session.info.pop(_VERSIONS, None)
+    session.info.pop(_PROJECTS, None)
 
 
 @event.listens_for(Session, "before_commit")
@@ -202,6 +214,7 @@ def _append_in_transaction(session: Session) -> None:
         status=status,
         request_id=pending.request_id,
         versions=session.info.get(_VERSIONS),
+        projects=session.info.get(_PROJECTS),
     )
     pending.written = True
 
@@ -327,8 +340,12 @@ def get_all(
     resource: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[AuditEntry], str | None]:
+    """A page of entries; with `projects`, only those of these projects."""
     statement = select(AuditEntry)
+    if projects is not None:
+        statement = statement.where(AuditEntry.project_id.in_(sorted(projects)))
     if actor is not None:
         statement = statement.where(AuditEntry.actor == actor)
     if action is not None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.deps import Principal, set_audit_resource
@@ -21,7 +20,7 @@ from app.core.errors import Forbidden, Invalid
 from app.core.lookup import get_or_404
 from app.projects.models import Project
 from app.secrets.models import Secret
-from app.security.roles import DEFAULT_PROJECT_NAME, Role
+from app.security.roles import Role
 from app.services.models import Service
 from app.stacks.models import Stack
 
@@ -60,17 +59,11 @@ class ChangeHold:
     def __init__(self, context: AppContext) -> None:
         self.context = context
 
-    def _project(
-        self, session: Session, kind: str, payload: dict[str, Any], target_id: str | None
-    ) -> Project | None:
-        """The project the write changes: the target's, or the one a create names (None if
-        it names none that exists: the route answers that as it does in any project)."""
-        if target_id is None:
-            name = payload.get("project") or DEFAULT_PROJECT_NAME
-            named = select(Project).where(Project.name == name)
-            return session.execute(named).scalar_one_or_none()
+    def _project(self, session: Session, kind: str, target_id: str | None) -> Project:
+        """The project of the object a write changes."""
         model = _TARGETS[kinds.get(kind).target_type]
-        target = get_or_404(session, model, target_id, what=model.__tablename__.rstrip("s"))
+        what = model.__tablename__.removesuffix("s")
+        target = get_or_404(session, model, target_id or "", what=what)
         return session.get_one(Project, target.project_id)
 
     def hold(
@@ -82,12 +75,16 @@ class ChangeHold:
         kind: str,
         payload: dict[str, Any],
         target_id: str | None = None,
+        project_id: str | None = None,
         value: str | None = None,
         files: bool = False,
     ) -> Response | None:
         reason = break_glass(request, principal)
-        project = self._project(session, kind, payload, target_id)
-        if project is None or not project.protected or reason is not None:
+        if project_id is not None:
+            project = session.get_one(Project, project_id)
+        else:
+            project = self._project(session, kind, target_id)
+        if not project.protected or reason is not None:
             return None
         if files:
             raise Invalid.listing(

@@ -108,10 +108,12 @@ def _service_plan(session: Session, job: Job, spec: ServiceSpec) -> dict[str, An
 
 def _new_service_plan(session: Session, job: Job) -> dict[str, Any]:
     data = ServiceCreate.model_validate(job.payload)
-    services.validate(session, data.spec, job.settings)
+    project_id = job.change.project_id
+    services.validate(session, data.spec, job.settings, project_id=project_id)
     # The service does not exist yet: planned as an unsaved one with no replicas, every slot
     # is a replica to start.
-    draft = Service(id=new_id(), name=data.name, spec=data.spec.model_dump(mode="json"))
+    spec = data.spec.model_dump(mode="json")
+    draft = Service(id=new_id(), name=data.name, spec=spec, project_id=project_id)
     return planner.plan(session, draft, data.spec).model_dump(mode="json")
 
 
@@ -124,6 +126,7 @@ def _create_service(session: Session, job: Job) -> Applied:
         spec=data.spec,
         settings=job.settings,
         created_by=job.change.author,
+        project_id=job.change.project_id,
     )
     return Applied(f"services/{body.service.id}", [body.operation.id])
 
@@ -229,7 +232,12 @@ def _new_stack_plan(session: Session, job: Job) -> dict[str, Any]:
     data = StackCreate.model_validate(job.payload)
     upload = _upload(job, data, data.name)
     plan = stacks.dry_run(
-        session, stack_name=data.name, upload=upload, host_id=data.host_id, settings=job.settings
+        session,
+        stack_name=data.name,
+        upload=upload,
+        host_id=data.host_id,
+        settings=job.settings,
+        project_id=job.change.project_id,
     )
     return plan.model_dump(mode="json")
 
@@ -244,6 +252,7 @@ def _create_stack(session: Session, job: Job) -> Applied:
         settings=job.settings,
         cipher=job.cipher,
         created_by=job.change.author,
+        project_id=job.change.project_id,
     )
     return Applied(f"stacks/{body.stack.id}", [body.operation.id])
 
@@ -257,6 +266,7 @@ def _stack_update_plan(session: Session, job: Job) -> dict[str, Any]:
         upload=upload,
         host_id=stack.host_id,
         settings=job.settings,
+        project_id=stack.project_id,
         existing=stack,
     )
     return plan.model_dump(mode="json")
@@ -332,6 +342,7 @@ def _create_secret(session: Session, job: Job) -> Applied:
         value=job.value,
         cipher=job.cipher,
         created_by=job.change.author,
+        project_id=job.change.project_id,
     )
     return Applied(f"secrets/{secret.id}", [])
 

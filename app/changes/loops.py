@@ -63,6 +63,7 @@ class ChangeWindows(LeasedLoop):
                 request_id=None,
                 source=None,
                 outcome=200 if change.state == "applied" else 409,
+                project_id=change.project_id,
             )
         log.info("applied a change in its window", extra={"change": change_id})
         return True

@@ -31,7 +31,9 @@ def _change(
     if it did not exist. One to answer is locked: two approvers answer one after the other."""
     answering = needed is not ProjectRole.viewer
     change = service.get(session, change_id=change_id, for_update=answering)
-    access.require_in_project(principal, change.project_id, needed, what=f"change {change_id!r}")
+    access.require_in_project(
+        principal, change.project_id, needed, missing=f"no change {change_id!r}"
+    )
     return change
 
 

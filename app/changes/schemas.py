@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.changes.models import ChangeState
-
-OutsideWindow = Literal["wait", "refuse"]
 
 
 class ChangeRead(BaseModel):

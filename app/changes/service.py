@@ -13,19 +13,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.pagination import Page, paginate
-from app.changes import clock, kinds, windows
+from app.changes import clock, kinds
 from app.changes.models import ChangeRequest, ChangeState
 from app.changes.schemas import ChangeRead
 from app.core.config import Settings
 from app.core.errors import BerthError, Conflict, Forbidden
 from app.core.lookup import get_or_404
+from app.projects import windows
 from app.projects.models import Project
 from app.security.crypto import Cipher
 
 _WINDOWS = TypeAdapter(list[windows.Window])
 
 
-class OutsideWindow(Conflict):
+class WindowClosed(Conflict):
     """An approval a project refuses outside its change windows (`outside_window: refuse`)."""
 
     kind = "outside-change-window"
@@ -198,7 +199,7 @@ def approve(
     opens = windows.opening(listed, now) if listed and break_glass is None else now
     if opens != now:
         if project.outside_window == "refuse":
-            raise OutsideWindow(
+            raise WindowClosed(
                 f"project {project.name!r} takes changes only within its windows "
                 f"({windows.describe(listed)}); the next opens at {opens:%Y-%m-%dT%H:%MZ}. "
                 "Approve it then, or break glass."

@@ -3,11 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
+from app.projects.models import project_name
+from app.projects.quotas import Usage, count_usage_with, set_aside
 
 
 class Container(Base):
@@ -50,6 +52,7 @@ class Container(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     observed_at: Mapped[datetime | None]
     project_id: Mapped[str] = project_id_column()
+    project: Mapped[str] = project_name(project_id, deferred=True)
     version: Mapped[int] = mapped_column(default=1)
 
 
@@ -67,6 +70,24 @@ track(
     "exit_code",
     "version",
 )
+
+
+def _standalone_usage(session: Session, project_id: str, _services: frozenset[str]) -> Usage:
+    """What a project's standalone containers take (its services count their replicas)."""
+    used = Usage()
+    for resources in session.execute(
+        select(Container.spec["resources"]).where(
+            Container.project_id == project_id,
+            Container.service_id.is_(None),
+            Container.desired_state != "removed",
+        )
+    ).scalars():
+        cpus, memory = set_aside(resources or {})
+        used = used + Usage(containers=1, cpus=cpus, memory_bytes=memory)
+    return used
+
+
+count_usage_with(_standalone_usage)
 
 
 class PortClaim(Base):

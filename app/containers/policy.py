@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Collection
 
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
@@ -29,15 +30,25 @@ def _within(path: str, roots: list[str]) -> bool:
     return any(normal == root or normal.startswith(root + "/") for root in roots)
 
 
-def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body") -> None:
+def check_container(
+    spec: ContainerSpec, settings: Settings, *, loc: str = "body", relaxed: Collection[str] = ()
+) -> None:
+    """Refuse what the settings do not allow. `relaxed` names the rules the container's
+    project may break (app/projects/schemas.py `Relaxation`, set by an admin): each stands
+    for the setting of the same name, for this project only."""
     problems: list[dict[str, str]] = []
+    allow_privileged = settings.allow_privileged or "privileged" in relaxed
+    allow_host_namespaces = settings.allow_host_namespaces or "host_namespaces" in relaxed
+    allow_devices = settings.allow_devices or "devices" in relaxed
+    any_capability = "capabilities" in relaxed
+    any_bind_path = "bind_paths" in relaxed
 
     def refuse(field: str, message: str) -> None:
         problems.append({"loc": f"{loc}.{field}", "msg": message})
 
-    if spec.privileged and not settings.allow_privileged:
+    if spec.privileged and not allow_privileged:
         refuse("privileged", "privileged containers are refused (rule: BERTH_ALLOW_PRIVILEGED)")
-    if not settings.allow_host_namespaces:
+    if not allow_host_namespaces:
         for field, value in (
             ("network_mode", spec.network_mode),
             ("pid_mode", spec.pid_mode),
@@ -64,12 +75,12 @@ def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body
     allowed_caps = settings.capability_allow_list
     for capability in spec.cap_add:
         name = capability.upper().removeprefix("CAP_")
-        if name == "ALL" or name not in allowed_caps:
+        if name == "ALL" or (name not in allowed_caps and not any_capability):
             refuse(
                 "cap_add",
                 f"adding capability {capability} is refused (rule: BERTH_ALLOWED_CAPABILITIES)",
             )
-    if not settings.allow_privileged:
+    if not allow_privileged:
         for index, option in enumerate(spec.security_opt):
             if _UNCONFINED.match(option):
                 refuse(
@@ -84,7 +95,7 @@ def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body
                     f"sysctl {name} is the host's, not the container's "
                     "(rule: BERTH_ALLOW_PRIVILEGED)",
                 )
-    if spec.devices and not settings.allow_devices:
+    if spec.devices and not allow_devices:
         refuse("devices", "host devices are refused (rule: BERTH_ALLOW_DEVICES)")
     roots = settings.bind_path_allow_list
     for index, volume in enumerate(spec.volumes):
@@ -92,13 +103,13 @@ def check_container(spec: ContainerSpec, settings: Settings, *, loc: str = "body
             continue
         source = posixpath.normpath(volume.source)
         if source in _ENGINE_SOCKETS or source.endswith("/docker.sock"):
-            if not settings.allow_privileged:
+            if not allow_privileged:
                 refuse(
                     f"volumes.{index}.source",
                     f"mounting the engine socket {source} is refused "
                     "(rule: BERTH_ALLOW_PRIVILEGED)",
                 )
-        elif not _within(source, roots):
+        elif not any_bind_path and not _within(source, roots):
             allowed = ", ".join(roots) or "none"
             refuse(
                 f"volumes.{index}.source",

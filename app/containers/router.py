@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.api.deps import (
     Ctx,
-    Operator,
     Principal,
+    ProjectOperator,
     Viewer,
     check_if_match,
     set_audit_resource,
@@ -24,6 +25,7 @@ from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.containers import service
+from app.containers.models import Container
 from app.containers.schemas import (
     ContainerAccepted,
     ContainerCreate,
@@ -38,6 +40,10 @@ from app.engine.live import ContainerStats
 from app.engine.protocol import LiveClient
 from app.hosts.models import Host
 from app.hosts.service import tls_material
+from app.projects import service as projects
+from app.projects.access import check_row
+from app.projects.schemas import ProjectQuery
+from app.security.roles import ProjectRole
 
 router = APIRouter(prefix=f"{API_PREFIX}/containers", tags=["containers"])
 
@@ -53,11 +59,22 @@ def _located(response: Response, body: ContainerAccepted) -> ContainerAccepted:
     summary="Create (and start) a container; without host_id the scheduler picks a host",
 )
 def create_container(
-    data: ContainerCreate, request: Request, response: Response, context: Ctx, principal: Operator
+    data: ContainerCreate,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectOperator,
 ) -> ContainerAccepted:
     with context.db.session() as session:
+        project = projects.target(
+            session, principal, name=data.project, needed=ProjectRole.operator
+        )
         body = service.create_and_queue(
-            session, data=data, settings=context.settings, created_by=principal.actor
+            session,
+            data=data,
+            settings=context.settings,
+            created_by=principal.actor,
+            project_id=project.id,
         )
         set_audit_resource(request, f"containers/{body.container.id}")
     return _located(response, body)
@@ -70,7 +87,7 @@ def create_container(
 )
 def list_containers(
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Limit = 50,
     cursor: Cursor = None,
     host_id: Annotated[str | None, Query(max_length=26)] = None,
@@ -84,8 +101,10 @@ def list_containers(
             description="`key` or `key=value`",
         ),
     ] = None,
+    project: ProjectQuery = None,
 ) -> Response:
     with context.db.session(write=False) as session:
+        readable = projects.list_filter(session, principal, name=project)
         rows, next_cursor = service.get_all(
             session,
             limit=limit,
@@ -94,6 +113,7 @@ def list_containers(
             service_id=service_id,
             state=state,
             label=label,
+            projects=readable,
         )
     # Serialised in one pass: per-row models cost more than the query on this, the hottest read.
     body = {"items": [service.read_dict(row) for row in rows], "next_cursor": next_cursor}
@@ -101,11 +121,19 @@ def list_containers(
 
 
 @router.get("/{container_id}", summary="Get a container", openapi_extra=versioned(sends_etag=True))
-def get_container(container_id: str, response: Response, context: Ctx, _: Viewer) -> ContainerRead:
+def get_container(
+    container_id: str, response: Response, context: Ctx, principal: Viewer
+) -> ContainerRead:
     with context.db.session(write=False) as session:
+        _may(session, principal, container_id, ProjectRole.viewer)
         read = service.to_read(service.get(session, container_id=container_id))
     response.headers["ETag"] = f'"{read.version}"'
     return read
+
+
+def _may(session: Session, principal: Principal, container_id: str, needed: ProjectRole) -> None:
+    """The role the route needs, in the container's project (app/projects/access.py)."""
+    check_row(session, principal, Container, container_id, needed, what="container")
 
 
 def _act(
@@ -121,6 +149,7 @@ def _act(
 ) -> ContainerAccepted:
     set_audit_resource(request, f"containers/{container_id}")
     with context.db.session() as session:
+        _may(session, principal, container_id, ProjectRole.operator)
         body = service.act(
             session,
             container_id=container_id,
@@ -141,7 +170,11 @@ def _act(
     openapi_extra=versioned(checks_if_match=True),
 )
 def start_container(
-    container_id: str, request: Request, response: Response, context: Ctx, principal: Operator
+    container_id: str,
+    request: Request,
+    response: Response,
+    context: Ctx,
+    principal: ProjectOperator,
 ) -> ContainerAccepted:
     return _act(
         context,
@@ -165,7 +198,7 @@ def stop_container(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     data: StopRequest | None = None,
 ) -> ContainerAccepted:
     timeout = (data or StopRequest()).timeout_s
@@ -192,7 +225,7 @@ def restart_container(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     data: StopRequest | None = None,
 ) -> ContainerAccepted:
     timeout = (data or StopRequest()).timeout_s
@@ -219,7 +252,7 @@ def kill_container(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     data: KillRequest | None = None,
 ) -> ContainerAccepted:
     signal = (data or KillRequest()).signal
@@ -246,7 +279,7 @@ def delete_container(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     volumes: Annotated[bool, Query(description="Also remove its anonymous volumes")] = False,
 ) -> ContainerAccepted:
     return _act(
@@ -268,9 +301,12 @@ _LIVE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _live(context: AppContext, container_id: str) -> tuple[LiveClient, str]:
+async def _live(
+    context: AppContext, principal: Principal, container_id: str
+) -> tuple[LiveClient, str]:
     def load() -> tuple[str, str | None, bool, str]:
         with context.db.session(write=False) as session:
+            _may(session, principal, container_id, ProjectRole.viewer)
             container = service.get(session, container_id=container_id)
             host = session.execute(
                 select(Host.url, Host.tls_encrypted, Host.insecure).where(
@@ -301,13 +337,13 @@ async def container_logs(
     container_id: str,
     request: Request,
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = 100,
     since: datetime | None = None,
     follow: bool = False,
     timestamps: bool = False,
 ) -> StreamingResponse:
-    engine, docker_id = await _live(context, container_id)
+    engine, docker_id = await _live(context, principal, container_id)
     stream: AsyncGenerator[bytes, None] = engine.logs(
         docker_id, tail=tail, since=since, follow=follow, timestamps=timestamps
     )
@@ -346,8 +382,8 @@ async def container_logs(
     responses=_LIVE_ERRORS,
     operation_id="getContainerStats",
 )
-async def container_stats(container_id: str, context: Ctx, _: Viewer) -> ContainerStats:
-    engine, docker_id = await _live(context, container_id)
+async def container_stats(container_id: str, context: Ctx, principal: Viewer) -> ContainerStats:
+    engine, docker_id = await _live(context, principal, container_id)
     try:
         sample = await engine.stats(docker_id)
     except ObjectNotFound as exc:

@@ -1,22 +1,25 @@
 """Placement: which ready, schedulable host a new container (or replica) goes to.
 
-Hosts are filtered by label constraints, resources that fit (reservations, else limits), and
-free host ports; among those left, the one running the fewest containers wins, ties broken by
-name then id, so the same request against the same state always lands on the same host.
+Hosts are filtered by project (a host dedicated to projects takes only theirs), label
+constraints, resources that fit (reservations, else limits), and free host ports; among those
+left, the one running the fewest containers wins, ties broken by name then id, so the same
+request against the same state always lands on the same host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.containers.models import Container, PortClaim
 from app.containers.schemas import ContainerSpec
 from app.hosts.models import Host
+from app.projects.models import HostProject
+from app.projects.quotas import set_aside
+from app.security.roles import DEFAULT_PROJECT_ID
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Usage:
 
 def usage(session: Session) -> dict[str, Usage]:
     """Every host's usage, summed by the database in one query (the specs stay there). A
-    container sets aside its reservations where it has any, else its limits (`_set_aside`)."""
+    container sets aside its reservations where it has any, else its limits (`set_aside`)."""
     reserved_cpus = Container.spec[("resources", "reservations", "cpus")].as_float()
     reserved_memory = Container.spec[("resources", "reservations", "memory_bytes")].as_integer()
     unreserved = and_(reserved_cpus.is_(None), reserved_memory.is_(None))
@@ -80,13 +83,6 @@ def usage(session: Session) -> dict[str, Usage]:
         host_id: Usage(int(count), float(cpus or 0), int(memory or 0))
         for host_id, count, cpus, memory in rows
     }
-
-
-def _set_aside(resources: dict[str, Any]) -> tuple[float, int]:
-    """The (CPUs, memory bytes) a container takes from its host: its reservations where it
-    has them, else its limits."""
-    amounts = resources.get("reservations") or resources
-    return float(amounts.get("cpus") or 0), int(amounts.get("memory_bytes") or 0)
 
 
 _Port = tuple[str, int, str]
@@ -107,10 +103,12 @@ class Placer:
         self._hosts: list[Host] | None = None
         self._usage: dict[str, Usage] = {}
         self._claimed: dict[str, set[_Port]] = {}
+        # host id -> the projects it is dedicated to (a host absent here is shared).
+        self._dedicated: dict[str, set[str]] = {}
         # Hosts that pass the checks that do not change within a pass, per (constraints,
-        # exclude): (candidates, why the others were passed over).
+        # exclude, project): (candidates, why the others were passed over).
         self._eligible: dict[
-            tuple[tuple[str, ...], tuple[str, ...]], tuple[list[Host], dict[str, str]]
+            tuple[tuple[str, ...], tuple[str, ...], str], tuple[list[Host], dict[str, str]]
         ] = {}
 
     def _load(self) -> list[Host]:
@@ -124,12 +122,16 @@ class Placer:
                 )
             ):
                 self._claimed.setdefault(host_id, set()).add((ip, port, protocol))
+            for host_id, project_id in session.execute(
+                select(HostProject.host_id, HostProject.project_id)
+            ):
+                self._dedicated.setdefault(host_id, set()).add(project_id)
         return self._hosts
 
     def _candidates(
-        self, constraints: Sequence[str], exclude: Sequence[str]
+        self, constraints: Sequence[str], exclude: Sequence[str], project_id: str
     ) -> tuple[list[Host], dict[str, str]]:
-        key = (tuple(constraints), tuple(exclude))
+        key = (tuple(constraints), tuple(exclude), project_id)
         eligible = self._eligible.get(key)
         if eligible is None:
             rules = [Constraint.parse(rule) for rule in constraints]
@@ -142,6 +144,8 @@ class Placer:
                     reasons[host.name] = f"host is {host.status}"
                 elif not host.schedulable or host.draining:
                     reasons[host.name] = "host is not schedulable"
+                elif project_id not in self._dedicated.get(host.id, {project_id}):
+                    reasons[host.name] = "host is dedicated to other projects"
                 elif unmet := [str(rule) for rule in rules if not rule.allows(_facts(host))]:
                     reasons[host.name] = f"constraint {', '.join(unmet)} not met"
                 else:
@@ -157,17 +161,19 @@ class Placer:
         exclude: Sequence[str] = (),
         spread: dict[str, int] | None = None,
         max_per_host: int | None = None,
+        project_id: str = DEFAULT_PROJECT_ID,
     ) -> Placement:
         """Choose a host, and count the container on it. `spread` counts a service's replicas
         per host: fewer wins first, and `max_per_host` caps it. Without a host, `reasons`
-        says why each was passed over (with one, only hosts that could have won are checked)."""
+        says why each was passed over (with one, only hosts that could have won are checked).
+        Only hosts shared or dedicated to `project_id` are candidates."""
         spread = spread or {}
-        candidates, static_reasons = self._candidates(constraints, exclude)
+        candidates, static_reasons = self._candidates(constraints, exclude, project_id)
         result = Placement(host=None, reasons=dict(static_reasons))
         wanted_ports: set[_Port] = {
             (p.host_ip, p.host_port, str(p.protocol)) for p in spec.ports if p.host_port
         }
-        want_cpus, want_memory = _set_aside(spec.resources.model_dump())
+        want_cpus, want_memory = set_aside(spec.resources.model_dump())
         best: tuple[int, int] | None = None
         nothing = Usage()
         for host in candidates:  # in (name, id) order: the first of equals wins
@@ -199,6 +205,20 @@ class Placer:
             chosen.memory += want_memory
             self._claimed.setdefault(result.host.id, set()).update(wanted_ports)
         return result
+
+
+def usable_by(project_id: str) -> ColumnElement[bool]:
+    """A WHERE clause on Host: the hosts the project may use (shared, or dedicated to it)."""
+    dedications = select(HostProject.project_id).where(HostProject.host_id == Host.id)
+    return or_(
+        ~dedications.exists(), dedications.where(HostProject.project_id == project_id).exists()
+    )
+
+
+def may_use(session: Session, *, host_id: str, project_id: str) -> bool:
+    """Whether the project may run containers on the host: shared, or dedicated to it."""
+    usable = select(Host.id).where(Host.id == host_id, usable_by(project_id))
+    return session.execute(usable).first() is not None
 
 
 def _clashes(wanted: set[tuple[str, int, str]], taken: set[tuple[str, int, str]]) -> str | None:

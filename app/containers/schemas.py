@@ -21,6 +21,7 @@ from pydantic import (
 
 from app.hosts.schemas import EnvName, LabelKey, LabelValue
 from app.operations.schemas import OperationRead
+from app.projects.schemas import InProject
 from app.secrets.schemas import SecretReference, SecretUse
 
 ContainerName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
@@ -505,6 +506,7 @@ class ContainerCreate(ContainerSpec):
     host_id: str | None = Field(default=None, description="Default: the scheduler picks a host")
     placement: Placement = Field(default_factory=Placement)
     start: bool = Field(default=True, description="Start it once created (desired_state running)")
+    project: InProject = None
 
 
 class ContainerRead(RuntimeOptions):
@@ -512,6 +514,7 @@ class ContainerRead(RuntimeOptions):
 
     id: str
     name: str
+    project: str
     host_id: str
     service_id: str | None
     image: str

@@ -30,8 +30,13 @@ from app.images.service import checked_reference
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
+from app.projects import quotas
+from app.projects.access import narrow
+from app.projects.models import Project
+from app.projects.quotas import Usage, set_aside
 from app.registries import service as registries
 from app.secrets import service as secrets
+from app.security.roles import DEFAULT_PROJECT_ID
 
 SPEC_FIELDS = tuple(ContainerSpec.model_fields)
 
@@ -65,6 +70,7 @@ _SPEC_DEFAULTS: dict[str, Any] = {
 READ_COLUMNS = (
     Container.id,
     Container.name,
+    Container.project,
     Container.host_id,
     Container.service_id,
     Container.image,
@@ -93,6 +99,7 @@ def read_dict(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
+        "project": row.project,
         "host_id": row.host_id,
         "service_id": row.service_id,
         "image": row.image,
@@ -128,9 +135,11 @@ def get_all(
     service_id: str | None = None,
     state: str | None = None,
     label: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[Any], str | None]:
-    """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path)."""
-    statement = select(*READ_COLUMNS)
+    """Rows of READ_COLUMNS (not ORM objects: lists are the hot read path), of `projects`
+    only (None: every project)."""
+    statement = narrow(select(*READ_COLUMNS), Container.project_id, projects)
     if host_id is not None:
         statement = statement.where(Container.host_id == host_id)
     if service_id is not None:
@@ -144,13 +153,20 @@ def get_all(
     return paginate(session, statement, Container.id, limit=limit, cursor=cursor, entities=False)
 
 
-def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> None:
+def validate_spec(
+    session: Session,
+    spec: ContainerSpec,
+    settings: Settings,
+    *,
+    project_id: str = DEFAULT_PROJECT_ID,
+) -> None:
     """Everything about a spec that needs settings or the database: the image reference and
-    its registry, the security policy, the credentials named."""
+    its registry, the security policy with the project's relaxations, the credentials named
+    (only the project's own: another project's are unknown here)."""
     reference = checked_reference(
         spec.image, settings, field="body.image", action="running an image"
     )
-    policy.check_container(spec, settings)
+    policy.check_container(spec, settings, relaxed=relaxations(session, project_id))
     if spec.registry_id is not None:
         try:
             registries.for_image(
@@ -158,23 +174,38 @@ def validate_spec(session: Session, spec: ContainerSpec, settings: Settings) -> 
                 registry_id=spec.registry_id,
                 host=reference.registry_host,
                 field="body.registry_id",
+                project_id=project_id,
             )
         except NotFound as exc:
             raise Invalid(
                 exc.detail, errors=[{"loc": "body.registry_id", "msg": exc.detail}]
             ) from exc
     secrets.check_exist(
-        session, ((f"body.secrets.{i}.name", ref.name) for i, ref in enumerate(spec.secrets))
+        session,
+        ((f"body.secrets.{i}.name", ref.name) for i, ref in enumerate(spec.secrets)),
+        project_id=project_id,
     )
 
 
-def choose_host(session: Session, data: ContainerCreate) -> Host:
+def relaxations(session: Session, project_id: str) -> list[str]:
+    """The policy rules the project's containers may break."""
+    project = session.get(Project, project_id)
+    return list(project.relaxations) if project is not None else []
+
+
+def choose_host(session: Session, data: ContainerCreate, project_id: str) -> Host:
     if data.host_id is not None:
         try:
-            return hosts.get(session, host_id=data.host_id)
+            host = hosts.get(session, host_id=data.host_id)
         except NotFound as exc:
             raise Invalid(exc.detail, errors=[{"loc": "body.host_id", "msg": exc.detail}]) from exc
-    placement = scheduler.Placer(session).place(data, data.placement.constraints)
+        if not scheduler.may_use(session, host_id=host.id, project_id=project_id):
+            why = f"host {host.name!r} is dedicated to other projects"
+            raise Invalid(why, errors=[{"loc": "body.host_id", "msg": why}])
+        return host
+    placement = scheduler.Placer(session).place(
+        data, data.placement.constraints, project_id=project_id
+    )
     if placement.host is None:
         why = "; ".join(f"{name}: {reason}" for name, reason in placement.reasons.items())
         raise Conflict(f"no host can run this container ({why or 'no hosts registered'})")
@@ -234,9 +265,13 @@ def create(
     data: ContainerCreate,
     settings: Settings,
     service_id: str | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> Container:
-    validate_spec(session, data, settings)
-    host = choose_host(session, data)
+    validate_spec(session, data, settings, project_id=project_id)
+    project = session.get_one(Project, project_id)
+    cpus, memory = set_aside(data.resources.model_dump())
+    quotas.check(session, project, adding=Usage(containers=1, cpus=cpus, memory_bytes=memory))
+    host = choose_host(session, data, project_id)
     container_id = new_id()
     spec = ContainerSpec.model_validate(data.model_dump(include=set(SPEC_FIELDS)))
     name = data.name or default_name(spec, container_id)
@@ -253,6 +288,7 @@ def create(
         name=name,
         host_id=host.id,
         service_id=service_id,
+        project_id=project_id,
         spec=spec.model_dump(mode="json"),
         image=spec.image,
         labels=spec.labels,
@@ -290,14 +326,20 @@ def _enqueue(
         host_id=container.host_id,
         created_by=created_by,
         max_attempts=settings.operation_max_attempts,
+        project_id=container.project_id,
     )
 
 
 def create_and_queue(
-    session: Session, *, data: ContainerCreate, settings: Settings, created_by: str
+    session: Session,
+    *,
+    data: ContainerCreate,
+    settings: Settings,
+    created_by: str,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> ContainerAccepted:
     """A new container and the operation that creates (and starts) it on its host."""
-    container = create(session, data=data, settings=settings)
+    container = create(session, data=data, settings=settings, project_id=project_id)
     operation = _enqueue(
         session,
         container,

@@ -90,12 +90,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def project_id_column() -> MappedColumn[str]:
+def project_id_column(*, ondelete: str | None = None) -> MappedColumn[str]:
     """The `project_id` of a row that belongs to a project (docs/projects.md): rows written
     without one, by code or by an older process, land in the default project."""
     return mapped_column(
         String(26),
-        ForeignKey("projects.id"),
+        ForeignKey("projects.id", ondelete=ondelete),
         index=True,
         default=DEFAULT_PROJECT_ID,
         server_default=DEFAULT_PROJECT_ID,

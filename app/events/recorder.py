@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, inspect
+from sqlalchemy import event, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -23,28 +23,54 @@ from app.events.models import Event
 _PENDING = "berth.events"
 
 
+def _own_project(obj: Any) -> str | None:
+    return getattr(obj, "project_id", None)
+
+
 @dataclass(frozen=True)
 class Tracked:
     resource_type: str
     fields: tuple[str, ...]
     # A status-like field whose change names the event (operation.succeeded, ...).
     state_field: str | None = None
+    # The project a resource's events belong to, for readers limited to some projects.
+    project_of: Callable[[Any], str | None] = _own_project
 
-    def event(self, verb: str, resource_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return row(f"{self.resource_type}.{verb}", self.resource_type, resource_id, data)
+    def event(self, verb: str, obj: Any, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **row(f"{self.resource_type}.{verb}", self.resource_type, obj.id, data),
+            "project_id": self.project_of(obj),
+        }
 
 
 _tracked: dict[type[Any], Tracked] = {}
+# resource type -> its model, for the types whose rows belong to a project (`project_id`).
+_scoped: dict[str, Any] = {}
 # Called after a commit that wrote events: wakes this process's stream at once.
 _listeners: list[Callable[[], None]] = []
 _listeners_lock = threading.Lock()
 
 
-def track(model: type[Any], resource_type: str, *fields: str, state: str | None = None) -> None:
+def track(
+    model: type[Any],
+    resource_type: str,
+    *fields: str,
+    state: str | None = None,
+    project_of: Callable[[Any], str | None] = _own_project,
+) -> None:
     """Record `model`'s changes as `<resource_type>.<verb>` events carrying `fields`. Each domain
     calls it beside the model, in its models.py: whatever a process imported, if it can write
-    the model it records the model's events."""
-    _tracked[model] = Tracked(resource_type, fields, state)
+    the model it records the model's events. An event belongs to the project `project_of`
+    names (by default the row's `project_id`; none for a model without one)."""
+    _tracked[model] = Tracked(resource_type, fields, state, project_of)
+    if hasattr(model, "project_id"):
+        _scoped[resource_type] = model
+
+
+def project_scoped_types() -> frozenset[str]:
+    """The resource types whose events belong to a project: one of them without a project (a
+    row gone before its event was written) is shown to admins only."""
+    return frozenset(_scoped)
 
 
 def on_commit(listener: Callable[[], None]) -> Callable[[], None]:
@@ -88,7 +114,36 @@ def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     now = utcnow()
-    connection.execute(insert(Event), [{**r, "at": now} for r in rows])
+    projects = _projects(connection, rows)
+    connection.execute(
+        insert(Event),
+        [
+            {
+                **r,
+                "at": now,
+                "project_id": r.get("project_id")
+                or projects.get((r["resource_type"], r["resource_id"])),
+            }
+            for r in rows
+        ],
+    )
+
+
+def _projects(connection: Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """The projects of the rows' resources that their writer did not name (events written
+    with Core statements, as the operation queue's): one read per resource type."""
+    missing: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("project_id") is None and r["resource_type"] in _scoped:
+            missing.setdefault(r["resource_type"], set()).add(r["resource_id"])
+    found: dict[tuple[str, str], str] = {}
+    for resource_type, ids in missing.items():
+        model = _scoped[resource_type]
+        for resource_id, project_id in connection.execute(
+            select(model.id, model.project_id).where(model.id.in_(sorted(ids)))
+        ):
+            found[(resource_type, resource_id)] = project_id
+    return found
 
 
 def _fields(obj: Any, tracked: Tracked) -> dict[str, Any]:
@@ -125,7 +180,7 @@ def _capture(session: Session, _context: Any) -> None:
         if tracked is not None:
             data = _fields(obj, tracked)
             verb = str(data[tracked.state_field]) if tracked.state_field else "created"
-            captured.append(tracked.event(verb, obj.id, data))
+            captured.append(tracked.event(verb, obj, data))
     for obj in session.dirty:
         tracked = _tracked.get(type(obj))
         if tracked is None or obj in session.deleted:
@@ -138,12 +193,12 @@ def _capture(session: Session, _context: Any) -> None:
             verb = str(changed[tracked.state_field])
         if "version" in tracked.fields:
             changed["version"] = obj.version
-        captured.append(tracked.event(verb, obj.id, changed))
+        captured.append(tracked.event(verb, obj, changed))
     for obj in session.deleted:
         tracked = _tracked.get(type(obj))
         if tracked is not None:
             data = {"name": obj.name} if "name" in tracked.fields else {}
-            captured.append(tracked.event("deleted", obj.id, data))
+            captured.append(tracked.event("deleted", obj, data))
     if captured:
         emit(session, captured)
 

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import Principal, Viewer, while_valid
 from app.api.paths import API_PREFIX
 from app.core.errors import BerthError, Invalid
+from app.events.recorder import project_scoped_types
 from app.events.stream import CursorExpired, EventHub, Filter
 from app.security.roles import Role
 
@@ -71,7 +72,8 @@ def _set(value: str | None) -> frozenset[str]:
     "that are kept (BERTH_EVENT_RETENTION_HOURS). A cursor older than that → 410. Filters take "
     "comma-separated values. A comment line is sent every 15 s while nothing happens. A token "
     "revoked while its stream is open ends the stream within about a second. A viewer or "
-    "operator sees only the events of resource types it may read (not tokens or secrets).",
+    "operator sees only the events of resource types it may read (not tokens or secrets), "
+    "and of those in projects only the events of the projects it may read.",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
@@ -98,7 +100,14 @@ async def stream_events(
             raise Gone(str(exc)) from exc
     if cursor is None:
         cursor = hub.last_cursor  # "from now": fixed before the answer starts, not after
-    matches = Filter(_set(resource_type), _set(resource_id), _set(type), readable(principal))
+    matches = Filter(
+        _set(resource_type),
+        _set(resource_id),
+        _set(type),
+        readable(principal),
+        projects=principal.readable_projects(),
+        scoped=project_scoped_types(),
+    )
 
     async def messages() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"

@@ -36,6 +36,7 @@ class StreamEvent:
     resource_type: str
     resource_id: str
     message: bytes  # the whole SSE message, encoded once for every subscriber
+    project_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> StreamEvent:
@@ -49,7 +50,7 @@ class StreamEvent:
         }
         head = f"id: {row.seq}\nevent: {row.type}\ndata: ".encode()
         message = head + orjson.dumps(body) + b"\n\n"
-        return cls(row.seq, row.type, row.resource_type, row.resource_id, message)
+        return cls(row.seq, row.type, row.resource_type, row.resource_id, message, row.project_id)
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,22 @@ class Filter:
     types: frozenset[str] = frozenset()
     # The resource types the subscriber may read (None: all); never widened by the filters above.
     readable: frozenset[str] | None = None
+    # The projects it may read (None: all). An event outside projects (a host's) is shown to
+    # everyone; one of a project-scoped type whose project is unknown, to no one limited here.
+    projects: frozenset[str] | None = None
+    scoped: frozenset[str] = frozenset()
+
+    def _in_projects(self, event: StreamEvent) -> bool:
+        if self.projects is None:
+            return True
+        if event.project_id is None:
+            return event.resource_type not in self.scoped
+        return event.project_id in self.projects
 
     def __call__(self, event: StreamEvent) -> bool:
         return (
             (self.readable is None or event.resource_type in self.readable)
+            and self._in_projects(event)
             and (not self.resource_types or event.resource_type in self.resource_types)
             and (not self.resource_ids or event.resource_id in self.resource_ids)
             and (not self.types or event.type in self.types)

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import BigInteger, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, JSONType, new_id, utcnow
+from app.core.db import Base, new_id, utcnow
 from app.events.recorder import track
 
 
@@ -24,8 +24,6 @@ class Host(Base):
     # The TLS client material as one encrypted JSON document; never leaves the engine layer.
     tls_encrypted: Mapped[str | None] = mapped_column(Text)
     # Reached without verifying the engine: plain tcp://, or TLS without a certificate check.
-    # Project ids this host is dedicated to; empty: shared by every project (docs/projects.md).
-    dedicated_to: Mapped[list[str]] = mapped_column(JSONType, default=list)
     insecure: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)

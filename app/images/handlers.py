@@ -22,9 +22,11 @@ from app.images.reference import (
 )
 from app.images.service import enforce_tag_source
 from app.operations.context import Cancelled, OperationContext, PermanentError
+from app.operations.models import Operation
 from app.operations.registry import handler
 from app.registries import service as registries
 from app.registries.service import Credentials, ForeignRegistry
+from app.security.roles import DEFAULT_PROJECT_ID
 
 _AUTH_FAILURE = re.compile(r"unauthorized|authentication required|denied|incorrect username", re.I)
 _NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|no such", re.I)
@@ -40,9 +42,17 @@ _DONE_FRAMES = {
 
 def _credentials(ctx: OperationContext, host: str, registry_id: str | None) -> Credentials | None:
     with ctx.app.db.session(write=False) as session:
+        # Credentials serve their own project's work only: the operation's project.
+        project_id = session.execute(
+            select(Operation.project_id).where(Operation.id == ctx.id)
+        ).scalar_one_or_none()
         try:
             return registries.credentials(
-                session, ctx.app.cipher, registry_id=registry_id, host=host
+                session,
+                ctx.app.cipher,
+                registry_id=registry_id,
+                host=host,
+                project_id=project_id or DEFAULT_PROJECT_ID,
             )
         except ForeignRegistry as exc:
             raise PermanentError(exc.detail) from exc

@@ -63,7 +63,8 @@ class Operation(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(200))
-    project_id: Mapped[str] = project_id_column()
+    # An operation's history goes with its project (which is deleted only once empty).
+    project_id: Mapped[str] = project_id_column(ondelete="CASCADE")
     version: Mapped[int] = mapped_column(default=1)
 
 

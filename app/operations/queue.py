@@ -34,6 +34,7 @@ from app.operations.models import (
     Operation,
     OperationLog,
 )
+from app.security.roles import DEFAULT_PROJECT_ID
 
 WAKEUP_TOPIC = "operations"
 """The wake-up other processes' workers hear when operations were enqueued."""
@@ -63,8 +64,10 @@ def enqueue(
     host_id: str | None = None,
     created_by: str | None = None,
     max_attempts: int = 5,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> Operation:
     """Add an operation in the caller's transaction; it becomes visible to workers on commit.
+    It belongs to its target's project (`project_id`; hosts' and images' to the default one).
 
     Every column is set here rather than by defaults at flush, so the caller can answer with
     the operation before commit and many enqueues go out as one batched INSERT.
@@ -85,6 +88,7 @@ def enqueue(
         cancel_requested=False,
         lease_epoch=0,
         created_at=now,
+        project_id=project_id,
         version=1,
     )
     session.add(operation)

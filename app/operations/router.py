@@ -7,7 +7,7 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import Ctx, Operator, Viewer, set_audit_resource
+from app.api.deps import Ctx, ProjectOperator, Viewer, set_audit_resource
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
@@ -16,6 +16,7 @@ from app.operations import queue, service
 from app.operations.models import TERMINAL
 from app.operations.schemas import OperationLogRead, OperationRead, OperationStatus
 from app.operations.waiters import waiters
+from app.security.roles import ProjectRole
 
 router = APIRouter(prefix=f"{API_PREFIX}/operations", tags=["operations"])
 
@@ -25,7 +26,7 @@ _POLL_SECONDS = 0.5
 @router.get("", summary="List operations")
 def list_operations(
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Limit = 50,
     cursor: Cursor = None,
     status: OperationStatus | None = None,
@@ -42,6 +43,7 @@ def list_operations(
             kind=kind,
             target_id=target_id,
             host_id=host_id,
+            projects=principal.readable_projects(),
         )
         return Page(items=[service.to_read(op) for op in rows], next_cursor=next_cursor)
 
@@ -54,7 +56,7 @@ def list_operations(
 async def get_operation(
     operation_id: str,
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     response: Response,
     wait: Annotated[
         float, Query(ge=0, le=60, description="Seconds to wait for a terminal status.")
@@ -62,7 +64,9 @@ async def get_operation(
 ) -> OperationRead:
     def read() -> OperationRead:
         with context.db.session(write=False) as session:
-            return service.to_read(service.get(session, operation_id=operation_id))
+            return service.to_read(
+                service.get(session, operation_id=operation_id, principal=principal)
+            )
 
     deadline = time.monotonic() + wait
     finished = waiters.register(operation_id)
@@ -83,12 +87,12 @@ async def get_operation(
 def get_operation_logs(
     operation_id: str,
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Annotated[int, Query(ge=1, le=500)] = 500,
     cursor: Cursor = None,
 ) -> Page[OperationLogRead]:
     with context.db.session(write=False) as session:
-        service.get(session, operation_id=operation_id)
+        service.get(session, operation_id=operation_id, principal=principal)
         rows, next_cursor = service.get_logs(
             session, operation_id=operation_id, limit=limit, cursor=cursor
         )
@@ -103,11 +107,21 @@ def get_operation_logs(
     summary="Cancel: a queued operation at once, a running one at its next safe point",
 )
 def cancel_operation(
-    operation_id: str, request: Request, context: Ctx, _: Operator, response: Response
+    operation_id: str,
+    request: Request,
+    context: Ctx,
+    principal: ProjectOperator,
+    response: Response,
 ) -> OperationRead:
     set_audit_resource(request, f"operations/{operation_id}")
     with context.db.session() as session:
-        operation = service.get(session, operation_id=operation_id, for_update=True)
+        operation = service.get(
+            session,
+            operation_id=operation_id,
+            for_update=True,
+            principal=principal,
+            needed=ProjectRole.operator,
+        )
         if operation.status in TERMINAL:
             raise Conflict(f"operation {operation_id} already {operation.status}")
         queue.request_cancel(session, operation)

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.api.deps import Principal
 from app.api.pagination import paginate
 from app.core.lookup import get_or_404
 from app.operations.models import QUEUED, Operation, OperationLog
 from app.operations.schemas import OperationRead
+from app.security.roles import ProjectRole
 
 
 def to_read(operation: Operation) -> OperationRead:
@@ -37,8 +39,24 @@ def to_read(operation: Operation) -> OperationRead:
     )
 
 
-def get(session: Session, *, operation_id: str, for_update: bool = False) -> Operation:
-    return get_or_404(session, Operation, operation_id, what="operation", for_update=for_update)
+def get(
+    session: Session,
+    *,
+    operation_id: str,
+    for_update: bool = False,
+    principal: Principal | None = None,
+    needed: ProjectRole = ProjectRole.viewer,
+) -> Operation:
+    """The operation; with `principal`, only if it holds `needed` in the operation's project
+    (one it cannot read is missing to it)."""
+    operation = get_or_404(
+        session, Operation, operation_id, what="operation", for_update=for_update
+    )
+    if principal is not None:
+        principal.require_role(
+            operation.project_id, needed, missing=f"no operation {operation_id!r}"
+        )
+    return operation
 
 
 def get_all(
@@ -50,8 +68,12 @@ def get_all(
     kind: str | None = None,
     target_id: str | None = None,
     host_id: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[Operation], str | None]:
+    """A page of the operations of `projects` (None: every project)."""
     statement = select(Operation)
+    if projects is not None:
+        statement = statement.where(Operation.project_id.in_(sorted(projects)))
     if status is not None:
         statement = statement.where(Operation.status == status)
     if kind is not None:

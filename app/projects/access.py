@@ -7,15 +7,15 @@ not leak. Inside a readable project, too weak a role is a 403 that names the rol
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, true
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from app.api.deps import Principal
-from app.core.errors import Forbidden, NotFound
 from app.security.roles import ProjectRole
 
-T = TypeVar("T", bound=tuple[object, ...])
+S = TypeVar("S", bound=Select[Any])
 
 
 def project_role(principal: Principal, project_id: str) -> ProjectRole | None:
@@ -34,27 +34,35 @@ def can(principal: Principal, project_id: str, needed: ProjectRole) -> bool:
 
 
 def require_in_project(
-    principal: Principal, project_id: str, needed: ProjectRole, *, what: str = "resource"
+    principal: Principal, project_id: str, needed: ProjectRole, *, missing: str = "no such project"
 ) -> None:
-    """Refuse unless the principal has `needed` in the project: 404 (`what` not found) when it
-    cannot read the project at all, 403 when it can but with a weaker role."""
-    role = principal.project_role(project_id)
-    if role is None:
-        raise NotFound(f"{what} not found")
-    if not role.allows(needed):
-        raise Forbidden(
-            f"this action needs the {needed.value} role in the object's project; "
-            f"the token has {role.value}"
-        )
+    """Refuse unless the principal has `needed` in the project: 404 (`missing` its detail) when
+    it cannot read the project at all, 403 when it can but with a weaker role."""
+    principal.require_role(project_id, needed, missing=missing)
 
 
-def readable(principal: Principal, column: ColumnElement[str]) -> ColumnElement[bool]:
-    """A WHERE clause keeping the rows of projects the principal may read."""
-    ids = principal.readable_projects()
-    return true() if ids is None else column.in_(sorted(ids))
+def narrow(statement: S, column: Any, projects: frozenset[str] | None) -> S:
+    """`statement` keeping the rows whose `column` names one of `projects` (None: all), the
+    filter of every list route (`projects` from `readable_project_ids` or `?project=`)."""
+    return statement if projects is None else statement.where(column.in_(sorted(projects)))
 
 
-def scoped(query: Select[T], principal: Principal, column: ColumnElement[str]) -> Select[T]:
-    """`query` narrowed to the projects the principal may read (a list route's filter)."""
-    ids = principal.readable_projects()
-    return query if ids is None else query.where(column.in_(sorted(ids)))
+def check_row(
+    session: Session,
+    principal: Principal,
+    model: type[Any],
+    row_id: str,
+    needed: ProjectRole,
+    *,
+    what: str,
+) -> None:
+    """Before a route reads or changes the `model` row `row_id`: the principal needs `needed`
+    in the row's project. A row in a project it cannot read answers 404 word for word as a
+    missing one; a missing one is left to the route (which answers that 404 itself)."""
+    if principal.readable_projects() is None:
+        return  # an admin has every role everywhere: spare the query
+    project_id = session.execute(
+        select(model.project_id).where(model.id == row_id)
+    ).scalar_one_or_none()
+    if project_id is not None:
+        require_in_project(principal, project_id, needed, missing=f"no {what} {row_id!r}")

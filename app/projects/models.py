@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, false, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, String, false, select, text
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
 from app.events.recorder import track
@@ -26,7 +26,7 @@ class Project(Base):
     quotas: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Names of app.containers.policy rules that this project's containers may break.
     relaxations: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    # A protected project's change windows (app/changes/windows.py `Window`, as JSON) and what
+    # A protected project's change windows (app/projects/windows.py `Window`, as JSON) and what
     # an approval outside them does: "wait" for the next, or "refuse" (docs/changes.md).
     windows: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONType, default=list, server_default=text("'[]'")
@@ -38,4 +38,37 @@ class Project(Base):
     version: Mapped[int] = mapped_column(default=1)
 
 
-track(Project, "project", "name", "protected", "quotas", "relaxations", "version")
+track(
+    Project,
+    "project",
+    "name",
+    "protected",
+    "quotas",
+    "relaxations",
+    "version",
+    project_of=lambda project: project.id,  # a project's events are its own
+)
+
+
+class HostProject(Base):
+    """A host dedicated to a project: only the projects it is dedicated to place containers
+    there. A host with no row here is shared by every project."""
+
+    __tablename__ = "host_projects"
+
+    host_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+def project_name(project_id: Mapped[str], *, deferred: bool = False) -> Mapped[str]:
+    """A row's project by name, read with the row by one correlated lookup: responses show the
+    name while rows keep the id. `deferred` for tables read in bulk by code that needs no name
+    (a read that does selects it, or loads it on first use)."""
+    return column_property(
+        select(Project.name).where(Project.id == project_id).scalar_subquery(),
+        deferred=deferred,
+    )

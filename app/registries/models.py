@@ -7,6 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, project_id_column, utcnow
 from app.events.recorder import track
+from app.projects.models import project_name
 
 
 class Registry(Base):
@@ -25,6 +26,7 @@ class Registry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     project_id: Mapped[str] = project_id_column()
+    project: Mapped[str] = project_name(project_id)
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 from app.hosts.schemas import Name
+from app.projects.schemas import InProject
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -76,6 +77,7 @@ class RegistryCreate(BaseModel):
     url: Annotated[str, StringConstraints(max_length=500)]
     username: Username | None = None
     password: Password | None = Field(default=None, description="Write-only; stored encrypted.")
+    project: InProject = None
 
     @field_validator("url")
     @classmethod
@@ -102,6 +104,7 @@ class RegistryRead(BaseModel):
 
     id: str
     name: str
+    project: str = Field(description="Its credentials serve this project's work only")
     url: str
     host: str = Field(description="host[:port] that image references name this registry by")
     username: str | None

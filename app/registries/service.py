@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import paginate
 from app.core.db import utcnow
-from app.core.errors import Conflict, Invalid
+from app.core.errors import Conflict, Invalid, NotFound
 from app.core.lookup import get_or_404
+from app.projects.access import narrow
 from app.registries.models import Registry
 from app.registries.schemas import (
     RegistryCreate,
@@ -21,6 +22,7 @@ from app.registries.schemas import (
     same_registry,
 )
 from app.security.crypto import Cipher
+from app.security.roles import DEFAULT_PROJECT_ID
 
 
 class ForeignRegistry(Invalid):
@@ -46,6 +48,7 @@ def to_read(registry: Registry) -> RegistryRead:
     return RegistryRead(
         id=registry.id,
         name=registry.name,
+        project=registry.project,
         url=registry.url,
         host=registry.host,
         username=registry.username,
@@ -62,11 +65,18 @@ def _ensure_name_free(session: Session, name: str, *, except_id: str | None = No
         raise Conflict(f"a registry named {name!r} already exists ({clash})")
 
 
-def create(session: Session, *, data: RegistryCreate, cipher: Cipher) -> Registry:
+def create(
+    session: Session,
+    *,
+    data: RegistryCreate,
+    cipher: Cipher,
+    project_id: str = DEFAULT_PROJECT_ID,
+) -> Registry:
     _ensure_name_free(session, data.name)
     now = utcnow()
     registry = Registry(
         name=data.name,
+        project_id=project_id,
         url=data.url,
         host=registry_host(data.url),
         username=data.username,
@@ -86,9 +96,11 @@ def get(session: Session, *, registry_id: str, for_update: bool = False) -> Regi
 
 
 def get_all(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, limit: int, cursor: str | None, projects: frozenset[str] | None = None
 ) -> tuple[Sequence[Registry], str | None]:
-    return paginate(session, select(Registry), Registry.id, limit=limit, cursor=cursor)
+    """A page of the registries of `projects` (None: every project)."""
+    statement = narrow(select(Registry), Registry.project_id, projects)
+    return paginate(session, statement, Registry.id, limit=limit, cursor=cursor)
 
 
 def update(session: Session, *, registry: Registry, data: RegistryUpdate, cipher: Cipher) -> None:
@@ -121,25 +133,45 @@ def check_host(registry: Registry, host: str, *, field: str) -> None:
         raise ForeignRegistry(message, errors=[{"loc": field, "msg": message}])
 
 
-def for_image(session: Session, *, registry_id: str, host: str, field: str) -> Registry:
-    """The registry a request names for an image on `host`; ForeignRegistry if it is another."""
+def for_image(
+    session: Session,
+    *,
+    registry_id: str,
+    host: str,
+    field: str,
+    project_id: str = DEFAULT_PROJECT_ID,
+) -> Registry:
+    """The registry a request names for an image on `host`; ForeignRegistry if it is another.
+    Credentials serve only their own project: another project's registry is unknown here."""
     registry = get(session, registry_id=registry_id)
+    if registry.project_id != project_id:
+        raise NotFound(f"no registry {registry_id!r}")
     check_host(registry, host, field=field)
     return registry
 
 
 def credentials(
-    session: Session, cipher: Cipher, *, registry_id: str | None, host: str
+    session: Session,
+    cipher: Cipher,
+    *,
+    registry_id: str | None,
+    host: str,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> Credentials | None:
-    """Credentials for a pull or push of an image on `host`: the registry named (checked
-    again here, for work queued before a registry's URL changed), else the one whose host
-    matches."""
+    """Credentials for a pull or push of an image on `host` by work of `project_id`: the
+    registry named (checked again here, for work queued before a registry's URL changed),
+    else the project's one whose host matches."""
     registry: Registry | None
     if registry_id is not None:
-        registry = for_image(session, registry_id=registry_id, host=host, field="registry_id")
+        registry = for_image(
+            session, registry_id=registry_id, host=host, field="registry_id", project_id=project_id
+        )
     else:
         registry = session.execute(
-            select(Registry).where(Registry.host == host.lower()).order_by(Registry.id).limit(1)
+            select(Registry)
+            .where(Registry.host == host.lower(), Registry.project_id == project_id)
+            .order_by(Registry.id)
+            .limit(1)
         ).scalar_one_or_none()
     if registry is None or registry.username is None or registry.password_encrypted is None:
         return None

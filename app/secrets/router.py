@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import Admin, Ctx, set_audit_resource
+from app.api.deps import Ctx, ProjectAdmin, set_audit_resource
 from app.api.gate import HELD, Gate
 from app.api.openapi import versioned
 from app.api.paths import API_PREFIX
+from app.projects import service as projects
 from app.secrets import service
 from app.secrets.schemas import SecretCreate, SecretRead
+from app.security.roles import ProjectRole
 
 SECRETS_PATH = f"{API_PREFIX}/secrets"
 
@@ -20,7 +22,8 @@ router = APIRouter(prefix=SECRETS_PATH, tags=["secrets"])
 @router.post(
     "",
     status_code=201,
-    summary="Store a secret (admin); the value is encrypted and never shown again",
+    summary="Store a secret (a project-admin of its project); the value is encrypted and never "
+    "shown again",
     openapi_extra=versioned(sends_etag=True),
     response_model=SecretRead,
     responses=HELD,
@@ -30,16 +33,20 @@ def create_secret(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Admin,
+    principal: ProjectAdmin,
     gate: Gate,
 ) -> SecretRead | Response:
     with context.db.session() as session:
+        project = projects.target(
+            session, principal, name=data.project, needed=ProjectRole.project_admin
+        )
         held = gate.hold(
             session,
             request=request,
             principal=principal,
             kind="secret.create",
             payload=data.model_dump(mode="json", exclude={"value"}, exclude_unset=True),
+            project_id=project.id,
             value=data.value,
         )
         if held is not None:
@@ -50,6 +57,7 @@ def create_secret(
             value=data.value,
             cipher=context.cipher,
             created_by=principal.actor,
+            project_id=project.id,
         )
         read = service.to_read(secret, [])
         set_audit_resource(request, f"secrets/{read.id}")

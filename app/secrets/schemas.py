@@ -17,6 +17,7 @@ from pydantic import (
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
+from app.projects.schemas import InProject
 
 SecretName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
 SECRETS_DIR = "/run/secrets"
@@ -85,6 +86,7 @@ class SecretCreate(BaseModel):
     value: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_BYTES)] = Field(
         description="Write-only: stored encrypted, never returned"
     )
+    project: InProject = None
 
 
 class SecretRotate(BaseModel):
@@ -98,6 +100,7 @@ class SecretRotate(BaseModel):
 class SecretRead(BaseModel):
     id: str
     name: str
+    project: str = Field(description="Only this project's containers and services can use it")
     version: int
     created_at: datetime
     updated_at: datetime

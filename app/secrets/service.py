@@ -13,15 +13,18 @@ from app.api.pagination import paginate
 from app.core.db import utcnow
 from app.core.errors import Conflict, Invalid
 from app.core.lookup import get_or_404
+from app.projects.access import narrow
 from app.secrets.models import Secret
 from app.secrets.schemas import SecretRead
 from app.security.crypto import Cipher
+from app.security.roles import DEFAULT_PROJECT_ID
 
 
 def to_read(secret: Secret, used_by: list[str]) -> SecretRead:
     return SecretRead(
         id=secret.id,
         name=secret.name,
+        project=secret.project,
         version=secret.version,
         created_at=secret.created_at,
         updated_at=secret.updated_at,
@@ -34,12 +37,22 @@ def get(session: Session, *, secret_id: str, for_update: bool = False) -> Secret
 
 
 def get_all(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, limit: int, cursor: str | None, projects: frozenset[str] | None = None
 ) -> tuple[Sequence[Secret], str | None]:
-    return paginate(session, select(Secret), Secret.id, limit=limit, cursor=cursor)
+    """A page of the secrets of `projects` (None: every project)."""
+    statement = narrow(select(Secret), Secret.project_id, projects)
+    return paginate(session, statement, Secret.id, limit=limit, cursor=cursor)
 
 
-def create(session: Session, *, name: str, value: str, cipher: Cipher, created_by: str) -> Secret:
+def create(
+    session: Session,
+    *,
+    name: str,
+    value: str,
+    cipher: Cipher,
+    created_by: str,
+    project_id: str = DEFAULT_PROJECT_ID,
+) -> Secret:
     if session.execute(select(Secret.id).where(Secret.name == name)).scalar_one_or_none():
         raise Conflict(
             f"a secret named {name!r} already exists",
@@ -49,6 +62,7 @@ def create(session: Session, *, name: str, value: str, cipher: Cipher, created_b
     secret = Secret(
         name=name,
         value_encrypted=cipher.encrypt(value),
+        project_id=project_id,
         created_at=now,
         updated_at=now,
         created_by=created_by,
@@ -71,14 +85,19 @@ def delete(session: Session, *, secret: Secret) -> None:
     session.delete(secret)
 
 
-def check_exist(session: Session, names: Iterable[tuple[str, str]]) -> None:
-    """422 naming every (location, secret name) that does not exist."""
+def check_exist(
+    session: Session, names: Iterable[tuple[str, str]], *, project_id: str = DEFAULT_PROJECT_ID
+) -> None:
+    """422 naming every (location, secret name) that does not exist in the project: another
+    project's secret is unknown here, word for word as a missing one."""
     wanted = list(names)
     if not wanted:
         return
     known = set(
         session.execute(
-            select(Secret.name).where(Secret.name.in_({name for _, name in wanted}))
+            select(Secret.name).where(
+                Secret.name.in_({name for _, name in wanted}), Secret.project_id == project_id
+            )
         ).scalars()
     )
     errors = [
@@ -90,9 +109,14 @@ def check_exist(session: Session, names: Iterable[tuple[str, str]]) -> None:
         raise Invalid.listing("unknown secret", errors)
 
 
-def values(session: Session, cipher: Cipher, names: Iterable[str]) -> dict[str, str]:
-    """Decrypted values by name, for the worker that delivers them; missing names are absent."""
+def values(
+    session: Session, cipher: Cipher, names: Iterable[str], *, project_id: str
+) -> dict[str, str]:
+    """Decrypted values by name of the project's secrets, for the worker that delivers them
+    to one of its containers; missing names (and other projects' secrets) are absent."""
     rows = session.execute(
-        select(Secret.name, Secret.value_encrypted).where(Secret.name.in_(set(names)))
+        select(Secret.name, Secret.value_encrypted).where(
+            Secret.name.in_(set(names)), Secret.project_id == project_id
+        )
     ).all()
     return {name: cipher.decrypt(encrypted) for name, encrypted in rows}

@@ -4,12 +4,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Dialect, ForeignKey, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
+from app.projects.models import project_name
+from app.projects.quotas import Usage, count_usage_with, replicas_usage
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -87,6 +89,7 @@ class Service(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     project_id: Mapped[str] = project_id_column()
+    project: Mapped[str] = project_name(project_id)
     version: Mapped[int] = mapped_column(default=1)
 
 
@@ -102,6 +105,22 @@ track(
     "removing",
     "version",
 )
+
+
+def _replicas_usage(session: Session, project_id: str, except_services: frozenset[str]) -> Usage:
+    """What a project's services take: each its desired replicas (placed or not yet)."""
+    statement = select(Service.replicas, Service.spec["resources"]).where(
+        Service.project_id == project_id, Service.removing.is_(False)
+    )
+    if except_services:
+        statement = statement.where(Service.id.not_in(sorted(except_services)))
+    used = Usage()
+    for replicas, resources in session.execute(statement):
+        used = used + replicas_usage(replicas, resources or {})
+    return used
+
+
+count_usage_with(_replicas_usage)
 
 
 class ServiceRevision(Base):

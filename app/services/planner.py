@@ -18,7 +18,7 @@ from app.services.schemas import Plan, PlannedChange, ServiceSpec
 def preview(session: Session, *, service_id: str, spec: ServiceSpec, settings: Settings) -> Plan:
     """What applying `spec` to the service would do; a spec it would refuse is refused here."""
     service = services.get(session, service_id=service_id)
-    services.validate(session, spec, settings)
+    services.validate(session, spec, settings, project_id=service.project_id, service_id=service.id)
     return plan(session, service, spec)
 
 
@@ -61,6 +61,7 @@ def plan(session: Session, service: Service, spec: ServiceSpec) -> Plan:
             spec.placement.constraints,
             spread=spread,
             max_per_host=spec.placement.max_per_host,
+            project_id=service.project_id,
         )
         if placement.host is None:
             reasons = "; ".join(f"{name}: {why}" for name, why in placement.reasons.items())

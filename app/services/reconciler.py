@@ -196,6 +196,7 @@ def apply(
                     host_id=tasks[task_id].host_id,
                     created_by=ACTOR,
                     max_attempts=max_attempts,
+                    project_id=service.project_id,
                 )
             case StartReplica(slot=slot):
                 spec = spec or ServiceSpec.model_validate(service.spec)
@@ -263,6 +264,7 @@ def _start(
         spec.placement.constraints,
         spread=spread,
         max_per_host=spec.placement.max_per_host,
+        project_id=service.project_id,
     )
     if placement.host is None:
         return "; ".join(f"{name}: {why}" for name, why in placement.reasons.items()) or "no hosts"
@@ -283,6 +285,7 @@ def _start(
         name=name,
         host_id=placement.host.id,
         service_id=service.id,
+        project_id=service.project_id,
         slot=slot,
         revision=service.revision,
         spec=task_spec.model_dump(mode="json"),
@@ -310,6 +313,7 @@ def _start(
         host_id=task.host_id,
         created_by=ACTOR,
         max_attempts=max_attempts,
+        project_id=service.project_id,
     )
     spread[task.host_id] = spread.get(task.host_id, 0) + 1
     return None

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import (
     Ctx,
-    Operator,
     Principal,
+    ProjectOperator,
     VersionCheck,
     Viewer,
     check_if_match,
@@ -21,7 +21,12 @@ from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
 from app.core.config import Settings
 from app.core.context import AppContext
+from app.projects import service as projects
+from app.projects.access import check_row
+from app.projects.schemas import ProjectQuery
+from app.security.roles import ProjectRole
 from app.services import planner, service
+from app.services.models import Service
 from app.services.schemas import (
     Plan,
     RevisionDiff,
@@ -58,13 +63,21 @@ def create_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     payload = data.model_dump(mode="json", exclude_unset=True)
     with context.db.session() as session:
+        project = projects.target(
+            session, principal, name=data.project, needed=ProjectRole.operator
+        )
         held = gate.hold(
-            session, request=request, principal=principal, kind="service.create", payload=payload
+            session,
+            request=request,
+            principal=principal,
+            kind="service.create",
+            payload=payload,
+            project_id=project.id,
         )
         if held is not None:
             return held
@@ -74,6 +87,7 @@ def create_service(
             spec=data.spec,
             settings=context.settings,
             created_by=principal.actor,
+            project_id=project.id,
         )
         set_audit_resource(request, f"services/{body.service.id}")
     return _answer(response, body)
@@ -82,14 +96,18 @@ def create_service(
 @router.get("", summary="List services")
 def list_services(
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Limit = 50,
     cursor: Cursor = None,
     stack_id: Annotated[str | None, Query(max_length=26)] = None,
     name: Annotated[str | None, Query(max_length=63)] = None,
+    project: ProjectQuery = None,
 ) -> Page[ServiceRead]:
     with context.db.session(write=False) as session:
-        return service.read_page(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
+        readable = projects.list_filter(session, principal, name=project)
+        return service.read_page(
+            session, limit=limit, cursor=cursor, stack_id=stack_id, name=name, projects=readable
+        )
 
 
 @router.get(
@@ -97,11 +115,19 @@ def list_services(
     summary="Get a service with its tasks (one per replica)",
     openapi_extra=versioned(sends_etag=True),
 )
-def get_service(service_id: str, response: Response, context: Ctx, _: Viewer) -> ServiceRead:
+def get_service(
+    service_id: str, response: Response, context: Ctx, principal: Viewer
+) -> ServiceRead:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         read = service.read(session, service_id=service_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
+
+
+def _may(session: Session, principal: Principal, service_id: str, needed: ProjectRole) -> None:
+    """The role the route needs, in the service's project (app/projects/access.py)."""
+    check_row(session, principal, Service, service_id, needed, what="service")
 
 
 class _Change(Protocol):
@@ -134,6 +160,7 @@ def _change(
     of `kind` with `payload`."""
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
+        _may(session, principal, service_id, ProjectRole.operator)
         held = gate.hold(
             session,
             request=request,
@@ -168,7 +195,7 @@ def update_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
@@ -199,7 +226,7 @@ def patch_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
@@ -229,7 +256,7 @@ def rollback_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
@@ -260,7 +287,7 @@ def scale_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     scale = partial(service.scale, replicas=data.replicas)
@@ -279,9 +306,10 @@ def scale_service(
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
 def list_revisions(
-    service_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
+    service_id: str, context: Ctx, principal: Viewer, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[RevisionRead]:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         return service.revisions(session, service_id=service_id, limit=limit, cursor=cursor)
 
 
@@ -290,17 +318,21 @@ def list_revisions(
     summary="What changed between two revisions: spec fields and image digest",
 )
 def diff_revisions(
-    service_id: str, before: int, after: int, context: Ctx, _: Viewer
+    service_id: str, before: int, after: int, context: Ctx, principal: Viewer
 ) -> RevisionDiff:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.viewer)
         return service.revision_diff(session, service_id=service_id, before=before, after=after)
 
 
 @router.post(
     "/{service_id}/plan", summary="Dry run: what a spec would start, stop and replace, per host"
 )
-def plan_service(service_id: str, data: ServiceUpdate, context: Ctx, _: Operator) -> Plan:
+def plan_service(
+    service_id: str, data: ServiceUpdate, context: Ctx, principal: ProjectOperator
+) -> Plan:
     with context.db.session(write=False) as session:
+        _may(session, principal, service_id, ProjectRole.operator)
         return planner.preview(
             session, service_id=service_id, spec=data.spec, settings=context.settings
         )
@@ -319,7 +351,7 @@ def delete_service(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
     return _change(

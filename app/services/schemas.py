@@ -21,6 +21,7 @@ from app.containers.schemas import (
 from app.core.errors import Invalid
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
+from app.projects.schemas import InProject
 from app.secrets.schemas import SecretUse
 from app.services.diff import FieldChange
 
@@ -146,6 +147,7 @@ class ServiceCreate(BaseModel):
 
     name: ServiceName
     spec: ServiceSpec
+    project: InProject = None
 
 
 class ServiceUpdate(BaseModel):
@@ -208,6 +210,7 @@ class Task(BaseModel):
 class ServiceRead(BaseModel):
     id: str
     name: str
+    project: str
     stack_id: str | None
     spec: ServiceSpec
     revision: int

@@ -68,8 +68,10 @@ def read(session: Session, *, secret_id: str) -> SecretRead:
     return secrets.to_read(secret, used_by(session, [secret.name])[secret.name])
 
 
-def read_page(session: Session, *, limit: int, cursor: str | None) -> Page[SecretRead]:
-    rows, next_cursor = secrets.get_all(session, limit=limit, cursor=cursor)
+def read_page(
+    session: Session, *, limit: int, cursor: str | None, projects: frozenset[str] | None = None
+) -> Page[SecretRead]:
+    rows, next_cursor = secrets.get_all(session, limit=limit, cursor=cursor, projects=projects)
     using = used_by(session, [s.name for s in rows])
     return Page(items=[secrets.to_read(s, using[s.name]) for s in rows], next_cursor=next_cursor)
 

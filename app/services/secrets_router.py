@@ -7,12 +7,17 @@ from functools import partial
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import Admin, Ctx, Viewer, check_if_match, set_audit_resource
+from app.api.deps import Ctx, ProjectAdmin, Viewer, check_if_match, set_audit_resource
 from app.api.gate import HELD, Gate
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
+from app.projects import service as projects
+from app.projects.access import check_row
+from app.projects.schemas import ProjectQuery
+from app.secrets.models import Secret
 from app.secrets.router import SECRETS_PATH
 from app.secrets.schemas import SecretRead, SecretRotate, SecretRotated
+from app.security.roles import ProjectRole
 from app.services import secret_usage
 from app.workers import wakeups
 
@@ -21,10 +26,15 @@ router = APIRouter(prefix=SECRETS_PATH, tags=["secrets"])
 
 @router.get("", summary="List secrets (names and versions, never values)")
 def list_secrets(
-    context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
+    context: Ctx,
+    principal: Viewer,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    project: ProjectQuery = None,
 ) -> Page[SecretRead]:
     with context.db.session(write=False) as session:
-        return secret_usage.read_page(session, limit=limit, cursor=cursor)
+        readable = projects.list_filter(session, principal, name=project)
+        return secret_usage.read_page(session, limit=limit, cursor=cursor, projects=readable)
 
 
 @router.get(
@@ -32,8 +42,9 @@ def list_secrets(
     summary="Get a secret's metadata and the services that use it",
     openapi_extra=versioned(sends_etag=True),
 )
-def get_secret(secret_id: str, response: Response, context: Ctx, _: Viewer) -> SecretRead:
+def get_secret(secret_id: str, response: Response, context: Ctx, principal: Viewer) -> SecretRead:
     with context.db.session(write=False) as session:
+        check_row(session, principal, Secret, secret_id, ProjectRole.viewer, what="secret")
         read = secret_usage.read(session, secret_id=secret_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
@@ -41,7 +52,7 @@ def get_secret(secret_id: str, response: Response, context: Ctx, _: Viewer) -> S
 
 @router.put(
     "/{secret_id}",
-    summary="Rotate a secret's value (admin): every service that uses it rolls",
+    summary="Rotate a secret's value (a project-admin): every service that uses it rolls",
     description="Each service referencing the secret gets a new revision with the same spec, "
     "rolled out by its update_config; the answer lists one `service.converge` operation each.",
     openapi_extra=versioned(checks_if_match=True, sends_etag=True),
@@ -54,11 +65,12 @@ def rotate_secret(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Admin,
+    principal: ProjectAdmin,
     gate: Gate,
 ) -> SecretRotated | Response:
     set_audit_resource(request, f"secrets/{secret_id}")
     with context.db.session() as session:
+        check_row(session, principal, Secret, secret_id, ProjectRole.project_admin, what="secret")
         held = gate.hold(
             session,
             request=request,
@@ -89,15 +101,16 @@ def rotate_secret(
 @router.delete(
     "/{secret_id}",
     status_code=204,
-    summary="Delete a secret (admin); 409 while a service uses it",
+    summary="Delete a secret (a project-admin); 409 while a service uses it",
     openapi_extra=versioned(checks_if_match=True),
     responses=HELD,
 )
 def delete_secret(
-    secret_id: str, request: Request, context: Ctx, principal: Admin, gate: Gate
+    secret_id: str, request: Request, context: Ctx, principal: ProjectAdmin, gate: Gate
 ) -> Response:
     set_audit_resource(request, f"secrets/{secret_id}")
     with context.db.session() as session:
+        check_row(session, principal, Secret, secret_id, ProjectRole.project_admin, what="secret")
         held = gate.hold(
             session,
             request=request,

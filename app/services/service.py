@@ -23,6 +23,11 @@ from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import Operation
 from app.operations.service import to_read as operation_to_read
+from app.projects import quotas
+from app.projects.access import narrow
+from app.projects.models import Project
+from app.projects.quotas import replicas_usage
+from app.security.roles import DEFAULT_PROJECT_ID
 from app.services.decide import is_ready
 from app.services.diff import changes
 from app.services.models import Service, ServiceRevision, ServiceStatus
@@ -79,6 +84,7 @@ def queue_converge(
         target_id=service.id,
         created_by=created_by,
         max_attempts=settings.operation_max_attempts,
+        project_id=service.project_id,
     )
 
 
@@ -87,13 +93,40 @@ def current_spec(service: Service) -> ServiceSpec:
     return ServiceSpec.model_validate({**service.spec, "replicas": service.replicas})
 
 
-def validate(session: Session, spec: ServiceSpec, settings: Settings) -> None:
+def validate(
+    session: Session,
+    spec: ServiceSpec,
+    settings: Settings,
+    *,
+    project_id: str,
+    service_id: str | None = None,
+    quota: bool = True,
+) -> None:
+    """The spec as a replica of a service in the project (its policy relaxations, its
+    secrets and registries), within the project's quotas (`service_id`: the service it is to
+    replace the spec of; `quota=False` for a caller that checks a whole set of services)."""
     try:
         replica = container_spec(spec)
     except ValidationError as exc:
         # A replica's spec checks fields (`user`) that the service's takes as written.
         raise Invalid.from_model(exc, prefix="body") from exc
-    containers.validate_spec(session, replica, settings)
+    containers.validate_spec(session, replica, settings, project_id=project_id)
+    if quota:
+        check_quota(
+            session,
+            project_id=project_id,
+            adding=replicas_usage(spec.replicas, spec.resources.model_dump()),
+            service_ids=frozenset({service_id} if service_id else ()),
+        )
+
+
+def check_quota(
+    session: Session, *, project_id: str, adding: quotas.Usage, service_ids: frozenset[str]
+) -> None:
+    """422 when services taking `adding` in place of `service_ids` take the project past a
+    quota."""
+    project = session.get_one(Project, project_id)
+    quotas.check(session, project, adding=adding, except_services=service_ids)
 
 
 def to_read(session: Session, service: Service) -> ServiceRead:
@@ -157,6 +190,7 @@ def _read(service: Service, tasks: list[Task], reachable: set[str]) -> ServiceRe
     return ServiceRead(
         id=service.id,
         name=service.name,
+        project=service.project,
         stack_id=service.stack_id,
         spec=spec.model_copy(update={"replicas": service.replicas}),
         revision=service.revision,
@@ -182,8 +216,9 @@ def get_all(
     cursor: str | None,
     stack_id: str | None = None,
     name: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[Service], str | None]:
-    statement = select(Service)
+    statement = narrow(select(Service), Service.project_id, projects)
     if stack_id is not None:
         statement = statement.where(Service.stack_id == stack_id)
     if name is not None:
@@ -202,8 +237,11 @@ def read_page(
     cursor: str | None,
     stack_id: str | None = None,
     name: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> Page[ServiceRead]:
-    rows, next_cursor = get_all(session, limit=limit, cursor=cursor, stack_id=stack_id, name=name)
+    rows, next_cursor = get_all(
+        session, limit=limit, cursor=cursor, stack_id=stack_id, name=name, projects=projects
+    )
     return Page(items=to_reads(session, rows), next_cursor=next_cursor)
 
 
@@ -219,10 +257,23 @@ def _accepted(
 
 
 def create_and_queue(
-    session: Session, *, name: str, spec: ServiceSpec, settings: Settings, created_by: str
+    session: Session,
+    *,
+    name: str,
+    spec: ServiceSpec,
+    settings: Settings,
+    created_by: str,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> ServiceAccepted:
     """A new service and the converge that starts its replicas."""
-    service = create(session, name=name, spec=spec, settings=settings, created_by=created_by)
+    service = create(
+        session,
+        name=name,
+        spec=spec,
+        settings=settings,
+        created_by=created_by,
+        project_id=project_id,
+    )
     return _accepted(session, service, settings=settings, created_by=created_by)
 
 
@@ -270,6 +321,12 @@ def scale(
     service = _locked(session, service_id, check_version)
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
+    check_quota(
+        session,
+        project_id=service.project_id,
+        adding=replicas_usage(replicas, service.spec.get("resources") or {}),
+        service_ids=frozenset({service.id}),
+    )
     _rescale(service, replicas)
     service.spec = {**service.spec, "replicas": replicas}
     service.version += 1
@@ -311,16 +368,18 @@ def create(
     created_by: str,
     stack_id: str | None = None,
     image_digest: str | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> Service:
     if session.execute(select(Service.id).where(Service.name == name)).scalar_one_or_none():
         raise Conflict(
             f"a service named {name!r} already exists",
             errors=[{"loc": "body.name", "msg": "taken"}],
         )
-    validate(session, spec, settings)
+    validate(session, spec, settings, project_id=project_id)
     now = utcnow()
     service = Service(
         name=name,
+        project_id=project_id,
         stack_id=stack_id,
         spec=spec.model_dump(mode="json"),
         revision=1,
@@ -363,7 +422,7 @@ def new_revision(
     image Berth built runs by its tag, which names its content: a rebuild rolls nothing)."""
     if service.removing:
         raise Conflict(f"service {service.name!r} is being removed")
-    validate(session, spec, settings)
+    validate(session, spec, settings, project_id=service.project_id, service_id=service.id)
     current = ServiceSpec.model_validate(service.spec)
     _rescale(service, spec.replicas)
     service.updated_at = utcnow()

@@ -137,6 +137,7 @@ def deploy(ctx: OperationContext) -> dict[str, Any]:
                     created_by=ACTOR,
                     stack_id=stack.id,
                     image_digest=digest,
+                    project_id=stack.project_id,
                 )
                 done.append(f"created service {item['name']}")
                 by_compose[item["compose_name"]] = service

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
 from app.events.recorder import track
+from app.projects.models import project_name
 
 
 class Stack(Base):
@@ -34,6 +35,7 @@ class Stack(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
     project_id: Mapped[str] = project_id_column()
+    project: Mapped[str] = project_name(project_id)
     version: Mapped[int] = mapped_column(default=1)
 
 

@@ -8,8 +8,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
 
-from app.api.deps import Ctx, Operator, Viewer, check_if_match, set_audit_resource
+from app.api.deps import (
+    Ctx,
+    Principal,
+    ProjectOperator,
+    Viewer,
+    check_if_match,
+    set_audit_resource,
+)
 from app.api.gate import HELD, Gate
 from app.api.middleware.asgi import is_multipart
 from app.api.openapi import schema_ref, versioned
@@ -19,7 +27,12 @@ from app.api.uploads import checked_apart
 from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.errors import Invalid, PayloadTooLarge
+from app.projects import service as projects
+from app.projects.access import check_row
+from app.projects.schemas import ProjectQuery
+from app.security.roles import ProjectRole
 from app.stacks import releases, service
+from app.stacks.models import Stack
 from app.stacks.schemas import (
     ReleaseDiff,
     ReleaseRead,
@@ -175,6 +188,11 @@ async def _checked(
     )
 
 
+def _may(session: Session, principal: Principal, stack_id: str, needed: ProjectRole) -> None:
+    """The role the route needs, in the stack's project (app/projects/access.py)."""
+    check_row(session, principal, Stack, stack_id, needed, what="stack")
+
+
 def _planned(body: StackDryRun) -> Response:
     return JSONResponse(body.model_dump(mode="json"), status_code=200)
 
@@ -198,12 +216,18 @@ async def create_stack(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> StackAccepted | Response:
     data, contexts, project = await _read_request(request, StackCreate, context.settings)
     upload = await _checked(request, context, data.name, data, contexts, project)
+
+    def owner(session: Session) -> str:
+        return projects.target(
+            session, principal, name=data.in_project, needed=ProjectRole.operator
+        ).id
+
     if dry_run:
 
         def plan() -> StackDryRun:
@@ -214,18 +238,21 @@ async def create_stack(
                     upload=upload,
                     host_id=data.host_id,
                     settings=context.settings,
+                    project_id=owner(session),
                 )
 
         return _planned(await run_in_threadpool(plan))
 
     def create() -> StackAccepted | Response:
         with context.db.session() as session:
+            project_id = owner(session)
             held = gate.hold(
                 session,
                 request=request,
                 principal=principal,
                 kind="stack.create",
                 payload=data.model_dump(mode="json", exclude_unset=True),
+                project_id=project_id,
                 files=bool(contexts or project),
             )
             if held is not None:
@@ -237,6 +264,7 @@ async def create_stack(
                 settings=context.settings,
                 cipher=context.cipher,
                 created_by=principal.actor,
+                project_id=project_id,
             )
             set_audit_resource(request, f"stacks/{body.stack.id}")
             return body
@@ -248,13 +276,15 @@ async def create_stack(
 @router.get("", summary="List stacks")
 def list_stacks(
     context: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: Limit = 50,
     cursor: Cursor = None,
     name: Annotated[str | None, Query(max_length=41)] = None,
+    project: ProjectQuery = None,
 ) -> Page[StackRead]:
     with context.db.session(write=False) as session:
-        return service.read_page(session, limit=limit, cursor=cursor, name=name)
+        readable = projects.list_filter(session, principal, name=project)
+        return service.read_page(session, limit=limit, cursor=cursor, name=name, projects=readable)
 
 
 @router.get(
@@ -262,8 +292,9 @@ def list_stacks(
     summary="Get a stack, its services and their status",
     openapi_extra=versioned(sends_etag=True),
 )
-def get_stack(stack_id: str, response: Response, context: Ctx, _: Viewer) -> StackRead:
+def get_stack(stack_id: str, response: Response, context: Ctx, principal: Viewer) -> StackRead:
     with context.db.session(write=False) as session:
+        _may(session, principal, stack_id, ProjectRole.viewer)
         read = service.read(session, stack_id=stack_id)
     response.headers["ETag"] = f'"{read.version}"'
     return read
@@ -282,7 +313,7 @@ async def update_stack(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> StackAccepted | Response:
@@ -291,6 +322,7 @@ async def update_stack(
 
     def stack_name() -> str:  # It never changes: read before the upload is checked.
         with context.db.session(write=False) as session:
+            _may(session, principal, stack_id, ProjectRole.operator)
             return service.get(session, stack_id=stack_id).name
 
     name = await run_in_threadpool(stack_name)
@@ -306,6 +338,7 @@ async def update_stack(
                     upload=upload,
                     host_id=stack.host_id,
                     settings=context.settings,
+                    project_id=stack.project_id,
                     existing=stack,
                 )
 
@@ -353,12 +386,13 @@ def delete_stack(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
     volumes: bool = False,
 ) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
     with context.db.session() as session:
+        _may(session, principal, stack_id, ProjectRole.operator)
         held = gate.hold(
             session,
             request=request,
@@ -386,16 +420,18 @@ def delete_stack(
     summary="The stack's releases, newest first: file, masked variables, digests",
 )
 def list_releases(
-    stack_id: str, context: Ctx, _: Viewer, limit: Limit = 50, cursor: Cursor = None
+    stack_id: str, context: Ctx, principal: Viewer, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[ReleaseRead]:
     with context.db.session(write=False) as session:
+        _may(session, principal, stack_id, ProjectRole.viewer)
         service.get(session, stack_id=stack_id)
         return releases.read_page(session, stack_id=stack_id, limit=limit, cursor=cursor)
 
 
 @router.get("/{stack_id}/releases/{release}", summary="One release of the stack")
-def get_release(stack_id: str, release: int, context: Ctx, _: Viewer) -> ReleaseRead:
+def get_release(stack_id: str, release: int, context: Ctx, principal: Viewer) -> ReleaseRead:
     with context.db.session(write=False) as session:
+        _may(session, principal, stack_id, ProjectRole.viewer)
         service.get(session, stack_id=stack_id)
         return releases.to_read(releases.get(session, stack_id=stack_id, release=release))
 
@@ -407,8 +443,11 @@ def get_release(stack_id: str, release: int, context: Ctx, _: Viewer) -> Release
     "image digest and the spec fields that changed. Either order works: `before` need not be "
     "older.",
 )
-def diff_releases(stack_id: str, before: int, after: int, context: Ctx, _: Viewer) -> ReleaseDiff:
+def diff_releases(
+    stack_id: str, before: int, after: int, context: Ctx, principal: Viewer
+) -> ReleaseDiff:
     with context.db.session(write=False) as session:
+        _may(session, principal, stack_id, ProjectRole.viewer)
         service.get(session, stack_id=stack_id)
         return releases.diff(
             releases.get(session, stack_id=stack_id, release=before),
@@ -434,11 +473,12 @@ def rollback_stack(
     request: Request,
     response: Response,
     context: Ctx,
-    principal: Operator,
+    principal: ProjectOperator,
     gate: Gate,
 ) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
     with context.db.session() as session:
+        _may(session, principal, stack_id, ProjectRole.operator)
         held = gate.hold(
             session,
             request=request,

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.hosts.schemas import EnvName
 from app.operations.schemas import OperationRead
+from app.projects.schemas import ProjectName
 from app.services.diff import FieldChange
 
 StackName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")]
@@ -93,6 +94,12 @@ class StackCreate(StackUpdate):
         description="The host that runs the whole stack (its services share bridge networks). "
         "Default: the ready host with the fewest containers.",
     )
+    # Not `project`: that multipart part is the Compose project directory.
+    in_project: ProjectName | None = Field(
+        default=None,
+        description="The Berth project the stack and its services belong to, by name (default: "
+        "`default`); not the multipart part `project`, which is the Compose project directory",
+    )
 
 
 class StackServiceRef(BaseModel):
@@ -105,6 +112,7 @@ class StackServiceRef(BaseModel):
 class StackRead(BaseModel):
     id: str
     name: str
+    project: str = Field(description="The Berth project it belongs to (`in_project` at create)")
     compose: str
     variables: dict[str, str]
     host_id: str

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import VersionCheck
 from app.api.pagination import Page, paginate
+from app.containers import scheduler
 from app.containers.models import Container
 from app.core.config import Settings
 from app.core.db import new_id, utcnow
@@ -35,9 +36,12 @@ from app.images.reference import (
 from app.images.service import enforce_registry_policy, store_context
 from app.operations import queue
 from app.operations.service import to_read as operation_to_read
+from app.projects.access import narrow
+from app.projects.quotas import Usage, replicas_usage
 from app.secrets import service as secrets
 from app.secrets.models import Secret
 from app.security.crypto import Cipher
+from app.security.roles import DEFAULT_PROJECT_ID
 from app.services import service as services
 from app.services.models import Service, ServiceStatus
 from app.services.schemas import ServiceSpec
@@ -91,6 +95,7 @@ def _spec(
     raw: dict[str, Any],
     *,
     provided: Collection[str] = (),
+    project_id: str,
 ) -> ServiceSpec:
     """The Compose service as a Berth service spec, under every rule a service obeys, with
     errors located in the Compose file. The secrets in `provided` are the stack's own (from
@@ -108,6 +113,8 @@ def _spec(
             session,
             spec.model_copy(update={"secrets": [r for r in spec.secrets if r not in own]}),
             settings,
+            project_id=project_id,
+            quota=False,  # the stack's services are counted together (plan)
         )
     except Invalid as exc:
         errors = [
@@ -270,9 +277,11 @@ def plan(
     upload: Upload,
     host: Host,
     settings: Settings,
+    project_id: str,
     previous: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Build]]:
-    """Check the whole parsed file against Berth's rules; nothing is stored here.
+    """Check the whole parsed file against Berth's rules and the project's quotas (the stack's
+    services together, in place of what they take now); nothing is stored here.
 
     On an update (`previous` is the stack's current plan), a `build:` service whose context is
     not uploaded again keeps the image built before.
@@ -284,6 +293,7 @@ def plan(
     }
     builds: list[Build] = []
     planned = []
+    demand = Usage()
     for item in upload.project.services:
         raw = dict(item.spec)
         build = upload.builds.get(item.name)
@@ -301,7 +311,15 @@ def plan(
         placement = dict(raw.get("placement") or {})
         placement["constraints"] = [*placement.get("constraints", []), f"host.id=={host.id}"]
         raw["placement"] = placement
-        spec = _spec(session, settings, item.name, raw, provided=upload.project.stored_secrets)
+        spec = _spec(
+            session,
+            settings,
+            item.name,
+            raw,
+            provided=upload.project.stored_secrets,
+            project_id=project_id,
+        )
+        demand = demand + replicas_usage(spec.replicas, spec.resources.model_dump())
         name = compose.berth_service_name(stack_name, item.name)
         taken = session.execute(select(Service.stack_id).where(Service.name == name)).first()
         if taken is not None and (stack_id is None or taken.stack_id != stack_id):
@@ -318,6 +336,14 @@ def plan(
                 "build": {"tag": raw["image"]} if item.build else None,
             }
         )
+    current = (
+        session.execute(select(Service.id).where(Service.stack_id == stack_id)).scalars()
+        if stack_id is not None
+        else ()
+    )
+    services.check_quota(
+        session, project_id=project_id, adding=demand, service_ids=frozenset(current)
+    )
     return {
         "services": planned,
         "networks": list(upload.project.networks),
@@ -333,11 +359,12 @@ def prepare(
     upload: Upload,
     host_id: str | None,
     settings: Settings,
+    project_id: str,
     existing: Stack | None = None,
 ) -> tuple[Host, dict[str, Any], list[Build]]:
     """Everything a create or an update checks, in the order a user fixes things: the file
     (checked before, in `upload`), then the host, then each service against Berth's rules."""
-    host = choose_host(session, host_id)
+    host = choose_host(session, host_id, project_id)
     try:
         planned, builds = plan(
             session,
@@ -346,6 +373,7 @@ def prepare(
             upload=upload,
             host=host,
             settings=settings,
+            project_id=project_id,
             previous=existing.plan if existing else None,
         )
     except Invalid as exc:
@@ -368,6 +396,7 @@ def dry_run(
     upload: Upload,
     host_id: str | None,
     settings: Settings,
+    project_id: str,
     existing: Stack | None = None,
 ) -> StackDryRun:
     """What a create (or, with `existing`, an update) would do: every check it makes, nothing
@@ -382,6 +411,7 @@ def dry_run(
         upload=upload,
         host_id=host_id,
         settings=settings,
+        project_id=project_id,
         existing=existing,
     )
     current = {s.name: s for s in members(session, existing.id)} if existing else {}
@@ -436,7 +466,9 @@ def _planned(
     )
 
 
-def choose_host(session: Session, host_id: str | None) -> Host:
+def choose_host(session: Session, host_id: str | None, project_id: str) -> Host:
+    """The stack's host: the one named, or the ready one with the fewest containers; either
+    shared or dedicated to the stack's project."""
     if host_id is not None:
         host = session.get(Host, host_id)
         if host is None:
@@ -444,6 +476,9 @@ def choose_host(session: Session, host_id: str | None) -> Host:
                 f"host_id: no host {host_id!r}",
                 errors=[{"loc": "body.host_id", "msg": "no such host"}],
             )
+        if not scheduler.may_use(session, host_id=host.id, project_id=project_id):
+            why = f"host {host.name!r} is dedicated to other projects"
+            raise Invalid(f"host_id: {why}", errors=[{"loc": "body.host_id", "msg": why}])
         return host
     load = (
         select(func.count(Container.id))
@@ -453,7 +488,12 @@ def choose_host(session: Session, host_id: str | None) -> Host:
     )
     host = session.execute(
         select(Host)
-        .where(Host.status == "ready", Host.schedulable.is_(True), Host.draining.is_(False))
+        .where(
+            Host.status == "ready",
+            Host.schedulable.is_(True),
+            Host.draining.is_(False),
+            scheduler.usable_by(project_id),
+        )
         .order_by(load, Host.name)
         .limit(1)
     ).scalar_one_or_none()
@@ -467,9 +507,14 @@ def get(session: Session, *, stack_id: str, for_update: bool = False) -> Stack:
 
 
 def get_all(
-    session: Session, *, limit: int, cursor: str | None, name: str | None = None
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    name: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> tuple[Sequence[Stack], str | None]:
-    statement = select(Stack)
+    statement = narrow(select(Stack), Stack.project_id, projects)
     if name is not None:
         statement = statement.where(Stack.name == name)
     return paginate(session, statement, Stack.id, limit=limit, cursor=cursor)
@@ -491,9 +536,14 @@ def read(session: Session, *, stack_id: str) -> StackRead:
 
 
 def read_page(
-    session: Session, *, limit: int, cursor: str | None, name: str | None = None
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    name: str | None = None,
+    projects: frozenset[str] | None = None,
 ) -> Page[StackRead]:
-    rows, next_cursor = get_all(session, limit=limit, cursor=cursor, name=name)
+    rows, next_cursor = get_all(session, limit=limit, cursor=cursor, name=name, projects=projects)
     return Page(items=to_reads(session, rows), next_cursor=next_cursor)
 
 
@@ -530,6 +580,7 @@ def _read(stack: Stack, members: list[StackServiceRef]) -> StackRead:
     return StackRead(
         id=stack.id,
         name=stack.name,
+        project=stack.project,
         compose=stack.compose,
         variables=stack.variables,
         host_id=stack.host_id,
@@ -565,6 +616,7 @@ def _queue(
         host_id=stack.host_id,
         created_by=created_by,
         max_attempts=settings.operation_max_attempts,
+        project_id=stack.project_id,
     )
     session.flush()
     return StackAccepted(operation=operation_to_read(operation), stack=to_read(session, stack))
@@ -578,16 +630,24 @@ def _store_secrets(
     previous: dict[str, Any] | None,
     cipher: Cipher,
     created_by: str,
+    project_id: str,
 ) -> None:
-    """Store the stack's own secrets (named by their content: one already stored is the same
-    value). The plan keeps every generation's names, for a rollback to find its secrets, until
-    the stack is removed."""
+    """Store the stack's own secrets in its project (named by their content: one already
+    stored is the same value). The plan keeps every generation's names, for a rollback to find
+    its secrets, until the stack is removed."""
     stored = set(
         session.execute(select(Secret.name).where(Secret.name.in_(list(values)))).scalars()
     )
     for name, value in values.items():
         if name not in stored:
-            secrets.create(session, name=name, value=value, cipher=cipher, created_by=created_by)
+            secrets.create(
+                session,
+                name=name,
+                value=value,
+                cipher=cipher,
+                created_by=created_by,
+                project_id=project_id,
+            )
     plan["stored_secrets"] = list(
         dict.fromkeys([*(previous or {}).get("stored_secrets", []), *values])
     )
@@ -649,6 +709,7 @@ def _queue_deploy(
             host_id=stack.host_id,
             created_by=created_by,
             max_attempts=settings.operation_max_attempts,
+            project_id=stack.project_id,
         )
     for item in plan["services"]:
         if item["compose_name"] in operations:
@@ -672,9 +733,10 @@ def create(
     settings: Settings,
     cipher: Cipher,
     created_by: str,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> StackAccepted:
-    """A new stack from a checked Compose file, its own secrets stored, and its builds and
-    deploy queued."""
+    """A new stack in the project from a checked Compose file, its own secrets stored, and
+    its builds and deploy queued."""
     check_name_free(session, name=data.name)
     host, plan, builds = prepare(
         session,
@@ -682,11 +744,13 @@ def create(
         upload=upload,
         host_id=data.host_id,
         settings=settings,
+        project_id=project_id,
     )
     now = utcnow()
     stack = Stack(
         id=new_id(),
         name=data.name,
+        project_id=project_id,
         compose=upload.compose_text,
         variables=data.variables,
         host_id=host.id,
@@ -707,6 +771,7 @@ def create(
         previous=None,
         cipher=cipher,
         created_by=created_by,
+        project_id=project_id,
     )
     _store_contents(session, stack, plan, upload.project.contents, previous=None)
     accepted = _queue_deploy(session, stack, plan, builds, settings=settings, created_by=created_by)
@@ -736,6 +801,7 @@ def update(
         upload=upload,
         host_id=stack.host_id,
         settings=settings,
+        project_id=stack.project_id,
         existing=stack,
     )
     _store_secrets(
@@ -745,6 +811,7 @@ def update(
         previous=stack.plan,
         cipher=cipher,
         created_by=created_by,
+        project_id=stack.project_id,
     )
     _store_contents(session, stack, plan, upload.project.contents, previous=stack.plan)
     stack.compose = upload.compose_text

@@ -97,12 +97,30 @@ def upgrade() -> None:
             )
             batch_op.create_index(batch_op.f(f"ix_{table}_project_id"), ["project_id"])
             batch_op.create_foreign_key(
-                batch_op.f(f"fk_{table}_project_id_projects"), "projects", ["project_id"], ["id"]
+                batch_op.f(f"fk_{table}_project_id_projects"),
+                "projects",
+                ["project_id"],
+                ["id"],
+                # An operation's history goes with its project (deleted only once empty).
+                ondelete="CASCADE" if table == "operations" else None,
             )
-    with op.batch_alter_table("hosts", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("dedicated_to", JSONType, server_default=sa.text("'[]'"), nullable=False)
-        )
+    op.create_table(
+        "host_projects",
+        sa.Column("host_id", sa.String(length=26), nullable=False),
+        sa.Column("project_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["host_id"], ["hosts.id"], name=op.f("fk_host_projects_host_id_hosts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_host_projects_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("host_id", "project_id", name=op.f("pk_host_projects")),
+    )
+    with op.batch_alter_table("host_projects", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_host_projects_project_id"), ["project_id"], unique=False)
     for table in ("events", "audit_entries"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("project_id", sa.String(length=26), nullable=True))
@@ -114,8 +132,9 @@ def downgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(batch_op.f(f"ix_{table}_project_id"))
             batch_op.drop_column("project_id")
-    with op.batch_alter_table("hosts", schema=None) as batch_op:
-        batch_op.drop_column("dedicated_to")
+    with op.batch_alter_table("host_projects", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_host_projects_project_id"))
+    op.drop_table("host_projects")
     for table in reversed(OWNED):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(batch_op.f(f"fk_{table}_project_id_projects"), "foreignkey")

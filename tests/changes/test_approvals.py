@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 
 from app.changes import clock
 from app.core.config import Settings
 from app.core.db import Database
 from app.main import create_app
-from app.projects.models import Project
 from app.security.roles import DEFAULT_PROJECT_ID, ProjectRole, Role
 from app.tokens import service as tokens
 from app.tokens.models import TokenProjectRole
@@ -49,17 +47,17 @@ def api(settings_factory: Callable[..., Settings], db: Database) -> Iterator[Api
         yield Api(client, db)
 
 
-def _protect(db: Database, **fields: Any) -> None:
-    with db.session() as session:
-        session.execute(update(Project).where(Project.id == DEFAULT_PROJECT_ID).values(**fields))
+def _protect(api: Api, **fields: Any) -> None:
+    response = api.patch("/projects/default", json=fields)
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture
-def protected(db: Database) -> Iterator[None]:
+def protected(api: Api) -> Iterator[None]:
     """The default project protected (and put back: the tables are emptied around it)."""
-    _protect(db, protected=True)
+    _protect(api, protected=True)
     yield
-    _protect(db, protected=False, windows=[], outside_window="wait")
+    _protect(api, protected=False, windows=[], outside_window="wait")
 
 
 class Person:
@@ -68,8 +66,7 @@ class Person:
     def __init__(self, api: Api, name: str, role: ProjectRole) -> None:
         self.api = api
         with api.db.session() as session:
-            # A global operator: the routes that are not yet project-scoped ask for it.
-            row, self.secret = tokens.create(session, name=name, role=Role.operator)
+            row, self.secret = tokens.create(session, name=name, role=Role.viewer)
             session.add(TokenProjectRole(token_id=row.id, project_id=DEFAULT_PROJECT_ID, role=role))
             self.actor = f"{name} ({row.id})"
 
@@ -107,7 +104,8 @@ def test_a_held_service_runs_as_its_author_once_another_approver_approves(
 ) -> None:
     body = _service_body(bed, placement={"constraints": ["name==h1"]})
     change = _held(alice.call("POST", "/services", json=body))
-    assert change["kind"] == "service.create" and change["author"] == alice.actor
+    assert (change["kind"], change["project"]) == ("service.create", "default")
+    assert change["author"] == alice.actor
     assert change["payload"]["name"] == "held-web"
     # The plan is the planner's: one replica to start, on h1.
     assert [(s["slot"], s["host_name"]) for s in change["plan"]["start"]] == [(1, "h1")]
@@ -217,9 +215,10 @@ OFFICE = [{"days": ["mon", "tue"], "start": "09:00", "end": "17:00", "tz": "Euro
 
 @pytest.mark.usefixtures("protected")
 def test_an_approval_outside_the_window_waits_for_it(
-    api: Api, db: Database, bob: Person, moved_clock: Clock
+    api: Api, bob: Person, moved_clock: Clock
 ) -> None:
-    _protect(db, windows=OFFICE)
+    _protect(api, windows=OFFICE)
+    assert api.get("/projects/default").json()["windows"] == OFFICE
     moved_clock.at = MONDAY_EARLY
     change = _held(api.post("/secrets", json={"name": "db_password", "value": "s3cret"}))
     assert "s3cret" not in str(change)
@@ -249,9 +248,9 @@ def test_an_approval_outside_the_window_waits_for_it(
 
 @pytest.mark.usefixtures("protected")
 def test_a_project_may_refuse_approvals_outside_its_windows_unless_glass_is_broken(
-    api: Api, db: Database, bed: Testbed, alice: Person, bob: Person, moved_clock: Clock
+    api: Api, bed: Testbed, alice: Person, bob: Person, moved_clock: Clock
 ) -> None:
-    _protect(db, windows=OFFICE, outside_window="refuse")
+    _protect(api, windows=OFFICE, outside_window="refuse")
     moved_clock.at = MONDAY_EARLY
     change = _held(alice.call("POST", "/services", json=_service_body(bed, replicas=0)))
     refused = bob.call("POST", f"/changes/{change['id']}/approve")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.changes.windows import Window, describe, opening
+from app.projects.windows import Window, describe, opening
 
 
 def _utc(*parts: int) -> datetime:
@@ -112,3 +112,4 @@ def test_a_malformed_window_is_refused(bad: dict[str, Any]) -> None:
 
 def test_windows_read_as_a_person_writes_them() -> None:
     assert describe([OFFICE]) == "mon,tue 09:00-17:00 Europe/Zurich"
+    assert OFFICE.model_dump(mode="json")["start"] == "09:00"

@@ -48,7 +48,7 @@ def test_unreadable_is_404_and_too_weak_is_403() -> None:
     p = principal(Role.viewer, (OTHER, "operator"))
     require_in_project(p, OTHER, ProjectRole.operator)
     with pytest.raises(NotFound):
-        require_in_project(p, "C" * 26, ProjectRole.viewer, what="service")
+        require_in_project(p, "C" * 26, ProjectRole.viewer, missing="no service 'x'")
     with pytest.raises(Forbidden):
         require_in_project(p, OTHER, ProjectRole.approver)
     with pytest.raises(Forbidden):

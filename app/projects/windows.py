@@ -11,9 +11,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# What an approval outside a project's windows does: wait for the next one, or be refused.
+OutsideWindow = Literal["wait", "refuse"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -45,6 +47,10 @@ class Window(BaseModel):
         if value.second or value.microsecond or value.tzinfo is not None:
             raise ValueError("a time of day as HH:MM")
         return value
+
+    @field_serializer("start", "end")
+    def _as_written(self, value: time) -> str:
+        return f"{value:%H:%M}"
 
     def periods(self, around: datetime) -> Iterator[tuple[datetime, datetime]]:
         """This window's periods (UTC start, UTC end) that start from a day before `around`

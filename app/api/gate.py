@@ -5,7 +5,7 @@ importing it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
 from fastapi import Depends, Request, Response
 from sqlalchemy.orm import Session
@@ -42,6 +42,15 @@ class ChangeGate(Protocol):
         (kept encrypted), `files` whether the request uploaded files a change request does not
         keep (refused in a protected project)."""
         ...
+
+
+class Held(NamedTuple):
+    """How a route's write is held in a protected project: its gate, the change's kind, the
+    body as submitted."""
+
+    gate: ChangeGate
+    kind: str
+    payload: dict[str, Any]
 
 
 # async: a plain def dependency would cost a thread hop per request (see deps.py).

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from app.api.deps import VersionCheck, check_if_match
+from app.api.deps import check_if_match
 from app.changes.models import ChangeRequest
 from app.core.config import Settings
 from app.core.db import new_id
@@ -24,7 +24,6 @@ from app.services import service as services
 from app.services.models import Service
 from app.services.schemas import (
     ScaleRequest,
-    ServiceAccepted,
     ServiceCreate,
     ServicePatch,
     ServiceReplace,
@@ -131,21 +130,7 @@ def _create_service(session: Session, job: Job) -> Applied:
     return Applied(f"services/{body.service.id}", [body.operation.id])
 
 
-class _ServiceChange(Protocol):
-    """A service function that changes one service, as the direct routes call it."""
-
-    def __call__(
-        self,
-        session: Session,
-        *,
-        service_id: str,
-        check_version: VersionCheck,
-        settings: Settings,
-        created_by: str,
-    ) -> ServiceAccepted: ...
-
-
-def _revise(session: Session, job: Job, change: _ServiceChange) -> Applied:
+def _revise(session: Session, job: Job, change: services.ServiceChange) -> Applied:
     body = change(
         session,
         service_id=job.target_id,

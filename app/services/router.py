@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -10,16 +10,14 @@ from app.api.deps import (
     Ctx,
     Principal,
     ProjectOperator,
-    VersionCheck,
     Viewer,
     check_if_match,
     set_audit_resource,
 )
-from app.api.gate import HELD, Gate
+from app.api.gate import HELD, Gate, Held
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.config import Settings
 from app.core.context import AppContext
 from app.projects import service as projects
 from app.projects.access import check_row
@@ -130,47 +128,30 @@ def _may(session: Session, principal: Principal, service_id: str, needed: Projec
     check_row(session, principal, Service, service_id, needed, what="service")
 
 
-class _Change(Protocol):
-    """A service function that changes one service under the router's If-Match."""
-
-    def __call__(
-        self,
-        session: Session,
-        *,
-        service_id: str,
-        check_version: VersionCheck,
-        settings: Settings,
-        created_by: str,
-    ) -> ServiceAccepted: ...
-
-
 def _change(
     context: AppContext,
     request: Request,
     response: Response,
     principal: Principal,
     service_id: str,
-    change: _Change,
-    *,
-    gate: Gate,
-    kind: str,
-    payload: dict[str, Any],
+    change: service.ServiceChange,
+    held: Held,
 ) -> ServiceAccepted | Response:
-    """Make the change, unless the service's project holds it (`gate`) as a change request
-    of `kind` with `payload`."""
+    """Make the change, unless the service's project holds it as the change request `held`
+    describes."""
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
         _may(session, principal, service_id, ProjectRole.operator)
-        held = gate.hold(
+        answer = held.gate.hold(
             session,
             request=request,
             principal=principal,
-            kind=kind,
-            payload=payload,
+            kind=held.kind,
+            payload=held.payload,
             target_id=service_id,
         )
-        if held is not None:
-            return held
+        if answer is not None:
+            return answer
         body = change(
             session,
             service_id=service_id,
@@ -199,17 +180,8 @@ def update_service(
     gate: Gate,
 ) -> ServiceAccepted | Response:
     replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        replace,
-        gate=gate,
-        kind="service.update",
-        payload=data.model_dump(mode="json", exclude_unset=True),
-    )
+    held = Held(gate, "service.update", data.model_dump(mode="json", exclude_unset=True))
+    return _change(context, request, response, principal, service_id, replace, held)
 
 
 @router.patch(
@@ -230,17 +202,8 @@ def patch_service(
     gate: Gate,
 ) -> ServiceAccepted | Response:
     merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        merge,
-        gate=gate,
-        kind="service.patch",
-        payload=data.model_dump(mode="json"),
-    )
+    held = Held(gate, "service.patch", data.model_dump(mode="json"))
+    return _change(context, request, response, principal, service_id, merge, held)
 
 
 @router.post(
@@ -260,17 +223,8 @@ def rollback_service(
     gate: Gate,
 ) -> ServiceAccepted | Response:
     back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        back,
-        gate=gate,
-        kind="service.rollback",
-        payload={},
-    )
+    held = Held(gate, "service.rollback", {})
+    return _change(context, request, response, principal, service_id, back, held)
 
 
 @router.post(
@@ -291,17 +245,8 @@ def scale_service(
     gate: Gate,
 ) -> ServiceAccepted | Response:
     scale = partial(service.scale, replicas=data.replicas)
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        scale,
-        gate=gate,
-        kind="service.scale",
-        payload=data.model_dump(mode="json"),
-    )
+    held = Held(gate, "service.scale", data.model_dump(mode="json"))
+    return _change(context, request, response, principal, service_id, scale, held)
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -354,14 +299,5 @@ def delete_service(
     principal: ProjectOperator,
     gate: Gate,
 ) -> ServiceAccepted | Response:
-    return _change(
-        context,
-        request,
-        response,
-        principal,
-        service_id,
-        service.delete,
-        gate=gate,
-        kind="service.delete",
-        payload={},
-    )
+    held = Held(gate, "service.delete", {})
+    return _change(context, request, response, principal, service_id, service.delete, held)

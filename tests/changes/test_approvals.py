@@ -18,7 +18,7 @@ from app.main import create_app
 from app.security.roles import DEFAULT_PROJECT_ID, ProjectRole, Role
 from app.tokens import service as tokens
 from app.tokens.models import TokenProjectRole
-from tests.support import Api, Services, wait_for
+from tests.support import Api, Services, context_tar, send_project, wait_for
 from tests.testbed import Testbed
 
 
@@ -270,3 +270,67 @@ def test_a_project_may_refuse_approvals_outside_its_windows_unless_glass_is_brok
         (409, None, None),
         (200, alice.actor, "incident 7"),
     ]
+
+
+@pytest.mark.usefixtures("protected")
+def test_a_held_stack_deploys_as_its_author_once_approved(
+    api: Api, services: Services, bed: Testbed, alice: Person, bob: Person
+) -> None:
+    compose = f"services:\n  app:\n    image: {bed.image}\n    command: [sleep, '300']\n"
+    fields = {"name": "held-shop", "host_id": services.hosts["h1"], "compose": compose}
+    # A change request keeps its Compose file as JSON, not an uploaded project.
+    archive = context_tar({"compose.yaml": compose.encode()})
+    uploaded = send_project(api, "POST", "/stacks", archive, name="held-shop")
+    assert uploaded.status_code == 422, uploaded.text
+    assert "protected" in uploaded.json()["detail"]
+
+    change = _held(alice.call("POST", "/stacks", json=fields))
+    assert change["kind"] == "stack.create"
+    assert [s["name"] for s in change["plan"]["services"]] == ["held-shop-app"]
+    assert api.get("/stacks", params={"name": "held-shop"}).json()["items"] == []
+
+    done = bob.call("POST", f"/changes/{change['id']}/approve").json()
+    assert done["state"] == "applied", done
+    deploy = api.wait_operation(done["operations"][0], timeout=120)
+    assert deploy["status"] == "succeeded", deploy["error"]
+    assert deploy["created_by"] == alice.actor
+    [stack] = api.get("/stacks", params={"name": "held-shop"}).json()["items"]
+    assert stack["status"] == "running"
+
+    # Removing it is a change request too; the author keeps the stack until it is approved.
+    removal = _held(alice.call("DELETE", f"/stacks/{stack['id']}"))
+    assert removal["plan"]["services"] == ["held-shop-app"]
+    assert bob.call("POST", f"/changes/{removal['id']}/approve").json()["state"] == "applied"
+
+
+@pytest.mark.usefixtures("protected")
+def test_an_approved_change_fails_when_its_target_moved_past_the_if_match(
+    api: Api, services: Services, bed: Testbed, alice: Person, bob: Person
+) -> None:
+    created = api.post(
+        "/services",
+        json=_service_body(bed, replicas=0),
+        headers={"X-Berth-Break-Glass": "bootstrap the project"},
+    )
+    assert created.status_code == 202, created.text
+    service = created.json()["service"]
+    scale = alice.call(
+        "POST",
+        f"/services/{service['id']}/scale",
+        json={"replicas": 3},
+        headers={"If-Match": f'"{service["version"]}"'},
+    )
+    change = _held(scale)
+    assert change["kind"] == "service.scale"
+    assert [planned["slot"] for planned in change["plan"]["start"]] == [1, 2, 3]
+    # Meanwhile the service changes (an admin breaks glass): the approved plan is stale.
+    moved = api.post(
+        f"/services/{service['id']}/scale",
+        json={"replicas": 1},
+        headers={"X-Berth-Break-Glass": "load spike"},
+    )
+    assert moved.status_code == 202, moved.text
+    failed = bob.call("POST", f"/changes/{change['id']}/approve").json()
+    assert failed["state"] == "failed", failed
+    assert "If-Match" in failed["error"]
+    assert api.get(f"/services/{service['id']}").json()["replicas"]["desired"] == 1

@@ -17,7 +17,8 @@ class ChangeRead(BaseModel):
     target: str | None = Field(description="`services/<id>`; null for a create")
     target_name: str | None = Field(description="The name a create asks for")
     payload: dict[str, Any] = Field(
-        description="The request body as submitted (a secret's value is never shown)"
+        description="The request body as submitted (a secret's value is never shown, a "
+        "stack's secret-bearing variables are masked)"
     )
     plan: dict[str, Any] = Field(
         description="What it would start, stop and roll, as the direct route's dry run says"

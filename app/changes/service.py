@@ -22,6 +22,7 @@ from app.core.lookup import get_or_404
 from app.projects import windows
 from app.projects.models import Project
 from app.security.crypto import Cipher
+from app.stacks import releases
 
 _WINDOWS = TypeAdapter(list[windows.Window])
 
@@ -48,6 +49,15 @@ def get(session: Session, *, change_id: str, for_update: bool = False) -> Change
     return get_or_404(session, ChangeRequest, change_id, what="change", for_update=for_update)
 
 
+def _shown(change: ChangeRequest) -> dict[str, Any]:
+    """The payload as a read shows it: a stack's secret-bearing variables masked, as its
+    releases keep them (a secret's value is never in the payload at all)."""
+    variables = change.payload.get("variables")
+    if change.target_type != "stacks" or not isinstance(variables, dict):
+        return change.payload
+    return {**change.payload, "variables": releases.masked(variables)}
+
+
 def to_read(change: ChangeRequest, project_name: str) -> ChangeRead:
     return ChangeRead(
         id=change.id,
@@ -55,7 +65,7 @@ def to_read(change: ChangeRequest, project_name: str) -> ChangeRead:
         kind=change.kind,
         target=f"{change.target_type}/{change.target_id}" if change.target_id else None,
         target_name=change.target_name,
-        payload=change.payload,
+        payload=_shown(change),
         plan=change.plan,
         state=ChangeState(change.state),
         author=change.author,

@@ -277,7 +277,12 @@ def test_a_held_stack_deploys_as_its_author_once_approved(
     api: Api, services: Services, bed: Testbed, alice: Person, bob: Person
 ) -> None:
     compose = f"services:\n  app:\n    image: {bed.image}\n    command: [sleep, '300']\n"
-    fields = {"name": "held-shop", "host_id": services.hosts["h1"], "compose": compose}
+    fields = {
+        "name": "held-shop",
+        "host_id": services.hosts["h1"],
+        "compose": compose,
+        "variables": {"DB_PASSWORD": "hunter2", "GREETING": "hi"},
+    }
     # A change request keeps its Compose file as JSON, not an uploaded project.
     archive = context_tar({"compose.yaml": compose.encode()})
     uploaded = send_project(api, "POST", "/stacks", archive, name="held-shop")
@@ -286,6 +291,7 @@ def test_a_held_stack_deploys_as_its_author_once_approved(
 
     change = _held(alice.call("POST", "/stacks", json=fields))
     assert change["kind"] == "stack.create"
+    assert change["payload"]["variables"] == {"DB_PASSWORD": "***", "GREETING": "hi"}
     assert [s["name"] for s in change["plan"]["services"]] == ["held-shop-app"]
     assert api.get("/stacks", params={"name": "held-shop"}).json()["items"] == []
 

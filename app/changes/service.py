@@ -170,15 +170,15 @@ def _decided(change: ChangeRequest, state: ChangeState, by: Author, now: datetim
     change.version += 1
 
 
-def _open(change: ChangeRequest, now: datetime) -> ChangeRequest:
-    """The change, if it still waits for an answer; expired on the spot once past its TTL
-    (the loop closes it too, but an answer must not depend on the loop having run)."""
+def _answerable(change: ChangeRequest, now: datetime, *states: ChangeState) -> None:
+    """Refuse an answer to a change not in one of `states`, or past its TTL: the loop closes
+    it, but an answer must not depend on the loop having run."""
     if change.state == ChangeState.PENDING and change.expires_at <= now:
-        change.state = ChangeState.EXPIRED
-        change.version += 1
-    if change.state != ChangeState.PENDING:
-        raise Conflict(f"change {change.id} is {change.state}; only a pending one is answered")
-    return change
+        raise Conflict(f"change {change.id} expired at {change.expires_at:%Y-%m-%dT%H:%MZ}")
+    if change.state not in states:
+        raise Conflict(
+            f"change {change.id} is {change.state}; only {' or '.join(states)} ones are answered"
+        )
 
 
 def _not_the_author(change: ChangeRequest, by: Author) -> None:
@@ -202,7 +202,7 @@ def approve(
     next one (`not_before`) or refuse, as the project says. Break glass skips the windows.
     Returns the resource the approval's audit entry names."""
     now = clock.now()
-    _open(change, now)
+    _answerable(change, now, ChangeState.PENDING)
     _not_the_author(change, approver)
     project = session.get_one(Project, change.project_id)
     listed = project_windows(project)
@@ -223,7 +223,8 @@ def approve(
 
 
 def reject(session: Session, *, change: ChangeRequest, approver: Author, reason: str) -> None:
-    _open(change, clock.now())
+    """Close the change unapplied; one waiting for its window can still be called off."""
+    _answerable(change, clock.now(), ChangeState.PENDING, ChangeState.WAITING_WINDOW)
     _not_the_author(change, approver)
     _decided(change, ChangeState.REJECTED, approver, clock.now())
     change.reason = reason

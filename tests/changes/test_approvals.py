@@ -230,6 +230,11 @@ def test_an_approval_outside_the_window_waits_for_it(
     listed = api.get("/changes", params={"state": "waiting_window"}).json()["items"]
     assert [c["id"] for c in listed] == [change["id"]]
     assert api.get("/secrets").json()["items"] == []
+    # Another one, approved too, is called off while it waits.
+    other = _held(api.post("/secrets", json={"name": "other", "value": "x"}))
+    assert bob.call("POST", f"/changes/{other['id']}/approve").json()["state"] == "waiting_window"
+    off = bob.call("POST", f"/changes/{other['id']}/reject", json={"reason": "not needed"})
+    assert off.json()["state"] == "rejected", off.text
 
     moved_clock.at = datetime(2026, 11, 30, 8, 0, 1, tzinfo=UTC)
     applied = wait_for(

@@ -14,6 +14,7 @@ from app.api import openapi
 from app.api.auth_limit import FailedAuthLimiter
 from app.api.deps import TokenStore
 from app.api.docs import router as docs_router
+from app.api.gate import ChangeGate
 from app.api.health import WorkersAlive
 from app.api.health import router as health_router
 from app.api.middleware.body_limit import BodyLimitMiddleware
@@ -22,6 +23,8 @@ from app.api.middleware.idempotency import IdempotencyMiddleware
 from app.api.middleware.request_context import RequestContextMiddleware
 from app.audit import service as audit
 from app.audit.router import router as audit_router
+from app.changes.gate import ChangeHold
+from app.changes.router import router as changes_router
 from app.containers.router import router as containers_router
 from app.core.config import Settings, get_settings
 from app.core.context import AppContext
@@ -126,7 +129,9 @@ def create_app(
     # (annotated so that mypy checks they fit).
     token_store: TokenStore = tokens
     alive: WorkersAlive = workers_alive
+    gate: ChangeGate = ChangeHold(context)
     app.state.tokens = token_store
+    app.state.changes = gate
     app.state.auth_failures = FailedAuthLimiter(
         limit=settings.auth_failure_limit, window_seconds=settings.auth_failure_window_seconds
     )
@@ -145,6 +150,7 @@ def create_app(
         secrets_router,
         secret_usage_router,
         stacks_router,
+        changes_router,
         events_router,
         tokens_router,
         projects_router,

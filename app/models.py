@@ -2,6 +2,7 @@
 
 from app.api.models import IdempotencyRecord
 from app.audit.models import AuditEntry, AuditHead
+from app.changes.models import ChangeRequest
 from app.containers.models import Container, PortClaim
 from app.core.db import Base
 from app.events.models import Event
@@ -22,6 +23,7 @@ __all__ = [
     "AuditHead",
     "Base",
     "Blob",
+    "ChangeRequest",
     "Container",
     "Event",
     "Host",

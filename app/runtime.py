@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from app.api.models import IdempotencyRecord
 from app.audit import keys as audit_keys
 from app.audit import retention as audit_retention
+from app.changes.loops import ChangeWindows
+from app.changes.models import ChangeRequest
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
@@ -46,7 +48,12 @@ WORKER_STALE_AFTER = timedelta(seconds=3 * _HEARTBEAT_SECONDS)
 _BLOB_TTL = timedelta(days=7)
 # Every column that holds ciphertext: while one holds a value, a missing key is an error, never
 # a reason to make a new one (tests/security/test_encrypted_columns.py: none is left out).
-ENCRYPTED_COLUMNS = (Host.tls_encrypted, Registry.password_encrypted, Secret.value_encrypted)
+ENCRYPTED_COLUMNS = (
+    Host.tls_encrypted,
+    Registry.password_encrypted,
+    Secret.value_encrypted,
+    ChangeRequest.value_encrypted,
+)
 # A lease expired this long ago has no holder left (every holder renews within seconds): the
 # prober of a process that was killed, the reconciler lease of a service since deleted.
 _LEASE_FORGOTTEN_AFTER = timedelta(hours=1)
@@ -195,6 +202,7 @@ def background_services(context: AppContext, *, kind: str) -> list[Service]:
         *image_check,
         ContainerWatcher(context),
         ServiceReconciler(context),
+        ChangeWindows(context),
         executor,
     ]
 

@@ -29,6 +29,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from app.api.deps import Admin, Operator, ProjectAdmin, ProjectOperator, Viewer
+from app.api.gate import Approver
 from app.api.paths import API_PREFIX
 from app.core.errors import PROBLEM_JSON, Problem
 from app.security.roles import Role
@@ -101,6 +102,8 @@ def _role_checks() -> dict[Callable[..., Any], Role]:
         (Admin, Role.admin),
         (ProjectOperator, Role.operator),
         (ProjectAdmin, Role.admin),
+        # An approver in some project: of the global roles, only an admin is one everywhere.
+        (Approver, Role.admin),
     ):
         checks[get_args(alias)[1].dependency] = role
     return checks

@@ -49,6 +49,10 @@ KEYED_FIELDS = (
     "version_before",
     "version_after",
 )
+# What only some entries carry: hashed (after the keyed fields) when one is set, so the hashes
+# of every entry without them stay as they were. `author`: whom an approved change ran as (the
+# approver is `actor`); `break_glass`: the reason a global admin gave to bypass approvals.
+OPTIONAL_FIELDS = ("author", "break_glass")
 _KEYS_FORMAT = 1
 
 
@@ -59,7 +63,11 @@ def _canonical(value: Any) -> bytes:
 def entry_hash(record: Mapping[str, Any], *, keyed: bool) -> str:
     """The hash of one entry given as its exported record (`at` as an ISO 8601 string)."""
     names = KEYED_FIELDS if keyed else PLAIN_FIELDS
-    fields = [record[name] for name in names] + [record["prev_hash"]]
+    fields = [record[name] for name in names]
+    optional = {name: record[name] for name in OPTIONAL_FIELDS if record.get(name) is not None}
+    if optional:
+        fields.append(optional)
+    fields.append(record["prev_hash"])
     return hashlib.sha256(_canonical(fields)).hexdigest()
 
 

@@ -39,6 +39,10 @@ class AuditEntry(Base):
     # The project of the affected resource, for filtering the audit to readable projects; NULL
     # outside projects. Not part of the hash: it decides who sees an entry, not what it says.
     project_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    # Set only where they apply (app/audit/chain.py OPTIONAL_FIELDS): the author an approved
+    # change ran as, and the reason of a global admin who broke glass.
+    author: Mapped[str | None] = mapped_column(String(200))
+    break_glass: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str | None] = mapped_column(String(64))

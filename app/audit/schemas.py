@@ -25,6 +25,12 @@ class AuditEntryRead(BaseModel):
     resource_id: str | None
     version_before: int | None
     version_after: int | None
+    author: str | None = Field(
+        default=None, description="Whom an approved change ran as; `actor` approved it"
+    )
+    break_glass: str | None = Field(
+        default=None, description="The reason a global admin gave to bypass approvals"
+    )
     prev_hash: str
     hash: str
     mac: str | None

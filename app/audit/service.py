@@ -31,6 +31,9 @@ _PROJECTS = "berth.audit_projects"
 def record(entry: AuditEntry) -> dict[str, Any]:
     """The entry as exported: every field its hash covers, as the hash saw it."""
     values = {name: getattr(entry, name) for name in chain.KEYED_FIELDS}
+    # An optional field is exported only where it is set, as the hash covers it.
+    optional = {name: getattr(entry, name) for name in chain.OPTIONAL_FIELDS}
+    values.update({name: value for name, value in optional.items() if value is not None})
     values["at"] = entry.at.isoformat()
     return {**values, "prev_hash": entry.prev_hash, "hash": entry.hash, "mac": entry.mac}
 
@@ -55,6 +58,8 @@ def append(
     outcome: int,
     versions: tuple[int | None, int | None] = (None, None),
     project_id: str | None = None,
+    author: str | None = None,
+    break_glass: str | None = None,
 ) -> AuditEntry:
     key = keys.of(session)
     head = _locked_head(session)
@@ -87,6 +92,8 @@ def append(
         version_before=versions[0],
         version_after=versions[1],
         project_id=project_id,
+        author=author,
+        break_glass=break_glass,
         prev_hash=head.hash,
     )
     entry.hash = chain.entry_hash(record(entry), keyed=entry.seq >= key.keyed_from)
@@ -133,6 +140,9 @@ def append_request(
         outcome=status,
         versions=(versions or {}).get(resource_id, (None, None)),
         project_id=(projects or {}).get(resource_id),
+        # Noted by the route: app/changes (an approval, a break-glass write).
+        author=state.get("audit_author"),
+        break_glass=state.get("audit_break_glass"),
     )
 
 
@@ -184,14 +194,21 @@ def _append_in_transaction(session: Session) -> None:
     change and its entry commit together or not at all: an entry that cannot be written fails
     the commit (fail closed), and no crash between them can leave a change unaudited."""
     pending = pending_audit.get()
-    if pending is None or pending.written:
+    if pending is None or pending.written or session.in_nested_transaction():
+        # A savepoint's release fires this hook too, but the request's transaction, and what
+        # the route notes for its entry, is not done yet (an approval applies in a savepoint).
         return
     if session.new or session.dirty or session.deleted:
         session.flush()
     if not recorder.changed(session):
         return  # a read, idempotency bookkeeping: not the request's change
     # The response is not sent yet; the route's success status is the one it is about to send.
-    status = getattr(pending.scope.get("route"), "status_code", None) or 200
+    # A write held as a change request answers 202 whatever the route's own status.
+    status = (
+        pending.scope["state"].get("audit_status")
+        or getattr(pending.scope.get("route"), "status_code", None)
+        or 200
+    )
     append_request(
         session,
         scope=pending.scope,

@@ -180,6 +180,18 @@ class Settings(BaseSettings):
         "Retry-After is honoured on top).",
     )
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    change_request_ttl_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a change request in a protected project waits for an approver "
+        "before it expires.",
+    )
+    change_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often expired change requests are closed and approved ones whose "
+        "change window opened are applied.",
+    )
     auth_failure_limit: int = Field(
         default=20,
         ge=1,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, false
+from sqlalchemy import ForeignKey, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, JSONType, new_id, utcnow
@@ -26,6 +26,12 @@ class Project(Base):
     quotas: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Names of app.containers.policy rules that this project's containers may break.
     relaxations: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # A protected project's change windows (app/projects/windows.py `Window`, as JSON) and what
+    # an approval outside them does: "wait" for the next, or "refuse" (docs/changes.md).
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
+    outside_window: Mapped[str] = mapped_column(String(8), default="wait", server_default="wait")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))

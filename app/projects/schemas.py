@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.projects.windows import OutsideWindow, Window
 from app.security.roles import ProjectRole
 
 ProjectName = Annotated[
@@ -84,6 +85,12 @@ class ProjectPatch(BaseModel):
     )
 
     protected: bool | None = None
+    windows: list[Window] | None = Field(
+        default=None,
+        max_length=50,
+        description="When a protected project takes changes; empty: at any time (docs/changes.md)",
+    )
+    outside_window: OutsideWindow | None = None
     quotas: Quotas | None = None
     relaxations: list[Relaxation] | None = Field(default=None, max_length=5)
 
@@ -92,6 +99,10 @@ class ProjectRead(BaseModel):
     id: str
     name: str
     protected: bool
+    windows: list[Window]
+    outside_window: OutsideWindow = Field(
+        description="An approval outside the windows: `wait` for the next, or `refuse` (409)"
+    )
     quotas: Quotas
     relaxations: list[Relaxation]
     usage: Usage

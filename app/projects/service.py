@@ -26,6 +26,7 @@ from app.projects.schemas import (
     Quotas,
     Usage,
 )
+from app.projects.windows import Window
 from app.security.roles import DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectRole
 from app.tokens.models import ApiToken, TokenProjectRole
 
@@ -118,6 +119,8 @@ def to_read(session: Session, project: Project) -> ProjectRead:
         id=project.id,
         name=project.name,
         protected=project.protected,
+        windows=[Window.model_validate(window) for window in project.windows or []],
+        outside_window=project.outside_window,
         quotas=Quotas.model_validate(project.quotas or {}),
         relaxations=list(project.relaxations or []),
         usage=Usage(**asdict(used)),
@@ -174,6 +177,10 @@ def create(session: Session, *, data: ProjectCreate, created_by: str) -> Project
 def update(session: Session, *, project: Project, data: ProjectPatch) -> None:
     if data.protected is not None:
         project.protected = data.protected
+    if data.windows is not None:
+        project.windows = [window.model_dump(mode="json") for window in data.windows]
+    if data.outside_window is not None:
+        project.outside_window = data.outside_window
     if data.quotas is not None:
         project.quotas = _stored_quotas(data.quotas)
     if data.relaxations is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Ctx, ProjectAdmin, set_audit_resource
+from app.api.gate import HELD, Gate
 from app.api.openapi import versioned
 from app.api.paths import API_PREFIX
 from app.projects import service as projects
@@ -24,6 +25,8 @@ router = APIRouter(prefix=SECRETS_PATH, tags=["secrets"])
     summary="Store a secret (a project-admin of its project); the value is encrypted and never "
     "shown again",
     openapi_extra=versioned(sends_etag=True),
+    response_model=SecretRead,
+    responses=HELD,
 )
 def create_secret(
     data: SecretCreate,
@@ -31,11 +34,23 @@ def create_secret(
     response: Response,
     context: Ctx,
     principal: ProjectAdmin,
-) -> SecretRead:
+    gate: Gate,
+) -> SecretRead | Response:
     with context.db.session() as session:
         project = projects.target(
             session, principal, name=data.project, needed=ProjectRole.project_admin
         )
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="secret.create",
+            payload=data.model_dump(mode="json", exclude={"value"}, exclude_unset=True),
+            project_id=project.id,
+            value=data.value,
+        )
+        if held is not None:
+            return held
         secret = service.create(
             session,
             name=data.name,

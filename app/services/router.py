@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -10,15 +10,14 @@ from app.api.deps import (
     Ctx,
     Principal,
     ProjectOperator,
-    VersionCheck,
     Viewer,
     check_if_match,
     set_audit_resource,
 )
+from app.api.gate import HELD, Gate, Held
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.api.paths import API_PREFIX
-from app.core.config import Settings
 from app.core.context import AppContext
 from app.projects import service as projects
 from app.projects.access import check_row
@@ -51,18 +50,36 @@ def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
     return body
 
 
-@router.post("", status_code=202, summary="Create a service; the reconciler starts its replicas")
+@router.post(
+    "",
+    status_code=202,
+    summary="Create a service; the reconciler starts its replicas",
+    response_model=ServiceAccepted,
+    responses=HELD,
+)
 def create_service(
     data: ServiceCreate,
     request: Request,
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
+    payload = data.model_dump(mode="json", exclude_unset=True)
     with context.db.session() as session:
         project = projects.target(
             session, principal, name=data.project, needed=ProjectRole.operator
         )
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="service.create",
+            payload=payload,
+            project_id=project.id,
+        )
+        if held is not None:
+            return held
         body = service.create_and_queue(
             session,
             name=data.name,
@@ -112,31 +129,30 @@ def _may(session: Session, principal: Principal, service_id: str, needed: Projec
     check_row(session, principal, Service, service_id, needed, what="service")
 
 
-class _Change(Protocol):
-    """A service function that changes one service under the router's If-Match."""
-
-    def __call__(
-        self,
-        session: Session,
-        *,
-        service_id: str,
-        check_version: VersionCheck,
-        settings: Settings,
-        created_by: str,
-    ) -> ServiceAccepted: ...
-
-
 def _change(
     context: AppContext,
     request: Request,
     response: Response,
     principal: Principal,
     service_id: str,
-    change: _Change,
-) -> ServiceAccepted:
+    change: service.ServiceChange,
+    held: Held,
+) -> ServiceAccepted | Response:
+    """Make the change, unless the service's project holds it as the change request `held`
+    describes."""
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session() as session:
         _may(session, principal, service_id, ProjectRole.operator)
+        answer = held.gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind=held.kind,
+            payload=held.payload,
+            target_id=service_id,
+        )
+        if answer is not None:
+            return answer
         body = change(
             session,
             service_id=service_id,
@@ -151,6 +167,8 @@ def _change(
     "/{service_id}",
     status_code=202,
     summary="Replace the spec: a new revision, rolled out",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def update_service(
@@ -160,15 +178,19 @@ def update_service(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     replace = partial(service.revise, make_spec=lambda _session, svc: data.spec_for(svc.name))
-    return _change(context, request, response, principal, service_id, replace)
+    held = Held(gate, "service.update", data.model_dump(mode="json", exclude_unset=True))
+    return _change(context, request, response, principal, service_id, replace, held)
 
 
 @router.patch(
     "/{service_id}",
     status_code=202,
     summary="Change some spec fields: a new revision",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def patch_service(
@@ -178,15 +200,19 @@ def patch_service(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     merge = partial(service.revise, make_spec=lambda _session, svc: service.patched(svc, data.spec))
-    return _change(context, request, response, principal, service_id, merge)
+    held = Held(gate, "service.patch", data.model_dump(mode="json"))
+    return _change(context, request, response, principal, service_id, merge, held)
 
 
 @router.post(
     "/{service_id}/rollback",
     status_code=202,
     summary="Go back one revision (as a new revision)",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def rollback_service(
@@ -195,15 +221,19 @@ def rollback_service(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     back = partial(service.revise, make_spec=service.previous_spec, pin=service.previous_digest)
-    return _change(context, request, response, principal, service_id, back)
+    held = Held(gate, "service.rollback", {})
+    return _change(context, request, response, principal, service_id, back, held)
 
 
 @router.post(
     "/{service_id}/scale",
     status_code=202,
     summary="Change the replica count (no new revision)",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def scale_service(
@@ -213,9 +243,11 @@ def scale_service(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
+    gate: Gate,
+) -> ServiceAccepted | Response:
     scale = partial(service.scale, replicas=data.replicas)
-    return _change(context, request, response, principal, service_id, scale)
+    held = Held(gate, "service.scale", data.model_dump(mode="json"))
+    return _change(context, request, response, principal, service_id, scale, held)
 
 
 @router.get("/{service_id}/revisions", summary="The service's revisions, oldest first")
@@ -256,6 +288,8 @@ def plan_service(
     "/{service_id}",
     status_code=202,
     summary="Delete a service and its replicas",
+    response_model=ServiceAccepted,
+    responses=HELD,
     openapi_extra=versioned(checks_if_match=True),
 )
 def delete_service(
@@ -264,8 +298,10 @@ def delete_service(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> ServiceAccepted:
-    return _change(context, request, response, principal, service_id, service.delete)
+    gate: Gate,
+) -> ServiceAccepted | Response:
+    held = Held(gate, "service.delete", {})
+    return _change(context, request, response, principal, service_id, service.delete, held)
 
 
 @router.post(

@@ -8,6 +8,7 @@ from functools import partial
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Ctx, ProjectAdmin, Viewer, check_if_match, set_audit_resource
+from app.api.gate import HELD, Gate
 from app.api.openapi import versioned
 from app.api.pagination import Cursor, Limit, Page
 from app.projects import service as projects
@@ -55,6 +56,8 @@ def get_secret(secret_id: str, response: Response, context: Ctx, principal: View
     description="Each service referencing the secret gets a new revision with the same spec, "
     "rolled out by its update_config; the answer lists one `service.converge` operation each.",
     openapi_extra=versioned(checks_if_match=True, sends_etag=True),
+    response_model=SecretRotated,
+    responses=HELD,
 )
 def rotate_secret(
     secret_id: str,
@@ -63,10 +66,22 @@ def rotate_secret(
     response: Response,
     context: Ctx,
     principal: ProjectAdmin,
-) -> SecretRotated:
+    gate: Gate,
+) -> SecretRotated | Response:
     set_audit_resource(request, f"secrets/{secret_id}")
     with context.db.session() as session:
         check_row(session, principal, Secret, secret_id, ProjectRole.project_admin, what="secret")
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="secret.rotate",
+            payload={},
+            target_id=secret_id,
+            value=data.value,
+        )
+        if held is not None:
+            return held
         body = secret_usage.rotate(
             session,
             secret_id=secret_id,
@@ -88,13 +103,24 @@ def rotate_secret(
     status_code=204,
     summary="Delete a secret (a project-admin); 409 while a service uses it",
     openapi_extra=versioned(checks_if_match=True),
+    responses=HELD,
 )
 def delete_secret(
-    secret_id: str, request: Request, context: Ctx, principal: ProjectAdmin
+    secret_id: str, request: Request, context: Ctx, principal: ProjectAdmin, gate: Gate
 ) -> Response:
     set_audit_resource(request, f"secrets/{secret_id}")
     with context.db.session() as session:
         check_row(session, principal, Secret, secret_id, ProjectRole.project_admin, what="secret")
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="secret.delete",
+            payload={},
+            target_id=secret_id,
+        )
+        if held is not None:
+            return held
         secret_usage.delete(
             session, secret_id=secret_id, check_version=partial(check_if_match, request)
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -43,6 +43,22 @@ from app.services.schemas import (
     Task,
     UpdateAvailable,
 )
+
+
+class ServiceChange(Protocol):
+    """A service function that changes one service under an If-Match: the routes call it, and
+    an approved change request calls it (app/changes/kinds.py)."""
+
+    def __call__(
+        self,
+        session: Session,
+        *,
+        service_id: str,
+        check_version: VersionCheck,
+        settings: Settings,
+        created_by: str,
+    ) -> ServiceAccepted: ...
+
 
 # Where a new revision's spec comes from, given the locked service: the request (replace or
 # patch it) or an earlier revision (roll back).

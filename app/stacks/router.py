@@ -18,6 +18,7 @@ from app.api.deps import (
     check_if_match,
     set_audit_resource,
 )
+from app.api.gate import HELD, Gate
 from app.api.middleware.asgi import is_multipart
 from app.api.openapi import schema_ref, versioned
 from app.api.pagination import Cursor, Limit, Page
@@ -67,7 +68,7 @@ _DRY_RUN = Query(
 _DEPLOY_ROUTE: dict[str, Any] = {
     "status_code": 202,
     "response_model": StackAccepted,
-    "responses": {200: {"model": StackDryRun, "description": "The plan of a dry run"}},
+    "responses": {200: {"model": StackDryRun, "description": "The plan of a dry run"}, **HELD},
 }
 
 
@@ -196,7 +197,9 @@ def _planned(body: StackDryRun) -> Response:
     return JSONResponse(body.model_dump(mode="json"), status_code=200)
 
 
-def _located(response: Response, body: StackAccepted) -> StackAccepted:
+def _located(response: Response, body: StackAccepted | Response) -> StackAccepted | Response:
+    if isinstance(body, Response):
+        return body  # held as a change request: its own answer
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
     return body
 
@@ -214,6 +217,7 @@ async def create_stack(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
+    gate: Gate,
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> StackAccepted | Response:
     data, contexts, project = await _read_request(request, StackCreate, context.settings)
@@ -239,8 +243,20 @@ async def create_stack(
 
         return _planned(await run_in_threadpool(plan))
 
-    def create() -> StackAccepted:
+    def create() -> StackAccepted | Response:
         with context.db.session() as session:
+            project_id = owner(session)
+            held = gate.hold(
+                session,
+                request=request,
+                principal=principal,
+                kind="stack.create",
+                payload=data.model_dump(mode="json", exclude_unset=True),
+                project_id=project_id,
+                files=bool(contexts or project),
+            )
+            if held is not None:
+                return held
             body = service.create(
                 session,
                 data=data,
@@ -248,7 +264,7 @@ async def create_stack(
                 settings=context.settings,
                 cipher=context.cipher,
                 created_by=principal.actor,
-                project_id=owner(session),
+                project_id=project_id,
             )
             set_audit_resource(request, f"stacks/{body.stack.id}")
             return body
@@ -298,6 +314,7 @@ async def update_stack(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
+    gate: Gate,
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
@@ -327,8 +344,19 @@ async def update_stack(
 
         return _planned(await run_in_threadpool(plan))
 
-    def update() -> StackAccepted:
+    def update() -> StackAccepted | Response:
         with context.db.session() as session:
+            held = gate.hold(
+                session,
+                request=request,
+                principal=principal,
+                kind="stack.update",
+                payload=data.model_dump(mode="json", exclude_unset=True),
+                target_id=stack_id,
+                files=bool(contexts or project),
+            )
+            if held is not None:
+                return held
             return service.update(
                 session,
                 stack_id=stack_id,
@@ -347,6 +375,8 @@ async def update_stack(
     "/{stack_id}",
     status_code=202,
     summary="Remove a stack: its services, then the networks it created",
+    response_model=StackAccepted,
+    responses=HELD,
     description="Named volumes the stack created are removed too with `?volumes=true` "
     "(their data is lost); by default they are kept.",
     openapi_extra=versioned(checks_if_match=True),
@@ -357,11 +387,22 @@ def delete_stack(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
+    gate: Gate,
     volumes: bool = False,
-) -> StackAccepted:
+) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
     with context.db.session() as session:
         _may(session, principal, stack_id, ProjectRole.operator)
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="stack.delete",
+            payload={"volumes": volumes},
+            target_id=stack_id,
+        )
+        if held is not None:
+            return held
         body = service.delete(
             session,
             stack_id=stack_id,
@@ -418,6 +459,8 @@ def diff_releases(
     "/{stack_id}/rollback",
     status_code=202,
     summary="Deploy a past release again, its digests included, as a new generation",
+    response_model=StackAccepted,
+    responses=HELD,
     description="The release's Compose file, variables (as kept: masked values stay masked) "
     "and plan are deployed as they were; its images are created from the digests recorded "
     "then, not from what their tags name now, and images Berth built then are not rebuilt. "
@@ -431,10 +474,21 @@ def rollback_stack(
     response: Response,
     context: Ctx,
     principal: ProjectOperator,
-) -> StackAccepted:
+    gate: Gate,
+) -> StackAccepted | Response:
     set_audit_resource(request, f"stacks/{stack_id}")
     with context.db.session() as session:
         _may(session, principal, stack_id, ProjectRole.operator)
+        held = gate.hold(
+            session,
+            request=request,
+            principal=principal,
+            kind="stack.rollback",
+            payload=data.model_dump(mode="json"),
+            target_id=stack_id,
+        )
+        if held is not None:
+            return held
         body = service.rollback(
             session,
             stack_id=stack_id,

@@ -1,7 +1,7 @@
 """image_tags and registry_check_counts: what the registries last said the tags in use name
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-30 07:40:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from app.core.db import UTCDateTime
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

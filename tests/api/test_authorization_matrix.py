@@ -74,6 +74,11 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("PUT", "/api/v1/secrets/{secret_id}"): Role.admin,
     ("DELETE", "/api/v1/secrets/{secret_id}"): Role.admin,
     ("POST", "/api/v1/stacks"): Role.operator,
+    # The approver role in the change's project (of the global roles, only admin has it).
+    ("GET", "/api/v1/changes"): Role.viewer,
+    ("GET", "/api/v1/changes/{change_id}"): Role.viewer,
+    ("POST", "/api/v1/changes/{change_id}/approve"): Role.admin,
+    ("POST", "/api/v1/changes/{change_id}/reject"): Role.admin,
     ("GET", "/api/v1/stacks"): Role.viewer,
     ("GET", "/api/v1/stacks/{stack_id}"): Role.viewer,
     ("PUT", "/api/v1/stacks/{stack_id}"): Role.operator,

@@ -402,7 +402,7 @@ class Followers:
 
 class ContainerWatcher(LoopService):
     """Starts and stops a follower per host, holding a lease per host so that one process
-    follows each host; renews the leases every round."""
+    follows each host; renews the leases every round, all in one transaction."""
 
     name = "container-watcher"
 
@@ -427,12 +427,15 @@ class ContainerWatcher(LoopService):
             if host_id not in hosts or follower.done():
                 follower.cancel()
                 del self.followers[host_id]
+        # Every host's lease taken or renewed in one transaction (not one per host).
+        held = leases.acquire_many(
+            self.app.db,
+            [f"containers.follow.{host_id}" for host_id in sorted(hosts)],
+            holder=self.holder,
+            ttl_seconds=_LEASE_SECONDS,
+        )
         for host_id in hosts:
-            lease = f"containers.follow.{host_id}"
-            if (
-                leases.acquire(self.app.db, lease, holder=self.holder, ttl_seconds=_LEASE_SECONDS)
-                is None
-            ):
+            if f"containers.follow.{host_id}" not in held:
                 if host_id in self.followers:
                     self.followers.pop(host_id).cancel()
                 continue

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from app.engine.docker_engine import EngineFacts, engine_facts
 from app.engine.errors import (
     EngineError,
     EngineRejected,
@@ -249,6 +250,23 @@ class LiveEngine:
         )
         return _container_stats(body, what)
 
+    # What the host prober reads, with short timeouts: an answer late by more is a failed probe.
+
+    async def ping(self, *, timeout: float) -> str | None:
+        """`GET /_ping`: the cheapest proof the engine answers. Returns its `API-Version`
+        header (None when it sends none), which changes when the engine is upgraded."""
+        with translate_errors("ping"):
+            response = await self._client.get("/_ping", timeout=timeout)
+        _raise_for_status(response, "ping")
+        version: str | None = response.headers.get("api-version")
+        return version
+
+    async def facts(self, *, timeout: float) -> EngineFacts:
+        """What `GET /info` and `GET /version` say about the engine, as DockerEngine.facts."""
+        info = await self._get_json("/info", "info", timeout=timeout)
+        version = await self._get_json("/version", "version", timeout=timeout)
+        return engine_facts(info, version)
+
     # What the container followers read. Unversioned paths: the engine answers in its own API
     # version, as DockerEngine (version="auto") reads it; these calls need no minimum version.
 
@@ -299,10 +317,19 @@ class LiveEngine:
     # Internals.
 
     async def _get_decoded(
-        self, path: str, what: str, *, params: dict[str, str] | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
+        """`timeout` (seconds, for every phase) replaces the client's own timeouts."""
         with translate_errors(what):
-            response = await self._client.get(path, params=params)
+            if timeout is None:
+                response = await self._client.get(path, params=params)
+            else:
+                response = await self._client.get(path, params=params, timeout=timeout)
         _raise_for_status(response, what)
         try:
             return response.json()
@@ -310,9 +337,14 @@ class LiveEngine:
             raise EngineUnavailable(f"{what}: engine answered with invalid JSON") from exc
 
     async def _get_json(
-        self, path: str, what: str, *, params: dict[str, str] | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        body = await self._get_decoded(path, what, params=params)
+        body = await self._get_decoded(path, what, params=params, timeout=timeout)
         if not isinstance(body, dict):
             raise EngineUnavailable(f"{what}: engine answered with unexpected JSON")
         return body

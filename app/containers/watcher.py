@@ -37,6 +37,8 @@ from app.engine.protocol import Engine, LiveClient
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
+from app.images import inventory
+from app.images.loops import refresh as refresh_images
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
@@ -45,6 +47,9 @@ log = logging.getLogger("berth.containers")
 _LEASE_SECONDS = 10.0
 # A silent event stream is re-opened (and the host re-listed) after this long.
 _SILENCE_SECONDS = 30.0
+# An image inventory re-read waits this long after the event that asked for it, so that a
+# burst of events (many replicas placed on the host) costs one re-read.
+_IMAGES_SETTLE_SECONDS = 2.0
 # Threads for the followers' database work: enough that one write waiting for the lock does
 # not hold up the others, few enough that they do not grow with the hosts.
 _DB_THREADS = 4
@@ -304,6 +309,9 @@ class Followers:
         self._db = concurrent.futures.ThreadPoolExecutor(
             _DB_THREADS, thread_name_prefix="berth-follow-db"
         )
+        # Hosts whose image inventory an event changed, and their pending re-reads (loop only).
+        self._images_dirty: set[str] = set()
+        self._image_syncs: dict[str, asyncio.Task[None]] = {}
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="berth-followers", daemon=True
         )
@@ -370,6 +378,20 @@ class Followers:
             if engine is not None:
                 await engine.aclose()
 
+    def _images_changed(self, host_id: str) -> None:
+        """The host's image inventory changed (an event said so): re-read it soon, once for a
+        burst of such events (a service placing many replicas on the host)."""
+        self._images_dirty.add(host_id)
+        sync = self._image_syncs.get(host_id)
+        if sync is None or sync.done():
+            self._image_syncs[host_id] = asyncio.create_task(self._sync_images(host_id))
+
+    async def _sync_images(self, host_id: str) -> None:
+        while host_id in self._images_dirty:
+            await asyncio.sleep(_IMAGES_SETTLE_SECONDS)
+            self._images_dirty.discard(host_id)
+            await self._in_db_thread(refresh_images, self.app, host_id)
+
     def _host(self, host_id: str) -> tuple[str, str | None, bool] | None:
         with self.app.db.session(write=False) as session:
             row = session.execute(
@@ -380,12 +402,16 @@ class Followers:
     async def _read(self, engine: LiveClient, writer: StateWriter) -> None:
         # Open the stream first, then re-list: nothing can happen in between unseen.
         async with engine.events(
-            since=int(time.time()) - 1, silence_seconds=self.silence_seconds
+            since=int(time.time()) - 1,
+            silence_seconds=self.silence_seconds,
+            types=inventory.EVENT_TYPES,
         ) as events:
             listed_at = utcnow()  # when the engine was read: a newer reading already stored wins
             summaries = await engine.list_containers()
             await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
             async for event in events:
+                if inventory.changes_inventory(event):
+                    self._images_changed(writer.host_id)
                 docker_id = writer.to_reread(event)
                 if docker_id is None:
                     continue

@@ -18,7 +18,7 @@ import functools
 import json
 import ssl
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -288,15 +288,19 @@ class LiveEngine:
 
     @contextlib.asynccontextmanager
     async def events(
-        self, *, since: int | None = None, silence_seconds: float
+        self,
+        *,
+        since: int | None = None,
+        silence_seconds: float,
+        types: Sequence[str] = ("container",),
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Open the engine's container event stream (the engine has answered once the block
-        is entered) and hand its events to the block as they come.
+        """Open the engine's event stream for objects of `types` (the engine has answered once
+        the block is entered) and hand its events to the block as they come.
 
         The engine sends nothing while nothing happens, so silence cannot be told from a
         half-open connection: reading ends with EngineUnavailable after `silence_seconds`
         without a byte, and the reader re-opens the stream."""
-        params = {"filters": json.dumps({"type": ["container"]})}
+        params = {"filters": json.dumps({"type": list(types)})}
         if since is not None:
             params["since"] = str(since)
         timeout = httpx.Timeout(

@@ -4,7 +4,7 @@ docker implementations; code outside app/engine types against these protocols.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import IO, Any, Protocol
@@ -143,7 +143,11 @@ class LiveClient(Protocol):
     async def inspect_container(self, container_id: str) -> dict[str, Any]: ...
 
     def events(
-        self, *, since: int | None = None, silence_seconds: float
+        self,
+        *,
+        since: int | None = None,
+        silence_seconds: float,
+        types: Sequence[str] = ("container",),
     ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
 
     async def aclose(self) -> None: ...

@@ -13,6 +13,7 @@ the task): that closes the HTTP response, and with it the engine's side of the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx
@@ -34,6 +35,7 @@ from app.engine.errors import (
     EngineRejected,
     EngineUnavailable,
     for_status,
+    tls_failure,
     translate_errors,
 )
 from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp
@@ -124,17 +126,19 @@ class LiveEngine:
                 uds=path, verify=_unused_tls_context(), limits=limits
             )
             base_url = "http://docker"
+            self._pinger = _Pinger(path=path, host="docker")
         elif url.startswith(("tcp://", "http://", "https://")):
             address = url.split("://", 1)[1].rstrip("/")
             if tls is not None:
-                transport = httpx.AsyncHTTPTransport(
-                    verify=_ssl_context(tls, insecure=insecure), limits=limits
-                )
+                context = _ssl_context(tls, insecure=insecure)
+                transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
                 base_url = f"https://{address}"
             else:
                 refuse_plain_tcp(url, insecure=insecure)
+                context = None
                 transport = httpx.AsyncHTTPTransport(verify=_unused_tls_context(), limits=limits)
                 base_url = f"http://{address}"
+            self._pinger = _Pinger(host=address, tls=context)
         else:
             raise EngineRejected(f"connect to {url}: unsupported engine URL scheme")
         # trust_env=False: an engine is never reached through the environment's HTTP proxy.
@@ -143,6 +147,7 @@ class LiveEngine:
         )
 
     async def aclose(self) -> None:
+        self._pinger.close()
         await self._client.aclose()
 
     async def __aenter__(self) -> LiveEngine:
@@ -254,12 +259,9 @@ class LiveEngine:
 
     async def ping(self, *, timeout: float) -> str | None:
         """`GET /_ping`: the cheapest proof the engine answers. Returns its `API-Version`
-        header (None when it sends none), which changes when the engine is upgraded."""
-        with translate_errors("ping"):
-            response = await self._client.get("/_ping", timeout=timeout)
-        _raise_for_status(response, "ping")
-        version: str | None = response.headers.get("api-version")
-        return version
+        header (None when it sends none), which changes when the engine is upgraded. On a
+        connection of its own, kept between pings (see `_Pinger`)."""
+        return await self._pinger.ping(timeout)
 
     async def facts(self, *, timeout: float) -> EngineFacts:
         """What `GET /info` and `GET /version` say about the engine, as DockerEngine.facts."""
@@ -359,6 +361,95 @@ class LiveEngine:
             f"/v{version}/containers/{quote(container_id, safe='')}/json", what
         )
         return bool((details.get("Config") or {}).get("Tty"))
+
+
+class _Pinger:
+    """`GET /_ping` spoken directly over one kept asyncio connection (unix socket, TCP, or TLS
+    with the client's own context). The prober pings every host every few seconds; through
+    httpx a ping cost about ten times what the request itself does (the client's machinery
+    and a cancel scope per socket operation: bench/README.md, "Idle cost"). One ping at a
+    time; a failed connection is dropped, and a kept one the engine closed meanwhile is
+    replaced once."""
+
+    def __init__(self, *, host: str, path: str | None = None, tls: ssl.SSLContext | None = None):
+        self._path = path
+        address = urlsplit(f"//{host}")
+        self._host = address.hostname or host
+        # The ports the engine listens on by default (docker's own client assumes the same).
+        self._port = address.port if path is None and address.port else (2376 if tls else 2375)
+        self._tls = tls
+        self._request = f"GET /_ping HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ping(self, timeout: float) -> str | None:
+        try:
+            async with self._lock, asyncio.timeout(timeout):
+                reused = self._connection is not None
+                try:
+                    return await self._once()
+                except (OSError, asyncio.IncompleteReadError):
+                    self.close()
+                    if not reused:
+                        raise
+                    return await self._once()  # the engine closed the kept connection
+        except TimeoutError as exc:
+            self.close()
+            raise EngineUnavailable(f"ping: engine unreachable (no answer in {timeout} s)") from exc
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self.close()
+            detail = tls_failure(exc) or str(exc) or type(exc).__name__
+            raise EngineUnavailable(f"ping: engine unreachable ({detail})") from exc
+
+    async def _once(self) -> str | None:
+        if self._connection is None:
+            if self._path is not None:
+                self._connection = await asyncio.open_unix_connection(self._path)
+            else:
+                self._connection = await asyncio.open_connection(
+                    self._host, self._port, ssl=self._tls
+                )
+        reader, writer = self._connection
+        writer.write(self._request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await _read_chunked(reader)
+        elif "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        else:  # the body ends with the connection
+            body = await reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        if status >= 400:
+            message = body.decode(errors="replace").strip()
+            with contextlib.suppress(ValueError):
+                decoded = json.loads(message)
+                if isinstance(decoded, dict) and decoded.get("message"):
+                    message = str(decoded["message"])
+            raise for_status(status, f"ping: {message or f'HTTP {status}'}")
+        return headers.get("api-version")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection[1].close()
+            self._connection = None
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers: the empty line that ends the body
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
 
 
 async def _decoded_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:

@@ -70,14 +70,14 @@ def test_a_result_on_the_host_row() -> None:
 
 
 def test_a_ping_answers_on_the_real_engines_and_fails_plainly(bed: Testbed, tmp_path: Path) -> None:
-    async def pings(url: str, **options: bool) -> tuple[list[str | None], str]:
-        async with LiveEngine(url, **options) as engine:
+    async def pings(url: str, insecure: bool) -> tuple[list[str | None], str]:
+        async with LiveEngine(url, insecure=insecure) as engine:
             # Three pings on the one kept connection, then the facts through httpx.
             answers = [await engine.ping(timeout=5) for _ in range(3)]
             return answers, (await engine.facts(timeout=5)).api_version
 
-    for url, options in ((bed.h1_url, {}), (bed.h2_url, {"insecure": True})):
-        answers, api_version = asyncio.run(pings(url, **options))
+    for url, insecure in ((bed.h1_url, False), (bed.h2_url, True)):
+        answers, api_version = asyncio.run(pings(url, insecure))
         assert answers == [api_version] * 3, url
 
     async def nobody() -> None:

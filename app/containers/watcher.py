@@ -1,6 +1,8 @@
 """Live container state: a follower per host reads the engine's event stream and re-lists the
 host's containers on every (re)connect, so state follows reality within a second or two and a
-missed event is repaired by the next re-list. One process follows each host (a lease per host).
+missed event is repaired by the next re-list. A stream silent for 30 s is re-opened with the
+engine replaying from when it was last heard, without a re-list; a host is re-listed at least
+every 5 minutes all the same. One process follows each host (a lease per host).
 
 The followers of a process are coroutines on one event loop in one thread, reading through
 the async engine client (LiveClient): a thread and a blocking client per host made a thousand
@@ -23,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -32,7 +35,7 @@ from app.containers.engine_config import is_newer, not_newer_than, observed
 from app.containers.models import Container
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.errors import EngineError, ObjectNotFound
+from app.engine.errors import EngineError, ObjectNotFound, StreamSilent
 from app.engine.protocol import Engine, LiveClient
 from app.events import recorder as events
 from app.hosts.models import Host
@@ -45,8 +48,10 @@ from app.workers.loops import LoopService
 log = logging.getLogger("berth.containers")
 
 _LEASE_SECONDS = 10.0
-# A silent event stream is re-opened (and the host re-listed) after this long.
+# A silent event stream is re-opened after this long (replaying from when it was last heard).
 _SILENCE_SECONDS = 30.0
+# A followed host is re-listed at least this often, whatever its streams did.
+_RELIST_SECONDS = 300.0
 # An image inventory re-read waits this long after the event that asked for it, so that a
 # burst of events (many replicas placed on the host) costs one re-read.
 _IMAGES_SETTLE_SECONDS = 2.0
@@ -295,6 +300,15 @@ class StateWriter:
         wakeups.notify(wakeups.SERVICES)
 
 
+@dataclass
+class _Resume:
+    """Where a host's next event stream starts: `since` (seconds) after a silent stream, else
+    None (re-list); `relist_due` (monotonic) the latest time for a re-list all the same."""
+
+    since: int | None = None
+    relist_due: float = 0.0
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -350,6 +364,7 @@ class Followers:
         writer = StateWriter(self.app, host_id)
         connected: tuple[str, str | None, bool] | None = None
         engine: LiveClient | None = None
+        resume = _Resume()
         try:
             while True:
                 try:
@@ -365,7 +380,8 @@ class Followers:
                         tls = tls_material(self.app.cipher, tls_encrypted)
                         engine = self.app.engine_factory.live(url, tls=tls, insecure=insecure)
                         connected = row
-                    await self._read(engine, writer)
+                        resume.since = None
+                    await self._read(engine, writer, resume)
                 except (EngineError, OSError, ValueError) as exc:
                     log.debug(
                         "event stream ended; re-listing",
@@ -399,31 +415,48 @@ class Followers:
             ).first()
         return None if row is None else (row.url, row.tls_encrypted, row.insecure)
 
-    async def _read(self, engine: LiveClient, writer: StateWriter) -> None:
+    async def _read(self, engine: LiveClient, writer: StateWriter, resume: _Resume) -> None:
+        """Follow one opening of the event stream. After a silent stream the engine is asked to
+        replay from when it was last heard instead of a re-list (a re-list of every host every
+        30 s was most of the followers' idle cost); a re-list still comes at every other
+        opening, and at least every `_RELIST_SECONDS`, since an event can be missed."""
+        opened = int(time.time()) - 1
+        relist = resume.since is None or time.monotonic() >= resume.relist_due
+        since = opened if relist or resume.since is None else resume.since
+        resume.since = None
         # Open the stream first, then re-list: nothing can happen in between unseen.
         async with engine.events(
-            since=int(time.time()) - 1,
-            silence_seconds=self.silence_seconds,
-            types=inventory.EVENT_TYPES,
+            since=since, silence_seconds=self.silence_seconds, types=inventory.EVENT_TYPES
         ) as events:
-            listed_at = utcnow()  # when the engine was read: a newer reading already stored wins
-            summaries = await engine.list_containers()
-            await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
-            async for event in events:
-                if inventory.changes_inventory(event):
-                    self._images_changed(writer.host_id)
-                docker_id = writer.to_reread(event)
-                if docker_id is None:
-                    continue
-                read_at = utcnow()
-                try:
-                    details = await engine.inspect_container(docker_id)
-                except ObjectNotFound:
-                    await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
-                    continue
-                await self._in_db_thread(
-                    writer.store_inspected, docker_id, details, read_at=read_at
-                )
+            if relist:
+                listed_at = utcnow()  # when the engine was read: a newer reading stored wins
+                summaries = await engine.list_containers()
+                await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
+                resume.relist_due = time.monotonic() + _RELIST_SECONDS
+            heard = opened
+            try:
+                async for event in events:
+                    heard = int(time.time()) - 1
+                    await self._on_event(engine, writer, event)
+            except StreamSilent:
+                resume.since = heard
+                raise
+
+    async def _on_event(
+        self, engine: LiveClient, writer: StateWriter, event: dict[str, Any]
+    ) -> None:
+        if inventory.changes_inventory(event):
+            self._images_changed(writer.host_id)
+        docker_id = writer.to_reread(event)
+        if docker_id is None:
+            return
+        read_at = utcnow()
+        try:
+            details = await engine.inspect_container(docker_id)
+        except ObjectNotFound:
+            await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
+            return
+        await self._in_db_thread(writer.store_inspected, docker_id, details, read_at=read_at)
 
 
 class ContainerWatcher(LoopService):

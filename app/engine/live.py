@@ -34,6 +34,7 @@ from app.engine.errors import (
     EngineError,
     EngineRejected,
     EngineUnavailable,
+    StreamSilent,
     for_status,
     tls_failure,
     translate_errors,
@@ -263,9 +264,15 @@ class LiveEngine:
         connection of its own, kept between pings (see `_Pinger`)."""
         return await self._pinger.ping(timeout)
 
-    async def facts(self, *, timeout: float) -> EngineFacts:
-        """What `GET /info` and `GET /version` say about the engine, as DockerEngine.facts."""
+    async def facts(self, *, timeout: float, api_version: str | None = None) -> EngineFacts:
+        """What `GET /info` and `GET /version` say about the engine, as DockerEngine.facts.
+        Given the `api_version` a ping just answered, `/info` alone (its `ServerVersion` is
+        the engine's version)."""
         info = await self._get_json("/info", "info", timeout=timeout)
+        if api_version is not None:
+            return engine_facts(
+                info, {"Version": info.get("ServerVersion", ""), "ApiVersion": api_version}
+            )
         version = await self._get_json("/version", "version", timeout=timeout)
         return engine_facts(info, version)
 
@@ -455,12 +462,15 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 async def _decoded_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """The engine writes one JSON object per line; a line that is not one is a ValueError."""
     with translate_errors("events"):
-        async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if isinstance(event, dict):
-                yield event
+        try:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+        except httpx.ReadTimeout as exc:
+            raise StreamSilent("events: the stream was silent; re-open it") from exc
 
 
 @functools.cache

@@ -1,11 +1,12 @@
 """The host health loop: a ping for every host each round, on an event loop, with short timeouts.
 
 A round costs one request per host (`GET /_ping` on a kept connection). The engine's facts
-(`/info`, `/version`: versions, CPUs, memory, running containers) are read only when they may
-have changed: for a host not `ready`, when the ping's API version differs from the stored one,
-and every `_FACTS_EVERY` rounds otherwise. Every probe is a coroutine with its own timeout, so
-a slow or hanging engine delays no other host's result: a round records what has answered
-after at most `_SETTLE_SECONDS`, and a late answer is recorded by a later round.
+(`/info`: versions, CPUs, memory, running containers; `/version` too when the ping does not
+say the API version) are read only when they may have changed: for a host not `ready`, when
+the ping's API version differs from the stored one, and every `_FACTS_EVERY` rounds otherwise.
+Every probe is a coroutine, each request with its own timeout, so a slow or hanging engine
+delays no other host's result: a round records what has answered after at most
+`_SETTLE_SECONDS`, and a late answer is recorded by a later round.
 
 A host that failed a probe is probed again every `_RETRY_SECONDS` (not only every interval)
 until it answers or reaches `host_unreachable_after` failures: with the defaults (5 s interval,
@@ -47,8 +48,8 @@ PROBE_LEASE = "hosts.probe"
 _TICK_SECONDS = 1.0
 # A host that failed a probe is probed again after this long, until it answers or is unreachable.
 _RETRY_SECONDS = 2.0
-# A ready host's facts are re-read every this many rounds (30 s at the default interval).
-_FACTS_EVERY = 6
+# A ready host's facts are re-read every this many rounds (60 s at the default interval).
+_FACTS_EVERY = 12
 # A round waits this long at most for its probes before it records what has answered.
 _SETTLE_SECONDS = 1.0
 
@@ -228,18 +229,15 @@ class HostProber(LeasedLoop):
     async def _probe(self, target: Target, rounds_since: int) -> ProbeResult:
         try:
             engine = await self._client(target)
-            # The timeout bounds each request as a whole (connect, write, wait, read).
-            async with asyncio.timeout(self.timeout):
-                version = await engine.ping(timeout=self.timeout)
-                facts = None
-                if needs_facts(target, version, rounds_since=rounds_since):
-                    facts = await engine.facts(timeout=self.timeout)
+            # Each request is bounded by the probe timeout (no timeout around both: cancelling
+            # httpx from outside mid-request leaves its connection pool confused).
+            version = await engine.ping(timeout=self.timeout)
+            facts = None
+            if needs_facts(target, version, rounds_since=rounds_since):
+                facts = await engine.facts(timeout=self.timeout, api_version=version)
         except (EngineError, KeyUnavailable) as exc:
             await self._forget(target.id)
             return ProbeResult(target.id, ok=False, error=str(exc))
-        except TimeoutError:
-            await self._forget(target.id)
-            return ProbeResult(target.id, ok=False, error=f"ping: no answer in {self.timeout} s")
         except Exception as exc:
             await self._forget(target.id)
             log.exception("probe crashed", extra={"host_id": target.id})

@@ -37,8 +37,8 @@ def _target(status: str = "ready", api_version: str | None = "1.46") -> Target:
     ("target", "ping_version", "rounds_since", "expected"),
     [
         (_target(), "1.46", 0, False),  # ready, nothing new: the ping is the whole probe
-        (_target(), None, 5, False),  # the engine sends no API-Version header
-        (_target(), "1.46", 6, True),  # every sixth round
+        (_target(), None, 11, False),  # the engine sends no API-Version header
+        (_target(), "1.46", 12, True),  # every twelfth round
         (_target(), "1.47", 0, True),  # upgraded
         (_target("pending", None), None, 0, True),
         (_target("unreachable"), "1.46", 0, True),

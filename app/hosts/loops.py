@@ -131,9 +131,9 @@ class HostProber(LeasedLoop):
         self.app = app
         self.timeout = app.settings.host_probe_timeout_seconds
         self._targets: dict[str, Target] = {}
-        self._next_round = 0.0
-        # Host id -> when it is probed again after a failure (the leased loop's thread only).
-        self._retry: dict[str, float] = {}
+        self._next_read = 0.0
+        # Host id -> when it is pinged next (monotonic; the leased loop's thread only).
+        self._ping_at: dict[str, float] = {}
         self._rounds_since_facts: dict[str, int] = {}
         self._aio = asyncio.new_event_loop()
         self._clients: dict[str, tuple[tuple[str, str | None, bool], LiveClient]] = {}
@@ -158,26 +158,38 @@ class HostProber(LeasedLoop):
             self._aio.close()
 
     def wake(self) -> None:
-        self._next_round = 0.0
+        self._next_read = 0.0
+        self._ping_at.clear()
         super().wake()
 
     def run_leased(self) -> None:
         now = time.monotonic()
-        if now >= self._next_round:
-            self._next_round = now + self.period
+        if now >= self._next_read:
+            self._next_read = now + self.period
             self._targets = self._read_targets()
-            due = list(self._targets.values())
-            for host_id in list(self._retry):
-                if host_id not in self._targets:
-                    del self._retry[host_id]
-        else:
-            due = [self._targets[h] for h, at in self._retry.items() if at <= now]
+            for host_id in [h for h in self._ping_at if h not in self._targets]:
+                del self._ping_at[host_id]
+            for target in self._targets.values():
+                if target.id not in self._ping_at:
+                    self._ping_at[target.id] = now + self._offset(target)
+        due = [t for t in self._targets.values() if self._ping_at[t.id] <= now]
+        for target in due:
+            self._ping_at[target.id] = now + self.period
         plan = [(t, self._facts_due(t)) for t in due]
         results = asyncio.run_coroutine_threadsafe(
             self._round(plan, set(self._targets)), self._aio
         ).result()
         if results:
             self._record(results)
+
+    def _offset(self, target: Target) -> float:
+        """When a host's pings fall in the interval: a host not ready yet at once, the others
+        spread over it by their id, so that a round's pings do not all leave in one burst (a
+        thousand at once kept the prober's loop busy past the probe timeout on a loaded
+        machine)."""
+        if target.status != "ready":
+            return 0.0
+        return self.period * (zlib.crc32(target.id.encode()) % 997) / 997
 
     def _read_targets(self) -> dict[str, Target]:
         with self.app.db.session(write=False) as session:
@@ -323,10 +335,8 @@ class HostProber(LeasedLoop):
                         "host status changed",
                         extra={"host_id": host.id, "from": before, "to": host.status},
                     )
-                if result.ok or host.status == "unreachable":
-                    self._retry.pop(host.id, None)
-                else:
-                    self._retry[host.id] = retry_at
+                if not result.ok and host.status != "unreachable":
+                    self._ping_at[host.id] = retry_at
                 self._targets[host.id] = Target(
                     host.id,
                     host.url,

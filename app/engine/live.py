@@ -258,10 +258,11 @@ class LiveEngine:
 
     # What the host prober reads, with short timeouts: an answer late by more is a failed probe.
 
-    async def ping(self, *, timeout: float) -> str | None:
+    async def ping(self, *, timeout: float | None) -> str | None:
         """`GET /_ping`: the cheapest proof the engine answers. Returns its `API-Version`
         header (None when it sends none), which changes when the engine is upgraded. On a
-        connection of its own, kept between pings (see `_Pinger`)."""
+        connection of its own, kept between pings (see `_Pinger`). `timeout=None`: no timer
+        of its own, for a caller that cancels a ping it gave up on."""
         return await self._pinger.ping(timeout)
 
     async def facts(self, *, timeout: float, api_version: str | None = None) -> EngineFacts:
@@ -389,8 +390,10 @@ class _Pinger:
         self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
 
-    async def ping(self, timeout: float) -> str | None:
+    async def ping(self, timeout: float | None) -> str | None:
         try:
+            # timeout=None: no timer; the caller bounds the ping (cancels it). A timer per ping
+            # was the prober's largest cost at a thousand hosts.
             async with self._lock, asyncio.timeout(timeout):
                 reused = self._connection is not None
                 try:
@@ -407,6 +410,9 @@ class _Pinger:
             self.close()
             detail = tls_failure(exc) or str(exc) or type(exc).__name__
             raise EngineUnavailable(f"ping: engine unreachable ({detail})") from exc
+        except asyncio.CancelledError:
+            self.close()  # cancelled mid-request: what the connection holds next is unknown
+            raise
 
     async def _once(self) -> str | None:
         if self._connection is None:

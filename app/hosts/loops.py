@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.engine.docker_engine import EngineFacts
-from app.engine.errors import EngineError
+from app.engine.errors import EngineError, EngineUnavailable
 from app.engine.protocol import LiveClient
 from app.hosts.models import Host
 from app.hosts.service import tls_material
@@ -119,8 +119,9 @@ class HostProber(LeasedLoop):
 
     The probes run on an event loop of the prober's own, one async client per host kept
     between rounds (dropped after a failure, so a dead engine's connection is not reused;
-    closed when the host is deleted). Only the loop's thread touches `_clients`, `_flight`
-    and `_answered`; the leased loop's thread plans rounds and writes their results."""
+    closed when the host is deleted). Only the loop's thread touches `_clients`, `_flight`,
+    `_answered`, `_pinging` and `_overdue`; the leased loop's thread plans rounds and writes
+    their results."""
 
     name = "host-prober"
     lease = PROBE_LEASE
@@ -138,6 +139,9 @@ class HostProber(LeasedLoop):
         self._aio = asyncio.new_event_loop()
         self._clients: dict[str, tuple[tuple[str, str | None, bool], LiveClient]] = {}
         self._flight: dict[str, asyncio.Task[ProbeResult]] = {}
+        # Host id -> when its ping in flight is given up (loop time); those being given up.
+        self._pinging: dict[str, float] = {}
+        self._overdue: set[str] = set()
         self._answered: list[ProbeResult] = []
         self._aio_thread = threading.Thread(
             target=self._aio.run_forever, name="berth-probe", daemon=True
@@ -219,6 +223,11 @@ class HostProber(LeasedLoop):
         wait for them a moment, and hand over every answer in so far, late ones included."""
         for host_id in [h for h in self._clients if h not in hosts]:
             await self._forget(host_id)
+        now = self._aio.time()
+        for host_id, deadline in list(self._pinging.items()):
+            if deadline <= now and host_id not in self._overdue:
+                self._overdue.add(host_id)
+                self._flight[host_id].cancel()
         started = []
         for target, rounds_since in plan:
             if target.id not in self._flight:
@@ -241,9 +250,9 @@ class HostProber(LeasedLoop):
     async def _probe(self, target: Target, rounds_since: int) -> ProbeResult:
         try:
             engine = await self._client(target)
-            # Each request is bounded by the probe timeout (no timeout around both: cancelling
-            # httpx from outside mid-request leaves its connection pool confused).
-            version = await engine.ping(timeout=self.timeout)
+            version = await self._ping(target.id, engine)
+            # The facts' requests bounded by httpx's timeouts (cancelling httpx from outside
+            # mid-request leaves its connection pool confused).
             facts = None
             if needs_facts(target, version, rounds_since=rounds_since):
                 facts = await engine.facts(timeout=self.timeout, api_version=version)
@@ -255,6 +264,25 @@ class HostProber(LeasedLoop):
             log.exception("probe crashed", extra={"host_id": target.id})
             return ProbeResult(target.id, ok=False, error=f"probe failed: {type(exc).__name__}")
         return ProbeResult(target.id, ok=True, facts=facts)
+
+    async def _ping(self, host_id: str, engine: LiveClient) -> str | None:
+        """A ping without a timer of its own (one per ping was the largest part of a round's
+        cost): `_round` cancels it once it is `timeout` old, checking at every tick."""
+        self._pinging[host_id] = self._aio.time() + self.timeout
+        try:
+            return await engine.ping(timeout=None)
+        except asyncio.CancelledError:
+            if host_id not in self._overdue:
+                raise  # the prober is stopping
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise EngineUnavailable(
+                f"ping: engine unreachable (no answer in {self.timeout:g} s)"
+            ) from None
+        finally:
+            self._pinging.pop(host_id, None)
+            self._overdue.discard(host_id)
 
     async def _client(self, target: Target) -> LiveClient:
         cached = self._clients.get(target.id)

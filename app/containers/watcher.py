@@ -1,8 +1,8 @@
 """Live container state: a follower per host reads the engine's event stream and re-lists the
 host's containers on every (re)connect, so state follows reality within a second or two and a
-missed event is repaired by the next re-list. A stream silent for 30 s is re-opened with the
-engine replaying from when it was last heard, without a re-list; a host is re-listed at least
-every 5 minutes all the same. One process follows each host (a lease per host).
+missed event is repaired by the next re-list. A stream silent for 2 minutes is re-opened with
+the engine replaying from when it was last heard, without a re-list; a host is re-listed at
+least every 5 minutes all the same. One process follows each host (a lease per host).
 
 The followers of a process are coroutines on one event loop in one thread, reading through
 the async engine client (LiveClient): a thread and a blocking client per host made a thousand
@@ -49,7 +49,10 @@ log = logging.getLogger("berth.containers")
 
 _LEASE_SECONDS = 10.0
 # A silent event stream is re-opened after this long (replaying from when it was last heard).
-_SILENCE_SECONDS = 30.0
+# Long: an engine that is gone ends its TCP streams by keep-alive within about a minute, and
+# one that hangs is marked unreachable by the prober (its follower stopped) within half a
+# minute; this catches the rest. At 30 s, re-opens were most of the followers' idle cost.
+_SILENCE_SECONDS = 120.0
 # A followed host is re-listed at least this often, whatever its streams did.
 _RELIST_SECONDS = 300.0
 # An image inventory re-read waits this long after the event that asked for it, so that a

@@ -92,31 +92,27 @@ HOSTS = 5
 
 
 @pytest.fixture
-def hollow(tmp_path: Path) -> Iterator[tuple[HollowFleet, asyncio.AbstractEventLoop]]:
+def probed(
+    settings_factory: Callable[..., Settings], db: Database, tmp_path: Path
+) -> Iterator[tuple[HollowFleet, asyncio.AbstractEventLoop]]:
+    """A hollow fleet, registered and probed by a HostProber."""
     fleet = HollowFleet(HOSTS, socket_dir=tmp_path)
-    with running(fleet) as loop:
-        yield fleet, loop
-
-
-@pytest.fixture
-def prober(
-    settings_factory: Callable[..., Settings],
-    db: Database,
-    hollow: tuple[HollowFleet, asyncio.AbstractEventLoop],
-) -> Iterator[HostProber]:
     # A probe timeout far longer than the interval: the old prober's round waited for it.
     settings = settings_factory(host_probe_interval_seconds=0.5, host_probe_timeout_seconds=5)
-    context = AppContext(settings, db)
-    context.load_cipher(encrypted=ENCRYPTED_COLUMNS)
-    with context.db.session() as session:
-        session.add_all(
-            Host(name=f"hollow-{index}", url=engine.url, status="pending")
-            for index, engine in enumerate(hollow[0].engines)
-        )
-    prober = HostProber(context)
-    prober.start()
-    yield prober
-    prober.stop(10)
+    app = AppContext(settings, db)
+    app.load_cipher(encrypted=ENCRYPTED_COLUMNS)
+    with running(fleet) as loop:
+        with db.session() as session:
+            session.add_all(
+                Host(name=f"hollow-{index}", url=engine.url, status="pending")
+                for index, engine in enumerate(fleet.engines)
+            )
+        prober = HostProber(app)
+        prober.start()
+        try:
+            yield fleet, loop
+        finally:
+            prober.stop(10)
 
 
 def _hosts(db: Database) -> dict[str, tuple[str, datetime | None]]:
@@ -126,9 +122,9 @@ def _hosts(db: Database) -> dict[str, tuple[str, datetime | None]]:
 
 
 def test_a_hanging_engine_delays_no_other_host_and_a_dead_one_is_noticed(
-    prober: HostProber, db: Database, hollow: tuple[HollowFleet, asyncio.AbstractEventLoop]
+    probed: tuple[HollowFleet, asyncio.AbstractEventLoop], db: Database
 ) -> None:
-    fleet, loop = hollow
+    fleet, loop = probed
     ready = lambda: all(s == "ready" for s, _ in _hosts(db).values())  # noqa: E731
     wait_for(ready, timeout=20, what="every host ready")
 

@@ -421,8 +421,8 @@ class Followers:
     async def _read(self, engine: LiveClient, writer: StateWriter, resume: _Resume) -> None:
         """Follow one opening of the event stream. After a silent stream the engine is asked to
         replay from when it was last heard instead of a re-list (a re-list of every host every
-        30 s was most of the followers' idle cost); a re-list still comes at every other
-        opening, and at least every `_RELIST_SECONDS`, since an event can be missed."""
+        30 s was most of the followers' idle cost); a re-list still comes at every opening
+        after a break, and at least every `_RELIST_SECONDS`, since an event can be missed."""
         opened = int(time.time()) - 1
         relist = resume.since is None or time.monotonic() >= resume.relist_due
         since = opened if relist or resume.since is None else resume.since

@@ -262,6 +262,9 @@ def run_size(args: argparse.Namespace, engines: int, workdir: Path) -> Figures:
             verdict = f" {ok(noticed <= GOALS['dead'])}" if big else ""
             figures.add("seconds to notice a dead engine", f"{noticed:.1f}", goal + verdict)
 
+        if args.idle_only:
+            return figures
+
         # A fleet-wide service.
         hollow.post("/fleet/latency/0")
         _service_phase(args, figures, client, server)
@@ -402,6 +405,9 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=200, help="requests per list read")
     parser.add_argument("--profile", action="store_true", help="profile idle and service too")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--idle-only", action="store_true", help="stop after the dead engine: no service, reads"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.engines.split(",")]
     results = []

@@ -1,6 +1,8 @@
 """Live container state: a follower per host reads the engine's event stream and re-lists the
 host's containers on every (re)connect, so state follows reality within a second or two and a
-missed event is repaired by the next re-list. One process follows each host (a lease per host).
+missed event is repaired by the next re-list. A stream silent for 2 minutes is re-opened with
+the engine replaying from when it was last heard, without a re-list; a host is re-listed at
+least every 5 minutes all the same. One process follows each host (a lease per host).
 
 The followers of a process are coroutines on one event loop in one thread, reading through
 the async engine client (LiveClient): a thread and a blocking client per host made a thousand
@@ -23,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -32,19 +35,29 @@ from app.containers.engine_config import is_newer, not_newer_than, observed
 from app.containers.models import Container
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
-from app.engine.errors import EngineError, ObjectNotFound
+from app.engine.errors import EngineError, ObjectNotFound, StreamSilent
 from app.engine.protocol import Engine, LiveClient
 from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
+from app.images import inventory
+from app.images.loops import refresh as refresh_images
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
 log = logging.getLogger("berth.containers")
 
 _LEASE_SECONDS = 10.0
-# A silent event stream is re-opened (and the host re-listed) after this long.
-_SILENCE_SECONDS = 30.0
+# A silent event stream is re-opened after this long (replaying from when it was last heard).
+# Long: an engine that is gone ends its TCP streams by keep-alive within about a minute, and
+# one that hangs is marked unreachable by the prober (its follower stopped) within half a
+# minute; this catches the rest. At 30 s, re-opens were most of the followers' idle cost.
+_SILENCE_SECONDS = 120.0
+# A followed host is re-listed at least this often, whatever its streams did.
+_RELIST_SECONDS = 300.0
+# An image inventory re-read waits this long after the event that asked for it, so that a
+# burst of events (many replicas placed on the host) costs one re-read.
+_IMAGES_SETTLE_SECONDS = 2.0
 # Threads for the followers' database work: enough that one write waiting for the lock does
 # not hold up the others, few enough that they do not grow with the hosts.
 _DB_THREADS = 4
@@ -290,6 +303,15 @@ class StateWriter:
         wakeups.notify(wakeups.SERVICES)
 
 
+@dataclass
+class _Resume:
+    """Where a host's next event stream starts: `since` (seconds) after a silent stream, else
+    None (re-list); `relist_due` (monotonic) the latest time for a re-list all the same."""
+
+    since: int | None = None
+    relist_due: float = 0.0
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -304,6 +326,9 @@ class Followers:
         self._db = concurrent.futures.ThreadPoolExecutor(
             _DB_THREADS, thread_name_prefix="berth-follow-db"
         )
+        # Hosts whose image inventory an event changed, and their pending re-reads (loop only).
+        self._images_dirty: set[str] = set()
+        self._image_syncs: dict[str, asyncio.Task[None]] = {}
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="berth-followers", daemon=True
         )
@@ -342,6 +367,7 @@ class Followers:
         writer = StateWriter(self.app, host_id)
         connected: tuple[str, str | None, bool] | None = None
         engine: LiveClient | None = None
+        resume = _Resume()
         try:
             while True:
                 try:
@@ -357,7 +383,8 @@ class Followers:
                         tls = tls_material(self.app.cipher, tls_encrypted)
                         engine = self.app.engine_factory.live(url, tls=tls, insecure=insecure)
                         connected = row
-                    await self._read(engine, writer)
+                        resume.since = None
+                    await self._read(engine, writer, resume)
                 except (EngineError, OSError, ValueError) as exc:
                     log.debug(
                         "event stream ended; re-listing",
@@ -370,6 +397,20 @@ class Followers:
             if engine is not None:
                 await engine.aclose()
 
+    def _images_changed(self, host_id: str) -> None:
+        """The host's image inventory changed (an event said so): re-read it soon, once for a
+        burst of such events (a service placing many replicas on the host)."""
+        self._images_dirty.add(host_id)
+        sync = self._image_syncs.get(host_id)
+        if sync is None or sync.done():
+            self._image_syncs[host_id] = asyncio.create_task(self._sync_images(host_id))
+
+    async def _sync_images(self, host_id: str) -> None:
+        while host_id in self._images_dirty:
+            await asyncio.sleep(_IMAGES_SETTLE_SECONDS)
+            self._images_dirty.discard(host_id)
+            await self._in_db_thread(refresh_images, self.app, host_id)
+
     def _host(self, host_id: str) -> tuple[str, str | None, bool] | None:
         with self.app.db.session(write=False) as session:
             row = session.execute(
@@ -377,32 +418,53 @@ class Followers:
             ).first()
         return None if row is None else (row.url, row.tls_encrypted, row.insecure)
 
-    async def _read(self, engine: LiveClient, writer: StateWriter) -> None:
+    async def _read(self, engine: LiveClient, writer: StateWriter, resume: _Resume) -> None:
+        """Follow one opening of the event stream. After a silent stream the engine is asked to
+        replay from when it was last heard instead of a re-list (a re-list of every host every
+        30 s was most of the followers' idle cost); a re-list still comes at every opening
+        after a break, and at least every `_RELIST_SECONDS`, since an event can be missed."""
+        opened = int(time.time()) - 1
+        relist = resume.since is None or time.monotonic() >= resume.relist_due
+        since = opened if relist or resume.since is None else resume.since
+        resume.since = None
         # Open the stream first, then re-list: nothing can happen in between unseen.
         async with engine.events(
-            since=int(time.time()) - 1, silence_seconds=self.silence_seconds
+            since=since, silence_seconds=self.silence_seconds, types=inventory.EVENT_TYPES
         ) as events:
-            listed_at = utcnow()  # when the engine was read: a newer reading already stored wins
-            summaries = await engine.list_containers()
-            await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
-            async for event in events:
-                docker_id = writer.to_reread(event)
-                if docker_id is None:
-                    continue
-                read_at = utcnow()
-                try:
-                    details = await engine.inspect_container(docker_id)
-                except ObjectNotFound:
-                    await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
-                    continue
-                await self._in_db_thread(
-                    writer.store_inspected, docker_id, details, read_at=read_at
-                )
+            if relist:
+                listed_at = utcnow()  # when the engine was read: a newer reading stored wins
+                summaries = await engine.list_containers()
+                await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
+                resume.relist_due = time.monotonic() + _RELIST_SECONDS
+            heard = opened
+            try:
+                async for event in events:
+                    heard = int(time.time()) - 1
+                    await self._on_event(engine, writer, event)
+            except StreamSilent:
+                resume.since = heard
+                raise
+
+    async def _on_event(
+        self, engine: LiveClient, writer: StateWriter, event: dict[str, Any]
+    ) -> None:
+        if inventory.changes_inventory(event):
+            self._images_changed(writer.host_id)
+        docker_id = writer.to_reread(event)
+        if docker_id is None:
+            return
+        read_at = utcnow()
+        try:
+            details = await engine.inspect_container(docker_id)
+        except ObjectNotFound:
+            await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
+            return
+        await self._in_db_thread(writer.store_inspected, docker_id, details, read_at=read_at)
 
 
 class ContainerWatcher(LoopService):
     """Starts and stops a follower per host, holding a lease per host so that one process
-    follows each host; renews the leases every round."""
+    follows each host; renews the leases every round, all in one transaction."""
 
     name = "container-watcher"
 
@@ -427,12 +489,15 @@ class ContainerWatcher(LoopService):
             if host_id not in hosts or follower.done():
                 follower.cancel()
                 del self.followers[host_id]
+        # Every host's lease taken or renewed in one transaction (not one per host).
+        held = leases.acquire_many(
+            self.app.db,
+            [f"containers.follow.{host_id}" for host_id in sorted(hosts)],
+            holder=self.holder,
+            ttl_seconds=_LEASE_SECONDS,
+        )
         for host_id in hosts:
-            lease = f"containers.follow.{host_id}"
-            if (
-                leases.acquire(self.app.db, lease, holder=self.holder, ttl_seconds=_LEASE_SECONDS)
-                is None
-            ):
+            if f"containers.follow.{host_id}" not in held:
                 if host_id in self.followers:
                     self.followers.pop(host_id).cancel()
                 continue

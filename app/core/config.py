@@ -165,7 +165,10 @@ class Settings(BaseSettings):
         "before it fails with the reason the services give.",
     )
     image_sync_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often each host's image inventory is re-read."
+        default=300.0,
+        gt=0,
+        description="How often every ready host's image inventory is re-read in full; image "
+        "and container events re-read a followed host's inventory within seconds.",
     )
     image_check_interval_seconds: float = Field(
         default=3600.0,

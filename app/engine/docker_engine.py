@@ -56,6 +56,19 @@ class EngineFacts:
     containers_running: int
 
 
+def engine_facts(info: dict[str, Any], version: dict[str, Any]) -> EngineFacts:
+    """The facts from an engine's `GET /info` and `GET /version` answers."""
+    return EngineFacts(
+        engine_version=str(version.get("Version", "")),
+        api_version=str(version.get("ApiVersion", "")),
+        os=str(info.get("OperatingSystem") or version.get("Os", "")),
+        arch=str(info.get("Architecture") or version.get("Arch", "")),
+        cpus=int(info.get("NCPU", 0)),
+        memory_bytes=int(info.get("MemTotal", 0)),
+        containers_running=int(info.get("ContainersRunning", 0)),
+    )
+
+
 class _EngineApi(docker.APIClient):
     """The SDK's client, deaf to the environment. requests lets REQUESTS_CA_BUNDLE replace the
     CA a session verifies against (psf/requests#3829), which would undo a host's own CA (and
@@ -178,15 +191,7 @@ class DockerEngine:
         with translate_errors("info"):
             info: dict[str, Any] = self.api.info()
             version: dict[str, Any] = self.api.version()
-        return EngineFacts(
-            engine_version=str(version.get("Version", "")),
-            api_version=str(version.get("ApiVersion", "")),
-            os=str(info.get("OperatingSystem") or version.get("Os", "")),
-            arch=str(info.get("Architecture") or version.get("Arch", "")),
-            cpus=int(info.get("NCPU", 0)),
-            memory_bytes=int(info.get("MemTotal", 0)),
-            containers_running=int(info.get("ContainersRunning", 0)),
-        )
+        return engine_facts(info, version)
 
     # Containers. Labels tie every object Berth creates to its Berth id and operation, which
     # is how a retried operation finds what an earlier, interrupted attempt already did.

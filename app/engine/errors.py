@@ -25,6 +25,12 @@ class EngineUnavailable(EngineError):
     transient = True
 
 
+class StreamSilent(EngineUnavailable):
+    """An event stream sent nothing for its `silence_seconds`: nothing happened, or the
+    connection is half-open. Re-opened with `since` = when it was last heard, the engine replays
+    what a half-open connection missed."""
+
+
 class EngineRejected(EngineError):
     """The engine answered no (bad request, conflict): retrying the same call will not help."""
 

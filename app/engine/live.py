@@ -13,26 +13,31 @@ the task): that closes the HTTP response, and with it the engine's side of the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
+import socket
 import ssl
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx
 
+from app.engine.docker_engine import EngineFacts, engine_facts
 from app.engine.errors import (
     EngineError,
     EngineRejected,
     EngineUnavailable,
+    StreamSilent,
     for_status,
+    tls_failure,
     translate_errors,
 )
 from app.engine.tls import TlsFiles, TlsMaterial, refuse_plain_tcp
@@ -42,6 +47,19 @@ MIN_API_VERSION = (1, 41)
 CONTENT_TYPE_API_VERSION = (1, 42)
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
+
+# TCP keep-alive on every connection to an engine: the kernel probes an idle connection after
+# 30 s, every 10 s, and drops it after 3 probes unanswered, so a half-open event stream to an
+# engine that is gone (machine down, network path cut) ends in about a minute at no cost to
+# Berth, without re-opening silent streams to learn it.
+_KEEPALIVE: list[tuple[int, int, int]] = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *(
+        (socket.IPPROTO_TCP, int(getattr(socket, name)), value)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+        if hasattr(socket, name)  # Linux names; elsewhere the system's keep-alive timing
+    ),
+]
 
 STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 _HEADER = struct.Struct(">BxxxL")
@@ -123,17 +141,23 @@ class LiveEngine:
                 uds=path, verify=_unused_tls_context(), limits=limits
             )
             base_url = "http://docker"
+            self._pinger = _Pinger(path=path, host="docker")
         elif url.startswith(("tcp://", "http://", "https://")):
             address = url.split("://", 1)[1].rstrip("/")
             if tls is not None:
+                context = _ssl_context(tls, insecure=insecure)
                 transport = httpx.AsyncHTTPTransport(
-                    verify=_ssl_context(tls, insecure=insecure), limits=limits
+                    verify=context, limits=limits, socket_options=_KEEPALIVE
                 )
                 base_url = f"https://{address}"
             else:
                 refuse_plain_tcp(url, insecure=insecure)
-                transport = httpx.AsyncHTTPTransport(verify=_unused_tls_context(), limits=limits)
+                context = None
+                transport = httpx.AsyncHTTPTransport(
+                    verify=_unused_tls_context(), limits=limits, socket_options=_KEEPALIVE
+                )
                 base_url = f"http://{address}"
+            self._pinger = _Pinger(host=address, tls=context)
         else:
             raise EngineRejected(f"connect to {url}: unsupported engine URL scheme")
         # trust_env=False: an engine is never reached through the environment's HTTP proxy.
@@ -142,6 +166,7 @@ class LiveEngine:
         )
 
     async def aclose(self) -> None:
+        self._pinger.close()
         await self._client.aclose()
 
     async def __aenter__(self) -> LiveEngine:
@@ -249,6 +274,27 @@ class LiveEngine:
         )
         return _container_stats(body, what)
 
+    # What the host prober reads, with short timeouts: an answer late by more is a failed probe.
+
+    async def ping(self, *, timeout: float | None) -> str | None:
+        """`GET /_ping`: the cheapest proof the engine answers. Returns its `API-Version`
+        header (None when it sends none), which changes when the engine is upgraded. On a
+        connection of its own, kept between pings (see `_Pinger`). `timeout=None`: no timer
+        of its own, for a caller that cancels a ping it gave up on."""
+        return await self._pinger.ping(timeout)
+
+    async def facts(self, *, timeout: float, api_version: str | None = None) -> EngineFacts:
+        """What `GET /info` and `GET /version` say about the engine, as DockerEngine.facts.
+        Given the `api_version` a ping just answered, `/info` alone (its `ServerVersion` is
+        the engine's version)."""
+        info = await self._get_json("/info", "info", timeout=timeout)
+        if api_version is not None:
+            return engine_facts(
+                info, {"Version": info.get("ServerVersion", ""), "ApiVersion": api_version}
+            )
+        version = await self._get_json("/version", "version", timeout=timeout)
+        return engine_facts(info, version)
+
     # What the container followers read. Unversioned paths: the engine answers in its own API
     # version, as DockerEngine (version="auto") reads it; these calls need no minimum version.
 
@@ -270,15 +316,19 @@ class LiveEngine:
 
     @contextlib.asynccontextmanager
     async def events(
-        self, *, since: int | None = None, silence_seconds: float
+        self,
+        *,
+        since: int | None = None,
+        silence_seconds: float,
+        types: Sequence[str] = ("container",),
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Open the engine's container event stream (the engine has answered once the block
-        is entered) and hand its events to the block as they come.
+        """Open the engine's event stream for objects of `types` (the engine has answered once
+        the block is entered) and hand its events to the block as they come.
 
         The engine sends nothing while nothing happens, so silence cannot be told from a
         half-open connection: reading ends with EngineUnavailable after `silence_seconds`
         without a byte, and the reader re-opens the stream."""
-        params = {"filters": json.dumps({"type": ["container"]})}
+        params = {"filters": json.dumps({"type": list(types)})}
         if since is not None:
             params["since"] = str(since)
         timeout = httpx.Timeout(
@@ -299,10 +349,19 @@ class LiveEngine:
     # Internals.
 
     async def _get_decoded(
-        self, path: str, what: str, *, params: dict[str, str] | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
+        """`timeout` (seconds, for every phase) replaces the client's own timeouts."""
         with translate_errors(what):
-            response = await self._client.get(path, params=params)
+            if timeout is None:
+                response = await self._client.get(path, params=params)
+            else:
+                response = await self._client.get(path, params=params, timeout=timeout)
         _raise_for_status(response, what)
         try:
             return response.json()
@@ -310,9 +369,14 @@ class LiveEngine:
             raise EngineUnavailable(f"{what}: engine answered with invalid JSON") from exc
 
     async def _get_json(
-        self, path: str, what: str, *, params: dict[str, str] | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        body = await self._get_decoded(path, what, params=params)
+        body = await self._get_decoded(path, what, params=params, timeout=timeout)
         if not isinstance(body, dict):
             raise EngineUnavailable(f"{what}: engine answered with unexpected JSON")
         return body
@@ -325,15 +389,112 @@ class LiveEngine:
         return bool((details.get("Config") or {}).get("Tty"))
 
 
+class _Pinger:
+    """`GET /_ping` spoken directly over one kept asyncio connection (unix socket, TCP, or TLS
+    with the client's own context). The prober pings every host every few seconds; through
+    httpx a ping cost about ten times what the request itself does (the client's machinery
+    and a cancel scope per socket operation: bench/README.md, "Idle cost"). One ping at a
+    time; a failed connection is dropped, and a kept one the engine closed meanwhile is
+    replaced once."""
+
+    def __init__(self, *, host: str, path: str | None = None, tls: ssl.SSLContext | None = None):
+        self._path = path
+        address = urlsplit(f"//{host}")
+        self._host = address.hostname or host
+        # The ports the engine listens on by default (docker's own client assumes the same).
+        self._port = address.port if path is None and address.port else (2376 if tls else 2375)
+        self._tls = tls
+        self._request = f"GET /_ping HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ping(self, timeout: float | None) -> str | None:
+        try:
+            # timeout=None: no timer; the caller bounds the ping (cancels it). A timer per ping
+            # was the prober's largest cost at a thousand hosts.
+            async with self._lock, asyncio.timeout(timeout):
+                reused = self._connection is not None
+                try:
+                    return await self._once()
+                except (OSError, asyncio.IncompleteReadError):
+                    self.close()
+                    if not reused:
+                        raise
+                    return await self._once()  # the engine closed the kept connection
+        except TimeoutError as exc:
+            self.close()
+            raise EngineUnavailable(f"ping: engine unreachable (no answer in {timeout} s)") from exc
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self.close()
+            detail = tls_failure(exc) or str(exc) or type(exc).__name__
+            raise EngineUnavailable(f"ping: engine unreachable ({detail})") from exc
+        except asyncio.CancelledError:
+            self.close()  # cancelled mid-request: what the connection holds next is unknown
+            raise
+
+    async def _once(self) -> str | None:
+        if self._connection is None:
+            if self._path is not None:
+                self._connection = await asyncio.open_unix_connection(self._path)
+            else:
+                self._connection = await asyncio.open_connection(
+                    self._host, self._port, ssl=self._tls
+                )
+        reader, writer = self._connection
+        writer.write(self._request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await _read_chunked(reader)
+        elif "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        else:  # the body ends with the connection
+            body = await reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        if status >= 400:
+            message = body.decode(errors="replace").strip()
+            with contextlib.suppress(ValueError):
+                decoded = json.loads(message)
+                if isinstance(decoded, dict) and decoded.get("message"):
+                    message = str(decoded["message"])
+            raise for_status(status, f"ping: {message or f'HTTP {status}'}")
+        return headers.get("api-version")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection[1].close()
+            self._connection = None
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers: the empty line that ends the body
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
 async def _decoded_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """The engine writes one JSON object per line; a line that is not one is a ValueError."""
     with translate_errors("events"):
-        async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if isinstance(event, dict):
-                yield event
+        try:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+        except httpx.ReadTimeout as exc:
+            raise StreamSilent("events: the stream was silent; re-open it") from exc
 
 
 @functools.cache

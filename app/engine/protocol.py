@@ -4,7 +4,7 @@ docker implementations; code outside app/engine types against these protocols.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import IO, Any, Protocol
@@ -134,12 +134,20 @@ class LiveClient(Protocol):
 
     async def stats(self, container_id: str) -> ContainerStats: ...
 
+    async def ping(self, *, timeout: float | None) -> str | None: ...
+
+    async def facts(self, *, timeout: float, api_version: str | None = None) -> EngineFacts: ...
+
     async def list_containers(self) -> list[dict[str, Any]]: ...
 
     async def inspect_container(self, container_id: str) -> dict[str, Any]: ...
 
     def events(
-        self, *, since: int | None = None, silence_seconds: float
+        self,
+        *,
+        since: int | None = None,
+        silence_seconds: float,
+        types: Sequence[str] = ("container",),
     ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
 
     async def aclose(self) -> None: ...

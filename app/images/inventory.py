@@ -1,7 +1,9 @@
 """What images each host really holds: read from the engine, written to the database.
 
-Called by the inventory loop on an interval and by every image operation when it finishes,
-so `GET /images` is served from the database and is never more than one interval stale.
+Called by the container followers when an engine event says a host's images changed, by the
+inventory loop on a slow interval (what events cannot say: changes while no one followed the
+host), and by every image operation when it finishes, so `GET /images` is served from the
+database.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from app.hosts.models import Host
 from app.images.models import Image
 
 _UNTAGGED = {"<none>:<none>", "<none>@<none>"}
+# Engine events after which a host's inventory differs: images that came, went or were
+# (un)tagged, and containers made or removed (an image's count of containers using it).
+_CHANGES = {
+    "image": {"pull", "tag", "untag", "delete", "import", "load"},
+    "container": {"create", "destroy"},
+}
+EVENT_TYPES = tuple(_CHANGES)
+
+
+def changes_inventory(event: dict[str, Any]) -> bool:
+    """Whether an engine event (of `EVENT_TYPES`) changes the host's image inventory."""
+    action = str(event.get("Action", "")).split(":")[0]
+    return action in _CHANGES.get(str(event.get("Type", "")), ())
 
 
 def _metadata_only(entry: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,39 +43,74 @@ def acquire(db: Database, name: str, *, holder: str, ttl_seconds: float) -> int 
 
     The epoch changes only when the holder changes, so a holder can fence its own writes.
     """
+    return acquire_many(db, [name], holder=holder, ttl_seconds=ttl_seconds).get(name)
+
+
+def acquire_many(
+    db: Database, names: Sequence[str], *, holder: str, ttl_seconds: float
+) -> dict[str, int]:
+    """`acquire` for many leases of one holder in one transaction (a loop with a lease per
+    host renews them all in a few statements a round, not a transaction per host). Returns
+    the epochs of the leases of `names` it holds now; the others are held by someone else,
+    or over this process's share (given up, those it held, from the end of `names`)."""
+    wanted = list(dict.fromkeys(names))
     now = utcnow()
     expires = now + timedelta(seconds=ttl_seconds)
     shared = holder.startswith(f"{_MEMBER}.")
     with db.session() as session:
         if shared:
             _present(session, expires=expires)
-        renewed = session.execute(
-            update(Lease)
-            .where(Lease.name == name, Lease.holder == holder)
-            .values(expires_at=expires)
-            .returning(Lease.epoch)
-        ).scalar_one_or_none()
-        if renewed is not None:
-            if shared and _held_by_me(session, now) > _share(session, now):
-                _expire_in(session, Lease.name == name, Lease.holder == holder)
-                return None
-            return renewed
-        if shared and _held_by_me(session, now) >= _share(session, now, adding=name):
-            return None
-        taken = session.execute(
-            update(Lease)
-            .where(Lease.name == name, Lease.expires_at < now)
-            .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
-            .returning(Lease.epoch)
-        ).scalar_one_or_none()
-        if taken is not None:
-            return taken
-    try:
-        with db.session() as session:
-            session.add(Lease(name=name, holder=holder, epoch=1, expires_at=expires))
-    except IntegrityError:
-        return None
-    return 1
+        held: dict[str, int] = dict(
+            session.execute(
+                update(Lease)
+                .where(Lease.name.in_(wanted), Lease.holder == holder)
+                .values(expires_at=expires)
+                .returning(Lease.name, Lease.epoch)
+                .execution_options(synchronize_session=False)
+            ).all()
+        )
+        others = [name for name in wanted if name not in held]
+        known = set(session.execute(select(Lease.name).where(Lease.name.in_(others))).scalars())
+        fresh = [name for name in others if name not in known]
+        room = len(others)
+        if shared:
+            mine = _held_by_me(session, now)
+            surplus = [name for name in reversed(wanted) if name in held]
+            surplus = surplus[: max(mine - _share(session, now), 0)]
+            if surplus:
+                _expire_in(session, Lease.name.in_(surplus), Lease.holder == holder)
+                for name in surplus:
+                    del held[name]
+                return held
+            room = _share(session, now, adding=len(fresh)) - mine
+        if room <= 0:
+            return held
+        # Expired leases first (a process that died), then those no process has had yet.
+        expired = set(
+            session.execute(
+                select(Lease.name).where(Lease.name.in_(list(known)), Lease.expires_at < now)
+            ).scalars()
+        )
+        lapsed = [name for name in others if name in expired]
+        if lapsed[:room]:
+            held.update(
+                session.execute(
+                    update(Lease)
+                    .where(Lease.name.in_(lapsed[:room]), Lease.expires_at < now)
+                    .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
+                    .returning(Lease.name, Lease.epoch)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+        for name in fresh[: max(room - len(lapsed), 0)]:
+            try:
+                # A savepoint: another process may take the same new lease at the same moment.
+                with session.begin_nested():
+                    session.add(Lease(name=name, holder=holder, epoch=1, expires_at=expires))
+            except IntegrityError:
+                continue
+            held[name] = 1
+    return held
 
 
 def held(session: Session, name: str, *, holder: str, epoch: int) -> bool:
@@ -131,8 +167,9 @@ def _present(session: Session, *, expires: datetime) -> None:
             pass
 
 
-def _share(session: Session, now: datetime, *, adding: str | None = None) -> int:
-    """ceil(leases / processes alive): what one process may hold."""
+def _share(session: Session, now: datetime, *, adding: int = 0) -> int:
+    """ceil(leases / processes alive): what one process may hold; `adding` counts leases no
+    process has had yet (no row), about to be taken for the first time."""
     members = session.execute(
         select(func.count())
         .select_from(Lease)
@@ -141,9 +178,7 @@ def _share(session: Session, now: datetime, *, adding: str | None = None) -> int
     leases = session.execute(
         select(func.count()).select_from(Lease).where(~Lease.name.startswith(_PRESENCE))
     ).scalar_one()
-    if adding is not None and session.get(Lease, adding) is None:
-        leases += 1  # the first take of a lease no process has had yet
-    return math.ceil(leases / max(members, 1))
+    return math.ceil((leases + adding) / max(members, 1))
 
 
 def _held_by_me(session: Session, now: datetime) -> int:

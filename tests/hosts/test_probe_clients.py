@@ -1,5 +1,6 @@
 """The prober keeps one client per host between rounds (a new one per round cost a connection
-and an API version request per host, every round), on the testbed's engine h1."""
+and an API version request per host, every round), on the testbed's engine h1. Its probes run
+on an event loop of its own, thread `berth-probe`, with the async client."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.engine.docker_engine import DockerEngine
 from app.engine.factory import DockerEngines
+from app.engine.live import LiveEngine
 from app.engine.tls import TlsMaterial
 from app.main import create_app
 from tests.support import Api, host_ready, wait_for
@@ -32,6 +34,13 @@ class CountingEngines(DockerEngines):
         if threading.current_thread().name.startswith("berth-probe"):
             self.probe_clients[url] += 1
         return super().client(url, tls=tls, insecure=insecure, timeout=timeout)
+
+    def live(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False
+    ) -> LiveEngine:
+        if threading.current_thread().name.startswith("berth-probe"):
+            self.probe_clients[url] += 1
+        return super().live(url, tls=tls, insecure=insecure)
 
 
 def test_the_prober_keeps_one_client_per_host(

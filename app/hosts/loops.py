@@ -148,11 +148,19 @@ class HostProber(LeasedLoop):
         )
 
     def start(self) -> None:
-        self._aio_thread.start()
+        self._start_probe_loop()
         super().start()
+
+    def _start_probe_loop(self) -> None:
+        # Also from a round run without start() (run_once, as a test or a one-off check does).
+        if self._aio_thread.ident is None:
+            self._aio_thread.start()
 
     def stop(self, timeout: float) -> None:
         super().stop(timeout)
+        if self._aio_thread.ident is None:
+            self._aio.close()
+            return
         if self._aio.is_running():
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 asyncio.run_coroutine_threadsafe(self._close(), self._aio).result(timeout)
@@ -180,6 +188,7 @@ class HostProber(LeasedLoop):
         for target in due:
             self._ping_at[target.id] = now + self.period
         plan = [(t, self._facts_due(t)) for t in due]
+        self._start_probe_loop()
         results = asyncio.run_coroutine_threadsafe(
             self._round(plan, set(self._targets)), self._aio
         ).result()

@@ -12,6 +12,7 @@ from app.core.config import Settings
 from app.core.context import AppContext
 from app.engine.docker_engine import DockerEngine
 from app.engine.factory import DockerEngines
+from app.engine.live import LiveEngine
 from app.engine.tls import TlsMaterial
 from app.hosts.loops import HostProber
 from app.hosts.models import Host
@@ -22,12 +23,19 @@ from tests.testbed import Testbed
 class CountingEngines(DockerEngines):
     def __init__(self) -> None:
         self.built: list[tuple[str, float]] = []
+        self.live_built: list[str] = []
 
     def client(
         self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False, timeout: float
     ) -> DockerEngine:
         self.built.append((url, timeout))
         return super().client(url, tls=tls, insecure=insecure, timeout=timeout)
+
+    def live(
+        self, url: str, *, tls: TlsMaterial | None = None, insecure: bool = False
+    ) -> LiveEngine:
+        self.live_built.append(url)
+        return super().live(url, tls=tls, insecure=insecure)
 
 
 def test_the_factory_handed_to_the_context_builds_its_engines(
@@ -55,7 +63,10 @@ def test_the_factory_handed_to_the_context_builds_its_engines(
             prober.run_once()
         finally:
             prober.stop(1)
-        assert factory.built[2:] == [(bed.h1_url, context.settings.host_probe_timeout_seconds)]
+        # The prober's async client per host comes from the same factory (its timeouts are
+        # the prober's own, per ping).
+        assert factory.built[2:] == []
+        assert factory.live_built == [bed.h1_url]
         with context.db.session(write=False) as session:
             assert session.execute(select(Host.status)).scalar_one() == "ready"
     finally:

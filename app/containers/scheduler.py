@@ -7,9 +7,8 @@ name then id, so the same request against the same state always lands on the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
@@ -60,9 +59,12 @@ class Usage:
     memory: int = 0
 
 
-def usage(session: Session) -> dict[str, Usage]:
-    """Every host's usage, summed by the database in one query (the specs stay there). A
-    container sets aside its reservations where it has any, else its limits (`_set_aside`)."""
+def usage(
+    session: Session, *, hosts: Collection[str] | None = None, ignoring: Collection[str] = ()
+) -> dict[str, Usage]:
+    """Every host's usage (or only `hosts`'), summed by the database in one query (the specs
+    stay there), leaving out the containers `ignoring` names. A container sets aside its
+    reservations where it has any, else its limits (`set_aside`)."""
     reserved_cpus = Container.spec[("resources", "reservations", "cpus")].as_float()
     reserved_memory = Container.spec[("resources", "reservations", "memory_bytes")].as_integer()
     unreserved = and_(reserved_cpus.is_(None), reserved_memory.is_(None))
@@ -71,20 +73,24 @@ def usage(session: Session) -> dict[str, Usage]:
         (unreserved, Container.spec[("resources", "memory_bytes")].as_integer()),
         else_=reserved_memory,
     )
-    rows = session.execute(
-        select(Container.host_id, func.count(), func.sum(cpus), func.sum(memory))
-        .where(Container.desired_state != "removed")
-        .group_by(Container.host_id)
-    ).all()
+    wanted = select(Container.host_id, func.count(), func.sum(cpus), func.sum(memory)).where(
+        Container.desired_state != "removed"
+    )
+    if hosts is not None:
+        wanted = wanted.where(Container.host_id.in_(list(hosts)))
+    if ignoring:
+        wanted = wanted.where(Container.id.not_in(list(ignoring)))
+    rows = session.execute(wanted.group_by(Container.host_id)).all()
     return {
         host_id: Usage(int(count), float(cpus or 0), int(memory or 0))
         for host_id, count, cpus, memory in rows
     }
 
 
-def _set_aside(resources: dict[str, Any]) -> tuple[float, int]:
+def set_aside(spec: ContainerSpec) -> tuple[float, int]:
     """The (CPUs, memory bytes) a container takes from its host: its reservations where it
     has them, else its limits."""
+    resources = spec.resources.model_dump()
     amounts = resources.get("reservations") or resources
     return float(amounts.get("cpus") or 0), int(amounts.get("memory_bytes") or 0)
 
@@ -102,10 +108,14 @@ class Placer:
     placed replica given up) is not seen until the next pass: usage is only ever overstated,
     so a placement stays within the resources."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, ignoring: Collection[str] = ()) -> None:
         self._session = session
+        # Containers the caller is removing in this pass: they no longer count.
+        self._ignoring = ignoring
         self._hosts: list[Host] | None = None
         self._usage: dict[str, Usage] = {}
+        # The usage as read, before this pass's placements.
+        self._read: dict[str, Usage] = {}
         self._claimed: dict[str, set[_Port]] = {}
         # Hosts that pass the checks that do not change within a pass, per (constraints,
         # exclude): (candidates, why the others were passed over).
@@ -117,7 +127,8 @@ class Placer:
         if self._hosts is None:
             session = self._session
             self._hosts = list(session.execute(select(Host).order_by(Host.name, Host.id)).scalars())
-            self._usage = usage(session)
+            self._usage = usage(session, ignoring=self._ignoring)
+            self._read = {host_id: replace(used) for host_id, used in self._usage.items()}
             for host_id, ip, port, protocol in session.execute(
                 select(
                     PortClaim.host_id, PortClaim.host_ip, PortClaim.host_port, PortClaim.protocol
@@ -125,6 +136,11 @@ class Placer:
             ):
                 self._claimed.setdefault(host_id, set()).add((ip, port, protocol))
         return self._hosts
+
+    def usage_read(self, hosts: Collection[str]) -> dict[str, Usage]:
+        """What `hosts` carried when the pass read their usage, before its own placements:
+        what a caller checks again before it writes the placements in a later transaction."""
+        return {host_id: self._read.get(host_id, Usage()) for host_id in hosts}
 
     def _candidates(
         self, constraints: Sequence[str], exclude: Sequence[str]
@@ -167,7 +183,7 @@ class Placer:
         wanted_ports: set[_Port] = {
             (p.host_ip, p.host_port, str(p.protocol)) for p in spec.ports if p.host_port
         }
-        want_cpus, want_memory = _set_aside(spec.resources.model_dump())
+        want_cpus, want_memory = set_aside(spec)
         best: tuple[int, int] | None = None
         nothing = Usage()
         for host in candidates:  # in (name, id) order: the first of equals wins

@@ -7,6 +7,11 @@ backoff, remove surplus ones, move replicas off draining or lost hosts, and roll
 batch by batch — rolling back (or pausing) when a new replica fails. Every step is an ordinary
 container operation. A pass reads a snapshot, lets the pure `decide` (app.services.decide)
 choose the steps, and `apply` turns them into rows and operations in the pass's transaction.
+
+The snapshot is read, decided and its new replicas placed in a read session, outside SQLite's
+process-wide write lock (whose holder every other writer waits for: the executor's claims and
+outcomes, the watcher, leases). The write transaction only locks the service, reads the task
+views again and applies: a pass costs the lock in proportion to what it writes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -76,36 +81,40 @@ _OPTIMISTIC_TRIES = 3
 
 
 def reconcile(app: AppContext, service_id: str) -> None:
-    """One pass over a service: read and decide outside the write transaction, then take the
-    write lock only to apply the decision, if what it was decided from has not changed since
-    (else decide again: a concurrent change is re-decided, never doubled)."""
+    """One pass over a service: read, decide and place outside the write transaction, then
+    take the write lock only to check the views again and apply (`commit_pass`: a concurrent
+    change is re-decided, never doubled)."""
     settings = app.settings
     for _ in range(_OPTIMISTIC_TRIES):
         with app.db.session(write=False) as session:
-            plan = _plan(session, service_id, settings=settings, now=utcnow())
-        if plan is None or plan.changes_nothing:
+            plan = read_pass(session, service_id, settings=settings, now=utcnow())
+        if plan is None or plan.changes_nothing or commit_pass(app, plan):
             return
-        with app.db.session() as session:
-            service = session.get(Service, service_id, with_for_update=True)
-            if service is None:
-                return
-            if _current(session, service, plan, settings=settings):
-                apply(
-                    session,
-                    service=service,
-                    plan=plan,
-                    max_attempts=settings.operation_max_attempts,
-                )
-                return
-    # It kept changing between the read and the write (a busy rollout's events): decide under
-    # the lock this time, so a pass always makes progress.
+    # Its placements went stale every time (hosts filling up under other writers): decide and
+    # place under the lock this time, so a pass always makes progress.
     with app.db.session() as session:
         service = session.get(Service, service_id, with_for_update=True)
         if service is None:
             return
-        plan = _plan(session, service_id, settings=settings, now=utcnow())
+        plan = read_pass(session, service_id, settings=settings, now=utcnow())
         if plan is not None:
             apply(session, service=service, plan=plan, max_attempts=settings.operation_max_attempts)
+
+
+def commit_pass(app: AppContext, plan: Plan) -> bool:
+    """Apply a plan made outside the write transaction, in one; False (and nothing written) if
+    it went stale meanwhile (`_decide_again`)."""
+    with app.db.session() as session:
+        service = session.get(Service, plan.snapshot.service.id, with_for_update=True)
+        if service is None:
+            return True  # deleted meanwhile: nothing left to do
+        fresh = _decide_again(session, service, plan, settings=app.settings)
+        if fresh is None:
+            return False
+        apply(
+            session, service=service, plan=fresh, max_attempts=app.settings.operation_max_attempts
+        )
+        return True
 
 
 @dataclass(frozen=True)
@@ -152,13 +161,16 @@ class Plan:
         return True
 
 
-def _plan(session: Session, service_id: str, *, settings: Settings, now: datetime) -> Plan | None:
+def read_pass(
+    session: Session, service_id: str, *, settings: Settings, now: datetime
+) -> Plan | None:
+    """The plan of a pass: its snapshot, the decision, and where the new replicas go."""
     service = session.get(Service, service_id)
     if service is None:
         return None
     snapshot = _snapshot(session, service, settings=settings)
     decision = decide(snapshot, now)
-    starts = [action.slot for action in decision.actions if isinstance(action, StartReplica)]
+    starts = _starts(decision)
     placements: dict[int, _Placed | str] = {}
     usage_seen: dict[str, scheduler.Usage] = {}
     digest = None
@@ -191,18 +203,39 @@ def _plan(session: Session, service_id: str, *, settings: Settings, now: datetim
     return Plan(snapshot, now, decision, placements, digest, usage_seen)
 
 
-def _current(session: Session, service: Service, plan: Plan, *, settings: Settings) -> bool:
-    """In the write transaction, with the service locked: whether the plan's snapshot still
-    holds (task views and hosts carry no JSON, so this is cheap), and the hosts it places on
-    have not been given more to carry meanwhile."""
-    if _snapshot(session, service, settings=settings) != plan.snapshot:
-        return False
+def _decide_again(
+    session: Session, service: Service, plan: Plan, *, settings: Settings
+) -> Plan | None:
+    """In the write transaction, with the service locked: the plan for the views as they are
+    now, or None if its placements no longer serve it. Views carry no JSON and `decide` is
+    pure, so this is cheap; placing (the part that reads every host's usage) is what stays
+    outside the lock. Task states that changed meanwhile (a busy rollout's events) only need a
+    new decision; a changed service, other slots to fill, another spread, or more carried by
+    the hosts the replicas go to (when they set resources aside) need a new plan."""
+    snapshot = _snapshot(session, service, settings=settings)
+    if snapshot == plan.snapshot:
+        decision = plan.decision
+    else:
+        decision = decide(snapshot, plan.now)
+        if (
+            snapshot.service != plan.snapshot.service
+            or snapshot.previous_spec != plan.snapshot.previous_spec
+            or not set(_starts(decision)) <= plan.placements.keys()
+            or decision.spread != plan.decision.spread
+            or not _removed(plan.decision) <= _removed(decision)
+        ):
+            return None
     spec = plan.snapshot.service.spec
     if plan.usage_seen and any(scheduler.set_aside(_task_spec(spec, plan.digest))):
         now_used = scheduler.usage(session, hosts=plan.usage_seen, ignoring=_removed(plan.decision))
         nothing = scheduler.Usage()
-        return all(now_used.get(h, nothing) == used for h, used in plan.usage_seen.items())
-    return True
+        if any(now_used.get(h, nothing) != used for h, used in plan.usage_seen.items()):
+            return None
+    return replace(plan, snapshot=snapshot, decision=decision)
+
+
+def _starts(decision: Decision) -> list[int]:
+    return [action.slot for action in decision.actions if isinstance(action, StartReplica)]
 
 
 def _removed(decision: Decision) -> set[str]:

@@ -4,11 +4,6 @@ One claimer thread fills free slots, one heartbeat thread keeps every held lease
 learns of cancel requests), and one finisher thread stores outcomes in batches (one commit for
 many operations). Enqueues in other processes wake the claimer through the wake-up bus.
 
-When a slot is free, the claimer takes up to twice the slots in one claim: the extra ones wait
-(leased, heartbeated) for the next free slot. Slots free one at a time, so without this each
-claim transaction carried about one operation; with it a claim carries a batch, and a waiting
-operation never waits longer than one running handler.
-
 A handler's slot is free as soon as its outcome is handed to the finisher; the operation stays
 leased (and heartbeated) until the outcome is committed, so a crash in between only means the
 operation runs again, which idempotent handlers make harmless.
@@ -140,9 +135,8 @@ class OperationExecutor:
                 self._slot_free.clear()
                 continue
             queue.work_available.clear()
-            wanted = free + self.slots  # a batch: the free slots, and one more round
             try:
-                claims = self._claim(wanted)
+                claims = self._claim(free)
             except Exception:
                 log.exception("claiming operations failed; retrying")
                 self._stop.wait(1.0)
@@ -154,7 +148,7 @@ class OperationExecutor:
                 with self._lock:
                     self._running[claim.id] = context
                 self._pool.submit(self._run, context)
-            if len(claims) < wanted:
+            if len(claims) < free:
                 now = time.monotonic()
                 self._claimer_wakes_at = min(now + poll, self._deferred_due)
                 queue.work_available.wait(max(0.0, self._claimer_wakes_at - now))

@@ -67,7 +67,7 @@ from app.services.models import (
     ServiceStatus,
 )
 from app.services.schemas import ServiceSpec
-from app.services.service import container_spec, replica_image, revision_digest
+from app.services.service import container_spec, replica_image
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
@@ -134,8 +134,9 @@ class Plan:
     decision: Decision
     # Per slot to start: its placement, or why it has none.
     placements: Mapping[int, _Placed | str]
-    # The image digest of the service's revision, for the new replicas.
-    digest: str | None
+    # What the new replicas run: the spec of the revision they start at (the one a rollback
+    # in the decision returns to), with its image digest.
+    task_spec: ContainerSpec | None
     # The usage the placements were counted against, of the hosts they chose: checked again
     # when the replicas set resources aside (else a concurrent placement could overcommit).
     usage_seen: Mapping[str, scheduler.Usage]
@@ -173,14 +174,16 @@ def read_pass(
     starts = _starts(decision)
     placements: dict[int, _Placed | str] = {}
     usage_seen: dict[str, scheduler.Usage] = {}
-    digest = None
+    task_spec = None
     if starts:
-        digest = revision_digest(session, service)
+        spec, revision = snapshot.service.spec, service.revision
+        if rollback := _rollback(decision):  # applied before the starts
+            spec, revision = ServiceSpec.model_validate(rollback.spec), rollback.to_revision
+        task_spec = container_spec(spec)
+        task_spec.image = replica_image(spec, _digest(session, service.id, revision))
         # Placement reads usage as the earlier actions leave it: the tasks they remove no longer
         # count.
         placer = scheduler.Placer(session, ignoring=_removed(decision))
-        spec = snapshot.service.spec
-        task_spec = _task_spec(spec, digest)
         spread = dict(decision.spread)
         for slot in starts:
             placement = placer.place(
@@ -200,7 +203,15 @@ def read_pass(
         usage_seen = placer.usage_read(
             {p.host_id for p in placements.values() if isinstance(p, _Placed)}
         )
-    return Plan(snapshot, now, decision, placements, digest, usage_seen)
+    return Plan(snapshot, now, decision, placements, task_spec, usage_seen)
+
+
+def _digest(session: Session, service_id: str, revision: int) -> str | None:
+    """The image digest `revision` of the service was deployed with, if one was."""
+    digest = select(ServiceRevision.image_digest).where(
+        ServiceRevision.service_id == service_id, ServiceRevision.revision == revision
+    )
+    return session.execute(digest).scalar_one_or_none()
 
 
 def _decide_again(
@@ -210,8 +221,9 @@ def _decide_again(
     now, or None if its placements no longer serve it. Views carry no JSON and `decide` is
     pure, so this is cheap; placing (the part that reads every host's usage) is what stays
     outside the lock. Task states that changed meanwhile (a busy rollout's events) only need a
-    new decision; a changed service, other slots to fill, another spread, or more carried by
-    the hosts the replicas go to (when they set resources aside) need a new plan."""
+    new decision; a changed service, other slots to fill, another spread, a rollback the plan
+    did not place for, or more carried by the hosts the replicas go to (when they set resources
+    aside) need a new plan."""
     snapshot = _snapshot(session, service, settings=settings)
     if snapshot == plan.snapshot:
         decision = plan.decision
@@ -222,16 +234,20 @@ def _decide_again(
             or snapshot.previous_spec != plan.snapshot.previous_spec
             or not set(_starts(decision)) <= plan.placements.keys()
             or decision.spread != plan.decision.spread
+            or _rollback(decision) != _rollback(plan.decision)
             or not _removed(plan.decision) <= _removed(decision)
         ):
             return None
-    spec = plan.snapshot.service.spec
-    if plan.usage_seen and any(scheduler.set_aside(_task_spec(spec, plan.digest))):
+    if plan.task_spec is not None and plan.usage_seen and any(scheduler.set_aside(plan.task_spec)):
         now_used = scheduler.usage(session, hosts=plan.usage_seen, ignoring=_removed(plan.decision))
         nothing = scheduler.Usage()
         if any(now_used.get(h, nothing) != used for h, used in plan.usage_seen.items()):
             return None
     return replace(plan, snapshot=snapshot, decision=decision)
+
+
+def _rollback(decision: Decision) -> RollBack | None:
+    return next((a for a in decision.actions if isinstance(a, RollBack)), None)
 
 
 def _starts(decision: Decision) -> list[int]:
@@ -240,12 +256,6 @@ def _starts(decision: Decision) -> list[int]:
 
 def _removed(decision: Decision) -> set[str]:
     return {action.task_id for action in decision.actions if isinstance(action, MarkRemoved)}
-
-
-def _task_spec(spec: ServiceSpec, digest: str | None) -> ContainerSpec:
-    task_spec = container_spec(spec)
-    task_spec.image = replica_image(spec, digest)
-    return task_spec
 
 
 def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snapshot:
@@ -388,7 +398,8 @@ def apply(session: Session, *, service: Service, plan: Plan, max_attempts: int) 
             case StartReplica(slot=slot):
                 spec = spec or ServiceSpec.model_validate(service.spec)
                 if task_spec is None:
-                    task_spec = _task_spec(spec, plan.digest).model_dump(mode="json")
+                    assert plan.task_spec is not None  # a plan with starts has one
+                    task_spec = plan.task_spec.model_dump(mode="json")
                 problem = _start(
                     session,
                     service=service,
@@ -410,7 +421,7 @@ def apply(session: Session, *, service: Service, plan: Plan, max_attempts: int) 
                 )
                 service.revision = action.to_revision
                 service.spec = action.spec
-                spec = task_spec = None
+                spec = None
             case PauseUpdate(reason=reason):
                 log.warning("update paused", extra={"service_id": service.id, "reason": reason})
             case SettleRollout(outcome=outcome, detail=detail):

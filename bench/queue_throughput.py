@@ -108,27 +108,36 @@ class Result:
 # Databases
 
 
-def pg_bench_url(admin_url: str) -> str:
-    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=PG_BENCH_DATABASE)
+@dataclass(frozen=True)
+class PgServer:
+    """Where the PostgreSQL runs go: an admin connection (CREATEDB) and the database this
+    script drops and creates for each run."""
+
+    admin_url: str
+    database: str = PG_BENCH_DATABASE
+
+
+def pg_bench_url(pg: PgServer) -> str:
+    url = make_url(pg.admin_url).set(drivername="postgresql+psycopg", database=pg.database)
     return url.render_as_string(hide_password=False)
 
 
-def recreate_pg_database(admin_url: str) -> None:
-    assert PG_BENCH_DATABASE not in PROTECTED_DATABASES
-    name = sql.Identifier(PG_BENCH_DATABASE)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
+def recreate_pg_database(pg: PgServer) -> None:
+    assert pg.database not in PROTECTED_DATABASES
+    name = sql.Identifier(pg.database)
+    with psycopg.connect(pg.admin_url, autocommit=True) as connection:
         connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
         connection.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
 
-def drop_pg_database(admin_url: str) -> None:
-    assert PG_BENCH_DATABASE not in PROTECTED_DATABASES
-    name = sql.Identifier(PG_BENCH_DATABASE)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
+def drop_pg_database(pg: PgServer) -> None:
+    assert pg.database not in PROTECTED_DATABASES
+    name = sql.Identifier(pg.database)
+    with psycopg.connect(pg.admin_url, autocommit=True) as connection:
         connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
-def fresh_database(backend: str, workdir: Path, label: str, admin_url: str) -> str:
+def fresh_database(backend: str, workdir: Path, label: str, pg: PgServer) -> str:
     """An empty, migrated database; returns its SQLAlchemy URL."""
     if backend == "sqlite":
         path = workdir / f"{label}.db"
@@ -136,8 +145,8 @@ def fresh_database(backend: str, workdir: Path, label: str, admin_url: str) -> s
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     else:
-        recreate_pg_database(admin_url)
-        url = pg_bench_url(admin_url)
+        recreate_pg_database(pg)
+        url = pg_bench_url(pg)
     database = Database(url)
     try:
         upgrade(database)
@@ -238,8 +247,8 @@ def baseline_transactions_per_second(
         return sum(counts) / (time.perf_counter() - start)
 
 
-def run_baselines(backend: str, workdir: Path, admin_url: str) -> list[tuple[str, float]]:
-    url = fresh_database(backend, workdir, "baseline", admin_url)
+def run_baselines(backend: str, workdir: Path, pg: PgServer) -> list[tuple[str, float]]:
+    url = fresh_database(backend, workdir, "baseline", pg)
     figures: list[tuple[str, float]] = []
     database = Database(url)
     engine_label = (
@@ -458,9 +467,9 @@ def run_one(
     samples: int,
     slots: int | None,
     workdir: Path,
-    admin_url: str,
+    pg: PgServer,
 ) -> Result:
-    url = fresh_database(backend, workdir, f"queue-{count}", admin_url)
+    url = fresh_database(backend, workdir, f"queue-{count}", pg)
     db = Database(url)
     try:
         with running_workers(count, url, workdir, slots) as workers:
@@ -576,10 +585,17 @@ def main(argv: list[str] | None = None) -> int:
         "--pg-admin-url",
         default=os.environ.get("BERTH_BENCH_PG_ADMIN_URL", PG_ADMIN_URL),
         help="libpq URL of a connection (CREATEDB) used to drop/create the database "
-        f"{PG_BENCH_DATABASE} (env BERTH_BENCH_PG_ADMIN_URL; default {PG_ADMIN_URL})",
+        f"--pg-database (env BERTH_BENCH_PG_ADMIN_URL; default {PG_ADMIN_URL})",
+    )
+    parser.add_argument(
+        "--pg-database",
+        default=PG_BENCH_DATABASE,
+        help=f"the database dropped and created for each run ({PG_BENCH_DATABASE}); a name of "
+        "your own when others use the same server",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw-database figures")
     args = parser.parse_args(argv)
+    pg = PgServer(args.pg_admin_url, args.pg_database)
 
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     results: list[Result] = []
@@ -594,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if not args.no_baseline:
                     say(f"[{backend}] baseline")
-                    baselines[backend] = run_baselines(backend, workdir, args.pg_admin_url)
+                    baselines[backend] = run_baselines(backend, workdir, pg)
                     for label, value in baselines[backend]:
                         say(f"  {value:,.0f} txn/s  {label}")
                 for count in args.workers:
@@ -607,15 +623,15 @@ def main(argv: list[str] | None = None) -> int:
                             samples=args.samples,
                             slots=args.slots,
                             workdir=workdir,
-                            admin_url=args.pg_admin_url,
+                            pg=pg,
                         )
                     )
             finally:
                 if backend == "postgresql":
                     try:
-                        drop_pg_database(args.pg_admin_url)
+                        drop_pg_database(pg)
                     except psycopg.Error as exc:
-                        say(f"  could not drop {PG_BENCH_DATABASE}: {exc}")
+                        say(f"  could not drop {pg.database}: {exc}")
     print_table(results, baselines)
     say(f"\n(total run time {time.perf_counter() - began:.0f}s on {os.cpu_count()} CPUs)")
     return 0

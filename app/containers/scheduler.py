@@ -8,8 +8,8 @@ request against the same state always lands on the same host.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
@@ -63,9 +63,12 @@ class Usage:
     memory: int = 0
 
 
-def usage(session: Session) -> dict[str, Usage]:
-    """Every host's usage, summed by the database in one query (the specs stay there). A
-    container sets aside its reservations where it has any, else its limits (`set_aside`)."""
+def usage(
+    session: Session, *, hosts: Collection[str] | None = None, ignoring: Collection[str] = ()
+) -> dict[str, Usage]:
+    """Every host's usage (or only `hosts`'), summed by the database in one query (the specs
+    stay there), leaving out the containers `ignoring` names. A container sets aside its
+    reservations where it has any, else its limits (`set_aside`)."""
     reserved_cpus = Container.spec[("resources", "reservations", "cpus")].as_float()
     reserved_memory = Container.spec[("resources", "reservations", "memory_bytes")].as_integer()
     unreserved = and_(reserved_cpus.is_(None), reserved_memory.is_(None))
@@ -74,11 +77,14 @@ def usage(session: Session) -> dict[str, Usage]:
         (unreserved, Container.spec[("resources", "memory_bytes")].as_integer()),
         else_=reserved_memory,
     )
-    rows = session.execute(
-        select(Container.host_id, func.count(), func.sum(cpus), func.sum(memory))
-        .where(Container.desired_state != "removed")
-        .group_by(Container.host_id)
-    ).all()
+    wanted = select(Container.host_id, func.count(), func.sum(cpus), func.sum(memory)).where(
+        Container.desired_state != "removed"
+    )
+    if hosts is not None:
+        wanted = wanted.where(Container.host_id.in_(list(hosts)))
+    if ignoring:
+        wanted = wanted.where(Container.id.not_in(list(ignoring)))
+    rows = session.execute(wanted.group_by(Container.host_id)).all()
     return {
         host_id: Usage(int(count), float(cpus or 0), int(memory or 0))
         for host_id, count, cpus, memory in rows
@@ -98,10 +104,14 @@ class Placer:
     placed replica given up) is not seen until the next pass: usage is only ever overstated,
     so a placement stays within the resources."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, ignoring: Collection[str] = ()) -> None:
         self._session = session
+        # Containers the caller is removing in this pass: they no longer count.
+        self._ignoring = ignoring
         self._hosts: list[Host] | None = None
         self._usage: dict[str, Usage] = {}
+        # The usage as read, before this pass's placements.
+        self._read: dict[str, Usage] = {}
         self._claimed: dict[str, set[_Port]] = {}
         # host id -> the projects it is dedicated to (a host absent here is shared).
         self._dedicated: dict[str, set[str]] = {}
@@ -115,7 +125,8 @@ class Placer:
         if self._hosts is None:
             session = self._session
             self._hosts = list(session.execute(select(Host).order_by(Host.name, Host.id)).scalars())
-            self._usage = usage(session)
+            self._usage = usage(session, ignoring=self._ignoring)
+            self._read = {host_id: replace(used) for host_id, used in self._usage.items()}
             for host_id, ip, port, protocol in session.execute(
                 select(
                     PortClaim.host_id, PortClaim.host_ip, PortClaim.host_port, PortClaim.protocol
@@ -127,6 +138,11 @@ class Placer:
             ):
                 self._dedicated.setdefault(host_id, set()).add(project_id)
         return self._hosts
+
+    def usage_read(self, hosts: Collection[str]) -> dict[str, Usage]:
+        """What `hosts` carried when the pass read their usage, before its own placements:
+        what a caller checks again before it writes the placements in a later transaction."""
+        return {host_id: self._read.get(host_id, Usage()) for host_id in hosts}
 
     def _candidates(
         self, constraints: Sequence[str], exclude: Sequence[str], project_id: str

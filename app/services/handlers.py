@@ -9,10 +9,11 @@ from typing import Any
 from app.core.db import utcnow
 from app.operations.context import Deferred, OperationContext, PermanentError
 from app.operations.registry import handler
-from app.services import service as services
 from app.services.deadline import Mark, allowance
 from app.services.image_pin import pin_image
 from app.services.models import RolloutOutcome, RolloutPhase, Service, ServiceStatus
+from app.services.progress import replica_counts
+from app.services.schemas import ServiceSpec
 
 _LOOK_AGAIN_SECONDS = 0.5
 
@@ -27,41 +28,42 @@ def converge(ctx: OperationContext) -> dict[str, Any]:
             if ctx.params.get("removing"):
                 return {"removed": True}
             raise PermanentError("the service was deleted")
-        read = services.to_read(session, service)
-        # The row's enums, not the text the reader shows: asked, never parsed.
-        status, outcome = service.status, service.outcome
+        spec = ServiceSpec.model_validate(service.spec)
+        # Counted by the database: a look every half second must not read every replica.
+        replicas = replica_counts(session, service, spec)
+        status, outcome, revision = service.status, service.outcome, service.revision
+        detail, rollout = service.status_detail, service.rollout or {}
     now = utcnow()
-    mark = Mark.carried(ctx.claim.progress, read.replicas.healthy, now)
+    mark = Mark.carried(ctx.claim.progress, replicas.healthy, now)
     progress = {
-        "status": read.status,
-        "revision": read.revision,
-        "desired": read.replicas.desired,
-        "running": read.replicas.running,
-        "healthy": read.replicas.healthy,
-        "detail": read.status_detail,
+        "status": status,
+        "revision": revision,
+        "desired": replicas.desired,
+        "running": replicas.running,
+        "healthy": replicas.healthy,
+        "detail": detail,
         **mark.to_json(),
     }
     ctx.progress(progress)
     if ctx.params.get("removing"):
         raise Deferred(_LOOK_AGAIN_SECONDS)
-    rollout = read.rollout or {}
     if rollout.get("phase") == RolloutPhase.ROLLING_BACK and rollout.get("from") == target:
         raise PermanentError(
             f"revision {target} failed and is being rolled back: {rollout.get('reason')}"
         )
-    if read.revision != target and not rollout:
+    if revision != target and not rollout:
         if outcome == RolloutOutcome.ROLLED_BACK:
-            raise PermanentError(read.status_detail)
-        raise PermanentError(f"superseded: the service is now at revision {read.revision}")
+            raise PermanentError(detail)
+        raise PermanentError(f"superseded: the service is now at revision {revision}")
     if status == ServiceStatus.PAUSED:
-        raise PermanentError(f"the update is paused: {read.status_detail}")
-    if status == ServiceStatus.RUNNING and read.revision == target:
+        raise PermanentError(f"the update is paused: {detail}")
+    if status == ServiceStatus.RUNNING and revision == target:
         ctx.progress(progress, force=True)
         return {**progress, "settled_at": now.isoformat()}
     # The service keeps trying (it replaces failed replicas with backoff); only the wait ends.
-    if mark.overdue(now, allowance(ctx.app.settings.converge_deadline_seconds, [read.spec])):
+    if mark.overdue(now, allowance(ctx.app.settings.converge_deadline_seconds, [spec])):
         raise PermanentError(
             f"no further replica became ready in {ctx.app.settings.converge_deadline_seconds:g} s:"
-            f" {read.status}, {read.status_detail or 'no reason given'}"
+            f" {status}, {detail or 'no reason given'}"
         )
     raise Deferred(_LOOK_AGAIN_SECONDS)

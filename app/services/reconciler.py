@@ -7,15 +7,21 @@ backoff, remove surplus ones, move replicas off draining or lost hosts, and roll
 batch by batch — rolling back (or pausing) when a new replica fails. Every step is an ordinary
 container operation. A pass reads a snapshot, lets the pure `decide` (app.services.decide)
 choose the steps, and `apply` turns them into rows and operations in the pass's transaction.
+
+The snapshot is read, decided and its new replicas placed in a read session, outside SQLite's
+process-wide write lock (whose holder every other writer waits for: the executor's claims and
+outcomes, the watcher, leases). The write transaction only locks the service, reads the task
+views again and applies: a pass costs the lock in proportion to what it writes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +29,7 @@ from sqlalchemy.orm import Session
 from app.containers import scheduler
 from app.containers import service as containers
 from app.containers.models import Container
+from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
@@ -30,6 +37,7 @@ from app.core.errors import Conflict
 from app.hosts.models import Host
 from app.operations import queue
 from app.operations.models import QUEUED, RUNNING, Operation
+from app.projects.quotas import set_aside
 from app.services.decide import (
     Decision,
     DeleteService,
@@ -60,7 +68,7 @@ from app.services.models import (
     ServiceStatus,
 )
 from app.services.schemas import ServiceSpec
-from app.services.service import container_spec, replica_image, revision_digest
+from app.services.service import container_spec, replica_image
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
@@ -68,56 +76,245 @@ log = logging.getLogger("berth.services")
 
 ACTOR = "reconciler"
 _COALESCE_SECONDS = 0.1
+# Reads and decisions outside the write lock that a concurrent change may make stale, before
+# a pass decides under the lock.
+_OPTIMISTIC_TRIES = 3
 
 
 def reconcile(app: AppContext, service_id: str) -> None:
+    """One pass over a service: read, decide and place outside the write transaction, then
+    take the write lock only to check the views again and apply (`commit_pass`: a concurrent
+    change is re-decided, never doubled)."""
+    settings = app.settings
+    for _ in range(_OPTIMISTIC_TRIES):
+        with app.db.session(write=False) as session:
+            plan = read_pass(session, service_id, settings=settings, now=utcnow())
+        if plan is None or plan.changes_nothing or commit_pass(app, plan):
+            return
+    # Its placements went stale every time (hosts filling up under other writers): decide and
+    # place under the lock this time, so a pass always makes progress.
     with app.db.session() as session:
         service = session.get(Service, service_id, with_for_update=True)
         if service is None:
             return
-        snapshot, tasks = _snapshot(session, service, settings=app.settings)
-        now = utcnow()
+        plan = read_pass(session, service_id, settings=settings, now=utcnow())
+        if plan is not None:
+            apply(session, service=service, plan=plan, max_attempts=settings.operation_max_attempts)
+
+
+def commit_pass(app: AppContext, plan: Plan) -> bool:
+    """Apply a plan made outside the write transaction, in one; False (and nothing written) if
+    it went stale meanwhile (`_decide_again`)."""
+    with app.db.session() as session:
+        service = session.get(Service, plan.snapshot.service.id, with_for_update=True)
+        if service is None:
+            return True  # deleted meanwhile: nothing left to do
+        fresh = _decide_again(session, service, plan, settings=app.settings)
+        if fresh is None:
+            return False
         apply(
-            session,
-            service=service,
-            tasks=tasks,
-            decision=decide(snapshot, now),
-            now=now,
-            max_attempts=app.settings.operation_max_attempts,
+            session, service=service, plan=fresh, max_attempts=app.settings.operation_max_attempts
         )
+        return True
 
 
-def _snapshot(
-    session: Session, service: Service, *, settings: Settings
-) -> tuple[Snapshot, dict[str, Container]]:
-    """What `decide` needs, and the task rows `apply` changes."""
+@dataclass(frozen=True)
+class _Placed:
+    """Where the plan puts a new replica."""
+
+    host_id: str
+    host_name: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A decision, with what it was decided from and the placements of its new replicas."""
+
+    snapshot: Snapshot
+    now: datetime
+    decision: Decision
+    # Per slot to start: its placement, or why it has none.
+    placements: Mapping[int, _Placed | str]
+    # What the new replicas run: the spec of the revision they start at (the one a rollback
+    # in the decision returns to), with its image digest.
+    task_spec: ContainerSpec | None
+    # The usage the placements were counted against, of the hosts they chose: checked again
+    # when the replicas set resources aside (else a concurrent placement could overcommit).
+    usage_seen: Mapping[str, scheduler.Usage]
+
+    @property
+    def changes_nothing(self) -> bool:
+        """Whether applying the decision would leave every row as it is (a converged service's
+        pass): then no write transaction is needed at all."""
+        service = self.snapshot.service
+        for action in self.decision.actions:
+            match action:
+                case SetRollout(rollout=rollout) if rollout == service.rollout:
+                    continue
+                case SetSlots(slots=slots) if dict(slots) == dict(service.slots):
+                    continue
+                case SetStatus() if (action.status, action.detail, action.outcome) == (
+                    service.status,
+                    service.status_detail,
+                    service.outcome,
+                ):
+                    continue
+            return False
+        return True
+
+
+def read_pass(
+    session: Session, service_id: str, *, settings: Settings, now: datetime
+) -> Plan | None:
+    """The plan of a pass: its snapshot, the decision, and where the new replicas go."""
+    service = session.get(Service, service_id)
+    if service is None:
+        return None
+    snapshot = _snapshot(session, service, settings=settings)
+    decision = decide(snapshot, now)
+    starts = _starts(decision)
+    placements: dict[int, _Placed | str] = {}
+    usage_seen: dict[str, scheduler.Usage] = {}
+    task_spec = None
+    if starts:
+        spec, revision = snapshot.service.spec, service.revision
+        if rollback := _rollback(decision):  # applied before the starts
+            spec, revision = ServiceSpec.model_validate(rollback.spec), rollback.to_revision
+        task_spec = container_spec(spec)
+        task_spec.image = replica_image(spec, _digest(session, service.id, revision))
+        # Placement reads usage as the earlier actions leave it: the tasks they remove no longer
+        # count.
+        placer = scheduler.Placer(session, ignoring=_removed(decision))
+        spread = dict(decision.spread)
+        for slot in starts:
+            placement = placer.place(
+                task_spec,
+                spec.placement.constraints,
+                spread=spread,
+                max_per_host=spec.placement.max_per_host,
+                project_id=service.project_id,
+            )
+            if placement.host is None:
+                reasons = placement.reasons.items()
+                placements[slot] = (
+                    "; ".join(f"{name}: {why}" for name, why in reasons) or "no hosts"
+                )
+                continue
+            placements[slot] = _Placed(placement.host.id, placement.host.name)
+            spread[placement.host.id] = spread.get(placement.host.id, 0) + 1
+        usage_seen = placer.usage_read(
+            {p.host_id for p in placements.values() if isinstance(p, _Placed)}
+        )
+    return Plan(snapshot, now, decision, placements, task_spec, usage_seen)
+
+
+def _digest(session: Session, service_id: str, revision: int) -> str | None:
+    """The image digest `revision` of the service was deployed with, if one was."""
+    digest = select(ServiceRevision.image_digest).where(
+        ServiceRevision.service_id == service_id, ServiceRevision.revision == revision
+    )
+    return session.execute(digest).scalar_one_or_none()
+
+
+def _decide_again(
+    session: Session, service: Service, plan: Plan, *, settings: Settings
+) -> Plan | None:
+    """In the write transaction, with the service locked: the plan for the views as they are
+    now, or None if its placements no longer serve it. Views carry no JSON and `decide` is
+    pure, so this is cheap; placing (the part that reads every host's usage) is what stays
+    outside the lock. Task states that changed meanwhile (a busy rollout's events) only need a
+    new decision; a changed service, other slots to fill, another spread, a rollback the plan
+    did not place for, or more carried by the hosts the replicas go to (when they set resources
+    aside) need a new plan."""
+    snapshot = _snapshot(session, service, settings=settings)
+    if snapshot == plan.snapshot:
+        decision = plan.decision
+    else:
+        decision = decide(snapshot, plan.now)
+        if (
+            snapshot.service != plan.snapshot.service
+            or snapshot.previous_spec != plan.snapshot.previous_spec
+            or not set(_starts(decision)) <= plan.placements.keys()
+            or decision.spread != plan.decision.spread
+            or _rollback(decision) != _rollback(plan.decision)
+            or not _removed(plan.decision) <= _removed(decision)
+        ):
+            return None
+    if (
+        plan.task_spec is not None
+        and plan.usage_seen
+        and any(set_aside(plan.task_spec.resources.model_dump()))
+    ):
+        now_used = scheduler.usage(session, hosts=plan.usage_seen, ignoring=_removed(plan.decision))
+        nothing = scheduler.Usage()
+        if any(now_used.get(h, nothing) != used for h, used in plan.usage_seen.items()):
+            return None
+    return replace(plan, snapshot=snapshot, decision=decision)
+
+
+def _rollback(decision: Decision) -> RollBack | None:
+    return next((a for a in decision.actions if isinstance(a, RollBack)), None)
+
+
+def _starts(decision: Decision) -> list[int]:
+    return [action.slot for action in decision.actions if isinstance(action, StartReplica)]
+
+
+def _removed(decision: Decision) -> set[str]:
+    return {action.task_id for action in decision.actions if isinstance(action, MarkRemoved)}
+
+
+def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snapshot:
+    """What `decide` needs: the service, its tasks as views (no spec), and their hosts."""
     # Operations before replicas: on PostgreSQL each statement sees its own snapshot, and a
     # create that finishes in between must show as done on its replica, never as neither
     # busy nor created (which would count as a failure and replace it).
+    service_tasks = select(Container.id).where(Container.service_id == service.id)
     busy = {
         target
         for target in session.execute(
             select(Operation.target_id).where(
                 Operation.target_type == "container",
-                Operation.target_id.in_(
-                    select(Container.id).where(Container.service_id == service.id)
-                ),
+                Operation.target_id.in_(service_tasks),
                 Operation.status.in_((QUEUED, RUNNING)),
             )
         ).scalars()
         if target is not None
     }
-    tasks = {
-        task.id: task
-        for task in session.execute(
-            select(Container).where(Container.service_id == service.id)
-        ).scalars()
-    }
-    hosts = {
-        host.id: HostView(
-            id=host.id, status=host.status, draining=host.draining, last_seen_at=host.last_seen_at
+    tasks = tuple(
+        TaskView(
+            id=row.id,
+            slot=row.slot or 0,
+            revision=row.revision,
+            host_id=row.host_id,
+            state=row.state,
+            health=row.health,
+            exit_code=row.exit_code,
+            desired_state=row.desired_state,
+            ready_at=row.ready_at,
+            created_at=row.created_at,
+            busy=row.id in busy,
+            error=row.error,
         )
-        for host in session.execute(select(Host)).scalars()
+        for row in session.execute(
+            select(*_TASK_COLUMNS).where(Container.service_id == service.id).order_by(Container.id)
+        )
+    )
+    # Only the hosts its tasks are on: `decide` looks no other up. When a host was last seen
+    # only matters once it is unreachable; leaving it out otherwise keeps the prober's rounds
+    # from making a snapshot stale.
+    hosts = {
+        row.id: HostView(
+            id=row.id,
+            status=row.status,
+            draining=row.draining,
+            last_seen_at=row.last_seen_at if row.status == "unreachable" else None,
+        )
+        for row in session.execute(
+            select(Host.id, Host.status, Host.draining, Host.last_seen_at).where(
+                Host.id.in_(select(Container.host_id).where(Container.service_id == service.id))
+            )
+        )
     }
     rollout = Rollout.from_json(service.rollout) if service.rollout else None
     previous_spec = None
@@ -129,7 +326,7 @@ def _snapshot(
                 ServiceRevision.revision == rollout.from_revision,
             )
         ).scalar_one_or_none()
-    snapshot = Snapshot(
+    return Snapshot(
         service=ServiceView(
             id=service.id,
             revision=service.revision,
@@ -142,45 +339,52 @@ def _snapshot(
             rollout=rollout,
             slots=slots_from_json(service.slots or {}),
         ),
-        tasks=tuple(
-            TaskView(
-                id=task.id,
-                slot=task.slot or 0,
-                revision=task.revision,
-                host_id=task.host_id,
-                state=task.state,
-                health=task.health,
-                exit_code=task.exit_code,
-                desired_state=task.desired_state,
-                ready_at=task.ready_at,
-                created_at=task.created_at,
-                busy=task.id in busy,
-                error=task.error,
-            )
-            for task in tasks.values()
-        ),
+        tasks=tasks,
         hosts=hosts,
         host_down_grace=timedelta(seconds=settings.host_down_grace_seconds),
         previous_spec=previous_spec,
     )
-    return snapshot, tasks
 
 
-def apply(
-    session: Session,
-    *,
-    service: Service,
-    tasks: dict[str, Container],
-    decision: Decision,
-    now: datetime,
-    max_attempts: int,
-) -> None:
+_TASK_COLUMNS = (
+    Container.id,
+    Container.slot,
+    Container.revision,
+    Container.host_id,
+    Container.state,
+    Container.health,
+    Container.exit_code,
+    Container.desired_state,
+    Container.ready_at,
+    Container.created_at,
+    Container.error,
+)
+
+
+def apply(session: Session, *, service: Service, plan: Plan, max_attempts: int) -> None:
     """Carry out a decision in the caller's transaction, in its order: rows, and the container
-    operations that make the engines follow them."""
-    spread = dict(decision.spread)
-    placer = scheduler.Placer(session)  # hosts and their usage read once for the whole pass
+    operations that make the engines follow them. The new replicas go out as one batched
+    INSERT, their create operations as another."""
+    decision = plan.decision
+    # Only the task rows the decision changes are loaded (with their spec, for their events).
+    touched = {
+        action.task_id
+        for action in decision.actions
+        if isinstance(action, (MarkRemoved, MarkReady, DeleteTask))
+    }
+    tasks = (
+        {
+            task.id: task
+            for task in session.execute(
+                select(Container).where(Container.id.in_(touched))
+            ).scalars()
+        }
+        if touched
+        else {}
+    )
     unplaceable: list[str] = []
     spec: ServiceSpec | None = None  # the service's, validated once (a rollback changes it)
+    task_spec: dict[str, Any] | None = None  # what every new replica of this pass runs
     for action in decision.actions:
         match action:
             case MarkRemoved(task_id=task_id):
@@ -200,14 +404,17 @@ def apply(
                 )
             case StartReplica(slot=slot):
                 spec = spec or ServiceSpec.model_validate(service.spec)
+                if task_spec is None:
+                    assert plan.task_spec is not None  # a plan with starts has one
+                    task_spec = plan.task_spec.model_dump(mode="json")
                 problem = _start(
                     session,
-                    placer=placer,
                     service=service,
                     spec=spec,
+                    task_spec=task_spec,
                     slot=slot,
-                    spread=spread,
-                    now=now,
+                    placement=plan.placements[slot],
+                    now=plan.now,
                     max_attempts=max_attempts,
                 )
                 if problem is not None:
@@ -247,49 +454,40 @@ def apply(
 def _start(
     session: Session,
     *,
-    placer: scheduler.Placer,
     service: Service,
     spec: ServiceSpec,
+    task_spec: dict[str, Any],
     slot: int,
-    spread: dict[str, int],
+    placement: _Placed | str,
     now: datetime,
     max_attempts: int,
 ) -> str | None:
-    """A new task of the service's revision in `slot`, placed and queued for creation; or why
-    it cannot be placed."""
-    task_spec = container_spec(spec)
-    task_spec.image = replica_image(spec, revision_digest(session, service))
-    placement = placer.place(
-        task_spec,
-        spec.placement.constraints,
-        spread=spread,
-        max_per_host=spec.placement.max_per_host,
-        project_id=service.project_id,
-    )
-    if placement.host is None:
-        return "; ".join(f"{name}: {why}" for name, why in placement.reasons.items()) or "no hosts"
+    """A new task of the service's revision in `slot`, on the host the plan chose, queued for
+    creation; or why it cannot be placed."""
+    if isinstance(placement, str):
+        return placement
     task_id = new_id()
     name = spec.container_name or f"{service.name}.{slot}.{task_id[-6:]}"
     if (
         spec.container_name is not None
         and session.execute(
             select(Container.id).where(
-                Container.host_id == placement.host.id, Container.name == spec.container_name
+                Container.host_id == placement.host_id, Container.name == spec.container_name
             )
         ).first()
     ):
         # The replica it replaces holds the name until its container is removed.
-        return f"{placement.host.name}: container name {name!r} is still taken"
+        return f"{placement.host_name}: container name {name!r} is still taken"
     task = Container(
         id=task_id,
         name=name,
-        host_id=placement.host.id,
+        host_id=placement.host_id,
         service_id=service.id,
         project_id=service.project_id,
         slot=slot,
         revision=service.revision,
-        spec=task_spec.model_dump(mode="json"),
-        image=task_spec.image,
+        spec=task_spec,
+        image=task_spec["image"],
         labels=spec.labels,
         managed=True,
         desired_state="running",
@@ -298,13 +496,15 @@ def _start(
         version=1,
     )
     session.add(task)
-    session.flush()
-    try:
-        with session.begin_nested():
-            containers.claim_ports(session, task, task_spec)
-    except Conflict as exc:
-        session.delete(task)
-        return exc.detail
+    if any(port.host_port for port in spec.ports):
+        # Claimed row by row: a port taken meanwhile leaves this replica unplaced, not the pass.
+        session.flush()
+        try:
+            with session.begin_nested():
+                containers.claim_ports(session, task, ContainerSpec.model_validate(task_spec))
+        except Conflict as exc:
+            session.delete(task)
+            return exc.detail
     queue.enqueue(
         session,
         kind="container.create",
@@ -315,7 +515,6 @@ def _start(
         max_attempts=max_attempts,
         project_id=service.project_id,
     )
-    spread[task.host_id] = spread.get(task.host_id, 0) + 1
     return None
 
 

@@ -153,6 +153,8 @@ def error_statuses(
         statuses[429] = "Too many failed authentications from this client; retry after Retry-After"
     if dependant.path_params or body_names_an_id:
         statuses[404] = "No such resource (named in the path or the body)"
+    elif any(param.name == "project" for param in dependant.query_params):
+        statuses[404] = "No project readable by the caller has the name `project` gives"
     if any(param.name == "cursor" for param in dependant.query_params):
         statuses[400] = "A malformed cursor"
     if method in _MUTATING:

@@ -510,7 +510,10 @@ def _ssl_context(tls: TlsMaterial, *, insecure: bool) -> ssl.SSLContext:
     trust store; `insecure` skips the check. The ssl module reads the client certificate and
     key only from files, so they go through a private directory gone once they are loaded."""
     # Without cadata the default context loads the system's trust store.
-    context = ssl.create_default_context(cadata=tls.ca_cert or None)
+    try:
+        context = ssl.create_default_context(cadata=tls.ca_cert or None)
+    except ssl.SSLError as exc:
+        raise EngineRejected(f"TLS CA certificate unusable: {exc}") from exc
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -84,3 +84,12 @@ def test_plain_tcp_only_when_insecure(bed: Testbed, version: Version) -> None:
     with pytest.raises(EngineRejected, match="insecure: true"):
         version(bed.h2_url, None, False)
     assert version(bed.h2_url, None, True)
+
+
+def test_a_ca_that_is_no_certificate_is_refused_not_a_crash() -> None:
+    """A stored CA the ssl module cannot read: the async client (the prober's) is refused with
+    the reason, which the prober shows as the host's error, instead of raising SSLError on
+    every probe round."""
+    garbage = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+    with pytest.raises(EngineRejected, match="TLS CA certificate unusable"):
+        LiveEngine("tcp://127.0.0.1:2376", tls=TlsMaterial(garbage, None, None), insecure=False)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from app.api.models import IdempotencyRecord
 from app.audit import keys as audit_keys
 from app.audit import retention as audit_retention
+from app.changes.gate import ChangeHold
 from app.changes.loops import ChangeWindows
 from app.changes.models import ChangeRequest
 from app.containers.watcher import ContainerWatcher
@@ -192,7 +193,11 @@ class Housekeeping(LoopService):
 def background_services(context: AppContext, *, kind: str) -> list[Service]:
     executor = OperationExecutor(context)
     # BERTH_IMAGE_CHECK_INTERVAL_SECONDS=0 turns new-image detection off.
-    image_check = [ImageCheckLoop(context)] if context.settings.image_check_interval_seconds else []
+    image_check = (
+        [ImageCheckLoop(context, hold=ChangeHold(context))]
+        if context.settings.image_check_interval_seconds
+        else []
+    )
     return [
         Relay(context.db),
         WorkerHeartbeat(context, kind=kind, slots=executor.slots),

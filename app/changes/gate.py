@@ -21,8 +21,13 @@ from app.core.lookup import get_or_404
 from app.projects.models import Project
 from app.secrets.models import Secret
 from app.security.roles import Role
+from app.services import image_updates
 from app.services.models import Service
 from app.stacks.models import Stack
+
+# The author of the changes Berth submits itself: no token has this id, so any approver may
+# answer them.
+SYSTEM_AUTHOR_ID = "system"
 
 _TARGETS: dict[str, type[Service | Stack | Secret]] = {
     "services": Service,
@@ -113,3 +118,26 @@ class ChangeHold:
             status_code=202,
             headers={"Location": change_location(change.id)},
         )
+
+    def hold_image_update(self, session: Session, *, service: Service, digest: str) -> bool:
+        """Implements app.services.image_updates.ImageUpdateHold: in a protected project, an
+        automatic update is a change request by the image check (once per digest), which an
+        approver answers and the project's windows time like any other."""
+        project = session.get_one(Project, service.project_id)
+        if not project.protected:
+            return False
+        if digest not in changes.open_image_updates(session, service_id=service.id):
+            changes.submit(
+                session,
+                kind=kinds.IMAGE_UPDATE,
+                project_id=project.id,
+                target_id=service.id,
+                target_name=service.name,
+                payload={"digest": digest},
+                value=None,
+                if_match=None,
+                author=changes.Author(SYSTEM_AUTHOR_ID, image_updates.ACTOR),
+                settings=self.context.settings,
+                cipher=self.context.cipher,
+            )
+        return True

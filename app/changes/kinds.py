@@ -19,7 +19,7 @@ from app.core.db import new_id
 from app.core.errors import NotFound
 from app.secrets import service as secrets
 from app.security.crypto import Cipher
-from app.services import planner, secret_usage
+from app.services import image_updates, planner, secret_usage
 from app.services import service as services
 from app.services.models import Service
 from app.services.schemas import (
@@ -196,6 +196,27 @@ def _rollback_service(session: Session, job: Job) -> Applied:
 def _scale_service(session: Session, job: Job) -> Applied:
     replicas = ScaleRequest.model_validate(job.payload).replicas
     return _revise(session, job, partial(services.scale, replicas=replicas))
+
+
+# A new digest of the service's tag, found by the image check (app/services/image_updates.py),
+# for a service with auto_update in a protected project.
+IMAGE_UPDATE = "service.image_update"
+
+
+def _image_update_plan(session: Session, job: Job) -> dict[str, Any]:
+    service = services.get(session, service_id=job.target_id)
+    plan = _service_plan(session, job, services.current_spec(service))
+    current = services.revision_digest(session, service)
+    return {**plan, "image_digest": {"before": current, "after": job.payload["digest"]}}
+
+
+@register(IMAGE_UPDATE, "services", plan=_image_update_plan)
+def _update_image(session: Session, job: Job) -> Applied:
+    service = services.get(session, service_id=job.target_id, for_update=True)
+    body = image_updates.apply_image_update(
+        session, service=service, digest=job.payload["digest"], settings=job.settings
+    )
+    return Applied(f"services/{body.service.id}", [body.operation.id])
 
 
 # A deleted service's plan is that of none of its replicas left.

@@ -120,6 +120,20 @@ def read_page(
     return Page(items=to_reads(session, rows), next_cursor=next_cursor)
 
 
+def open_image_updates(session: Session, *, service_id: str) -> set[str]:
+    """The digests of the automatic updates of a service that still wait or will apply."""
+    rows = session.execute(
+        select(ChangeRequest.payload).where(
+            ChangeRequest.kind == kinds.IMAGE_UPDATE,
+            ChangeRequest.target_id == service_id,
+            ChangeRequest.state.in_(
+                [ChangeState.PENDING, ChangeState.APPROVED, ChangeState.WAITING_WINDOW]
+            ),
+        )
+    ).scalars()
+    return {payload["digest"] for payload in rows}
+
+
 def submit(
     session: Session,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import cache
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,6 +35,18 @@ from app.workers.loops import LeasedLoop
 log = logging.getLogger("berth.services")
 
 ACTOR = "system:image-check"
+
+
+class ImageUpdateHold(Protocol):
+    """What a protected project puts between a new digest and its automatic rollout. It sits
+    above this module (app/changes), so the runtime and the app hand it in."""
+
+    def hold_image_update(self, session: Session, *, service: Service, digest: str) -> bool:
+        """True when the update waits for an approver instead (a change request holds it),
+        False when it is rolled out now."""
+        ...
+
+
 CHECK_LEASE = "images.check"
 
 
@@ -97,11 +110,17 @@ def apply_image_update(
 
 
 def roll_out(
-    app: AppContext, *, service_ids: Sequence[str] | None = None, fence: Fence | None = None
+    app: AppContext,
+    *,
+    service_ids: Sequence[str] | None = None,
+    fence: Fence | None = None,
+    hold: ImageUpdateHold | None = None,
 ) -> dict[str, ServiceAccepted]:
     """Apply the updates available to services with auto_update, each in its own transaction;
     by service id. A service in the middle of a rollout waits for the next round, and a digest
-    the service ran before (an update that was rolled back) is not rolled out again by itself."""
+    the service ran before (an update that was rolled back) is not rolled out again by itself.
+    In a protected project (`hold`), the update becomes a change request an approver answers,
+    subject to the project's change windows like any other change."""
     with app.db.session(write=False) as session:
         statement = select(Service).where(~Service.removing)
         if service_ids is not None:
@@ -124,6 +143,10 @@ def roll_out(
                     )
                 ).first()
                 if ran is not None:
+                    continue
+                if hold is not None and hold.hold_image_update(
+                    session, service=service, digest=digest
+                ):
                     continue
                 done[service_id] = apply_image_update(
                     session, service=service, digest=digest, settings=app.settings
@@ -149,7 +172,9 @@ def _client(requests_per_minute: float) -> ManifestClient:
     return ManifestClient(shared_limiter(requests_per_minute))
 
 
-def check_service(app: AppContext, *, service_id: str) -> ImageCheck:
+def check_service(
+    app: AppContext, *, service_id: str, hold: ImageUpdateHold | None = None
+) -> ImageCheck:
     """Ask the registry about the service's tag now, and roll a new digest out if the service
     has auto_update (POST /services/{id}/check-image)."""
     with app.db.session(write=False) as session:
@@ -165,7 +190,7 @@ def check_service(app: AppContext, *, service_id: str) -> ImageCheck:
         answer = TagChecker(app.db, app.cipher, client).check(found)[image]
         outcome, detail = answer.outcome, answer.error
         if answer.outcome in (CheckOutcome.CHANGED, CheckOutcome.NOT_MODIFIED):
-            accepted = roll_out(app, service_ids=[service_id]).get(service_id)
+            accepted = roll_out(app, service_ids=[service_id], hold=hold).get(service_id)
             operation = accepted.operation if accepted is not None else None
     with app.db.session(write=False) as session:
         read = services.read(session, service_id=service_id)
@@ -181,9 +206,10 @@ class ImageCheckLoop(LeasedLoop):
     name = "image-check"
     lease = CHECK_LEASE
 
-    def __init__(self, app: AppContext) -> None:
+    def __init__(self, app: AppContext, *, hold: ImageUpdateHold | None = None) -> None:
         super().__init__(app.db, app.settings.image_check_interval_seconds)
         self.app = app
+        self.hold = hold
         # Waits for the rate limit end early when the process stops.
         self.client = ManifestClient(
             shared_limiter(app.settings.registry_requests_per_minute), sleep=self._stop.wait
@@ -200,4 +226,4 @@ class ImageCheckLoop(LeasedLoop):
         checker = TagChecker(self.app.db, self.app.cipher, self.client)
         checker.check(found, fence=self.holds_lease)
         checker.forget_unchecked(since=started, fence=self.holds_lease)
-        roll_out(self.app, fence=self.holds_lease)
+        roll_out(self.app, fence=self.holds_lease, hold=self.hold)

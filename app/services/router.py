@@ -318,4 +318,6 @@ def check_service_image(
     set_audit_resource(request, f"services/{service_id}")
     with context.db.session(write=False) as session:
         _may(session, principal, service_id, ProjectRole.operator)
-    return image_updates.check_service(context, service_id=service_id)
+    # The change requests' hold, handed in by create_app like the routes' gate (app/api/gate.py).
+    hold: image_updates.ImageUpdateHold = request.app.state.changes
+    return image_updates.check_service(context, service_id=service_id, hold=hold)

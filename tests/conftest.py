@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import Base
+from app.projects.models import Project
 from app.security.roles import DEFAULT_PROJECT_ID
 from tests.support import BOOTSTRAP_TOKEN, IMPATIENT_DEADLINE_S, Api, Services
 from tests.testbed import Testbed, testbed
@@ -92,6 +93,20 @@ def clear_tables(url: str) -> None:
                     # The default project is part of the schema (migration 0013), not data.
                     statement = statement.where(table.c.id != DEFAULT_PROJECT_ID)
                 session.execute(statement)
+            # ... but what a test set on it is data: a project left protected (or with quotas)
+            # would hold every later test's writes.
+            session.execute(
+                update(Project)
+                .where(Project.id == DEFAULT_PROJECT_ID)
+                .values(
+                    protected=False,
+                    quotas={},
+                    relaxations=[],
+                    windows=[],
+                    outside_window="wait",
+                    version=1,
+                )
+            )
     finally:
         database.dispose()
 

@@ -97,7 +97,7 @@ def delete_project(name: str, request: Request, context: Ctx, _: Admin) -> Respo
 @router.get("/{name}/members", summary="The tokens with a role in the project")
 def list_members(name: str, context: Ctx, principal: ProjectAdmin) -> list[MemberRead]:
     with context.db.session(write=False) as session:
-        project = service.administered(session, principal, name=name)
+        project = service.administered(session, principal, name=name, for_update=False)
         return service.members(session, project=project)
 
 

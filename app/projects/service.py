@@ -66,10 +66,14 @@ def readable_by_name(
     return project
 
 
-def administered(session: Session, principal: Principal, *, name: str) -> Project:
-    """The project, locked, if the principal administers it (its members, its secrets): 404
-    when it may not read it, 403 when it reads it with a weaker role."""
-    project = readable_by_name(session, principal, name=name, for_update=True)
+def administered(
+    session: Session, principal: Principal, *, name: str, for_update: bool = True
+) -> Project:
+    """The project, locked for a change unless `for_update` is False (a read: a read-only
+    transaction on PostgreSQL refuses the lock), if the principal administers it (its
+    members, its secrets): 404 when it may not read it, 403 when it reads it with a weaker
+    role."""
+    project = readable_by_name(session, principal, name=name, for_update=for_update)
     require_in_project(principal, project.id, ProjectRole.project_admin)
     return project
 

@@ -424,7 +424,9 @@ class Followers:
         30 s was most of the followers' idle cost); a re-list still comes at every opening
         after a break, and at least every `_RELIST_SECONDS`, since an event can be missed."""
         opened = int(time.time()) - 1
-        relist = resume.since is None or time.monotonic() >= resume.relist_due
+        # The first opening, or one after a break: what happened before it was not heard.
+        reopened = resume.since is None
+        relist = reopened or time.monotonic() >= resume.relist_due
         since = opened if relist or resume.since is None else resume.since
         resume.since = None
         # Open the stream first, then re-list: nothing can happen in between unseen.
@@ -436,6 +438,10 @@ class Followers:
                 summaries = await engine.list_containers()
                 await self._in_db_thread(writer.store_list, summaries, read_at=listed_at)
                 resume.relist_due = time.monotonic() + _RELIST_SECONDS
+            if reopened:
+                # Image and container events missed before the stream opened change the
+                # inventory too (a container created before its host was first followed).
+                self._images_changed(writer.host_id)
             heard = opened
             try:
                 async for event in events:

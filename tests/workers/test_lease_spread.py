@@ -131,13 +131,22 @@ def test_loops_spread_over_workers_and_move_within_15s_of_a_kill_9(
             what="the service running",
         )
 
-        # Spread: the probe, the inventory, two followers and the service: 5 leases, and
-        # each worker holds its share, ceil(5 / 2), at most.
+        host_ids = {h["name"]: h["id"] for h in second.get("/hosts").json()["items"]}
+        # Every loop a worker runs here: the probe, the inventory, the change windows, one
+        # follower per host and the service's converge. Each worker holds its fair share.
+        loops = {
+            "hosts.probe",
+            "images.inventory",
+            "changes.windows",
+            *(f"containers.follow.{host_id}" for host_id in host_ids.values()),
+            f"service.{service_id}",
+        }
+
         def spread() -> dict[str, int] | None:
             held = _held(db)
             pids = list(held.values())
             fair = all(pids.count(pid) <= math.ceil(len(held) / 2) for pid in workers)
-            return held if len(held) == 5 and set(pids) == set(workers) and fair else None
+            return held if set(held) == loops and set(pids) == set(workers) and fair else None
 
         wait_for(spread, timeout=60, what="the loop leases spread over both workers")
 
@@ -156,7 +165,7 @@ def test_loops_spread_over_workers_and_move_within_15s_of_a_kill_9(
         os.kill(holder, signal.SIGKILL)
         killed_at = time.monotonic()
         wait_for(
-            lambda: set(_held(db).values()) == {survivor} and len(_held(db)) == 5,
+            lambda: set(_held(db).values()) == {survivor} and set(_held(db)) == loops,
             timeout=15,
             interval=0.1,
             what="the surviving worker to hold every loop lease",

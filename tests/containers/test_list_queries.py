@@ -123,7 +123,14 @@ def test_a_filtered_page_is_read_in_key_order_not_sorted(
             for cursor in (None, encode_cursor("0" * 26)):
                 plans.clear()
                 with db.session(write=False) as session:
-                    service.get_all(session, limit=50, cursor=cursor, **equal)
+                    service.get_all(
+                        session,
+                        limit=50,
+                        cursor=cursor,
+                        host_id=equal.get("host_id"),
+                        service_id=equal.get("service_id"),
+                        state=equal.get("state"),
+                    )
                 assert len(plans) == 1, (equal, plans)
                 assert "TEMP B-TREE" not in plans[0], (equal, cursor, plans[0])
     finally:

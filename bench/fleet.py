@@ -27,7 +27,7 @@ service phase when it finishes.
 
     .venv/bin/python -m bench.fleet                            # 100 and 1,000 engines
     .venv/bin/python -m bench.fleet --engines 100 --replicas 1000 --idle 10
-    .venv/bin/python -m bench.fleet --engines 100 --idle 2 --timeout 900   # RSS, 10,000 running
+    .venv/bin/python -m bench.fleet --engines 100 --idle 2 --timeout 1500   # RSS, 10,000 running
 """
 
 from __future__ import annotations

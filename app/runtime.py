@@ -24,6 +24,7 @@ from app.changes.models import ChangeRequest
 from app.containers.watcher import ContainerWatcher
 from app.core.context import AppContext
 from app.core.db import new_id, utcnow
+from app.core.memory import release_free_memory
 from app.engine.errors import EngineError
 from app.events.models import Event
 from app.hosts import service as hosts
@@ -157,7 +158,8 @@ class WorkerHeartbeat(LoopService):
 
 class Housekeeping(LoopService):
     """Forgets expired idempotency records and events, worker processes that stopped
-    heartbeating, and leases whose holder is gone."""
+    heartbeating, and leases whose holder is gone; and hands the memory the C allocator kept
+    after the last minute's bursts back to the system (app/core/memory.py)."""
 
     name = "housekeeping"
 
@@ -188,6 +190,7 @@ class Housekeeping(LoopService):
         if self.context.settings.audit_retention_days:
             keep = timedelta(days=self.context.settings.audit_retention_days)
             audit_retention.prune(self.context.db, older_than=now - keep)
+        release_free_memory()
 
 
 def background_services(context: AppContext, *, kind: str) -> list[Service]:

@@ -45,6 +45,23 @@ def created_at(details: dict[str, Any]) -> tuple[datetime, int]:
     return base, int((match["fraction"] or "0").ljust(9, "0")[:9])
 
 
+def parse_engine_time(value: str) -> datetime | None:
+    """RFC 3339 with up to nanoseconds, as the engine writes it, in UTC (None if it is not a
+    time: the fraction is cut to the microseconds `datetime` holds)."""
+    if not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    main, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{main}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class EngineFacts:
     engine_version: str

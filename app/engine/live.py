@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx
 
-from app.engine.docker_engine import EngineFacts, engine_facts
+from app.engine.docker_engine import EngineFacts, engine_facts, parse_engine_time
 from app.engine.errors import (
     EngineError,
     EngineRejected,
@@ -539,7 +539,7 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
 
 
 def _container_stats(body: dict[str, Any], what: str) -> ContainerStats:
-    read_at = _parse_time(str(body.get("read") or ""))
+    read_at = parse_engine_time(str(body.get("read") or ""))
     memory: dict[str, Any] = body.get("memory_stats") or {}
     if read_at is None or read_at.year <= 1 or not memory:
         # A stopped container's one-shot stats are all zero, with a zero read time.
@@ -602,22 +602,6 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
-
-
-def _parse_time(value: str) -> datetime | None:
-    """RFC 3339 with up to nanoseconds, as the engine writes it."""
-    if not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    main, dot, rest = text.partition(".")
-    if dot:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{main}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _unix_time(moment: datetime) -> str:

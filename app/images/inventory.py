@@ -8,12 +8,12 @@ database.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 
 from app.core.db import Database, utcnow
+from app.engine.docker_engine import parse_engine_time
 from app.engine.protocol import Engine
 from app.events import recorder as events
 from app.hosts.models import Host
@@ -70,9 +70,7 @@ def _describe(engine: Engine, docker_id: str) -> dict[str, Any]:
     digests = [str(d) for d in details.get("RootFS", {}).get("Layers", [])]
     sizes = layer_sizes(digests, engine.image_history(docker_id))
     created = details.get("Created")
-    created_at = None
-    if isinstance(created, str) and created:
-        created_at = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").astimezone(UTC)
+    created_at = parse_engine_time(created) if isinstance(created, str) else None
     return {
         "layers": [{"digest": d, "size_bytes": s} for d, s in zip(digests, sizes, strict=True)],
         "size_bytes": sum(sizes),

@@ -34,8 +34,13 @@ _VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
+def _time_text(at: datetime) -> str:
+    """As an engine writes a time: RFC 3339 in UTC with `Z`."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _now_text() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _time_text(datetime.now(UTC))
 
 
 @dataclass
@@ -63,7 +68,7 @@ class Image:
             "Id": self.id,
             "RepoTags": self.tags,
             "RepoDigests": [],
-            "Created": datetime.fromtimestamp(self.created, UTC).isoformat(),
+            "Created": _time_text(datetime.fromtimestamp(self.created, UTC)),
             "Size": 1_000_000,
             "Architecture": "amd64",
             "Os": "linux",
@@ -117,7 +122,7 @@ class Container:
         cmd = list(self.config.get("Cmd") or [])
         return {
             "Id": self.id,
-            "Created": datetime.fromtimestamp(self.created, UTC).isoformat(),
+            "Created": _time_text(datetime.fromtimestamp(self.created, UTC)),
             "Path": cmd[0] if cmd else "",
             "Args": cmd[1:],
             "State": {

@@ -544,8 +544,9 @@ class ServiceReconciler(LoopService):
     """Passes over the services this process holds the lease of. A wake-up that names services
     (their tasks changed) brings a pass over those only; every `interval` (and on a wake-up
     that names none: a service itself changed) a sweep passes over them all, taking and renewing
-    their leases in one transaction. Between sweeps a pass uses the leases the last sweep
-    renewed; each write checks its lease (`reconcile`), so a lease lost meanwhile fences it."""
+    their leases in one transaction. Between sweeps a pass uses the leases as last renewed (again
+    in one transaction, once they are half their life old); each write checks its lease
+    (`reconcile`), so a lease lost meanwhile fences it."""
 
     name = "service-reconciler"
 
@@ -557,8 +558,8 @@ class ServiceReconciler(LoopService):
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
         self._sweep_due = 0.0  # monotonic; the first round is a sweep
-        # The leases the last sweep held (service id -> epoch), those it found held elsewhere,
-        # and until when (monotonic) a pass may rely on them without renewing.
+        # The leases the last renewal got (service id -> epoch), the services it found held
+        # elsewhere, and until when (monotonic) a pass may rely on them without renewing.
         self._held: dict[str, int] = {}
         self._elsewhere: set[str] = set()
         self._held_until = 0.0
@@ -585,21 +586,25 @@ class ServiceReconciler(LoopService):
     def run_once(self) -> None:
         # A burst of container events is one reason to look, not one pass each.
         self._stop.wait(_COALESCE_SECONDS)
-        now = time.monotonic()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            sweep = now >= self._sweep_due
+            sweep = time.monotonic() >= self._sweep_due
             if sweep:
-                self._sweep_due = now + self.interval
+                self._sweep_due = time.monotonic() + self.interval
         if sweep:
-            with self.app.db.session(write=False) as session:
-                service_ids = list(session.execute(select(Service.id)).scalars())
-            self._renew(service_ids, now=now)
+            service_ids = self._renew()
         else:
-            service_ids = self._leased(sorted(dirty), now=now)
+            service_ids = sorted(dirty)
+            if any(s not in self._held and s not in self._elsewhere for s in service_ids):
+                self._renew()  # a service new since the last sweep
+                # Those it still does not hold are another process's, or deleted meanwhile
+                # (their replicas' last events name them).
+                self._elsewhere |= set(service_ids) - self._held.keys()
         for service_id in service_ids:
             if self.stopping:
                 return
+            if time.monotonic() >= self._held_until:
+                self._renew()  # a long round: renewed before its leases can lapse
             epoch = self._held.get(service_id)
             if epoch is None:
                 continue
@@ -609,8 +614,10 @@ class ServiceReconciler(LoopService):
             except Exception:
                 log.exception("reconciling a service failed", extra={"service_id": service_id})
 
-    def _renew(self, service_ids: list[str], *, now: float) -> None:
-        """Take or renew the leases of every service in one transaction (a sweep)."""
+    def _renew(self) -> list[str]:
+        """Take or renew the leases of every service in one transaction; returns the services."""
+        with self.app.db.session(write=False) as session:
+            service_ids = list(session.execute(select(Service.id)).scalars())
         held = leases.acquire_many(
             self.app.db,
             [_lease_name(service_id) for service_id in service_ids],
@@ -623,24 +630,10 @@ class ServiceReconciler(LoopService):
             if _lease_name(service_id) in held
         }
         self._elsewhere = set(service_ids) - self._held.keys()
-        # Half the lease's life: a sweep that comes late renews before another could take over.
-        self._held_until = now + self.ttl / 2
-
-    def _leased(self, service_ids: list[str], *, now: float) -> list[str]:
-        """Of the services a wake-up named, those to pass over now: the ones the last sweep
-        holds, or a sweep at once when its leases are getting old or a service is new to it."""
-        unknown = [
-            service_id
-            for service_id in service_ids
-            if service_id not in self._held and service_id not in self._elsewhere
-        ]
-        if now >= self._held_until or unknown:
-            with self.app.db.session(write=False) as session:
-                known = list(session.execute(select(Service.id)).scalars())
-            self._renew(known, now=now)
-            # A service deleted meanwhile (its replicas' last events name it) is no one's.
-            self._elsewhere |= set(unknown) - self._held.keys()
-        return [service_id for service_id in service_ids if service_id in self._held]
+        # Half the lease's life: passes that rely on the leases renew them well before they
+        # lapse (the fence checks the real expiry).
+        self._held_until = time.monotonic() + self.ttl / 2
+        return service_ids
 
 
 def _lease_name(service_id: str) -> str:

@@ -6,6 +6,7 @@ other tests in this folder."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import pytest
@@ -148,3 +149,20 @@ def test_a_service_held_elsewhere_is_left_to_its_holder(
     reconciler.changed(frozenset({second}))
     reconciler.run_once()
     assert tasks(db, second) == 0
+
+
+def test_leases_half_their_life_old_are_renewed_all_at_once_before_a_pass(
+    reconciler: ServiceReconciler, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service_ids = add_services(db, 2)
+    reconciler.run_once()
+    swept = lease_expiries(db)
+    # Later than half the leases' life: a round that ran long, or a named pass after a gap.
+    later = time.monotonic() + reconciler.ttl / 2 + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    reconciler.changed(frozenset(service_ids[:1]))
+    reconciler.run_once()
+    renewed = lease_expiries(db)
+    assert renewed.keys() == swept.keys()
+    assert all(renewed[name] > swept[name] for name in swept)
+    assert len(set(renewed.values())) == 1

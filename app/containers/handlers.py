@@ -103,12 +103,12 @@ def record(
             session.add(
                 OperationLog(operation_id=ctx.id, attempt=ctx.attempt, at=at, message=message)
             )
-        replica = container.service_id is not None
-    if replica and changed:
+        service_id = container.service_id
+    if service_id is not None and changed:
         # The service's status follows its replicas: its reconciler looks now, not at its next
         # periodic pass. The follower's reading of the same change wakes it only when it lands
         # first; after this one it is older, so it is skipped without a wake-up.
-        wakeups.notify(wakeups.SERVICES)
+        wakeups.notify(wakeups.SERVICES, [service_id])
     return state
 
 

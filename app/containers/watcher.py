@@ -120,6 +120,7 @@ _STATE_COLUMNS = (
     Container.id,
     Container.docker_id,
     Container.managed,
+    Container.service_id,
     Container.desired_state,
     Container.state,
     Container.health,
@@ -209,8 +210,15 @@ class StateWriter:
                     for row_id, values in written.items()
                 ),
             )
-        if any(managed.get(row_id) is not None for row_id in written):
-            wakeups.notify(wakeups.SERVICES)
+        # The services whose replicas changed look again (their reconciler passes only over them).
+        wakeups.notify(
+            wakeups.SERVICES,
+            {
+                row.service_id
+                for row_id in written
+                if (row := managed.get(row_id)) is not None and row.service_id is not None
+            },
+        )
 
     def _add_foreign(self, summary: dict[str, Any]) -> Container:
         spec = _foreign_spec(summary)
@@ -284,12 +292,13 @@ class StateWriter:
             for key, value in state.items():
                 setattr(row, key, value)
             row.observed_at = read_at
-            replica = row.service_id is not None
-        if replica and changed:
-            wakeups.notify(wakeups.SERVICES)
+            service_id = row.service_id
+        if service_id is not None and changed:
+            wakeups.notify(wakeups.SERVICES, [service_id])
 
     def vanished(self, docker_id: str, *, read_at: datetime) -> None:
         """The engine said `docker_id` is gone (an inspect at `read_at` found nothing)."""
+        services = set()
         with self.app.db.session() as session:
             for row in session.execute(
                 select(Container)
@@ -300,7 +309,9 @@ class StateWriter:
                     session.delete(row)
                 elif row.desired_state != "removed" and not is_newer(row, docker_id, read_at):
                     row.state, row.health, row.observed_at = "missing", None, read_at
-        wakeups.notify(wakeups.SERVICES)
+                if row.service_id is not None:
+                    services.add(row.service_id)
+        wakeups.notify(wakeups.SERVICES, services)
 
 
 @dataclass

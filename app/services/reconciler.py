@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -81,19 +82,22 @@ _COALESCE_SECONDS = 0.1
 _OPTIMISTIC_TRIES = 3
 
 
-def reconcile(app: AppContext, service_id: str) -> None:
+def reconcile(app: AppContext, service_id: str, *, lease: leases.Fence | None = None) -> None:
     """One pass over a service: read, decide and place outside the write transaction, then
     take the write lock only to check the views again and apply (`commit_pass`: a concurrent
-    change is re-decided, never doubled)."""
+    change is re-decided, never doubled). With `lease`, only while it still holds that lease
+    (checked in the write transaction): a holder that stalled past it writes nothing."""
     settings = app.settings
     for _ in range(_OPTIMISTIC_TRIES):
         with app.db.session(write=False) as session:
             plan = read_pass(session, service_id, settings=settings, now=utcnow())
-        if plan is None or plan.changes_nothing or commit_pass(app, plan):
+        if plan is None or plan.changes_nothing or commit_pass(app, plan, lease=lease):
             return
     # Its placements went stale every time (hosts filling up under other writers): decide and
     # place under the lock this time, so a pass always makes progress.
     with app.db.session() as session:
+        if lease is not None and not lease.holds(session):
+            return
         service = session.get(Service, service_id, with_for_update=True)
         if service is None:
             return
@@ -102,10 +106,14 @@ def reconcile(app: AppContext, service_id: str) -> None:
             apply(session, service=service, plan=plan, max_attempts=settings.operation_max_attempts)
 
 
-def commit_pass(app: AppContext, plan: Plan) -> bool:
+def commit_pass(app: AppContext, plan: Plan, *, lease: leases.Fence | None = None) -> bool:
     """Apply a plan made outside the write transaction, in one; False (and nothing written) if
-    it went stale meanwhile (`_decide_again`)."""
+    it went stale meanwhile (`_decide_again`). True, with nothing written, if `lease` is no
+    longer held: the service is another holder's now."""
     with app.db.session() as session:
+        if lease is not None and not lease.holds(session):
+            log.info("service lease lost; pass not applied", extra={"lease": lease.name})
+            return True
         service = session.get(Service, plan.snapshot.service.id, with_for_update=True)
         if service is None:
             return True  # deleted meanwhile: nothing left to do
@@ -533,17 +541,32 @@ def _set_status(
 
 
 class ServiceReconciler(LoopService):
+    """Passes over the services this process holds the lease of. A wake-up that names services
+    (their tasks changed) brings a pass over those only; every `interval` (and on a wake-up
+    that names none: a service itself changed) a sweep passes over them all, taking and renewing
+    their leases in one transaction. Between sweeps a pass uses the leases as last renewed (again
+    in one transaction, once they are half their life old); each write checks its lease
+    (`reconcile`), so a lease lost meanwhile fences it."""
+
     name = "service-reconciler"
 
     def __init__(self, app: AppContext) -> None:
         super().__init__(app.settings.reconcile_interval_seconds)
         self.app = app
         self.holder = leases.member_holder("reconciler")
+        self.ttl = max(10.0, 5 * self.interval)
         self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._sweep_due = 0.0  # monotonic; the first round is a sweep
+        # The leases the last renewal got (service id -> epoch), the services it found held
+        # elsewhere, and until when (monotonic) a pass may rely on them without renewing.
+        self._held: dict[str, int] = {}
+        self._elsewhere: set[str] = set()
+        self._held_until = 0.0
         self._unsubscribe: Callable[[], None] = lambda: None
 
     def start(self) -> None:
-        self._unsubscribe = wakeups.subscribe(wakeups.SERVICES, self.wake)
+        self._unsubscribe = wakeups.subscribe_keys(wakeups.SERVICES, self.changed)
         super().start()
 
     def stop(self, timeout: float) -> None:
@@ -551,23 +574,67 @@ class ServiceReconciler(LoopService):
         super().stop(timeout)
         leases.release_all(self.app.db, holder=self.holder)
 
+    def changed(self, service_ids: wakeups.Keys) -> None:
+        """A wake-up: these services' tasks changed, or (None) anything may have."""
+        with self._lock:
+            if service_ids is None:
+                self._sweep_due = 0.0
+            else:
+                self._dirty |= service_ids
+        self.wake()
+
     def run_once(self) -> None:
         # A burst of container events is one reason to look, not one pass each.
         self._stop.wait(_COALESCE_SECONDS)
-        with self.app.db.session(write=False) as session:
-            service_ids = list(session.execute(select(Service.id)).scalars())
-        ttl = max(10.0, 5 * self.interval)
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            sweep = time.monotonic() >= self._sweep_due
+            if sweep:
+                self._sweep_due = time.monotonic() + self.interval
+        if sweep:
+            service_ids = self._renew()
+        else:
+            service_ids = sorted(dirty)
+            if any(s not in self._held and s not in self._elsewhere for s in service_ids):
+                self._renew()  # a service new since the last sweep
+                # Those it still does not hold are another process's, or deleted meanwhile
+                # (their replicas' last events name them).
+                self._elsewhere |= set(service_ids) - self._held.keys()
         for service_id in service_ids:
             if self.stopping:
                 return
-            if (
-                leases.acquire(
-                    self.app.db, f"service.{service_id}", holder=self.holder, ttl_seconds=ttl
-                )
-                is None
-            ):
+            if time.monotonic() >= self._held_until:
+                self._renew()  # a long round: renewed before its leases can lapse
+            epoch = self._held.get(service_id)
+            if epoch is None:
                 continue
+            fence = leases.Fence(_lease_name(service_id), self.holder, epoch)
             try:
-                reconcile(self.app, service_id)
+                reconcile(self.app, service_id, lease=fence)
             except Exception:
                 log.exception("reconciling a service failed", extra={"service_id": service_id})
+
+    def _renew(self) -> list[str]:
+        """Take or renew the leases of every service in one transaction; returns the services."""
+        with self.app.db.session(write=False) as session:
+            service_ids = list(session.execute(select(Service.id)).scalars())
+        held = leases.acquire_many(
+            self.app.db,
+            [_lease_name(service_id) for service_id in service_ids],
+            holder=self.holder,
+            ttl_seconds=self.ttl,
+        )
+        self._held = {
+            service_id: held[_lease_name(service_id)]
+            for service_id in service_ids
+            if _lease_name(service_id) in held
+        }
+        self._elsewhere = set(service_ids) - self._held.keys()
+        # Half the lease's life: passes that rely on the leases renew them well before they
+        # lapse (the fence checks the real expiry).
+        self._held_until = time.monotonic() + self.ttl / 2
+        return service_ids
+
+
+def _lease_name(service_id: str) -> str:
+    return f"service.{service_id}"

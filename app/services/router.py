@@ -45,8 +45,9 @@ router = APIRouter(prefix=f"{API_PREFIX}/services", tags=["services"])
 
 def _answer(response: Response, body: ServiceAccepted) -> ServiceAccepted:
     response.headers["Location"] = f"{API_PREFIX}/operations/{body.operation.id}"
-    # After the commit: the reconciler is to see the change it is woken for.
-    wakeups.notify(wakeups.SERVICES)
+    # After the commit: the reconciler is to see the change it is woken for. Named: a pass
+    # over this service, not a sweep over all of them.
+    wakeups.notify(wakeups.SERVICES, [body.service.id])
     return body
 
 

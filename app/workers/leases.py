@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -127,6 +128,20 @@ def held(session: Session, name: str, *, holder: str, epoch: int) -> bool:
         and row.epoch == epoch
         and row.expires_at > utcnow()
     )
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A lease as its holder took it (`acquire_many` gave `epoch`), carried to the writes it
+    guards: a holder that renews many leases in one round checks each where it writes."""
+
+    name: str
+    holder: str
+    epoch: int
+
+    def holds(self, session: Session) -> bool:
+        """`held` for this lease, inside the caller's write transaction."""
+        return held(session, self.name, holder=self.holder, epoch=self.epoch)
 
 
 def release(db: Database, name: str, *, holder: str) -> None:

@@ -75,6 +75,8 @@ def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
     claim = replica_create(db, bed)
     woken = threading.Event()
     unsubscribe = wakeups.subscribe(wakeups.SERVICES, woken.set)
+    named: list[wakeups.Keys] = []
+    unsubscribe_keys = wakeups.subscribe_keys(wakeups.SERVICES, named.append)
     writes: list[str] = []
     real_session, real_transaction = db.session, db.transaction
 
@@ -95,6 +97,7 @@ def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
     finally:
         monkeypatch.undo()
         unsubscribe()
+        unsubscribe_keys()
         remove_containers(engine, f"berth.container={claim.target_id}")
         engine.close()
 
@@ -102,6 +105,12 @@ def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
     # No follower runs here: the service's reconciler hears of the running replica from the
     # operation itself, not at its next periodic pass.
     assert woken.is_set()
+    # Naming the replica's service: its reconciler passes over that service only.
+    with db.session(write=False) as session:
+        service_id = session.execute(
+            select(Container.service_id).where(Container.id == claim.target_id)
+        ).scalar_one()
+    assert named == [frozenset({service_id})]
     # The outcome's log line goes with the state in one transaction.
     assert len(writes) == 1
     with db.session(write=False) as session:

@@ -27,11 +27,14 @@ from app.workers import wakeups
 
 relay = wakeups.Relay(Database(sys.argv[1]))
 woken = threading.Event()
+named = []
 wakeups.subscribe("test.topic", woken.set)
+wakeups.subscribe_keys("test.topic", named.append)
 relay.start()
 print("ready", flush=True)
 if woken.wait(60):
     print("woken", flush=True)
+    print(" ".join(sorted(named[0] or ["everything"])), flush=True)
 relay.stop(5)
 """
 
@@ -47,6 +50,34 @@ def test_a_wake_up_reaches_the_subscribers_of_this_process() -> None:
     woken.clear()
     wakeups.notify("test.local")
     assert not woken.is_set()
+
+
+def test_a_wake_up_names_what_changed_to_those_who_ask() -> None:
+    named: list[wakeups.Keys] = []
+    woken = threading.Event()
+    unsubscribe_keys = wakeups.subscribe_keys("test.keys", named.append)
+    unsubscribe = wakeups.subscribe("test.keys", woken.set)
+    try:
+        wakeups.notify("test.keys", ["a", "b", "a"])
+        wakeups.notify("test.keys")
+        # Nothing named, nothing changed: no one wakes.
+        wakeups.notify("test.keys", [])
+    finally:
+        unsubscribe_keys()
+        unsubscribe()
+    assert named == [frozenset({"a", "b"}), None]
+    assert woken.is_set()
+
+
+def test_the_keys_of_a_wake_up_cross_processes_in_notices_of_bounded_size() -> None:
+    keys = frozenset(f"{number:026d}" for number in range(450))
+    notices = wakeups.notices("test.topic", keys)
+    # PostgreSQL refuses a payload of 8,000 bytes or more.
+    assert len(notices) == 3 and all(len(notice) < 7_000 for notice in notices)
+    heard = [wakeups.heard(notice) for notice in notices]
+    assert {topic for topic, _ in heard} == {"test.topic"}
+    assert frozenset().union(*(named or () for _, named in heard)) == keys
+    assert wakeups.heard(*wakeups.notices("test.topic", None)) == ("test.topic", None)
 
 
 def send_until_heard(send: Callable[[], None], heard: list[str], expected: str) -> None:
@@ -126,7 +157,8 @@ def test_a_wake_up_reaches_the_subscribers_of_another_process(db: Database) -> N
     relay.start()
     try:
         wait_for(lambda: "ready" in lines, timeout=60, what="the other process to start")
-        send_until_heard(lambda: wakeups.notify("test.topic"), lines, "woken")
+        send_until_heard(lambda: wakeups.notify("test.topic", ["a", "b"]), lines, "woken")
+        wait_for(lambda: "a b" in lines, timeout=15, what="the keys to be heard")
     finally:
         relay.stop(5)
         stop_process(child, 5)

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, event, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    bindparam,
+    case,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -223,6 +235,7 @@ def settle_and_claim(
     limit: int,
     lease_seconds: float,
     include_resumable: bool = True,
+    connection: Connection | None = None,
 ) -> tuple[set[str], list[Claim]]:
     """Store `outcomes` (as `finish_many`) and claim up to `limit` operations (as `claim`), in
     one transaction: a worker whose operations are short pays one commit, one fsync on
@@ -231,26 +244,27 @@ def settle_and_claim(
     Returns the ids of the outcomes stored (an operation whose lease was lost meanwhile is
     left alone) and the claims. The outcomes go first: their rows are locked in id order, as
     `heartbeat` locks them, and the claim then only takes rows nobody holds (`SKIP LOCKED`).
+    A caller that does this in a loop passes its own `connection` (see `Database.transaction`).
     """
     now = utcnow()
     params = {"now": now, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)}
-    with db.transaction() as connection:
-        stored = _store_outcomes(connection, outcomes, now)
+    with db.transaction(connection) as bind:
+        stored = _store_outcomes(bind, outcomes, now)
         # Resuming a deferred wait or a dead worker's operation changes no state anyone
         # watches; only queued -> running is an event.
         resumed = (
-            _claim_rows(connection, _CLAIM_RESUMABLE, limit, params, resumed=True)
+            _claim_rows(bind, _CLAIM_RESUMABLE, limit, params, resumed=True)
             if include_resumable
             else []
         )
-        started = _claim_rows(connection, _CLAIM_DUE, limit - len(resumed), params, resumed=False)
+        started = _claim_rows(bind, _CLAIM_DUE, limit - len(resumed), params, resumed=False)
         events = [
             _event(o.claim, o.status, {"error": o.error}) for o in outcomes if o.claim.id in stored
         ]
         events += [
             _event(c, RUNNING, {"attempts": c.attempts, "host_id": c.host_id}) for c in started
         ]
-        recorder.write(connection, events)
+        recorder.write(bind, events)
     if events:
         recorder.notify_listeners()
     return stored, resumed + started
@@ -364,46 +378,39 @@ def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
 
 
 def _store_outcomes(connection: Connection, outcomes: list[Outcome], now: datetime) -> set[str]:
+    """One UPDATE for all `outcomes` (each row's values picked by its id), so a batch costs one
+    round trip, not one per operation; it returns the ids whose lease still held."""
     if not outcomes:
         return set()
     assert all(outcome.status in TERMINAL for outcome in outcomes)
     outcomes = sorted(outcomes, key=lambda outcome: outcome.claim.id)  # heartbeat's lock order
-    statement = (
+    result_type = Operation.__table__.c.result.type
+
+    def by_id(value: Callable[[Outcome], Any], type_: Any = None) -> Any:
+        return case(
+            {o.claim.id: literal(value(o), type_) for o in outcomes},
+            value=Operation.id,
+        )
+
+    rows = connection.execute(
         update(Operation)
         .where(
-            Operation.id == bindparam("b_id"),
-            Operation.lease_epoch == bindparam("b_epoch"),
+            Operation.id.in_([outcome.claim.id for outcome in outcomes]),
+            Operation.lease_epoch == by_id(lambda o: o.claim.epoch, Integer()),
             Operation.status == RUNNING,
         )
         .values(
-            status=bindparam("b_status"),
-            result=bindparam("b_result", type_=Operation.__table__.c.result.type),
-            error=bindparam("b_error"),
+            status=by_id(lambda o: o.status, String()),
+            result=by_id(lambda o: o.result, result_type),
+            error=by_id(lambda o: o.error, String()),
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
             version=Operation.version + 1,
         )
+        .returning(Operation.id)
     )
-    rows = [
-        {
-            "b_id": outcome.claim.id,
-            "b_epoch": outcome.claim.epoch,
-            "b_status": outcome.status,
-            "b_result": outcome.result,
-            "b_error": outcome.error,
-        }
-        for outcome in outcomes
-    ]
-    ids = [outcome.claim.id for outcome in outcomes]
-    if connection.execute(statement, rows).rowcount == len(outcomes):
-        return set(ids)
-    # Some lease was lost meanwhile (rare): find out which outcomes were stored.
-    return set(
-        connection.execute(
-            select(Operation.id).where(Operation.id.in_(ids), Operation.finished_at == now)
-        ).scalars()
-    )
+    return set(rows.scalars())
 
 
 def finish(

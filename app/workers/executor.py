@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from app.core.context import AppContext
 from app.core.db import new_id
 from app.core.logging import host_id_var, operation_id_var
@@ -49,6 +51,9 @@ log = logging.getLogger("berth.executor")
 # How often running operations that no worker holds (deferred by another process, or whose
 # worker died) are looked for, at most.
 _RESUMABLE_SCAN_SECONDS = 1.0
+# The claimer keeps its connection while it is busy, sparing the pool's pre-ping round trip in
+# each transaction; one idle for longer goes back to the pool, and the next is checked anew.
+_CONNECTION_IDLE_SECONDS = 5.0
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -76,6 +81,9 @@ class OperationExecutor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._unsubscribers: list[Callable[[], None]] = []
+        # The claimer's own connection, kept across its transactions while they keep coming.
+        self._connection: Connection | None = None
+        self._connection_used_at = 0.0
         self._last_resumable_scan = 0.0
         # When an operation this process deferred is due again: looked for then, not only at
         # the next periodic scan, so a short wait (a deploy watching a health check) stays short.
@@ -146,6 +154,7 @@ class OperationExecutor:
                 claims = self._settle_and_claim(outcomes, free)
             except Exception:
                 log.exception("storing outcomes or claiming operations failed; retrying")
+                self._close_connection()  # whatever broke, the retry starts on a new one
                 self._stop.wait(1.0)
                 continue
             if self._stop.is_set():
@@ -159,6 +168,15 @@ class OperationExecutor:
                 now = time.monotonic()
                 self._claimer_wakes_at = min(now + poll, self._deferred_due)
                 self._wake.wait(max(0.0, self._claimer_wakes_at - now))
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except Exception:
+                log.warning("closing the claimer's connection failed", exc_info=True)
 
     def _settle_and_claim(self, outcomes: list[queue.Outcome], limit: int) -> list[queue.Claim]:
         """Store `outcomes` and claim up to `limit` operations, in one transaction."""
@@ -170,9 +188,15 @@ class OperationExecutor:
             self._last_resumable_scan = now
             self._deferred_due = math.inf
         try:
+            if now - self._connection_used_at > _CONNECTION_IDLE_SECONDS:
+                self._close_connection()
+            if self._connection is None:
+                self._connection = self.app.db.engine.connect()
+            self._connection_used_at = now
             stored, claims = queue.settle_and_claim(
                 self.app.db,
                 outcomes,
+                connection=self._connection,
                 owner=self.owner,
                 limit=max(0, limit),
                 lease_seconds=self.app.settings.lease_seconds,

@@ -332,8 +332,8 @@ def heartbeat(
     if not held:
         return set(), set()
     now = utcnow()
-    # Rows are locked in id order, as finish_many writes them, so this process's heartbeat and
-    # finisher threads never deadlock on PostgreSQL.
+    # Rows are locked in id order, as outcomes are stored, so this process's heartbeat and
+    # claimer threads never deadlock on PostgreSQL.
     mine = (
         select(Operation.id)
         .where(

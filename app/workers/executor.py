@@ -51,8 +51,10 @@ log = logging.getLogger("berth.executor")
 # How often running operations that no worker holds (deferred by another process, or whose
 # worker died) are looked for, at most.
 _RESUMABLE_SCAN_SECONDS = 1.0
-# The claimer keeps its connection while it is busy, sparing the pool's pre-ping round trip in
-# each transaction; one idle for longer goes back to the pool, and the next is checked anew.
+# The claimer keeps its connection across transactions that follow each other closely (work,
+# or the idle poll), sparing the pool's pre-ping round trip in each; one unused for longer (a
+# slow poll) goes back to the pool, and the next checkout pings it anew. A connection that broke
+# anyway fails one round, which is retried on a new one.
 _CONNECTION_IDLE_SECONDS = 5.0
 
 

@@ -14,11 +14,24 @@ an expired lease.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, event, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    bindparam,
+    case,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -39,14 +52,32 @@ from app.security.roles import DEFAULT_PROJECT_ID
 WAKEUP_TOPIC = "operations"
 """The wake-up other processes' workers hear when operations were enqueued."""
 
-# Set after a transaction that enqueued work commits: wakes this process's workers at once.
-work_available = threading.Event()
+# Called after a transaction that enqueued work commits: wakes this process's workers at once.
+_work_listeners: list[Callable[[], None]] = []
+_work_listeners_lock = threading.Lock()
+
+
+def on_work_available(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener` after every local commit that enqueued operations; returns an
+    unsubscribe. (Other processes' enqueues arrive through the `WAKEUP_TOPIC` wake-up.)"""
+    with _work_listeners_lock:
+        _work_listeners.append(listener)
+
+    def unsubscribe() -> None:
+        with _work_listeners_lock:
+            if listener in _work_listeners:
+                _work_listeners.remove(listener)
+
+    return unsubscribe
 
 
 @event.listens_for(Session, "after_commit")
 def _wake_local_workers(session: Session) -> None:
     if session.info.pop("enqueued", False):
-        work_available.set()
+        with _work_listeners_lock:
+            listeners = list(_work_listeners)
+        for listener in listeners:
+            listener()
 
 
 @event.listens_for(Session, "after_rollback")
@@ -119,6 +150,7 @@ class Claim:
     created_by: str | None
     cancel_requested: bool
     progress: dict[str, Any] | None
+    project_id: str
     resumed: bool
     """Running already before this claim: deferred until now, or its worker died."""
 
@@ -136,6 +168,7 @@ _CLAIM_COLUMNS = (
     Operation.created_by,
     Operation.cancel_requested,
     Operation.progress,
+    Operation.project_id,
 )
 
 
@@ -183,40 +216,77 @@ def claim(
 ) -> list[Claim]:
     """Take up to `limit` runnable operations: queued and due, or running and either deferred
     until now or with an expired lease."""
+    _, claims = settle_and_claim(
+        db,
+        [],
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        include_resumable=include_resumable,
+    )
+    return claims
+
+
+def settle_and_claim(
+    db: Database,
+    outcomes: list[Outcome],
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    include_resumable: bool = True,
+    connection: Connection | None = None,
+) -> tuple[set[str], list[Claim]]:
+    """Store `outcomes` (as `finish_many`) and claim up to `limit` operations (as `claim`), in
+    one transaction: a worker whose operations are short pays one commit, one fsync on
+    PostgreSQL, for what it finished and what it takes next, not one for each.
+
+    Returns the ids of the outcomes stored (an operation whose lease was lost meanwhile is
+    left alone) and the claims. The outcomes go first: their rows are locked in id order, as
+    `heartbeat` locks them, and the claim then only takes rows nobody holds (`SKIP LOCKED`).
+    A caller that does this in a loop passes its own `connection` (see `Database.transaction`).
+    """
     now = utcnow()
-    expires = now + timedelta(seconds=lease_seconds)
-    params = {"now": now, "owner": owner, "expires": expires}
-    with db.transaction() as connection:
+    params = {"now": now, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)}
+    with db.transaction(connection) as bind:
+        stored = _store_outcomes(bind, outcomes, now)
         # Resuming a deferred wait or a dead worker's operation changes no state anyone
         # watches; only queued -> running is an event.
         resumed = (
-            _claim_rows(connection, _CLAIM_RESUMABLE, limit, params, resumed=True)
+            _claim_rows(bind, _CLAIM_RESUMABLE, limit, params, resumed=True)
             if include_resumable
             else []
         )
-        started = _claim_rows(connection, _CLAIM_DUE, limit - len(resumed), params, resumed=False)
-        recorder.write(
-            connection,
-            [_event(c, RUNNING, {"attempts": c.attempts, "host_id": c.host_id}) for c in started],
-        )
-    if started:
+        started = _claim_rows(bind, _CLAIM_DUE, limit - len(resumed), params, resumed=False)
+        events = [
+            _event(o.claim, o.status, {"error": o.error}) for o in outcomes if o.claim.id in stored
+        ]
+        events += [
+            _event(c, RUNNING, {"attempts": c.attempts, "host_id": c.host_id}) for c in started
+        ]
+        recorder.write(bind, events)
+    if events:
         recorder.notify_listeners()
-    return resumed + started
+    return stored, resumed + started
 
 
 def _event(claim_: Claim, status: str, data: dict[str, Any]) -> dict[str, Any]:
-    return recorder.row(
-        f"operation.{status}",
-        "operation",
-        claim_.id,
-        {
-            "status": status,
-            "kind": claim_.kind,
-            "target_type": claim_.target_type,
-            "target_id": claim_.target_id,
-            **data,
-        },
-    )
+    return {
+        **recorder.row(
+            f"operation.{status}",
+            "operation",
+            claim_.id,
+            {
+                "status": status,
+                "kind": claim_.kind,
+                "target_type": claim_.target_type,
+                "target_id": claim_.target_id,
+                **data,
+            },
+        ),
+        # Known from the claim: spares the recorder a read of the operations' projects.
+        "project_id": claim_.project_id,
+    }
 
 
 def _claim_rows(
@@ -239,6 +309,7 @@ def _claim_rows(
             created_by=row.created_by,
             cancel_requested=row.cancel_requested,
             progress=row.progress,
+            project_id=row.project_id,
             resumed=resumed,
         )
         for row in rows
@@ -261,8 +332,8 @@ def heartbeat(
     if not held:
         return set(), set()
     now = utcnow()
-    # Rows are locked in id order, as finish_many writes them, so this process's heartbeat and
-    # finisher threads never deadlock on PostgreSQL.
+    # Rows are locked in id order, as outcomes are stored, so this process's heartbeat and
+    # claimer threads never deadlock on PostgreSQL.
     mine = (
         select(Operation.id)
         .where(
@@ -302,57 +373,44 @@ def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
     """
     if not outcomes:
         return set()
+    stored, _ = settle_and_claim(db, outcomes, owner="", limit=0, lease_seconds=0)
+    return stored
+
+
+def _store_outcomes(connection: Connection, outcomes: list[Outcome], now: datetime) -> set[str]:
+    """One UPDATE for all `outcomes` (each row's values picked by its id), so a batch costs one
+    round trip, not one per operation; it returns the ids whose lease still held."""
+    if not outcomes:
+        return set()
     assert all(outcome.status in TERMINAL for outcome in outcomes)
     outcomes = sorted(outcomes, key=lambda outcome: outcome.claim.id)  # heartbeat's lock order
-    now = utcnow()
-    statement = (
+    result_type = Operation.__table__.c.result.type
+
+    def by_id(value: Callable[[Outcome], Any], type_: Any = None) -> Any:
+        return case(
+            {o.claim.id: literal(value(o), type_) for o in outcomes},
+            value=Operation.id,
+        )
+
+    rows = connection.execute(
         update(Operation)
         .where(
-            Operation.id == bindparam("b_id"),
-            Operation.lease_epoch == bindparam("b_epoch"),
+            Operation.id.in_([outcome.claim.id for outcome in outcomes]),
+            Operation.lease_epoch == by_id(lambda o: o.claim.epoch, Integer()),
             Operation.status == RUNNING,
         )
         .values(
-            status=bindparam("b_status"),
-            result=bindparam("b_result", type_=Operation.__table__.c.result.type),
-            error=bindparam("b_error"),
+            status=by_id(lambda o: o.status, String()),
+            result=by_id(lambda o: o.result, result_type),
+            error=by_id(lambda o: o.error, String()),
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
             version=Operation.version + 1,
         )
+        .returning(Operation.id)
     )
-    rows = [
-        {
-            "b_id": outcome.claim.id,
-            "b_epoch": outcome.claim.epoch,
-            "b_status": outcome.status,
-            "b_result": outcome.result,
-            "b_error": outcome.error,
-        }
-        for outcome in outcomes
-    ]
-    ids = [outcome.claim.id for outcome in outcomes]
-    with db.transaction() as connection:
-        matched = connection.execute(statement, rows).rowcount
-        stored = set(ids)
-        if matched != len(outcomes):
-            # Some lease was lost meanwhile (rare): find out which outcomes were stored.
-            stored = set(
-                connection.execute(
-                    select(Operation.id).where(Operation.id.in_(ids), Operation.finished_at == now)
-                ).scalars()
-            )
-        recorder.write(
-            connection,
-            [
-                _event(o.claim, o.status, {"error": o.error})
-                for o in outcomes
-                if o.claim.id in stored
-            ],
-        )
-    recorder.notify_listeners()
-    return stored
+    return set(rows.scalars())
 
 
 def finish(
@@ -519,7 +577,9 @@ __all__ = [
     "finish",
     "finish_many",
     "heartbeat",
+    "on_work_available",
     "requeue",
     "set_progress",
+    "settle_and_claim",
     "verify_lease",
 ]

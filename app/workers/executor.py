@@ -1,12 +1,14 @@
 """The operation executor: claims operations with leases and runs their handlers in threads.
 
-One claimer thread fills free slots, one heartbeat thread keeps every held lease alive (and
-learns of cancel requests), and one finisher thread stores outcomes in batches (one commit for
-many operations). Enqueues in other processes wake the claimer through the wake-up bus.
+One claimer thread stores the outcomes of finished operations and fills the free slots, both
+in one transaction (one commit, one fsync on PostgreSQL, for what ended and what starts next);
+one heartbeat thread keeps every held lease alive (and learns of cancel requests). Enqueues in
+other processes wake the claimer through the wake-up bus.
 
-A handler's slot is free as soon as its outcome is handed to the finisher; the operation stays
+A handler's slot is free as soon as its outcome is handed to the claimer; the operation stays
 leased (and heartbeated) until the outcome is committed, so a crash in between only means the
-operation runs again, which idempotent handlers make harmless.
+operation runs again, which idempotent handlers make harmless. The claimer never takes more
+operations than there are free slots: a claimed operation is one that starts now.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from app.core.context import AppContext
 from app.core.db import new_id
@@ -47,8 +51,11 @@ log = logging.getLogger("berth.executor")
 # How often running operations that no worker holds (deferred by another process, or whose
 # worker died) are looked for, at most.
 _RESUMABLE_SCAN_SECONDS = 1.0
-# Most outcomes stored in one transaction.
-_FINISH_BATCH = 256
+# The claimer keeps its connection across transactions that follow each other closely (work,
+# or the idle poll), sparing the pool's pre-ping round trip in each; one unused for longer (a
+# slow poll) goes back to the pool, and the next checkout pings it anew. A connection that broke
+# anyway fails one round, which is retried on a new one.
+_CONNECTION_IDLE_SECONDS = 5.0
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -68,12 +75,17 @@ class OperationExecutor:
         self._running: dict[str, OperationContext] = {}
         # Finished by a handler, outcome not yet committed: still ours, still heartbeated.
         self._settling: dict[str, int] = {}
-        self._outcomes: SimpleQueue[queue.Outcome | None] = SimpleQueue()
+        self._outcomes: SimpleQueue[queue.Outcome] = SimpleQueue()
         self._lock = threading.Lock()
-        self._slot_free = threading.Event()
+        # Wakes the claimer: a slot is free (with an outcome to store, usually), work was
+        # enqueued, a deferral fell due sooner than planned, or the executor stops.
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._unsubscribe: Callable[[], None] = lambda: None
+        self._unsubscribers: list[Callable[[], None]] = []
+        # The claimer's own connection, kept across its transactions while they keep coming.
+        self._connection: Connection | None = None
+        self._connection_used_at = 0.0
         self._last_resumable_scan = 0.0
         # When an operation this process deferred is due again: looked for then, not only at
         # the next periodic scan, so a short wait (a deploy watching a health check) stays short.
@@ -84,11 +96,13 @@ class OperationExecutor:
     # Lifecycle
 
     def start(self) -> None:
-        self._unsubscribe = wakeups.subscribe(queue.WAKEUP_TOPIC, queue.work_available.set)
+        self._unsubscribers = [
+            wakeups.subscribe(queue.WAKEUP_TOPIC, self._wake.set),
+            queue.on_work_available(self._wake.set),
+        ]
         targets: list[tuple[str, Any]] = [
             ("claimer", self._claim_loop),
             ("lease", self._lease_loop),
-            ("finisher", self._finish_loop),
         ]
         for label, target in targets:
             thread = threading.Thread(target=target, name=f"berth-{label}", daemon=True)
@@ -99,10 +113,10 @@ class OperationExecutor:
     def stop(self, timeout: float) -> None:
         """Stop claiming; interrupt handlers at their next safe point; hand back the rest."""
         deadline = time.monotonic() + timeout
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
         self._stop.set()
-        queue.work_available.set()
-        self._slot_free.set()
+        self._wake.set()
         claimer, *others = self._threads
         claimer.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -111,8 +125,12 @@ class OperationExecutor:
         self._pool.shutdown(wait=False)
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
-        # The finisher stores what the handlers finished, then ends.
-        self._outcomes.put(None)
+        # The claimer has ended: what the handlers finished since is stored here.
+        outcomes = self._take_outcomes()
+        try:
+            self._settled(outcomes, queue.finish_many(self.app.db, outcomes))
+        except Exception:
+            log.exception("storing outcomes failed", extra={"count": len(outcomes)})
         for thread in others:
             thread.join(max(0.0, deadline - time.monotonic()))
         # Whatever is still ours (interrupted, or claimed as we stopped) goes back to the queue.
@@ -128,17 +146,17 @@ class OperationExecutor:
     def _claim_loop(self) -> None:
         poll = self.app.settings.effective_poll_seconds
         while not self._stop.is_set():
+            self._wake.clear()
+            outcomes = self._take_outcomes()
             free = self.slots - len(self._running)
-            # Back-pressure: do not outrun the finisher by more than one batch.
-            if free <= 0 or len(self._settling) >= _FINISH_BATCH:
-                self._slot_free.wait(poll)
-                self._slot_free.clear()
+            if free <= 0 and not outcomes:
+                self._wake.wait(poll)
                 continue
-            queue.work_available.clear()
             try:
-                claims = self._claim(free)
+                claims = self._settle_and_claim(outcomes, free)
             except Exception:
-                log.exception("claiming operations failed; retrying")
+                log.exception("storing outcomes or claiming operations failed; retrying")
+                self._close_connection()  # whatever broke, the retry starts on a new one
                 self._stop.wait(1.0)
                 continue
             if self._stop.is_set():
@@ -151,24 +169,47 @@ class OperationExecutor:
             if len(claims) < free:
                 now = time.monotonic()
                 self._claimer_wakes_at = min(now + poll, self._deferred_due)
-                queue.work_available.wait(max(0.0, self._claimer_wakes_at - now))
+                self._wake.wait(max(0.0, self._claimer_wakes_at - now))
+        self._close_connection()
 
-    def _claim(self, limit: int) -> list[queue.Claim]:
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except Exception:
+                log.warning("closing the claimer's connection failed", exc_info=True)
+
+    def _settle_and_claim(self, outcomes: list[queue.Outcome], limit: int) -> list[queue.Claim]:
+        """Store `outcomes` and claim up to `limit` operations, in one transaction."""
         now = time.monotonic()
-        scan_resumable = (
+        scan_resumable = limit > 0 and (
             now - self._last_resumable_scan >= _RESUMABLE_SCAN_SECONDS or now >= self._deferred_due
         )
         if scan_resumable:
             self._last_resumable_scan = now
             self._deferred_due = math.inf
-        claims = queue.claim(
-            self.app.db,
-            owner=self.owner,
-            limit=limit,
-            lease_seconds=self.app.settings.lease_seconds,
-            include_resumable=scan_resumable,
-        )
-        if sum(claim.resumed for claim in claims) >= limit:
+        try:
+            if now - self._connection_used_at > _CONNECTION_IDLE_SECONDS:
+                self._close_connection()
+            if self._connection is None:
+                self._connection = self.app.db.engine.connect()
+            self._connection_used_at = now
+            stored, claims = queue.settle_and_claim(
+                self.app.db,
+                outcomes,
+                connection=self._connection,
+                owner=self.owner,
+                limit=max(0, limit),
+                lease_seconds=self.app.settings.lease_seconds,
+                include_resumable=scan_resumable,
+            )
+        except Exception:
+            # Left leased: the leases lapse and the operations run again elsewhere.
+            self._settled(outcomes, set())
+            raise
+        self._settled(outcomes, stored)
+        if limit > 0 and sum(claim.resumed for claim in claims) >= limit:
             # A full batch of resumed operations: more may be due already. Look again as soon
             # as a slot is free, rather than let many waits fall behind their due times.
             self._deferred_due = now
@@ -203,43 +244,35 @@ class OperationExecutor:
     # Finishing
 
     def _settle(self, outcome: queue.Outcome) -> None:
-        """Hand an outcome to the finisher (called from the handler's thread)."""
+        """Hand an outcome to the claimer (called from the handler's thread, whose end wakes
+        the claimer)."""
         with self._lock:
             self._settling[outcome.claim.id] = outcome.claim.epoch
         self._outcomes.put(outcome)
 
-    def _finish_loop(self) -> None:
+    def _take_outcomes(self) -> list[queue.Outcome]:
+        """Every outcome handed over so far: at most one per slot, as each claim is."""
+        outcomes = []
         while True:
-            first = self._outcomes.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _FINISH_BATCH:
-                try:
-                    more = self._outcomes.get_nowait()
-                except Empty:
-                    break
-                if more is None:
-                    self._outcomes.put(None)
-                    break
-                batch.append(more)
             try:
-                stored = queue.finish_many(self.app.db, batch)
-            except Exception:
-                # Left leased: the leases lapse and the operations run again elsewhere.
-                log.exception("storing outcomes failed", extra={"count": len(batch)})
-                stored = set()
-            with self._lock:
-                for outcome in batch:
-                    self._settling.pop(outcome.claim.id, None)
-            self._slot_free.set()
-            waiters.notify(stored)
-            for outcome in batch:
-                if outcome.claim.id not in stored:
-                    log.warning(
-                        "lease lost before the outcome was stored",
-                        extra={"operation_id": outcome.claim.id},
-                    )
+                outcomes.append(self._outcomes.get_nowait())
+            except Empty:
+                return outcomes
+
+    def _settled(self, outcomes: list[queue.Outcome], stored: set[str]) -> None:
+        """After the attempt to store `outcomes`: they are no longer this worker's to keep."""
+        if not outcomes:
+            return
+        with self._lock:
+            for outcome in outcomes:
+                self._settling.pop(outcome.claim.id, None)
+        waiters.notify(stored)
+        for outcome in outcomes:
+            if outcome.claim.id not in stored:
+                log.warning(
+                    "lease lost before the outcome was stored",
+                    extra={"operation_id": outcome.claim.id},
+                )
 
     # Running
 
@@ -259,7 +292,7 @@ class OperationExecutor:
                 # claimed anew): only this run's own entry is removed.
                 if self._running.get(claim.id) is context:
                     del self._running[claim.id]
-            self._slot_free.set()
+            self._wake.set()
 
     def _execute(self, context: OperationContext) -> None:
         claim = context.claim
@@ -290,7 +323,7 @@ class OperationExecutor:
                 self._deferred_due = min(self._deferred_due, due)
             if due < self._claimer_wakes_at:
                 # The claimer sleeps past the due time (a long idle poll): let it plan again.
-                queue.work_available.set()
+                self._wake.set()
         except (TransientError, EngineError) as exc:
             transient = isinstance(exc, TransientError) or exc.transient
             message = str(exc) or type(exc).__name__

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.deps import VersionCheck
-from app.api.pagination import PageQuery
+from app.api.pagination import PageQuery, driver_json, driver_utc
 from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
 from app.containers.schemas import (
@@ -90,10 +90,41 @@ READ_COLUMNS = (
 )
 
 
+# A listed container's keys in the answer's order, the spec's options at their defaults.
+_ITEM: dict[str, Any] = {
+    **dict.fromkeys(("id", "name", "project", "host_id", "service_id", "image")),
+    **_SPEC_DEFAULTS,
+    **dict.fromkeys(
+        (
+            "labels",
+            "managed",
+            "desired_state",
+            "state",
+            "health",
+            "exit_code",
+            "docker_id",
+            "error",
+            "created_at",
+            "observed_at",
+            "version",
+        )
+    ),
+}
+
+# The page's JSON, boolean and datetime columns come as the driver returns them and are decoded
+# in read_dicts: SQLAlchemy's result processors cost two or three Python calls a value, more
+# than the decoding itself, on the hottest read.
 _PAGE = PageQuery(
     READ_COLUMNS,
     Container.id,
     equal=(Container.host_id, Container.service_id, Container.state),
+    undecoded=(
+        Container.labels,
+        Container.spec,
+        Container.managed,
+        Container.created_at,
+        Container.observed_at,
+    ),
 )
 
 
@@ -108,11 +139,53 @@ def to_read(session: Session, container: Container) -> ContainerRead:
 
 
 def read_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """A page of READ_COLUMNS rows as the API shows them, their projects named once. Rows are
-    unpacked by position: a row's attributes cost more to read one by one than all the rest
-    of the conversion."""
-    names = projects.names(session, {row.project_id for row in rows})
-    return [_shown(names[row.project_id], *row) for row in rows]
+    """A page of READ_COLUMNS rows, as `get_all` reads them, as the API shows them, their
+    projects named once. Rows are unpacked by position: a row's attributes cost more to read one
+    by one than all the rest of the conversion."""
+    names = projects.names(session, {row[2] for row in rows})
+    return [
+        _shown(
+            names[project_id],
+            id,
+            name,
+            project_id,
+            host_id,
+            service_id,
+            image,
+            driver_json(labels),
+            driver_json(stored),
+            bool(managed),
+            desired_state,
+            state,
+            health,
+            exit_code,
+            docker_id,
+            error,
+            driver_utc(created_at),
+            driver_utc(observed_at),
+            version,
+        )
+        for (
+            id,
+            name,
+            project_id,
+            host_id,
+            service_id,
+            image,
+            labels,
+            stored,
+            managed,
+            desired_state,
+            state,
+            health,
+            exit_code,
+            docker_id,
+            error,
+            created_at,
+            observed_at,
+            version,
+        ) in rows
+    ]
 
 
 def _shown(
@@ -137,30 +210,35 @@ def _shown(
     version: int,
 ) -> dict[str, Any]:
     """The spec was validated when stored, so lists can skip validating it again row by row.
-    Foreign containers carry only what a listing shows, so the rest is filled with defaults."""
-    spec = _SPEC_DEFAULTS.copy()
-    spec.update({k: v for k, v in stored.items() if k in _SPEC_DEFAULTS})
-    spec["resources"] = {"cpus": None, "memory_bytes": None, **(spec["resources"] or {})}
-    return {
-        "id": id,
-        "name": name,
-        "project": project,
-        "host_id": host_id,
-        "service_id": service_id,
-        "image": image,
-        **spec,
-        "labels": labels,
-        "managed": managed,
-        "desired_state": desired_state,
-        "state": state,
-        "health": health,
-        "exit_code": exit_code,
-        "docker_id": docker_id,
-        "error": error,
-        "created_at": created_at,
-        "observed_at": observed_at,
-        "version": version,
-    }
+    Foreign containers carry only what a listing shows, so the rest is filled with defaults.
+
+    A copy of `_ITEM` (the keys in the answer's order, the options at their defaults) with the
+    stored options over it, then every column's own key set after them (a spec's `image` and
+    `labels` are not what the columns say): a third of the time of a dict built key by key."""
+    item = _ITEM.copy()
+    item.update(stored)
+    if len(item) != len(_ITEM):  # the spec keeps what a listing does not show (`registry_id`)
+        for key in stored.keys() - _ITEM.keys():
+            del item[key]
+    item["id"] = id
+    item["name"] = name
+    item["project"] = project
+    item["host_id"] = host_id
+    item["service_id"] = service_id
+    item["image"] = image
+    item["resources"] = {"cpus": None, "memory_bytes": None, **(stored.get("resources") or {})}
+    item["labels"] = labels
+    item["managed"] = managed
+    item["desired_state"] = desired_state
+    item["state"] = state
+    item["health"] = health
+    item["exit_code"] = exit_code
+    item["docker_id"] = docker_id
+    item["error"] = error
+    item["created_at"] = created_at
+    item["observed_at"] = observed_at
+    item["version"] = version
+    return item
 
 
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:

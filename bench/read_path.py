@@ -8,7 +8,12 @@ no engine): the figure is the API's, not the engines'. Goal: >= 1,500 req/s and 
 with 2 processes for the container page.
 
     .venv/bin/python -m bench.read_path [--rows 10000] [--services 20] [--replicas 50]
-        [--processes 1,2] [--seconds 10]
+        [--processes 1,2] [--seconds 10] [--profile FILE]
+
+`--profile FILE` then loads the container page once more per process count, under py-spy
+(`--gil`, the API processes included; .txt: raw stacks, .svg: a flame graph, .json:
+speedscope), FILE named `<stem>-<processes>p<suffix>`; that row is slowed by the profiler and
+is not in the table. py-spy: `.venv/bin/pip install py-spy`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from app.core.migrate import upgrade
 from app.hosts.models import Host
 from app.services.models import Service
 from bench.common import API, ROOT, STOP_TIMEOUT, free_port, ok, say
+from bench.container_start import profiling
 
 GOAL_RPS = 1500.0
 GOAL_P99_MS = 50.0
@@ -205,6 +211,7 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="py-spy output file (see above)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         say("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -254,6 +261,15 @@ def main() -> int:
                             f"{'':>9} goal with 2 processes: >= {GOAL_RPS:.0f} req/s, p99 <="
                             f" {GOAL_P99_MS:.0f} ms: {ok(verdicts[-1])}"
                         )
+                if args.profile is not None:
+                    target = args.profile.with_name(
+                        f"{args.profile.stem}-{processes}p{args.profile.suffix}"
+                    )
+                    with profiling(target, server.process.pid, args.seconds, subprocesses=True):
+                        load = wrk(
+                            page, headers=auth, seconds=args.seconds, connections=args.connections
+                        )
+                    say(f"{processes:>9} under py-spy (not in the table): {load.rps:.0f} req/s")
             finally:
                 server.stop()
     say(f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine skews all)")

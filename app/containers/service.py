@@ -143,49 +143,7 @@ def read_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
     projects named once. Rows are unpacked by position: a row's attributes cost more to read one
     by one than all the rest of the conversion."""
     names = projects.names(session, {row[2] for row in rows})
-    return [
-        _shown(
-            names[project_id],
-            id,
-            name,
-            project_id,
-            host_id,
-            service_id,
-            image,
-            driver_json(labels),
-            driver_json(stored),
-            bool(managed),
-            desired_state,
-            state,
-            health,
-            exit_code,
-            docker_id,
-            error,
-            driver_utc(created_at),
-            driver_utc(observed_at),
-            version,
-        )
-        for (
-            id,
-            name,
-            project_id,
-            host_id,
-            service_id,
-            image,
-            labels,
-            stored,
-            managed,
-            desired_state,
-            state,
-            health,
-            exit_code,
-            docker_id,
-            error,
-            created_at,
-            observed_at,
-            version,
-        ) in rows
-    ]
+    return [_shown(names[row[2]], *row) for row in rows]
 
 
 def _shown(
@@ -196,48 +154,55 @@ def _shown(
     host_id: str,
     service_id: str | None,
     image: str,
-    labels: dict[str, str],
-    stored: dict[str, Any],
-    managed: bool,
+    labels: str | dict[str, str],
+    stored: str | dict[str, Any],
+    managed: bool | int,
     desired_state: str,
     state: str,
     health: str | None,
     exit_code: int | None,
     docker_id: str | None,
     error: str | None,
-    created_at: datetime,
-    observed_at: datetime | None,
+    created_at: str | datetime,
+    observed_at: str | datetime | None,
     version: int,
 ) -> dict[str, Any]:
     """The spec was validated when stored, so lists can skip validating it again row by row.
     Foreign containers carry only what a listing shows, so the rest is filled with defaults.
+    The JSON, boolean and datetime columns are taken as the driver (a page) or the ORM (one
+    container) gives them.
 
     A copy of `_ITEM` (the keys in the answer's order, the options at their defaults) with the
     stored options over it, then every column's own key set after them (a spec's `image` and
     `labels` are not what the columns say): a third of the time of a dict built key by key."""
+    options: dict[str, Any] = driver_json(stored)
     item = _ITEM.copy()
-    item.update(stored)
+    item.update(options)
     if len(item) != len(_ITEM):  # the spec keeps what a listing does not show (`registry_id`)
-        for key in stored.keys() - _ITEM.keys():
+        for key in options.keys() - _ITEM.keys():
             del item[key]
-    item["id"] = id
-    item["name"] = name
-    item["project"] = project
-    item["host_id"] = host_id
-    item["service_id"] = service_id
-    item["image"] = image
-    item["resources"] = {"cpus": None, "memory_bytes": None, **(stored.get("resources") or {})}
-    item["labels"] = labels
-    item["managed"] = managed
-    item["desired_state"] = desired_state
-    item["state"] = state
-    item["health"] = health
-    item["exit_code"] = exit_code
-    item["docker_id"] = docker_id
-    item["error"] = error
-    item["created_at"] = created_at
-    item["observed_at"] = observed_at
-    item["version"] = version
+    item.update(
+        {
+            "id": id,
+            "name": name,
+            "project": project,
+            "host_id": host_id,
+            "service_id": service_id,
+            "image": image,
+            "resources": {"cpus": None, "memory_bytes": None, **(options.get("resources") or {})},
+            "labels": driver_json(labels),
+            "managed": bool(managed),
+            "desired_state": desired_state,
+            "state": state,
+            "health": health,
+            "exit_code": exit_code,
+            "docker_id": docker_id,
+            "error": error,
+            "created_at": driver_utc(created_at),
+            "observed_at": driver_utc(observed_at),
+            "version": version,
+        }
+    )
     return item
 
 

@@ -607,8 +607,11 @@ def check_page(client: httpx.Client, path: str, items: int | None) -> int:
 
 
 @contextmanager
-def profiling(target: Path | None, pid: int, seconds: float) -> Iterator[None]:
-    """py-spy record of the server while the block runs (format from the file's suffix)."""
+def profiling(
+    target: Path | None, pid: int, seconds: float, *, subprocesses: bool = False
+) -> Iterator[None]:
+    """py-spy record of the server while the block runs (format from the file's suffix), and
+    of its child processes with `subprocesses` (`berth serve --workers N`'s API processes)."""
     if target is None:
         yield
         return
@@ -626,6 +629,7 @@ def profiling(target: Path | None, pid: int, seconds: float) -> Iterator[None]:
         formats.get(target.suffix, "flamegraph"),
         "--output",
         str(target),
+        *(["--subprocesses"] if subprocesses else []),
     ]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -10,7 +10,12 @@ no engine): the figure is the API's, not the engines'. Goal: >= 1,500 req/s and 
 with 2 processes for the container page.
 
     .venv/bin/python -m bench.read_path [--rows 10000] [--services 20] [--replicas 50]
-        [--processes 1,2] [--seconds 10]
+        [--processes 1,2] [--seconds 10] [--profile FILE]
+
+`--profile FILE` then loads the container page once more per process count, under py-spy
+(`--gil`, the API processes included; .txt: raw stacks, .svg: a flame graph, .json:
+speedscope), FILE named `<stem>-<processes>p<suffix>`; that row is slowed by the profiler and
+is not in the table. py-spy: `.venv/bin/pip install py-spy`.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from app.core.db import Database, new_id, utcnow
 from app.core.migrate import upgrade
 from app.hosts.models import Host
 from app.services.models import Service
-from bench.common import API, ROOT, STOP_TIMEOUT, free_port, ok, say
+from bench.common import API, ROOT, STOP_TIMEOUT, free_port, ok, process_cpu_seconds, say
+from bench.container_start import profiling
 
 GOAL_RPS = 1500.0
 GOAL_P99_MS = 50.0
@@ -51,6 +57,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
 
 
 def fill(database_url: str, rows: int, *, services: int, replicas: int) -> None:
@@ -167,6 +174,13 @@ class Server:
             time.sleep(0.5)
         raise TimeoutError(f"berth serve not ready after {timeout:.0f} s")
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by `berth serve` and its API processes (its children)."""
+        pids = [self.process.pid]
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return sum(process_cpu_seconds(pid) for pid in pids)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -207,7 +221,8 @@ def wrk(url: str, *, headers: dict[str, str], seconds: int, connections: int) ->
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     count = int(bad.group(1)) if bad else 0
     count += sum(int(n) for n in errors.groups()) if errors else 0
-    return Load(rps, p50, p99, count)
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Load(rps, p50, p99, count, done)
 
 
 def main() -> int:
@@ -218,6 +233,7 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="py-spy output file (see above)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         say("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -234,7 +250,9 @@ def main() -> int:
             f" {args.services * args.replicas:,} are the tasks of {args.services} services"
         )
         say(f"wrk: 2 threads, {args.connections} connections, {args.seconds} s per figure")
-        columns = ("req/s", "p50 ms", "p99 ms")
+        # CPU per request: the server's own CPU time over the requests wrk counted, which other
+        # work on a shared machine moves far less than the rates.
+        columns = ("req/s", "p50 ms", "p99 ms", "CPU ms/req")
         say(f"{'processes':>9} {'request':<40} " + " ".join(f"{c:>8}" for c in columns) + " errors")
         verdicts = []
         for processes in (int(n) for n in args.processes.split(",")):
@@ -245,6 +263,12 @@ def main() -> int:
                 page = f"{server.base}{API}/containers?limit=50"
                 etag = httpx.get(page, headers=auth).headers["etag"]
                 middle = f"{page}&cursor={middle_cursor(workdir / 'berth.db', args.rows)}"
+                # A viewer's list is narrowed to its projects (`project_id IN (...)`).
+                viewer = httpx.post(
+                    f"{server.base}{API}/tokens",
+                    headers=auth,
+                    json={"name": "bench-viewer", "role": "viewer"},
+                ).json()["token"]
                 services = f"{server.base}{API}/services?limit={args.services}"
                 listed = httpx.get(services, headers=auth).json()["items"]
                 assert sum(len(s["tasks"]) for s in listed) == args.services * args.replicas
@@ -254,15 +278,18 @@ def main() -> int:
                     ("  same, If-None-Match (304)", page, {**auth, "If-None-Match": etag}),
                     ("  a page from the middle (cursor)", middle, auth),
                     ("  ?state=running (every row matches)", f"{page}&state=running", auth),
+                    ("  same, a viewer's token", page, {"Authorization": f"Bearer {viewer}"}),
                     (f"GET /services ({args.services} x {args.replicas} tasks)", services, auth),
                 ]
                 for label, url, headers in cases:
+                    cpu = server.cpu_seconds()
                     load = wrk(
                         url, headers=headers, seconds=args.seconds, connections=args.connections
                     )
+                    cpu_ms = (server.cpu_seconds() - cpu) * 1000 / max(load.requests, 1)
                     say(
                         f"{processes:>9} {label:<40} {load.rps:>8.0f} {load.p50_ms:>8.1f}"
-                        f" {load.p99_ms:>8.1f} {load.errors:>7}"
+                        f" {load.p99_ms:>8.1f} {cpu_ms:>10.2f} {load.errors:>7}"
                     )
                     if processes == 2 and label == "GET /containers?limit=50":
                         verdicts.append(load.rps >= GOAL_RPS and load.p99_ms <= GOAL_P99_MS)
@@ -270,6 +297,15 @@ def main() -> int:
                             f"{'':>9} goal with 2 processes: >= {GOAL_RPS:.0f} req/s, p99 <="
                             f" {GOAL_P99_MS:.0f} ms: {ok(verdicts[-1])}"
                         )
+                if args.profile is not None:
+                    target = args.profile.with_name(
+                        f"{args.profile.stem}-{processes}p{args.profile.suffix}"
+                    )
+                    with profiling(target, server.process.pid, args.seconds, subprocesses=True):
+                        load = wrk(
+                            page, headers=auth, seconds=args.seconds, connections=args.connections
+                        )
+                    say(f"{processes:>9} under py-spy (not in the table): {load.rps:.0f} req/s")
             finally:
                 server.stop()
     say(f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine skews all)")

@@ -316,7 +316,9 @@ def require_somewhere(role: ProjectRole) -> object:
     return Depends(check)
 
 
-Viewer = Annotated[Principal, require(Role.viewer)]
+# Every role includes viewer: reading needs only a valid token, without a role check's own
+# dependency to solve on every GET.
+Viewer = Annotated[Principal, Depends(authenticate)]
 Operator = Annotated[Principal, require(Role.operator)]
 Admin = Annotated[Principal, require(Role.admin)]
 # Project-scoped writes: the role in some project here, in the object's project in the route.

@@ -6,12 +6,15 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar, overload
 
+import orjson
 from fastapi import Query
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Integer, Row, Select, bindparam, select
+from sqlalchemy import ColumnElement, Integer, Row, Select, bindparam, select, type_coerce
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import NullType
 
 from app.core.errors import BadRequest
 
@@ -117,8 +120,15 @@ class PageQuery:
         key: InstrumentedAttribute[Any],
         *,
         equal: Sequence[InstrumentedAttribute[Any]],
+        undecoded: Sequence[InstrumentedAttribute[Any]] = (),
     ) -> None:
-        self.columns = columns
+        # `undecoded` columns are selected without their type's result processing: the rows
+        # carry them as the driver returns them, for the caller to decode (driver_json,
+        # driver_utc, bool) where per-value processing costs more than the decoding itself.
+        self.columns = [
+            type_coerce(column, NullType()).label(column.key) if column in undecoded else column
+            for column in columns
+        ]
         self.key = key
         self.equal = {column.key: column for column in equal}
         self._statements: dict[tuple[frozenset[str], bool], Select[Any]] = {}
@@ -161,3 +171,32 @@ class PageQuery:
             statement = statement.where(where)
         rows = session.connection().execute(statement, params).all()
         return _split(rows, limit, self.key)
+
+
+# What the drivers return for an undecoded column (PageQuery): SQLite gives JSON and datetimes as
+# the text SQLAlchemy stored and booleans as 0/1; psycopg gives them decoded, datetimes aware.
+# Both decode to what the column's own type would have given (JSON, `UTCDateTime`).
+
+
+def driver_json(value: Any) -> Any:
+    """A JSON object column's value (never a JSON string: those are not told from text)."""
+    return orjson.loads(value) if value.__class__ is str else value
+
+
+@overload
+def driver_utc(value: str | datetime) -> datetime: ...
+@overload
+def driver_utc(value: str | datetime | None) -> datetime | None: ...
+def driver_utc(value: str | datetime | None) -> datetime | None:
+    """A `UTCDateTime` column's value: aware, in UTC."""
+    if value is None:
+        return None
+    if value.__class__ is str:
+        try:
+            # SQLite's text is naive (UTCDateTime stores UTC so): parsed with its offset added
+            # it is aware in one call, where `replace(tzinfo=...)` costs five times the parse.
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # it carries an offset of its own
+            value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.deps import VersionCheck
-from app.api.pagination import PageQuery
+from app.api.pagination import PageQuery, driver_json, driver_utc
 from app.containers import policy, scheduler
 from app.containers.models import Container, PortClaim
 from app.containers.schemas import (
@@ -90,10 +90,41 @@ READ_COLUMNS = (
 )
 
 
+# A listed container's keys in the answer's order, the spec's options at their defaults.
+_ITEM: dict[str, Any] = {
+    **dict.fromkeys(("id", "name", "project", "host_id", "service_id", "image")),
+    **_SPEC_DEFAULTS,
+    **dict.fromkeys(
+        (
+            "labels",
+            "managed",
+            "desired_state",
+            "state",
+            "health",
+            "exit_code",
+            "docker_id",
+            "error",
+            "created_at",
+            "observed_at",
+            "version",
+        )
+    ),
+}
+
+# The page's JSON, boolean and datetime columns come as the driver returns them and are decoded
+# in read_dicts: SQLAlchemy's result processors cost two or three Python calls a value, more
+# than the decoding itself, on the hottest read.
 _PAGE = PageQuery(
     READ_COLUMNS,
     Container.id,
     equal=(Container.host_id, Container.service_id, Container.state),
+    undecoded=(
+        Container.labels,
+        Container.spec,
+        Container.managed,
+        Container.created_at,
+        Container.observed_at,
+    ),
 )
 
 
@@ -108,11 +139,11 @@ def to_read(session: Session, container: Container) -> ContainerRead:
 
 
 def read_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """A page of READ_COLUMNS rows as the API shows them, their projects named once. Rows are
-    unpacked by position: a row's attributes cost more to read one by one than all the rest
-    of the conversion."""
-    names = projects.names(session, {row.project_id for row in rows})
-    return [_shown(names[row.project_id], *row) for row in rows]
+    """A page of READ_COLUMNS rows, as `get_all` reads them, as the API shows them, their
+    projects named once. Rows are unpacked by position: a row's attributes cost more to read one
+    by one than all the rest of the conversion."""
+    names = projects.names(session, {row[2] for row in rows})
+    return [_shown(names[row[2]], *row) for row in rows]
 
 
 def _shown(
@@ -123,44 +154,56 @@ def _shown(
     host_id: str,
     service_id: str | None,
     image: str,
-    labels: dict[str, str],
-    stored: dict[str, Any],
-    managed: bool,
+    labels: str | dict[str, str],
+    stored: str | dict[str, Any],
+    managed: bool | int,
     desired_state: str,
     state: str,
     health: str | None,
     exit_code: int | None,
     docker_id: str | None,
     error: str | None,
-    created_at: datetime,
-    observed_at: datetime | None,
+    created_at: str | datetime,
+    observed_at: str | datetime | None,
     version: int,
 ) -> dict[str, Any]:
     """The spec was validated when stored, so lists can skip validating it again row by row.
-    Foreign containers carry only what a listing shows, so the rest is filled with defaults."""
-    spec = _SPEC_DEFAULTS.copy()
-    spec.update({k: v for k, v in stored.items() if k in _SPEC_DEFAULTS})
-    spec["resources"] = {"cpus": None, "memory_bytes": None, **(spec["resources"] or {})}
-    return {
-        "id": id,
-        "name": name,
-        "project": project,
-        "host_id": host_id,
-        "service_id": service_id,
-        "image": image,
-        **spec,
-        "labels": labels,
-        "managed": managed,
-        "desired_state": desired_state,
-        "state": state,
-        "health": health,
-        "exit_code": exit_code,
-        "docker_id": docker_id,
-        "error": error,
-        "created_at": created_at,
-        "observed_at": observed_at,
-        "version": version,
-    }
+    Foreign containers carry only what a listing shows, so the rest is filled with defaults.
+    The JSON, boolean and datetime columns are taken as the driver (a page) or the ORM (one
+    container) gives them.
+
+    A copy of `_ITEM` (the keys in the answer's order, the options at their defaults) with the
+    stored options over it, then every column's own key set after them (a spec's `image` and
+    `labels` are not what the columns say): a third of the time of a dict built key by key."""
+    options: dict[str, Any] = driver_json(stored)
+    item = _ITEM.copy()
+    item.update(options)
+    if len(item) != len(_ITEM):  # the spec keeps what a listing does not show (`registry_id`)
+        for key in options.keys() - _ITEM.keys():
+            del item[key]
+    item.update(
+        {
+            "id": id,
+            "name": name,
+            "project": project,
+            "host_id": host_id,
+            "service_id": service_id,
+            "image": image,
+            "resources": {"cpus": None, "memory_bytes": None, **(options.get("resources") or {})},
+            "labels": driver_json(labels),
+            "managed": bool(managed),
+            "desired_state": desired_state,
+            "state": state,
+            "health": health,
+            "exit_code": exit_code,
+            "docker_id": docker_id,
+            "error": error,
+            "created_at": driver_utc(created_at),
+            "observed_at": driver_utc(observed_at),
+            "version": version,
+        }
+    )
+    return item
 
 
 def get(session: Session, *, container_id: str, for_update: bool = False) -> Container:

@@ -38,12 +38,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for module, fixtures in modules.items():
         if {"module_db", "db_url"} <= fixtures:
             raise pytest.UsageError(f"{module}: a test empties the tables the module's app uses")
-    if os.environ.get("BERTH_TEST_DATABASE", "sqlite") != "postgresql":
-        # Deselected, not skipped: they run in the PostgreSQL pass of the same suite.
-        sqlite_run = [i for i in items if i.get_closest_marker("postgres_only") is None]
-        if len(sqlite_run) < len(items):
-            config.hook.pytest_deselected(items=[i for i in items if i not in set(sqlite_run)])
-            items[:] = sqlite_run
+    # Deselected, not skipped: each runs in the other backend's pass of the same suite.
+    other = "sqlite_only" if os.environ.get("BERTH_TEST_DATABASE") == "postgresql" else None
+    other = other or "postgres_only"
+    this_run = [i for i in items if i.get_closest_marker(other) is None]
+    if len(this_run) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in set(this_run)])
+        items[:] = this_run
     if os.environ.get("BERTH_TEST_DATABASE_ONLY") != "1":
         return
     # Deselected, not skipped: a skip in CI reads as a defect, and these are not missing.

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 from app.projects.quotas import Usage, count_usage_with, set_aside
 
@@ -29,6 +29,7 @@ class Container(Base):
         Index("ix_containers_host_id_id", "host_id", "id"),
         Index("ix_containers_service_id_id", "service_id", "id"),
         Index("ix_containers_state_id", "state", "id"),
+        project_page_index("containers"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)

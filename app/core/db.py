@@ -36,6 +36,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     ForeignKey,
+    Index,
     Insert,
     MetaData,
     String,
@@ -91,14 +92,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def project_id_column(*, ondelete: str | None = None) -> MappedColumn[str]:
     """The `project_id` of a row that belongs to a project (docs/projects.md): rows written
-    without one, by code or by an older process, land in the default project."""
+    without one, by code or by an older process, land in the default project. Its index is the
+    table's `project_page_index`."""
     return mapped_column(
         String(26),
         ForeignKey("projects.id", ondelete=ondelete),
-        index=True,
         default=DEFAULT_PROJECT_ID,
         server_default=DEFAULT_PROJECT_ID,
     )
+
+
+def project_page_index(table: str) -> Index:
+    """(project_id, id): a list narrowed to a caller's projects is read in page order from it.
+    On `project_id` alone, SQLite read every row of the project and sorted them for each page
+    (a viewer's page of 50 containers cost 3-4 times an admin's with 10,000 rows)."""
+    return Index(f"ix_{table}_project_id_id", "project_id", "id")
 
 
 class Base(DeclarativeBase):

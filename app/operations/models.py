@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, new_id, project_id_column, utcnow
+from app.core.db import Base, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -34,6 +34,7 @@ class Operation(Base):
         Index("ix_operations_claim", "status", "run_after"),
         Index("ix_operations_lease", "status", "lease_expires_at"),
         Index("ix_operations_target", "target_type", "target_id"),
+        project_page_index("operations"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, new_id, project_id_column, utcnow
+from app.core.db import Base, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 
 
@@ -13,6 +13,7 @@ class Registry(Base):
     """Credentials for one image registry. The password is stored encrypted, never returned."""
 
     __tablename__ = "registries"
+    __table_args__ = (project_page_index("registries"),)
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, new_id, project_id_column, utcnow
+from app.core.db import Base, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 
 
@@ -13,6 +13,7 @@ class Secret(Base):
     """A named secret. Only the ciphertext is stored; `version` counts rotations."""
 
     __tablename__ = "secrets"
+    __table_args__ = (project_page_index("secrets"),)
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)

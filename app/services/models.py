@@ -8,7 +8,7 @@ from sqlalchemy import Dialect, ForeignKey, String, Text, UniqueConstraint, sele
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 from app.projects.quotas import Usage, count_usage_with, replicas_usage
 
@@ -62,6 +62,7 @@ class Service(Base):
     reconciler makes the hosts run `replicas` tasks of it and records how that goes."""
 
     __tablename__ = "services"
+    __table_args__ = (project_page_index("services"),)
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, JSONType, new_id, project_id_column, utcnow
+from app.core.db import Base, JSONType, new_id, project_id_column, project_page_index, utcnow
 from app.events.recorder import track
 
 
@@ -19,6 +19,7 @@ class Stack(Base):
     """
 
     __tablename__ = "stacks"
+    __table_args__ = (project_page_index("stacks"),)
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(41), unique=True)

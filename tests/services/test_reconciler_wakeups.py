@@ -19,7 +19,7 @@ from app.core.db import Database
 from app.hosts.models import Host
 from app.runtime import ENCRYPTED_COLUMNS
 from app.services.models import Service
-from app.services.reconciler import ServiceReconciler, reconcile
+from app.services.reconciler import ServiceReconciler, pause_before_round, reconcile
 from app.services.schemas import ServiceSpec
 from app.workers import leases
 from app.workers.models import Lease
@@ -166,3 +166,15 @@ def test_leases_half_their_life_old_are_renewed_all_at_once_before_a_pass(
     assert renewed.keys() == swept.keys()
     assert all(renewed[name] > swept[name] for name in swept)
     assert len(set(renewed.values())) == 1
+
+
+def test_rounds_over_large_services_pause_in_proportion() -> None:
+    """A round over a large service (every task view read and decided) pauses four times its
+    length before the next one gathers wake-ups, so the passes leave the interpreter to the
+    creates they wait for; small rounds keep the 0.1 s gathering, and no change waits more than
+    a second."""
+    assert pause_before_round(0.0) == pytest.approx(0.1)
+    assert pause_before_round(0.01) == pytest.approx(0.1)
+    assert pause_before_round(0.05) == pytest.approx(0.2)
+    assert pause_before_round(0.2) == pytest.approx(0.8)
+    assert pause_before_round(30.0) == pytest.approx(1.0)

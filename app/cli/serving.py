@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _migrate(settings.database_url)
     if args.workers > 1:
         return _serve_processes(args)
-    app = create_app(settings, run_workers=not args.no_workers)
+    app = create_app(settings, run_workers=not args.no_workers, own_process=True)
     uvicorn.run(
         app,
         host=args.host or settings.host,

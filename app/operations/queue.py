@@ -173,12 +173,20 @@ _CLAIM_COLUMNS = (
 
 
 def _claim_statement(candidates: Select[Any]) -> Any:
-    """UPDATE ... WHERE id IN (candidates) RETURNING ..., built once with bound parameters."""
+    """WITH chosen AS (candidates) UPDATE ... WHERE id IN chosen RETURNING ..., built once with
+    bound parameters. The candidates are a materialized CTE, chosen once: as a subquery in the
+    WHERE, PostgreSQL may run them again during the UPDATE, and a `LIMIT ... SKIP LOCKED` run
+    again picks other rows (a claim of 2 of 3 queued operations took all 3)."""
     now = bindparam("now", type_=UTCDateTime())
-    chosen = candidates.limit(bindparam("limit")).with_for_update(skip_locked=True)
+    chosen = (
+        candidates.limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+        .cte("chosen")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
     return (
         update(Operation)
-        .where(Operation.id.in_(chosen.scalar_subquery()))
+        .where(Operation.id.in_(select(chosen.c.id)))
         .values(
             status=RUNNING,
             lease_owner=bindparam("owner"),

@@ -126,11 +126,24 @@ class EventHub:
         self._next = loop.create_future()
         self._ticked = loop.time()
         self._wake = asyncio.Event()
-        wake = self._wake
+        event = self._wake
+        # One wake-up on its way at a time: in a burst of commits (a replica's create each)
+        # every one handed the loop a callback, and paid for a write to its self-pipe, under
+        # the GIL. A commit that finds one on its way is seen by the read that wake-up starts.
+        scheduled = False
+
+        def wake() -> None:
+            nonlocal scheduled
+            scheduled = False
+            event.set()
 
         def wake_soon() -> None:
+            nonlocal scheduled
+            if scheduled:
+                return
+            scheduled = True
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(wake)
 
         self._unsubscribe = recorder.on_commit(wake_soon)
         self._last = self._floor = await asyncio.to_thread(self._newest)

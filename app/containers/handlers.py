@@ -140,8 +140,8 @@ def record(
         with contextlib.suppress(ObjectNotFound):
             state = observed(engine.inspect_container(docker_id))
     # One round trip reads what the write depends on, with the lease check; the write is one
-    # UPDATE by id (Core: the ORM would load the whole row, its spec decoded, to change four
-    # columns), so the event the ORM would record is emitted here.
+    # UPDATE by id, in Core (the ORM would load the whole row, its spec decoded, to change four
+    # columns), so the event the ORM would record for it is emitted here.
     current = select(
         Container.service_id,
         Container.project_id,
@@ -157,12 +157,10 @@ def record(
         if row.older:
             changed = {key: value for key, value in state.items() if row._mapping[key] != value}
             values.update(state, observed_at=read_at)
+        connection = session.connection()
         if values:
-            session.execute(
-                update(Container)
-                .where(Container.id == ctx.claim.target_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
+            connection.execute(
+                update(Container).where(Container.id == ctx.claim.target_id).values(**values)
             )
         tracked = {key: changed[key] for key in _TRACKED if key in changed}
         if tracked:
@@ -175,7 +173,7 @@ def record(
             events.emit(session, [{**event, "project_id": row.project_id}])
         if note is not None:
             at, message = note
-            session.execute(
+            connection.execute(
                 insert(OperationLog).values(
                     operation_id=ctx.id, attempt=ctx.attempt, at=at, message=message
                 )

@@ -131,7 +131,10 @@ class OperationContext:
             & Operation.deferred_until.is_(None)
         )
         with self.app.db.session() as session:
-            found = session.execute(statement.join(Operation, held).with_for_update()).first()
+            # On the session's connection: the ORM's handling of a statement costs more than
+            # the statement, and there are no objects to load.
+            locking = statement.join(Operation, held).with_for_update()
+            found = session.connection().execute(locking).first()
             # Nothing found: the row is gone, or the lease is. Only then a second look.
             if found is None and not queue.verify_lease(session, self.claim):
                 self.lease_lost.set()

@@ -110,6 +110,7 @@ class EventHub:
         self._next: asyncio.Future[None] | None = None
         self._ticked = 0.0
         self._wake: asyncio.Event | None = None
+        self._wake_pending = False
         self._poller: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.subscribers = 0
@@ -126,24 +127,18 @@ class EventHub:
         self._next = loop.create_future()
         self._ticked = loop.time()
         self._wake = asyncio.Event()
-        event = self._wake
-        # One wake-up on its way at a time: in a burst of commits (a replica's create each)
-        # every one handed the loop a callback, and paid for a write to its self-pipe, under
-        # the GIL. A commit that finds one on its way is seen by the read that wake-up starts.
-        scheduled = False
-
-        def wake() -> None:
-            nonlocal scheduled
-            scheduled = False
-            event.set()
+        wake = self._wake
 
         def wake_soon() -> None:
-            nonlocal scheduled
-            if scheduled:
+            # One wake-up on its way at a time: in a burst of commits (a replica's create
+            # each) every one handed the loop a callback and wrote to its self-pipe, under the
+            # GIL. A commit that finds one on its way is seen by the read it leads to, which
+            # starts only after `_poll` has cleared the flag.
+            if self._wake_pending:
                 return
-            scheduled = True
+            self._wake_pending = True
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
-                loop.call_soon_threadsafe(wake)
+                loop.call_soon_threadsafe(wake.set)
 
         self._unsubscribe = recorder.on_commit(wake_soon)
         self._last = self._floor = await asyncio.to_thread(self._newest)
@@ -189,6 +184,7 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
+            self._wake_pending = False
             if loop.time() - self._ticked >= self.keepalive / 3:
                 self._ticked = loop.time()
                 self._announce()  # lets idle subscribers send their keep-alive

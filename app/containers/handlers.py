@@ -7,20 +7,23 @@ import contextlib
 import io
 import tarfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, insert, select, update
 
 from app.containers import network_lock, policy, project_files
-from app.containers.engine_config import create_body, is_newer, labels_for, observed
+from app.containers.engine_config import create_body, labels_for, not_newer_than, observed
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.db import utcnow
 from app.core.errors import PolicyViolation
 from app.engine.errors import EngineError, EngineRejected, ObjectNotFound
 from app.engine.protocol import Engine
+from app.events import recorder as events
+from app.hosts import service as hosts
+from app.hosts.models import Host
 from app.images.handlers import pull_image
 from app.images.reference import parse_reference
 from app.operations.context import OperationContext, PermanentError, TransientError
@@ -33,35 +36,83 @@ from app.security.roles import DEFAULT_PROJECT_ID
 from app.workers import wakeups
 
 
-def _row(session: Session, ctx: OperationContext) -> Container:
-    container = session.get(Container, ctx.claim.target_id, with_for_update=True)
-    if container is None:
-        raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
-    return container
+@dataclass(frozen=True)
+class _Intent:
+    """What a create needs from the database, read at once."""
+
+    spec: ContainerSpec
+    name: str
+    # The labels that tie a service's replica to its service.
+    service_labels: dict[str, str]
+    desired: str
+    project_id: str
+    # The policy rules the container's project may break.
+    relaxations: list[str]
+    # The host's address and credentials, for its engine client (None: no such host).
+    host: Row[Any] | None
 
 
-def _intent(ctx: OperationContext) -> tuple[ContainerSpec, str, dict[str, str], str]:
-    """The spec, the name, the labels that tie a service's replica to its service, and the
-    desired state, in one read."""
+def _intent(ctx: OperationContext) -> _Intent:
+    """One query: the container, its project's relaxations and its host's address."""
     with ctx.app.db.session(write=False) as session:
-        container = session.get(Container, ctx.claim.target_id)
-        if container is None:
-            raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
-        extra = {}
-        if container.service_id is not None:
-            extra = {
-                "berth.service": container.service_id,
-                "berth.slot": str(container.slot),
-                "berth.revision": str(container.revision),
-            }
-        spec = ContainerSpec.model_validate(container.spec)
-        return spec, container.name, extra, container.desired_state
+        row = session.execute(
+            select(
+                Container.spec,
+                Container.name,
+                Container.service_id,
+                Container.slot,
+                Container.revision,
+                Container.desired_state,
+                Container.project_id,
+                Project.relaxations,
+                Host.url,
+                Host.tls_encrypted,
+                Host.insecure,
+            )
+            .outerjoin(Project, Project.id == Container.project_id)
+            .outerjoin(Host, Host.id == ctx.claim.host_id)
+            .where(Container.id == ctx.claim.target_id)
+        ).one_or_none()
+    if row is None:
+        raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
+    extra = {}
+    if row.service_id is not None:
+        extra = {
+            "berth.service": row.service_id,
+            "berth.slot": str(row.slot),
+            "berth.revision": str(row.revision),
+        }
+    return _Intent(
+        spec=ContainerSpec.model_validate(row.spec),
+        name=row.name,
+        service_labels=extra,
+        desired=row.desired_state,
+        project_id=row.project_id if row.relaxations is not None else DEFAULT_PROJECT_ID,
+        relaxations=list(row.relaxations or []),
+        host=row if row.url is not None else None,
+    )
+
+
+def _engine(ctx: OperationContext, intent: _Intent) -> Engine:
+    """The host's engine client from the address `_intent` read, without reading it again."""
+    if intent.host is None or ctx.claim.host_id is None:
+        return ctx.engine()  # no such host: its usual error
+    host = intent.host
+    return hosts.engine_from(
+        ctx.app, ctx.claim.host_id, host.url, host.tls_encrypted, insecure=host.insecure
+    )
 
 
 def find(engine: Engine, container_id: str) -> str | None:
     """The Docker id of the container Berth made for `container_id`, if it exists."""
     found = engine.list_containers(labels={"berth.container": container_id})
     return str(found[0]["Id"]) if found else None
+
+
+# What `record` stores: an engine's reading of the container (`observed`'s keys).
+_READING = ("docker_id", "state", "health", "exit_code")
+# The ones the event stream carries (the container's tracked fields, in models.py).
+_TRACKED = ("state", "health", "exit_code")
 
 
 def record(
@@ -88,22 +139,46 @@ def record(
     if docker_id is not None:
         with contextlib.suppress(ObjectNotFound):
             state = observed(engine.inspect_container(docker_id))
-    with ctx.session() as session:
-        container = _row(session, ctx)
-        changed = False
-        if not is_newer(container, docker_id, read_at):
-            changed = any(getattr(container, key) != value for key, value in state.items())
-            for key, value in state.items():
-                setattr(container, key, value)
-            container.observed_at = read_at
-        for key, value in extra.items():
-            setattr(container, key, value)
+    # One round trip reads what the write depends on, with the lease check; the write is one
+    # UPDATE by id, in Core (the ORM would load the whole row, its spec decoded, to change four
+    # columns), so the event the ORM would record for it is emitted here.
+    current = select(
+        Container.service_id,
+        Container.project_id,
+        Container.version,
+        *(getattr(Container, key) for key in _READING),
+        (not_newer_than(read_at) | Container.docker_id.is_distinct_from(docker_id)).label("older"),
+    ).where(Container.id == ctx.claim.target_id)
+    with ctx.session_locking(current) as (session, row):
+        if row is None:
+            raise PermanentError(f"container {ctx.claim.target_id} no longer exists in Berth")
+        values = dict(extra)
+        changed: dict[str, Any] = {}
+        if row.older:
+            changed = {key: value for key, value in state.items() if row._mapping[key] != value}
+            values.update(state, observed_at=read_at)
+        connection = session.connection()
+        if values:
+            connection.execute(
+                update(Container).where(Container.id == ctx.claim.target_id).values(**values)
+            )
+        tracked = {key: changed[key] for key in _TRACKED if key in changed}
+        if tracked:
+            event = events.row(
+                "container.updated",
+                "container",
+                str(ctx.claim.target_id),
+                {**tracked, "version": row.version},
+            )
+            events.emit(session, [{**event, "project_id": row.project_id}])
         if note is not None:
             at, message = note
-            session.add(
-                OperationLog(operation_id=ctx.id, attempt=ctx.attempt, at=at, message=message)
+            connection.execute(
+                insert(OperationLog).values(
+                    operation_id=ctx.id, attempt=ctx.attempt, at=at, message=message
+                )
             )
-        service_id = container.service_id
+        service_id = row.service_id
     if service_id is not None and changed:
         # The service's status follows its replicas: its reconciler looks now, not at its next
         # periodic pass. The follower's reading of the same change wakes it only when it lands
@@ -112,18 +187,13 @@ def record(
     return state
 
 
-def _create_once(
-    ctx: OperationContext,
-    engine: Engine,
-    spec: ContainerSpec,
-    name: str,
-    service_labels: dict[str, str],
-) -> tuple[str, bool]:
+def _create_once(ctx: OperationContext, engine: Engine, intent: _Intent) -> tuple[str, bool]:
     """Create the container, or find the one an earlier attempt made: (docker id, fresh).
 
     The name is unique per host, so a create that an earlier attempt already did fails with a
     name conflict, and the label finds that container; no lookup is needed on the fast path.
     """
+    spec = intent.spec
     container_id = str(ctx.claim.target_id)
     berth_labels = {"berth.managed": "true"}
     for volume in spec.volumes:
@@ -138,8 +208,8 @@ def _create_once(
         with network_lock.creating(ctx.app.db, host_id=str(ctx.claim.host_id), name=network):
             if engine.ensure_network(network, berth_labels):
                 ctx.log(f"created network {network}")
-    labels = labels_for(container_id, ctx.id, spec, service_labels)
-    secret_values = _secret_values(ctx, spec)
+    labels = labels_for(container_id, ctx.id, spec, intent.service_labels)
+    secret_values = _secret_values(ctx, spec, intent.project_id)
 
     def create(container_name: str, body: dict[str, Any]) -> str:
         return _create_pulling(ctx, engine, spec, container_name, body)
@@ -154,7 +224,7 @@ def _create_once(
         body["Env"] += [
             f"{ref.env}={secret_values[ref.name]}" for ref in spec.secrets if ref.env is not None
         ]
-        docker_id = create(name, body)
+        docker_id = create(intent.name, body)
     except EngineError as exc:
         if exc.transient:
             raise
@@ -201,21 +271,9 @@ def _deliver_secret_files(
         ctx.log(f"delivered {len(files)} secret file(s)")
 
 
-def _project(ctx: OperationContext) -> tuple[str, list[str]]:
-    """The container's project, and the policy rules that project may break."""
-    with ctx.app.db.session(write=False) as session:
-        row = session.execute(
-            select(Container.project_id, Project.relaxations)
-            .join(Project, Project.id == Container.project_id)
-            .where(Container.id == ctx.claim.target_id)
-        ).one_or_none()
-    return (row.project_id, list(row.relaxations)) if row else (DEFAULT_PROJECT_ID, [])
-
-
-def _secret_values(ctx: OperationContext, spec: ContainerSpec) -> dict[str, str]:
+def _secret_values(ctx: OperationContext, spec: ContainerSpec, project_id: str) -> dict[str, str]:
     if not spec.secrets:
         return {}
-    project_id, _ = _project(ctx)
     with ctx.app.db.session(write=False) as session:
         # Its own project's secrets only, whatever another project names the same.
         found = secrets.values(
@@ -257,21 +315,24 @@ def create(ctx: OperationContext) -> dict[str, Any]:
 
 
 def _create(ctx: OperationContext) -> dict[str, Any]:
-    spec, name, service_labels, desired = _intent(ctx)
+    intent = _intent(ctx)
+    spec = intent.spec
     try:
         # Again here: a spec stored before a rule existed (a service's revision) is no way in.
-        policy.check_container(spec, ctx.app.settings, relaxed=_project(ctx)[1])
+        policy.check_container(spec, ctx.app.settings, relaxed=intent.relaxations)
     except PolicyViolation as exc:
         raise PermanentError(exc.detail) from exc
-    engine = ctx.engine()
-    docker_id, fresh = _create_once(ctx, engine, spec, name, service_labels)
+    engine = _engine(ctx, intent)
+    docker_id, fresh = _create_once(ctx, engine, intent)
     running = not fresh and engine.inspect_container(docker_id)["State"].get("Status") == "running"
     if not fresh and not running:
         # An earlier attempt may have stopped between the create and the secret files.
-        _deliver_secret_files(ctx, engine, docker_id, spec, _secret_values(ctx, spec))
-    if desired == "running" and not running:
+        values = _secret_values(ctx, spec, intent.project_id)
+        _deliver_secret_files(ctx, engine, docker_id, spec, values)
+    started = intent.desired == "running"
+    if started and not running:
         _start(ctx, engine, docker_id)
-    note = f"container {docker_id[:12]} is {name}" + (" (started)" if desired == "running" else "")
+    note = f"container {docker_id[:12]} is {intent.name}" + (" (started)" if started else "")
     return record(ctx, engine, docker_id, note=(utcnow(), note), error=None)
 
 

@@ -110,6 +110,7 @@ class EventHub:
         self._next: asyncio.Future[None] | None = None
         self._ticked = 0.0
         self._wake: asyncio.Event | None = None
+        self._wake_pending = False
         self._poller: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.subscribers = 0
@@ -129,6 +130,13 @@ class EventHub:
         wake = self._wake
 
         def wake_soon() -> None:
+            # One wake-up on its way at a time: in a burst of commits (a replica's create
+            # each) every one handed the loop a callback and wrote to its self-pipe, under the
+            # GIL. A commit that finds one on its way is seen by the read it leads to, which
+            # starts only after `_poll` has cleared the flag.
+            if self._wake_pending:
+                return
+            self._wake_pending = True
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
                 loop.call_soon_threadsafe(wake.set)
 
@@ -176,6 +184,7 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
+            self._wake_pending = False
             if loop.time() - self._ticked >= self.keepalive / 3:
                 self._ticked = loop.time()
                 self._announce()  # lets idle subscribers send their keep-alive

@@ -211,5 +211,11 @@ def engine_for_host(app: AppContext, host_id: str) -> Engine:
         ).first()
     if row is None:
         raise NotFound(f"no host {host_id!r}")
-    tls = tls_material(app.cipher, row.tls_encrypted)
-    return app.engines.get(host_id, row.url, tls, insecure=row.insecure)
+    return engine_from(app, host_id, row.url, row.tls_encrypted, insecure=row.insecure)
+
+
+def engine_from(
+    app: AppContext, host_id: str, url: str, tls_encrypted: str | None, *, insecure: bool
+) -> Engine:
+    """The Docker client for a host whose row the caller has read already."""
+    return app.engines.get(host_id, url, tls_material(app.cipher, tls_encrypted), insecure=insecure)

@@ -11,19 +11,20 @@ from typing import Any
 
 import docker
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from app import runtime
-from app.containers.handlers import create
+from app.containers.handlers import create, record
 from app.containers.models import Container
 from app.containers.schemas import ContainerSpec
 from app.core.config import Settings
 from app.core.context import AppContext
-from app.core.db import Database
+from app.core.db import Database, utcnow
+from app.events.models import Event
 from app.hosts.models import Host
 from app.operations import queue
-from app.operations.context import OperationContext
-from app.operations.models import OperationLog
+from app.operations.context import LeaseLost, OperationContext, PermanentError
+from app.operations.models import Operation, OperationLog
 from app.services.models import Service
 from app.workers import wakeups
 from tests.testbed import Testbed, remove_containers
@@ -121,3 +122,66 @@ def test_a_started_replica_is_recorded_in_one_write_and_wakes_its_service(
             select(OperationLog.message).where(OperationLog.operation_id == claim.id)
         ).scalars()
         assert [line.endswith("(started)") for line in lines] == [True]
+
+
+def test_a_started_replica_is_one_event_on_the_stream_with_its_project(
+    app: AppContext, db: Database, bed: Testbed
+) -> None:
+    """The create's record is written with Core, not through the ORM: the event the ORM
+    would have recorded for it (the changed fields, the version, the project) is still there."""
+    claim = replica_create(db, bed)
+    engine = docker.DockerClient(base_url=bed.h1_url)
+    try:
+        result = create(OperationContext(app, claim))
+    finally:
+        remove_containers(engine, f"berth.container={claim.target_id}")
+        engine.close()
+    assert result is not None and result["state"] == "running"
+    with db.session(write=False) as session:
+        task = session.get(Container, claim.target_id)
+        assert task is not None
+        recorded = session.execute(
+            select(Event.type, Event.data, Event.project_id).where(
+                Event.resource_id == claim.target_id, Event.type == "container.updated"
+            )
+        ).all()
+    assert [tuple(row) for row in recorded] == [
+        ("container.updated", {"state": "running", "version": task.version}, task.project_id)
+    ]
+
+
+def test_a_record_after_the_lease_was_taken_over_writes_nothing(
+    app: AppContext, db: Database, bed: Testbed
+) -> None:
+    claim = replica_create(db, bed)
+    # What a worker still holds after another has taken the operation over: a past epoch.
+    with db.session() as session:
+        session.execute(
+            update(Operation)
+            .where(Operation.id == claim.id)
+            .values(lease_epoch=Operation.lease_epoch + 1)
+        )
+    ctx = OperationContext(app, claim)
+    with pytest.raises(LeaseLost):
+        record(ctx, ctx.engine(), None, note=(utcnow(), "stale"), error="stale")
+    assert ctx.lease_lost.is_set()
+    with db.session(write=False) as session:
+        task = session.get(Container, claim.target_id)
+        assert task is not None
+        assert (task.state, task.error, task.observed_at) == ("pending", None, None)
+        lines = session.execute(
+            select(OperationLog.message).where(OperationLog.operation_id == claim.id)
+        ).scalars()
+        assert list(lines) == []
+
+
+def test_a_record_of_a_removed_container_fails_for_good(
+    app: AppContext, db: Database, bed: Testbed
+) -> None:
+    claim = replica_create(db, bed)
+    with db.session() as session:
+        session.execute(delete(Container).where(Container.id == claim.target_id))
+    ctx = OperationContext(app, claim)
+    with pytest.raises(PermanentError, match="no longer exists"):
+        record(ctx, ctx.engine(), None)
+    assert not ctx.lease_lost.is_set()

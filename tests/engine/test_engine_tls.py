@@ -1,9 +1,12 @@
 """Both engine clients (the docker SDK one and the live httpx one) against the testbed's TLS
 engine h3: the engine's certificate is verified unless the host is insecure, the errors say
-what failed, and plain tcp:// is refused unless the host is insecure."""
+what failed, and plain tcp:// is refused unless the host is insecure. And the SDK client's
+own path for a replica's calls, over h3's TLS as over h1's socket and h2's plain tcp://."""
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,7 +15,7 @@ import anyio
 import pytest
 
 from app.engine.docker_engine import DockerEngine
-from app.engine.errors import EngineError, EngineRejected
+from app.engine.errors import EngineError, EngineRejected, ObjectNotFound
 from app.engine.live import LiveEngine
 from app.engine.tls import TlsMaterial
 from tests.testbed import Testbed
@@ -93,3 +96,35 @@ def test_a_ca_that_is_no_certificate_is_refused_not_a_crash() -> None:
     garbage = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
     with pytest.raises(EngineRejected, match="TLS CA certificate unusable"):
         LiveEngine("tcp://127.0.0.1:2376", tls=TlsMaterial(garbage, None, None), insecure=False)
+
+
+@pytest.mark.parametrize("which", ["h1", "h2", "h3"])
+def test_a_container_is_created_started_and_inspected_over_each_transport(
+    bed: Testbed, which: str
+) -> None:
+    """The calls a replica's start makes go past the SDK's session (on its connections): over
+    a unix socket, plain tcp:// and TLS with a client certificate, with the SDK's errors."""
+    url, tls = {
+        "h1": (bed.h1_url, None),
+        "h2": (bed.h2_url, None),
+        "h3": (bed.h3_url, material(bed)),
+    }[which]
+    engine = DockerEngine(url, tls=tls, insecure=which == "h2", timeout=10)
+    name = f"berth-test-calls-{secrets.token_hex(3)}"
+    body = {"Image": bed.image, "Cmd": ["sleep", "30"], "Labels": {"berth.test": name}}
+    try:
+        docker_id = engine.create_container_raw(name, {**body, "Hostname": None})
+        with pytest.raises(EngineRejected, match="already in use"):
+            engine.create_container_raw(name, body)
+        engine.start_container(docker_id)
+        details = engine.inspect_container(docker_id)
+        assert (details["Id"], details["Name"]) == (docker_id, f"/{name}")
+        assert details["State"]["Status"] == "running"
+        with pytest.raises(ObjectNotFound):
+            engine.inspect_container(f"{name}-missing")
+        with pytest.raises(ObjectNotFound):
+            engine.start_container(f"{name}-missing")
+    finally:
+        with contextlib.suppress(EngineError):
+            engine.remove_container(name, force=True)
+        engine.close()

@@ -3,6 +3,7 @@ connection half-way, resume from the cursor — every event exactly once, in ord
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -21,6 +22,7 @@ from app.core.db import Database
 from app.events import recorder
 from app.events.models import Event
 from app.events.sequencer import sequence
+from app.events.stream import EventHub
 from app.main import create_app
 from tests.support import BOOTSTRAP_TOKEN, HTTPD, served, wait_for
 from tests.testbed import Testbed, remove_containers
@@ -302,3 +304,51 @@ def test_a_revoked_token_ends_its_quiet_stream_within_a_second(live: str) -> Non
     assert time.monotonic() - revoked < 2.5
     assert stream.error is None
     client.close()
+
+
+def test_a_burst_of_commits_wakes_the_hub_once_a_round_and_it_reads_them_all(
+    db: Database,
+) -> None:
+    """Each commit that writes events wakes the hub; in a burst, one wake-up on its way at a
+    time (each was a callback and a self-pipe write in the committer), and none is lost: with
+    no periodic poll to fall back on, the hub still reads every event of the burst."""
+    commits = 50
+
+    async def run() -> int:
+        hub = EventHub(db, poll_interval=60, coalesce=0.2)
+        await hub.start()
+        loop = asyncio.get_running_loop()
+        scheduled = 0
+        real = loop.call_soon_threadsafe
+
+        def counted(callback: Callable[..., object], *args: object) -> asyncio.Handle:
+            nonlocal scheduled
+            scheduled += 1
+            return real(callback, *args)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+
+        def burst() -> None:
+            for n in range(commits):
+                with db.session() as session:
+                    recorder.emit(session, [recorder.row("test.created", "test", str(n))])
+
+        try:
+            await asyncio.to_thread(burst)
+            deadline = loop.time() + 10
+            while True:
+                with db.session(write=False) as session:
+                    waiting = session.execute(
+                        select(func.count()).select_from(Event).where(Event.seq.is_(None))
+                    ).scalar_one()
+                    newest = session.execute(select(func.max(Event.seq))).scalar_one()
+                if waiting == 0 and hub.last_cursor == newest:
+                    break
+                assert loop.time() < deadline, "the hub missed the burst's last commits"
+                await asyncio.sleep(0.05)
+        finally:
+            await hub.close()
+        return scheduled
+
+    scheduled = asyncio.run(run())
+    assert 1 <= scheduled < commits / 2

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Text,
     bindparam,
     case,
     event,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -423,38 +425,94 @@ def finish_many(db: Database, outcomes: list[Outcome]) -> set[str]:
     return stored
 
 
-def _store_outcomes(connection: Connection, outcomes: list[Outcome], now: datetime) -> set[str]:
-    """One UPDATE for all `outcomes` (each row's values picked by its id), so a batch costs one
-    round trip, not one per operation; it returns the ids whose lease still held."""
-    if not outcomes:
-        return set()
-    assert all(outcome.status in TERMINAL for outcome in outcomes)
-    outcomes = sorted(outcomes, key=lambda outcome: outcome.claim.id)  # heartbeat's lock order
-    result_type = Operation.__table__.c.result.type
-
-    def by_id(value: Callable[[Outcome], Any], type_: Any) -> Any:
-        return _by_id({o.claim.id: value(o) for o in outcomes}, type_)
-
-    rows = connection.execute(
+def _finished(
+    where: Any, *, status: Any, result: Any, error: Any, started_at: Any, now: Any
+) -> Any:
+    """UPDATE the held operations `where` picks (if their leases held) to an outcome,
+    RETURNING the ids stored."""
+    return (
         update(Operation)
-        .where(
-            Operation.id.in_([outcome.claim.id for outcome in outcomes]),
-            Operation.lease_epoch == by_id(lambda o: o.claim.epoch, Integer()),
-            Operation.status == RUNNING,
-        )
+        .where(where, Operation.status == RUNNING)
         .values(
-            status=by_id(lambda o: o.status, String()),
-            result=by_id(lambda o: o.result, result_type),
-            error=by_id(lambda o: o.error, String()),
-            started_at=func.coalesce(
-                Operation.started_at, by_id(lambda o: o.started_at or now, UTCDateTime())
-            ),
+            status=status,
+            result=result,
+            error=error,
+            started_at=func.coalesce(Operation.started_at, started_at),
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
             version=Operation.version + 1,
         )
         .returning(Operation.id)
+    )
+
+
+_RESULT_TYPE = Operation.__table__.c.result.type
+
+
+def _unnest(parameter: str, column: str, type_: Any) -> Any:
+    """`column` of the rows the array `parameter` unnests to (a bound parameter of an UPDATE
+    may not be named as a column)."""
+    return func.unnest(bindparam(parameter, type_=ARRAY(type_))).label(column)
+
+
+# On PostgreSQL the outcomes go as arrays into a statement of one shape: compiled once and
+# prepared by psycopg, where the CASE form (below) is built and compiled anew every round,
+# which took about a third of a busy claimer's CPU.
+_OUTCOMES = select(
+    _unnest("ids", "id", String()),
+    _unnest("epochs", "epoch", Integer()),
+    _unnest("statuses", "status", String()),
+    _unnest("results", "result", _RESULT_TYPE),
+    _unnest("errors", "error", Text()),
+    _unnest("starts", "started_at", UTCDateTime()),
+).subquery("outcome")
+_STORE_OUTCOMES_PG = _finished(
+    (Operation.id == _OUTCOMES.c.id) & (Operation.lease_epoch == _OUTCOMES.c.epoch),
+    status=_OUTCOMES.c.status,
+    result=_OUTCOMES.c.result,
+    error=_OUTCOMES.c.error,
+    started_at=_OUTCOMES.c.started_at,
+    now=bindparam("now", type_=UTCDateTime()),
+)
+
+
+def _store_outcomes(connection: Connection, outcomes: list[Outcome], now: datetime) -> set[str]:
+    """One UPDATE for all `outcomes`, so a batch costs one round trip, not one per operation;
+    it returns the ids whose lease still held."""
+    if not outcomes:
+        return set()
+    assert all(outcome.status in TERMINAL for outcome in outcomes)
+    outcomes = sorted(outcomes, key=lambda outcome: outcome.claim.id)  # heartbeat's lock order
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            _STORE_OUTCOMES_PG,
+            {
+                "ids": [o.claim.id for o in outcomes],
+                "epochs": [o.claim.epoch for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "results": [o.result for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "starts": [o.started_at or now for o in outcomes],
+                "now": now,
+            },
+        )
+        return set(rows.scalars())
+
+    def by_id(value: Callable[[Outcome], Any], type_: Any) -> Any:
+        """Each row's value picked by its id."""
+        return _by_id({o.claim.id: value(o) for o in outcomes}, type_)
+
+    rows = connection.execute(
+        _finished(
+            Operation.id.in_([outcome.claim.id for outcome in outcomes])
+            & (Operation.lease_epoch == by_id(lambda o: o.claim.epoch, Integer())),
+            status=by_id(lambda o: o.status, String()),
+            result=by_id(lambda o: o.result, _RESULT_TYPE),
+            error=by_id(lambda o: o.error, String()),
+            started_at=by_id(lambda o: o.started_at or now, UTCDateTime()),
+            now=now,
+        )
     )
     return set(rows.scalars())
 

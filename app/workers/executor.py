@@ -33,7 +33,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection
 
@@ -70,6 +70,15 @@ _CONNECTION_IDLE_SECONDS = 5.0
 # many per slot: a round of 4 slots then commits up to 36 operations' outcomes and claims.
 _SHORT_HANDLER_SECONDS = 0.01
 _AHEAD_PER_SLOT = 8
+# Once every slot's handler has run this long, the operations claimed ahead go back to the
+# queue rather than wait for them: another worker may be idle.
+_HAND_BACK_AFTER_SECONDS = 1.0
+
+
+class _Start(NamedTuple):
+    context: OperationContext
+    at: datetime
+    began: float  # time.monotonic()
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -90,8 +99,10 @@ class OperationExecutor:
         # Finished by a handler, outcome not yet committed: still ours, still heartbeated.
         self._settling: dict[str, int] = {}
         # When each running handler started; and the starts not stored yet (the next round's).
-        self._starts: dict[str, tuple[OperationContext, datetime]] = {}
+        self._starts: dict[str, _Start] = {}
         self._unstored_starts: dict[str, tuple[queue.Claim, datetime]] = {}
+        # Claimed ahead, waiting in the handler pool's queue for a slot.
+        self._waiting: dict[str, Future[None]] = {}
         # How long handlers here take (a moving average): short ones are claimed ahead.
         self._handler_seconds = math.inf
         self._outcomes: SimpleQueue[queue.Outcome] = SimpleQueue()
@@ -168,6 +179,7 @@ class OperationExecutor:
         poll = self.app.settings.effective_poll_seconds
         while not self._stop.is_set():
             self._wake.clear()
+            self._hand_back_waiting()
             outcomes = self._take_outcomes()
             started = self._take_starts()
             free = self._capacity() - len(self._running)
@@ -188,6 +200,9 @@ class OperationExecutor:
                 with self._lock:
                     self._running[claim.id] = context
                 future = self._pool.submit(self._run, context)
+                with self._lock:
+                    if not future.running() and not future.done():
+                        self._waiting[claim.id] = future
                 future.add_done_callback(partial(self._forget_if_cancelled, context))
             if len(claims) < free:
                 now = time.monotonic()
@@ -197,15 +212,46 @@ class OperationExecutor:
 
     def _capacity(self) -> int:
         """How many operations this worker holds at most: its slots, and while its handlers
-        are short, as many again per slot claimed ahead."""
-        if self._handler_seconds < _SHORT_HANDLER_SECONDS:
-            return self.slots * (1 + _AHEAD_PER_SLOT)
-        return self.slots
+        are short (typically, and none running long now), as many again per slot claimed
+        ahead."""
+        if self._handler_seconds >= _SHORT_HANDLER_SECONDS:
+            return self.slots
+        now = time.monotonic()
+        with self._lock:
+            if any(now - start.began >= _SHORT_HANDLER_SECONDS for start in self._starts.values()):
+                return self.slots
+        return self.slots * (1 + _AHEAD_PER_SLOT)
+
+    def _hand_back_waiting(self) -> None:
+        """While every slot runs a long handler, what was claimed ahead goes back to the queue
+        (not counted as an attempt) for a worker with a free slot."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._waiting:
+                return
+            long_running = sum(
+                now - start.began >= _HAND_BACK_AFTER_SECONDS for start in self._starts.values()
+            )
+            if long_running < self.slots:
+                return
+            waiting = [
+                (self._running[op_id].claim, future)
+                for op_id, future in self._waiting.items()
+                if op_id in self._running
+            ]
+        # A run that starts meanwhile cannot be cancelled, and stays.
+        claims = [claim for claim, future in waiting if future.cancel()]
+        for claim in claims:
+            queue.requeue(self.app.db, claim, delay_seconds=0, error=None, count_attempt=False)
+        if claims:
+            log.info("handed back operations claimed ahead", extra={"count": len(claims)})
 
     def _forget_if_cancelled(self, context: OperationContext, future: Future[None]) -> None:
-        """A claimed-ahead operation whose run was cancelled on stop never started."""
+        """A claimed-ahead operation whose run was cancelled (on stop, or handed back) never
+        started."""
         if future.cancelled():
             with self._lock:
+                self._waiting.pop(context.id, None)
                 if self._running.get(context.id) is context:
                     del self._running[context.id]
 
@@ -296,19 +342,24 @@ class OperationExecutor:
             self._settling[outcome.claim.id] = outcome.claim.epoch
         self._outcomes.put(replace(outcome, started_at=started_at))
 
-    def _started(self, context: OperationContext) -> None:
-        """A handler starts `context`'s operation: its start is stored with the next round."""
-        now = utcnow()
+    def _started(self, context: OperationContext) -> float:
+        """A handler starts `context`'s operation: its start is stored with the next round,
+        which this wakes (until then, after a crash, it would look as if it never started).
+        Returns the start's `time.monotonic()`."""
+        start = _Start(context, utcnow(), time.monotonic())
         with self._lock:
-            self._starts[context.id] = (context, now)
-            self._unstored_starts[context.id] = (context.claim, now)
+            self._waiting.pop(context.id, None)
+            self._starts[context.id] = start
+            self._unstored_starts[context.id] = (context.claim, start.at)
+        self._wake.set()
+        return start.began
 
     def _ended(self, claim: queue.Claim) -> datetime | None:
         """The handler of `claim` has ended: when it started, for the write that ends it."""
         with self._lock:
             self._unstored_starts.pop(claim.id, None)
             entry = self._starts.pop(claim.id, None)
-        return entry[1] if entry is not None else None
+        return entry.at if entry is not None else None
 
     def _take_starts(self) -> list[tuple[queue.Claim, datetime]]:
         with self._lock:
@@ -345,8 +396,7 @@ class OperationExecutor:
         claim = context.claim
         op_token = operation_id_var.set(claim.id)
         host_token = host_id_var.set(claim.host_id)
-        began = time.monotonic()
-        self._started(context)
+        began = self._started(context)
         try:
             self._execute(context)
         except Exception:
@@ -366,7 +416,8 @@ class OperationExecutor:
                 # claimed anew): only this run's own entries are removed.
                 if self._running.get(claim.id) is context:
                     del self._running[claim.id]
-                if self._starts.get(claim.id, (None,))[0] is context:
+                start = self._starts.get(claim.id)
+                if start is not None and start.context is context:
                     del self._starts[claim.id]
                     self._unstored_starts.pop(claim.id, None)
             self._wake.set()

@@ -37,12 +37,18 @@ def _block(ctx: OperationContext) -> dict[str, Any]:
 def executor(
     settings_factory: Callable[..., Settings], db: Database
 ) -> Iterator[OperationExecutor]:
+    """One slot, started, and warmed up by a no-op: its handlers are known to be short."""
     load_handlers()
     _release.clear()
     worker = OperationExecutor(AppContext(settings_factory(), db), slots=1)
-    yield worker
-    _release.set()
-    worker.stop(10)
+    worker.start()
+    try:
+        warmup = _enqueue(db, "debug.noop", 1)
+        wait_for(_all_succeeded(db, warmup), timeout=30, what="the warm-up")
+        yield worker
+    finally:
+        _release.set()
+        worker.stop(10)
 
 
 def _enqueue(db: Database, kind: str, count: int) -> list[str]:
@@ -86,24 +92,17 @@ def test_short_operations_are_claimed_ahead_of_the_free_slots(
     executor: OperationExecutor, db: Database
 ) -> None:
     """One slot, 30 no-ops: without claims ahead each needs its own round (a commit each)."""
-    executor.start()
-    warmup = _enqueue(db, "debug.noop", 1)
-    wait_for(_all_succeeded(db, warmup), timeout=30, what="the warm-up")
-    commits = 0
-
-    def counted(_connection: Any) -> None:
-        nonlocal commits
-        commits += 1
-
-    event.listen(db.engine, "commit", counted)
+    commits: list[Any] = []
+    count = commits.append  # one bound method, to remove the listener by
+    event.listen(db.engine, "commit", count)
     try:
         ids = _enqueue(db, "debug.noop", 30)
         wait_for(_all_succeeded(db, ids), timeout=30, what="all operations succeeded")
     finally:
-        event.remove(db.engine, "commit", counted)
+        event.remove(db.engine, "commit", count)
     # The enqueue's commit, then rounds of up to 9; the margin is for rounds a loaded machine
     # splits.
-    assert commits <= 15, commits
+    assert len(commits) <= 15, len(commits)
     rows = _rows(db, ids)
     assert all(row.started_at is not None and row.attempts == 1 for row in rows)
     assert all(row.created_at <= row.started_at <= row.finished_at for row in rows)  # type: ignore[operator]
@@ -127,9 +126,6 @@ def test_operations_held_ahead_go_back_when_every_slot_runs_long(
 ) -> None:
     """Waiting behind a handler that runs long, they are handed back for another worker, with
     neither an attempt counted nor a start recorded; once released they all run."""
-    executor.start()
-    warmup = _enqueue(db, "debug.noop", 1)
-    wait_for(_all_succeeded(db, warmup), timeout=30, what="the warm-up")
     ids = _enqueue(db, "test.block", 4)
     running = _wait_for_one_running_and_the_rest_held(db, ids)
     others = [op_id for op_id in ids if op_id != running]
@@ -149,9 +145,6 @@ def test_operations_held_ahead_go_back_when_every_slot_runs_long(
 def test_a_clean_stop_hands_back_what_was_claimed_ahead(
     executor: OperationExecutor, db: Database
 ) -> None:
-    executor.start()
-    warmup = _enqueue(db, "debug.noop", 1)
-    wait_for(_all_succeeded(db, warmup), timeout=30, what="the warm-up")
     ids = _enqueue(db, "test.block", 4)
     running = _wait_for_one_running_and_the_rest_held(db, ids)
     executor.stop(10)

@@ -8,7 +8,8 @@ For each backend (SQLite, PostgreSQL) and each worker-process count this starts 
 * drain: the same N rows bulk-inserted in one statement, timed until all are finished, which
   shows what the workers do when the enqueueing side is not the limit;
 * idle latency: enqueue one operation at a time, wait until a worker has started it, and take
-  `started_at - created_at` (both written by Python UTC clocks on this machine).
+  `started_at - created_at` (`started_at` is when its handler started; both written by Python
+  UTC clocks on this machine).
 
 A baseline per backend puts the numbers in proportion: single-row INSERT+UPDATE transactions a
 second from one Python process with SQLAlchemy Core, through the same kind of engine Berth uses.

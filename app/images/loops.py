@@ -1,18 +1,23 @@
 """The image inventory loop: re-reads every ready host's images on a slow interval. Changes
-between rounds reach the inventory sooner: the container followers see the engine's image and
-container events and re-read that one host (`refresh`)."""
+between rounds reach the inventory sooner: the container followers see the engine's image
+events and re-read that one host (`refresh`), and re-read every host when they first follow it.
+A round skips the hosts read in full within the interval (by a follower, an image operation or
+the last round), so a fleet's start reads each host once, not once per follower and again here.
+"""
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from app.core.context import AppContext
+from app.core.db import utcnow
 from app.engine.errors import EngineError
 from app.hosts.models import Host
-from app.images.inventory import sync_host
+from app.images.inventory import last_read, sync_host
 from app.workers.loops import LeasedLoop
 
 log = logging.getLogger("berth.images")
@@ -37,9 +42,16 @@ class ImageInventory(LeasedLoop):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run_leased(self) -> None:
+        # A host is due once its last full read (or, holding no image, its registration) is an
+        # interval old: a host that became ready since was read by its follower's first opening.
+        stale = utcnow() - timedelta(seconds=self.every)
+        read = last_read(self.app.db)
         with self.app.db.session(write=False) as session:
-            ready = list(session.execute(select(Host.id).where(Host.status == "ready")).scalars())
-        list(self._pool.map(lambda host_id: refresh(self.app, host_id), ready))
+            ready = session.execute(
+                select(Host.id, Host.created_at).where(Host.status == "ready")
+            ).all()
+        due = [row.id for row in ready if read.get(row.id, row.created_at) <= stale]
+        list(self._pool.map(lambda host_id: refresh(self.app, host_id), due))
 
 
 def refresh(app: AppContext, host_id: str) -> None:

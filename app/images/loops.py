@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -17,7 +17,8 @@ from app.core.context import AppContext
 from app.core.db import utcnow
 from app.engine.errors import EngineError
 from app.hosts.models import Host
-from app.images.inventory import last_read, sync_host
+from app.images import inventory
+from app.images.inventory import sync_host
 from app.workers.loops import LeasedLoop
 
 log = logging.getLogger("berth.images")
@@ -42,16 +43,29 @@ class ImageInventory(LeasedLoop):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run_leased(self) -> None:
-        # A host is due once its last full read (or, holding no image, its registration) is an
-        # interval old: a host that became ready since was read by its follower's first opening.
-        stale = utcnow() - timedelta(seconds=self.every)
-        read = last_read(self.app.db)
+        read = inventory.last_read(self.app.db)
         with self.app.db.session(write=False) as session:
             ready = session.execute(
                 select(Host.id, Host.created_at).where(Host.status == "ready")
             ).all()
-        due = [row.id for row in ready if read.get(row.id, row.created_at) <= stale]
+        due = due_hosts(
+            {row.id: row.created_at for row in ready},
+            read,
+            stale=utcnow() - timedelta(seconds=self.every),
+        )
         list(self._pool.map(lambda host_id: refresh(self.app, host_id), due))
+
+
+def due_hosts(
+    ready: dict[str, datetime], last_read: dict[str, datetime], *, stale: datetime
+) -> list[str]:
+    """The ready hosts (id: when registered) whose inventory a round re-reads: those last read
+    in full (`last_read`: hosts holding images) at or before `stale`, or, holding no image,
+    registered by then: a host that became ready since was read by its follower's first
+    opening."""
+    return [
+        host_id for host_id, created in ready.items() if last_read.get(host_id, created) <= stale
+    ]
 
 
 def refresh(app: AppContext, host_id: str) -> None:

@@ -42,6 +42,7 @@ from app.events import recorder as events
 from app.hosts.models import Host
 from app.hosts.service import tls_material
 from app.images import inventory
+from app.images.loops import refresh as refresh_images
 from app.workers import leases, wakeups
 from app.workers.loops import LoopService
 
@@ -58,9 +59,10 @@ _RELIST_SECONDS = 300.0
 # An image inventory re-read waits this long after the image event that asked for it, so that
 # a burst of events (a pull's tags) costs one re-read.
 _IMAGES_SETTLE_SECONDS = 2.0
-# At most this many of the followers' inventory re-reads at once: a thousand hosts followed at
-# once are read a few at a time, not all in the same second.
-_IMAGE_SYNCS = 8
+# At most this many of the followers' inventory re-reads at once (each blocks a database
+# thread on its engine reads): a thousand hosts followed at once are read a few at a time, and
+# the other threads stay free for the containers' state.
+_IMAGE_SYNCS = 2
 # How many containers use each image (shown by `GET /images`) is recounted this long after a
 # container was created or removed: one container list for a burst of replicas placed on the
 # host, not a re-read of the inventory per burst. So a count lags by at most about this long.
@@ -484,45 +486,8 @@ class Followers:
                 await engine.aclose()
 
     async def _sync_images(self, host_id: str) -> None:
-        """Re-read the host's image inventory through the follower's own async client: the
-        blocking one of `refresh_images` was a new docker client per host, in the database
-        threads (at 1,000 hosts, half of the start's samples)."""
-        engine = self._engines.get(host_id)
-        if engine is None:
-            return  # no longer followed; the next opening re-reads the inventory
         async with self._image_syncs:
-            try:
-                await self._read_images(engine, host_id)
-            except (EngineError, OSError, ValueError) as exc:
-                # As the inventory loop: the prober reports the host's health, and the next
-                # event or round tries again.
-                log.info(
-                    "image inventory skipped a host", extra={"host_id": host_id, "error": str(exc)}
-                )
-            except Exception:
-                log.exception("image inventory failed", extra={"host_id": host_id})
-
-    async def _read_images(self, engine: LiveClient, host_id: str) -> None:
-        listed_at = utcnow()
-        summaries = await engine.list_images()
-        usage = inventory.count_by_image(await engine.list_containers())
-        known = await self._in_db_thread(inventory.known_images, self.app.db, host_id)
-        new = {
-            docker_id: inventory.described(
-                await engine.inspect_image(docker_id), await engine.image_history(docker_id)
-            )
-            for summary in summaries
-            if (docker_id := str(summary["Id"])) not in known
-        }
-        await self._in_db_thread(
-            inventory.store_inventory,
-            self.app.db,
-            host_id,
-            summaries,
-            usage,
-            new,
-            listed_at=listed_at,
-        )
+            await self._in_db_thread(refresh_images, self.app, host_id)
 
     async def _recount_usage(self, host_id: str) -> None:
         """Recount how many containers use each of the host's images: one container list,

@@ -300,31 +300,18 @@ class LiveEngine:
 
     async def list_containers(self) -> list[dict[str, Any]]:
         """Every container of the engine (`GET /containers/json?all=1`), as DockerEngine lists."""
-        return await self._get_list(
+        found = await self._get_decoded(
             "/containers/json", "list containers", params={"all": "1", "limit": "-1"}
         )
+        if not isinstance(found, list):
+            raise EngineUnavailable("list containers: engine answered with unexpected JSON")
+        return found
 
     async def inspect_container(self, container_id: str) -> dict[str, Any]:
         """One container's details; ObjectNotFound once it is gone."""
         return await self._get_json(
             f"/containers/{quote(container_id, safe='')}/json",
             f"inspect container {container_id[:12]}",
-        )
-
-    # What the image inventory reads when a follower re-reads its host (as DockerEngine does).
-
-    async def list_images(self) -> list[dict[str, Any]]:
-        """The engine's tagged and untagged top-level images (`GET /images/json`)."""
-        return await self._get_list("/images/json", "list images")
-
-    async def inspect_image(self, reference: str) -> dict[str, Any]:
-        return await self._get_json(
-            f"/images/{quote(reference, safe='')}/json", f"inspect image {reference}"
-        )
-
-    async def image_history(self, reference: str) -> list[dict[str, Any]]:
-        return await self._get_list(
-            f"/images/{quote(reference, safe='')}/history", f"history of image {reference}"
         )
 
     @contextlib.asynccontextmanager
@@ -393,14 +380,6 @@ class LiveEngine:
         if not isinstance(body, dict):
             raise EngineUnavailable(f"{what}: engine answered with unexpected JSON")
         return body
-
-    async def _get_list(
-        self, path: str, what: str, *, params: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        found = await self._get_decoded(path, what, params=params)
-        if not isinstance(found, list):
-            raise EngineUnavailable(f"{what}: engine answered with unexpected JSON")
-        return found
 
     async def _tty(self, container_id: str, what: str) -> bool:
         version = await self.api_version()

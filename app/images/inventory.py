@@ -120,10 +120,10 @@ def references_text(tags: list[str], digests: list[str]) -> str:
     return "\n" + "".join(f"{reference}\n" for reference in [*tags, *digests])
 
 
-def described(details: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-    """An image's layers, size and creation, from its inspect and its history."""
+def _describe(engine: Engine, docker_id: str) -> dict[str, Any]:
+    details = engine.inspect_image(docker_id)
     digests = [str(d) for d in details.get("RootFS", {}).get("Layers", [])]
-    sizes = layer_sizes(digests, history)
+    sizes = layer_sizes(digests, engine.image_history(docker_id))
     created = details.get("Created")
     created_at = parse_engine_time(created) if isinstance(created, str) else None
     return {
@@ -133,40 +133,21 @@ def described(details: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
     }
 
 
-def known_images(db: Database, host_id: str) -> set[str]:
-    """The ids of the host's images already stored: layers and sizes are read only for images
-    new to us (an image id's content never changes)."""
-    with db.session(write=False) as session:
-        return set(
-            session.execute(select(Image.docker_id).where(Image.host_id == host_id)).scalars()
-        )
-
-
 def sync_host(db: Database, engine: Engine, host_id: str) -> int:
     """Make the database's images of one host match the engine. Returns how many it holds."""
     listed_at = utcnow()
     summaries = engine.list_images()
     usage = engine.containers_by_image()
-    known = known_images(db, host_id)
-    new = {
-        docker_id: described(engine.inspect_image(docker_id), engine.image_history(docker_id))
+    with db.session(write=False) as session:
+        known = set(
+            session.execute(select(Image.docker_id).where(Image.host_id == host_id)).scalars()
+        )
+    # Layers and sizes only for images new to us: an image id's content never changes.
+    described = {
+        str(s["Id"]): _describe(engine, str(s["Id"]))
         for s in summaries
-        if (docker_id := str(s["Id"])) not in known
+        if str(s["Id"]) not in known
     }
-    return store_inventory(db, host_id, summaries, usage, new, listed_at=listed_at)
-
-
-def store_inventory(
-    db: Database,
-    host_id: str,
-    summaries: list[dict[str, Any]],
-    usage: dict[str, int],
-    new: dict[str, dict[str, Any]],
-    *,
-    listed_at: datetime,
-) -> int:
-    """Store a host's images as listed at `listed_at` (`summaries`), with their counts of
-    containers using them (`usage`) and the layers of those new to us (`new`, by id)."""
     present = set()
     with db.session() as session:
         # One sync of a host at a time: an image operation that just finished and the
@@ -190,9 +171,9 @@ def store_inventory(
             digests = sorted(d for d in summary.get("RepoDigests") or [] if d not in _UNTAGGED)
             row = rows.get(docker_id)
             if row is None:
-                if docker_id not in new:
+                if docker_id not in described:
                     continue  # appeared between the two reads; the next round adds it
-                row = Image(host_id=host_id, docker_id=docker_id, **new[docker_id])
+                row = Image(host_id=host_id, docker_id=docker_id, **described[docker_id])
                 session.add(row)
             elif row.repo_tags != tags or row.repo_digests != digests:
                 row.version += 1

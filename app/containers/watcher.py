@@ -24,12 +24,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from app.containers.engine_config import is_newer, not_newer_than, observed
 from app.containers.models import Container
@@ -55,9 +56,21 @@ _LEASE_SECONDS = 10.0
 _SILENCE_SECONDS = 120.0
 # A followed host is re-listed at least this often, whatever its streams did.
 _RELIST_SECONDS = 300.0
-# An image inventory re-read waits this long after the event that asked for it, so that a
-# burst of events (many replicas placed on the host) costs one re-read.
+# An image inventory re-read waits this long after the image event that asked for it, so that
+# a burst of events (a pull's tags) costs one re-read.
 _IMAGES_SETTLE_SECONDS = 2.0
+# At most this many of the followers' inventory re-reads at once (each blocks a database
+# thread on its engine reads): a thousand hosts followed at once are read a few at a time, and
+# the other threads stay free for the containers' state.
+_IMAGE_SYNCS = 2
+# How many containers use each image (shown by `GET /images`) is recounted this long after a
+# container was created or removed: one container list for a burst of replicas placed on the
+# host, not a re-read of the inventory per burst. So a count lags by at most about this long.
+_USAGE_SETTLE_SECONDS = 5.0
+# The containers that events within this long name are inspected together and their readings
+# stored in one transaction (a foreign container's create and start events come a few ms
+# apart: one inspect; a burst of replicas started on a host: one write).
+_INSPECT_BATCH_SECONDS = 0.02
 # Threads for the followers' database work: enough that one write waiting for the lock does
 # not hold up the others, few enough that they do not grow with the hosts.
 _DB_THREADS = 4
@@ -260,58 +273,87 @@ class StateWriter:
         self, docker_id: str, details: dict[str, Any], *, read_at: datetime
     ) -> None:
         """Store what an inspect of `docker_id`, made at `read_at`, saw."""
-        labels = (details.get("Config") or {}).get("Labels") or {}
-        state = observed(details)
-        with self.app.db.session() as session:
-            row = None
-            berth_id = labels.get("berth.container")
-            if berth_id:
-                row = session.get(Container, berth_id, with_for_update=True)
-                if row is not None and (row.host_id != self.host_id or not row.managed):
-                    row = None
-            if row is None:
-                row = session.execute(
-                    select(Container)
-                    .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
-                    .with_for_update()
-                ).scalar_one_or_none()
-            if row is not None and is_newer(row, docker_id, read_at):
-                return  # an operation read this container after us and stored what it saw
-            if row is None:
-                if berth_id and session.get(Container, berth_id) is not None:
-                    return  # ours, just created: the create operation records it
-                summary = {
-                    "Id": docker_id,
-                    "Names": [details.get("Name", docker_id[:12])],
-                    "Image": (details.get("Config") or {}).get("Image", ""),
-                    "Labels": labels,
-                }
-                row = self._add_foreign(summary)
-                session.add(row)
-            changed = any(getattr(row, key) != value for key, value in state.items())
-            for key, value in state.items():
-                setattr(row, key, value)
-            row.observed_at = read_at
-            service_id = row.service_id
-        if service_id is not None and changed:
-            wakeups.notify(wakeups.SERVICES, [service_id])
+        self.store_readings([(docker_id, details, read_at)])
 
     def vanished(self, docker_id: str, *, read_at: datetime) -> None:
         """The engine said `docker_id` is gone (an inspect at `read_at` found nothing)."""
-        services = set()
+        self.store_readings([(docker_id, None, read_at)])
+
+    def store_readings(self, readings: list[Reading]) -> None:
+        """Store several containers' readings in one transaction (the followers batch the
+        inspects a burst of events asks for): each what an inspect of `docker_id` made at
+        `read_at` saw, or None when it found the container gone."""
+        services: set[str] = set()
         with self.app.db.session() as session:
-            for row in session.execute(
+            for docker_id, details, read_at in readings:
+                if details is None:
+                    services |= self._vanished(session, docker_id, read_at=read_at)
+                elif (
+                    service_id := self._inspected(session, docker_id, details, read_at)
+                ) is not None:
+                    services.add(service_id)
+        wakeups.notify(wakeups.SERVICES, services)
+
+    def _inspected(
+        self, session: Session, docker_id: str, details: dict[str, Any], read_at: datetime
+    ) -> str | None:
+        """Store one inspect's reading; the service to wake when a replica's state changed."""
+        labels = (details.get("Config") or {}).get("Labels") or {}
+        state = observed(details)
+        row = None
+        berth_id = labels.get("berth.container")
+        if berth_id:
+            row = session.get(Container, berth_id, with_for_update=True)
+            if row is not None and (row.host_id != self.host_id or not row.managed):
+                row = None
+        if row is None:
+            row = session.execute(
                 select(Container)
                 .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
                 .with_for_update()
-            ).scalars():
-                if not row.managed:
-                    session.delete(row)
-                elif row.desired_state != "removed" and not is_newer(row, docker_id, read_at):
-                    row.state, row.health, row.observed_at = "missing", None, read_at
-                if row.service_id is not None:
-                    services.add(row.service_id)
-        wakeups.notify(wakeups.SERVICES, services)
+            ).scalar_one_or_none()
+        if row is not None and is_newer(row, docker_id, read_at):
+            return None  # an operation read this container after us and stored what it saw
+        if row is None:
+            if berth_id and session.get(Container, berth_id) is not None:
+                return None  # ours, just created: the create operation records it
+            summary = {
+                "Id": docker_id,
+                "Names": [details.get("Name", docker_id[:12])],
+                "Image": (details.get("Config") or {}).get("Image", ""),
+                "Labels": labels,
+            }
+            row = self._add_foreign(summary)
+            session.add(row)
+        changed = any(getattr(row, key) != value for key, value in state.items())
+        for key, value in state.items():
+            setattr(row, key, value)
+        row.observed_at = read_at
+        return row.service_id if changed else None
+
+    def _vanished(self, session: Session, docker_id: str, *, read_at: datetime) -> set[str]:
+        services = set()
+        for row in session.execute(
+            select(Container)
+            .where(Container.host_id == self.host_id, Container.docker_id == docker_id)
+            .with_for_update()
+        ).scalars():
+            if not row.managed:
+                session.delete(row)
+            elif row.desired_state != "removed" and not is_newer(row, docker_id, read_at):
+                row.state, row.health, row.observed_at = "missing", None, read_at
+            if row.service_id is not None:
+                services.add(row.service_id)
+        return services
+
+
+@dataclass
+class _Batch:
+    """The containers to inspect that one opening of a host's event stream named, and the task
+    that will (loop only)."""
+
+    docker_ids: set[str] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -325,6 +367,35 @@ class _Resume:
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+# A container's inspect, made at a time: its details, or None when the engine no longer had it.
+Reading: TypeAlias = tuple[str, dict[str, Any] | None, datetime]
+
+
+@dataclass
+class _Debounced:
+    """Runs `work(host_id)` `delay` seconds after the first request for that host, once for all
+    the requests made meanwhile, and again if more came while it ran (event loop only)."""
+
+    delay: float
+    work: Callable[[str], Awaitable[None]]
+    _dirty: set[str] = field(default_factory=set)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def request(self, host_id: str) -> None:
+        self._dirty.add(host_id)
+        task = self._tasks.get(host_id)
+        if task is None or task.done():
+            self._tasks[host_id] = asyncio.create_task(self._run(host_id))
+
+    async def _run(self, host_id: str) -> None:
+        try:
+            while host_id in self._dirty:
+                await asyncio.sleep(self.delay)
+                self._dirty.discard(host_id)
+                await self.work(host_id)
+        finally:
+            if self._tasks.get(host_id) is asyncio.current_task():
+                del self._tasks[host_id]
 
 
 class Followers:
@@ -337,9 +408,12 @@ class Followers:
         self._db = concurrent.futures.ThreadPoolExecutor(
             _DB_THREADS, thread_name_prefix="berth-follow-db"
         )
-        # Hosts whose image inventory an event changed, and their pending re-reads (loop only).
-        self._images_dirty: set[str] = set()
-        self._image_syncs: dict[str, asyncio.Task[None]] = {}
+        # Re-reads of a host's image inventory, and recounts of its images' use, that events
+        # asked for; each host's open engine client, for the recounts (all loop only).
+        self._images = _Debounced(_IMAGES_SETTLE_SECONDS, self._sync_images)
+        self._usage = _Debounced(_USAGE_SETTLE_SECONDS, self._recount_usage)
+        self._image_syncs = asyncio.Semaphore(_IMAGE_SYNCS)
+        self._engines: dict[str, LiveClient] = {}
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="berth-followers", daemon=True
         )
@@ -393,6 +467,7 @@ class Followers:
                         url, tls_encrypted, insecure = row
                         tls = tls_material(self.app.cipher, tls_encrypted)
                         engine = self.app.engine_factory.live(url, tls=tls, insecure=insecure)
+                        self._engines[host_id] = engine
                         connected = row
                         resume.since = None
                     await self._read(engine, writer, resume)
@@ -406,21 +481,31 @@ class Followers:
                 await asyncio.sleep(1.0)
         finally:
             if engine is not None:
+                if self._engines.get(host_id) is engine:
+                    del self._engines[host_id]
                 await engine.aclose()
 
-    def _images_changed(self, host_id: str) -> None:
-        """The host's image inventory changed (an event said so): re-read it soon, once for a
-        burst of such events (a service placing many replicas on the host)."""
-        self._images_dirty.add(host_id)
-        sync = self._image_syncs.get(host_id)
-        if sync is None or sync.done():
-            self._image_syncs[host_id] = asyncio.create_task(self._sync_images(host_id))
-
     async def _sync_images(self, host_id: str) -> None:
-        while host_id in self._images_dirty:
-            await asyncio.sleep(_IMAGES_SETTLE_SECONDS)
-            self._images_dirty.discard(host_id)
+        async with self._image_syncs:
             await self._in_db_thread(refresh_images, self.app, host_id)
+
+    async def _recount_usage(self, host_id: str) -> None:
+        """Recount how many containers use each of the host's images: one container list,
+        without the image list and describes of a re-read."""
+        engine = self._engines.get(host_id)
+        if engine is None:
+            return  # no longer followed; the next opening re-reads the inventory
+        read_at = utcnow()
+        try:
+            summaries = await engine.list_containers()
+        except (EngineError, OSError, ValueError) as exc:
+            # The follower hears of the engine's trouble too, and re-reads when it re-opens.
+            log.debug("image usage recount failed", extra={"host_id": host_id, "error": str(exc)})
+            return
+        counts = inventory.count_by_image(summaries)
+        await self._in_db_thread(
+            inventory.store_usage, self.app.db, host_id, counts, read_at=read_at
+        )
 
     def _host(self, host_id: str) -> tuple[str, str | None, bool] | None:
         with self.app.db.session(write=False) as session:
@@ -452,31 +537,66 @@ class Followers:
             if reopened:
                 # Image and container events missed before the stream opened change the
                 # inventory too (a container created before its host was first followed).
-                self._images_changed(writer.host_id)
+                self._images.request(writer.host_id)
             heard = opened
+            batch = _Batch()
             try:
                 async for event in events:
                     heard = int(time.time()) - 1
-                    await self._on_event(engine, writer, event)
+                    self._on_event(engine, writer, batch, event)
             except StreamSilent:
                 resume.since = heard
                 raise
+            finally:
+                if batch.task is not None:
+                    batch.task.cancel()
+                if batch.docker_ids:
+                    # Containers named by events and not yet read: the next opening re-lists.
+                    resume.relist_due = 0.0
 
-    async def _on_event(
-        self, engine: LiveClient, writer: StateWriter, event: dict[str, Any]
+    def _on_event(
+        self, engine: LiveClient, writer: StateWriter, batch: _Batch, event: dict[str, Any]
     ) -> None:
         if inventory.changes_inventory(event):
-            self._images_changed(writer.host_id)
+            self._images.request(writer.host_id)
+        elif inventory.changes_usage(event):
+            self._usage.request(writer.host_id)
         docker_id = writer.to_reread(event)
         if docker_id is None:
             return
+        batch.docker_ids.add(docker_id)
+        if batch.task is None or batch.task.done():
+            batch.task = asyncio.create_task(self._inspect_batch(engine, writer, batch))
+
+    async def _inspect_batch(self, engine: LiveClient, writer: StateWriter, batch: _Batch) -> None:
+        """Inspect the containers events named within a short while, and store what was seen
+        in one transaction; again while more events came meanwhile. A failed batch is tried
+        again a second later, while the stream lasts (its end cancels this)."""
+        while batch.docker_ids:
+            await asyncio.sleep(_INSPECT_BATCH_SECONDS)
+            docker_ids, batch.docker_ids = batch.docker_ids, set()
+            try:
+                readings = await asyncio.gather(*(self._inspect(engine, d) for d in docker_ids))
+                await self._in_db_thread(writer.store_readings, list(readings))
+            except (EngineError, OSError, ValueError) as exc:
+                log.debug(
+                    "container inspect failed; trying again",
+                    extra={"host_id": writer.host_id, "error": str(exc)},
+                )
+            except Exception:
+                log.exception("container follower failed", extra={"host_id": writer.host_id})
+            else:
+                continue
+            batch.docker_ids |= docker_ids
+            await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _inspect(engine: LiveClient, docker_id: str) -> Reading:
         read_at = utcnow()
         try:
-            details = await engine.inspect_container(docker_id)
+            return docker_id, await engine.inspect_container(docker_id), read_at
         except ObjectNotFound:
-            await self._in_db_thread(writer.vanished, docker_id, read_at=read_at)
-            return
-        await self._in_db_thread(writer.store_inspected, docker_id, details, read_at=read_at)
+            return docker_id, None, read_at
 
 
 class ContainerWatcher(LoopService):

@@ -167,8 +167,9 @@ class Settings(BaseSettings):
     image_sync_interval_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="How often every ready host's image inventory is re-read in full; image "
-        "and container events re-read a followed host's inventory within seconds.",
+        description="How often every ready host's image inventory is re-read in full (hosts "
+        "read within that time are skipped); image events re-read a followed host's inventory "
+        "within seconds, container events recount its images' use within about 5 s.",
     )
     image_check_interval_seconds: float = Field(
         default=3600.0,

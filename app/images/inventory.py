@@ -3,14 +3,16 @@
 Called by the container followers when an engine event says a host's images changed, by the
 inventory loop on a slow interval (what events cannot say: changes while no one followed the
 host), and by every image operation when it finishes, so `GET /images` is served from the
-database.
+database. Container events change only how many containers use each image: the followers
+recount those (`store_usage`, one container list) instead of re-reading the inventory.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 
 from app.core.db import Database, utcnow
 from app.engine.docker_engine import parse_engine_time
@@ -20,19 +22,72 @@ from app.hosts.models import Host
 from app.images.models import Image
 
 _UNTAGGED = {"<none>:<none>", "<none>@<none>"}
-# Engine events after which a host's inventory differs: images that came, went or were
-# (un)tagged, and containers made or removed (an image's count of containers using it).
-_CHANGES = {
-    "image": {"pull", "tag", "untag", "delete", "import", "load"},
-    "container": {"create", "destroy"},
-}
-EVENT_TYPES = tuple(_CHANGES)
+# Engine events after which a host's images differ: images that came, went or were
+# (un)tagged (a re-read of the inventory), and containers made or removed (only an image's
+# count of containers using it: a recount).
+_IMAGE_ACTIONS = {"pull", "tag", "untag", "delete", "import", "load"}
+_USAGE_ACTIONS = {"create", "destroy"}
+EVENT_TYPES = ("image", "container")
+
+
+def _action(event: dict[str, Any]) -> str:
+    return str(event.get("Action", "")).split(":")[0]
 
 
 def changes_inventory(event: dict[str, Any]) -> bool:
-    """Whether an engine event (of `EVENT_TYPES`) changes the host's image inventory."""
-    action = str(event.get("Action", "")).split(":")[0]
-    return action in _CHANGES.get(str(event.get("Type", "")), ())
+    """Whether an engine event (of `EVENT_TYPES`) changes the host's images themselves."""
+    return event.get("Type") == "image" and _action(event) in _IMAGE_ACTIONS
+
+
+def changes_usage(event: dict[str, Any]) -> bool:
+    """Whether an engine event changes only how many containers use the host's images."""
+    return event.get("Type") == "container" and _action(event) in _USAGE_ACTIONS
+
+
+def count_by_image(summaries: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of the listed containers (`GET /containers/json?all=1`) use each image id."""
+    counts: dict[str, int] = {}
+    for summary in summaries:
+        image_id = str(summary.get("ImageID", ""))
+        counts[image_id] = counts.get(image_id, 0) + 1
+    return counts
+
+
+def store_usage(db: Database, host_id: str, counts: dict[str, int], *, read_at: datetime) -> None:
+    """Set each of the host's images' count of containers using it, as a container list read
+    at `read_at` counted them; an image whose inventory was read after that keeps its count
+    (that reading is newer). Images, tags and layers are left to `sync_host`."""
+    with db.session(write=False) as session:
+        stored = session.execute(
+            select(Image.id, Image.docker_id, Image.containers).where(
+                Image.host_id == host_id, Image.observed_at <= read_at
+            )
+        ).all()
+    changed = [
+        (row.id, counts.get(row.docker_id, 0))
+        for row in stored
+        if row.containers != counts.get(row.docker_id, 0)
+    ]
+    if not changed:
+        return  # the usual case for a burst of replicas of an image already counted: no write
+    with db.session() as session:
+        for image_id, containers in changed:
+            session.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.observed_at <= read_at)
+                .values(containers=containers)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def last_read(db: Database) -> dict[str, datetime]:
+    """When each host's inventory was last read in full (its newest image's reading), for the
+    hosts that hold any image."""
+    with db.session(write=False) as session:
+        rows = session.execute(
+            select(Image.host_id, func.max(Image.observed_at)).group_by(Image.host_id)
+        ).all()
+    return {row.host_id: row[1] for row in rows}
 
 
 def _metadata_only(entry: dict[str, Any]) -> bool:

@@ -5,12 +5,15 @@ container followers see the image and container events and re-read that host).""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import Database
+from app.images.models import Image
 from app.main import create_app
 from tests.support import Api, Images, inventory, wait_for
 from tests.testbed import Testbed
@@ -50,3 +53,37 @@ def test_image_and_container_events_refresh_the_inventory(images: Images, bed: T
     wait_for(lambda: _uses(images, reference, h1) == 0, timeout=20, what="the use to end")
     engine.images.remove(alias)
     wait_for(lambda: not inventory(images.api, alias, h1), timeout=20, what="the tag to go")
+
+
+def _read_at(db: Database, host_id: str, reference: str) -> datetime:
+    with db.session(write=False) as session:
+        return session.execute(
+            select(Image.observed_at).where(
+                Image.host_id == host_id, Image.references.contains(f"\n{reference}\n")
+            )
+        ).scalar_one()
+
+
+def test_container_events_recount_without_re_reading_the_inventory(
+    images: Images, db: Database, bed: Testbed
+) -> None:
+    """A container made or removed changes only how many containers use an image: the
+    followers recount those (one container list) and leave the inventory's full reading alone,
+    which a service placing many replicas on a host would otherwise repeat per burst."""
+    h1 = images.host()
+    reference = images.reference(bed.registry)
+    assert images.build([reference])["status"] == "succeeded"
+    engine = images.engines["h1"]
+    made = [engine.containers.create(reference, command=["true"])]
+    try:
+        wait_for(lambda: _uses(images, reference, h1) == 1, timeout=20, what="a container's use")
+        # The follower's first re-read is long done: only the counts may move from here on.
+        read_at = _read_at(db, h1, reference)
+        made.append(engine.containers.create(reference, command=["true"]))
+        wait_for(lambda: _uses(images, reference, h1) == 2, timeout=20, what="the second use")
+        made.pop().remove(force=True)
+        wait_for(lambda: _uses(images, reference, h1) == 1, timeout=20, what="a use to end")
+        assert _read_at(db, h1, reference) == read_at
+    finally:
+        for container in made:
+            container.remove(force=True)

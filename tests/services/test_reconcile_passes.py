@@ -47,16 +47,8 @@ def add_service(db: Database, spec: ServiceSpec, **columns: object) -> tuple[str
         return host.id, service.id
 
 
-def tasks(db: Database, service_id: str) -> int:
-    with db.session(write=False) as session:
-        return session.execute(
-            select(func.count()).select_from(Container).where(Container.service_id == service_id)
-        ).scalar_one()
-
-
-def test_a_converged_pass_does_not_wait_for_the_write_lock(
-    context: AppContext, db: Database
-) -> None:
+def add_converged(db: Database) -> str:
+    """A running service of 3 replicas, all ready for minutes: its id."""
     spec = ServiceSpec(image="busybox", replicas=3)
     host_id, service_id = add_service(db, spec, status=ServiceStatus.RUNNING)
     with db.session() as session:
@@ -74,6 +66,20 @@ def test_a_converged_pass_does_not_wait_for_the_write_lock(
             )
             for slot in (1, 2, 3)
         )
+    return service_id
+
+
+def tasks(db: Database, service_id: str) -> int:
+    with db.session(write=False) as session:
+        return session.execute(
+            select(func.count()).select_from(Container).where(Container.service_id == service_id)
+        ).scalar_one()
+
+
+def test_a_converged_pass_does_not_wait_for_the_write_lock(
+    context: AppContext, db: Database
+) -> None:
+    service_id = add_converged(db)
     held, release = threading.Event(), threading.Event()
 
     def hold_the_write_lock() -> None:
@@ -151,26 +157,11 @@ def test_a_placement_on_a_host_that_filled_up_meanwhile_is_not_written(
 def test_a_pass_converts_only_the_task_rows_changed_since_the_last(
     context: AppContext, db: Database
 ) -> None:
-    spec = ServiceSpec(image="busybox", replicas=3)
-    host_id, service_id = add_service(db, spec, status=ServiceStatus.RUNNING)
-    with db.session() as session:
-        rows = [
-            Container(
-                name=f"web.{slot}",
-                host_id=host_id,
-                service_id=service_id,
-                slot=slot,
-                revision=1,
-                spec={"image": "busybox"},
-                image="busybox",
-                state="running",
-                ready_at=utcnow() - timedelta(minutes=5),
-            )
-            for slot in (1, 2, 3)
-        ]
-        session.add_all(rows)
-        session.flush()
-        first, second, third = (row.id for row in rows)
+    service_id = add_converged(db)
+    with db.session(write=False) as session:
+        first, second, third = session.execute(
+            select(Container.id).where(Container.service_id == service_id).order_by(Container.id)
+        ).scalars()
 
     def views() -> dict[str, TaskView]:
         plan = read_pass_now(context, service_id)

@@ -98,8 +98,9 @@ _Port = tuple[str, int, str]
 class Placer:
     """Placement for one pass in the caller's transaction: the hosts, their usage and their
     claimed ports are read once, at the first placement, and every placement made counts at
-    once for the next. A pass placing N replicas costs N walks over the hosts, not N reads of
-    every container's spec.
+    once for the next. A pass placing N replicas over H hosts costs one ranking of the hosts
+    and about N log H steps (`_Ranking`), not N walks over the hosts nor N reads of every
+    container's spec.
 
     What the caller changes in the same transaction outside placements (a replica removed, a
     placed replica given up) is not seen until the next pass: usage is only ever overstated,

@@ -284,18 +284,15 @@ def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snap
     """What `decide` needs: the service, its tasks as views (no spec), and their hosts."""
     # Operations before replicas: on PostgreSQL each statement sees its own snapshot, and a
     # create that finishes in between must show as done on its replica, never as neither
-    # busy nor created (which would count as a failure and replace it). Found from the
-    # operations in flight (the claim index), joined to their replica: a converged service of
-    # 10,000 replicas costs no lookup per replica.
+    # busy nor created (which would count as a failure and replace it).
+    service_tasks = select(Container.id).where(Container.service_id == service.id)
     busy = {
         target
         for target in session.execute(
-            select(Operation.target_id)
-            .join(Container, Container.id == Operation.target_id)
-            .where(
-                Operation.status.in_((QUEUED, RUNNING)),
+            select(Operation.target_id).where(
                 Operation.target_type == "container",
-                Container.service_id == service.id,
+                Operation.target_id.in_(service_tasks),
+                Operation.status.in_((QUEUED, RUNNING)),
             )
         ).scalars()
         if target is not None
@@ -313,7 +310,7 @@ def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snap
         )
         for row in session.execute(
             select(Host.id, Host.status, Host.draining, Host.last_seen_at).where(
-                Host.id.in_({task.host_id for task in tasks})
+                Host.id.in_(select(Container.host_id).where(Container.service_id == service.id))
             )
         )
     }
@@ -384,13 +381,16 @@ class _TaskViewCache:
     def read(self, session: Session, service_id: str, busy: set[str]) -> tuple[TaskView, ...]:
         """The service's task views, in id order, as its rows are now."""
         known = self._views.get(service_id, {})
+        # Through the connection: rows as tuples, without the ORM's per-row work.
         stored = [
             tuple(row)
-            for row in session.execute(
+            for row in session.connection()
+            .execute(
                 select(*_RAW_TASK_COLUMNS)
                 .where(Container.service_id == service_id)
                 .order_by(Container.id)
             )
+            .all()
         ]
         changed = {row[0] for row in stored if known.get(row[0], _UNKNOWN)[0] != row}
         converted = (
@@ -403,13 +403,14 @@ class _TaskViewCache:
             entry = converted.get(row[0]) if row[0] in changed else known[row[0]]
             if entry is not None:
                 views[row[0]] = entry
+        for task_id, (raw, view) in views.items():
+            if view.busy != (task_id in busy):
+                # Kept as it now is: a replica is busy for several passes in a row.
+                views[task_id] = (raw, replace(view, busy=not view.busy))
         if service_id not in self._views and len(self._views) >= self._services:
             self._views.pop(next(iter(self._views)), None)  # the service cached longest ago
         self._views[service_id] = views
-        return tuple(
-            view if view.busy == (task_id in busy) else replace(view, busy=task_id in busy)
-            for task_id, (_, view) in views.items()
-        )
+        return tuple(view for _, view in views.values())
 
     @staticmethod
     def _convert(
@@ -424,7 +425,7 @@ class _TaskViewCache:
         else:
             statement = statement.where(Container.id.in_(task_ids))
         converted = {}
-        for *stored, ready_at, created_at in session.execute(statement):
+        for *stored, ready_at, created_at in session.connection().execute(statement).all():
             raw = tuple(stored)
             converted[raw[0]] = (raw, _task_view(raw, ready_at=ready_at, created_at=created_at))
         return converted

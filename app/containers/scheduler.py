@@ -8,7 +8,8 @@ request against the same state always lands on the same host.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import heapq
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
@@ -97,8 +98,9 @@ _Port = tuple[str, int, str]
 class Placer:
     """Placement for one pass in the caller's transaction: the hosts, their usage and their
     claimed ports are read once, at the first placement, and every placement made counts at
-    once for the next. A pass placing N replicas costs N walks over the hosts, not N reads of
-    every container's spec.
+    once for the next. A pass placing N replicas over H hosts costs one ranking of the hosts
+    and about N log H steps (`_Ranking`), not N walks over the hosts nor N reads of every
+    container's spec.
 
     What the caller changes in the same transaction outside placements (a replica removed, a
     placed replica given up) is not seen until the next pass: usage is only ever overstated,
@@ -120,6 +122,7 @@ class Placer:
         self._eligible: dict[
             tuple[tuple[str, ...], tuple[str, ...], str], tuple[list[Host], dict[str, str]]
         ] = {}
+        self._rankings: dict[Hashable, _Ranking] = {}
 
     def _load(self) -> list[Host]:
         if self._hosts is None:
@@ -185,42 +188,101 @@ class Placer:
         Only hosts shared or dedicated to `project_id` are candidates."""
         spread = spread or {}
         candidates, static_reasons = self._candidates(constraints, exclude, project_id)
-        result = Placement(host=None, reasons=dict(static_reasons))
-        wanted_ports: set[_Port] = {
+        wanted_ports: frozenset[_Port] = frozenset(
             (p.host_ip, p.host_port, str(p.protocol)) for p in spec.ports if p.host_port
-        }
+        )
         want_cpus, want_memory = set_aside(spec.resources.model_dump())
-        best: tuple[int, int] | None = None
+        ranking = self._ranking(
+            (tuple(constraints), tuple(exclude), project_id),
+            (want_cpus, want_memory, wanted_ports, max_per_host),
+            candidates,
+            spread,
+        )
+        result = Placement(host=None, reasons=dict(static_reasons))
         nothing = Usage()
-        for host in candidates:  # in (name, id) order: the first of equals wins
-            placed = spread.get(host.id, 0)
+        heap = ranking.heap
+        while heap:
+            placed, count, order = heap[0]
+            host = candidates[order]
             used = self._usage.get(host.id, nothing)
-            if best is not None and (placed, used.containers) >= best:
-                continue  # cannot win; no need to say why it lost
+            now = (spread.get(host.id, 0), used.containers)
+            if now != (placed, count):
+                # Ranked before a placement changed it (ranks only grow): ranked again.
+                heapq.heapreplace(heap, (*now, order))
+                continue
             if max_per_host is not None and placed >= max_per_host:
-                result.reasons[host.name] = f"max_per_host {max_per_host} reached"
+                why = f"max_per_host {max_per_host} reached"
             elif host.cpus is not None and want_cpus and used.cpus + want_cpus > host.cpus:
-                result.reasons[host.name] = (
-                    f"not enough CPU ({used.cpus:g} of {host.cpus} reserved)"
-                )
+                why = f"not enough CPU ({used.cpus:g} of {host.cpus} reserved)"
             elif (
                 host.memory_bytes is not None
                 and want_memory
                 and used.memory + want_memory > host.memory_bytes
             ):
-                result.reasons[host.name] = "not enough memory"
+                why = "not enough memory"
             elif clash := _clashes(wanted_ports, self._claimed.get(host.id, set())):
-                result.reasons[host.name] = f"host port {clash} already published"
+                why = f"host port {clash} already published"
             else:
-                best = (placed, used.containers)
                 result.host = host
+                break
+            # What refuses this container refuses the next ones like it: usage, replicas per
+            # host and claimed ports only grow.
+            heapq.heappop(heap)
+            ranking.refused[order] = (host.name, why)
+        # In the hosts' order, as a walk over them would have found them.
+        result.reasons.update(ranking.refused[order] for order in sorted(ranking.refused))
         if result.host is not None:
             chosen = self._usage.setdefault(result.host.id, Usage())
             chosen.containers += 1
             chosen.cpus += want_cpus
             chosen.memory += want_memory
             self._claimed.setdefault(result.host.id, set()).update(wanted_ports)
+            ranking.chosen = result.host.id
+        ranking.spread = dict(spread)
         return result
+
+    def _ranking(
+        self,
+        eligible: tuple[tuple[str, ...], tuple[str, ...], str],
+        wants: tuple[float, int, frozenset[_Port], int | None],
+        candidates: list[Host],
+        spread: dict[str, int],
+    ) -> _Ranking:
+        """The candidates for containers like this one, ranked as the last placement left
+        them; ranked anew if the caller's `spread` changed otherwise than by that placement
+        (a rank that fell could hide under a stale one)."""
+        key = (eligible, wants)
+        ranking = self._rankings.get(key)
+        if ranking is not None and spread != ranking.spread:
+            expected = ranking.spread
+            if ranking.chosen is not None:
+                expected[ranking.chosen] = expected.get(ranking.chosen, 0) + 1
+            if spread != expected:
+                ranking = None
+        if ranking is None:
+            nothing = Usage()
+            heap = [
+                (spread.get(host.id, 0), self._usage.get(host.id, nothing).containers, order)
+                for order, host in enumerate(candidates)
+            ]
+            heapq.heapify(heap)
+            ranking = self._rankings[key] = _Ranking(heap)
+        return ranking
+
+
+@dataclass
+class _Ranking:
+    """A placer's candidates for one kind of container, in a heap by rank: fewest of the
+    service's replicas, then fewest containers, then the hosts' (name, id) order, so the first
+    of equals wins. A placement ranks its host again lazily (its entry is found stale when it
+    comes up): each placement costs a few heap steps, not a walk over every host."""
+
+    heap: list[tuple[int, int, int]]
+    # Candidates (by order) that cannot take such a container, and why: out of the heap.
+    refused: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # The caller's spread as the last placement saw it, and the host it chose.
+    spread: dict[str, int] = field(default_factory=dict)
+    chosen: str | None = None
 
 
 def usable_by(project_id: str) -> ColumnElement[bool]:
@@ -237,7 +299,7 @@ def may_use(session: Session, *, host_id: str, project_id: str) -> bool:
     return session.execute(usable).first() is not None
 
 
-def _clashes(wanted: set[tuple[str, int, str]], taken: set[tuple[str, int, str]]) -> str | None:
+def _clashes(wanted: Collection[_Port], taken: set[tuple[str, int, str]]) -> str | None:
     for ip, port, protocol in wanted:
         for taken_ip, taken_port, taken_protocol in taken:
             # An empty address means every address, so it clashes with any address.

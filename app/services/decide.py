@@ -33,11 +33,16 @@ class TaskHealth(Protocol):
 
 def is_ready(task: TaskHealth, spec: ServiceSpec) -> bool:
     """Running, and healthy if it has a health check (the spec's or the image's own)."""
-    if task.state != "running" or task.desired_state != "running":
+    return ready(task.state, task.desired_state, task.health, checked=spec.healthcheck is not None)
+
+
+def ready(state: str, desired_state: str, health: str | None, *, checked: bool) -> bool:
+    """`is_ready` of a task's columns, for a spec with a health check or (`checked`) without."""
+    if state != "running" or desired_state != "running":
         return False
-    if task.health is None:
-        return spec.healthcheck is None
-    return task.health == "healthy"
+    if health is None:
+        return not checked
+    return health == "healthy"
 
 
 def backoff(failures: int) -> timedelta:

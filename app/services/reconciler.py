@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from sqlalchemy import select
+from sqlalchemy import select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from app.containers import scheduler
 from app.containers import service as containers
@@ -296,25 +297,7 @@ def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snap
         ).scalars()
         if target is not None
     }
-    tasks = tuple(
-        TaskView(
-            id=row.id,
-            slot=row.slot or 0,
-            revision=row.revision,
-            host_id=row.host_id,
-            state=row.state,
-            health=row.health,
-            exit_code=row.exit_code,
-            desired_state=row.desired_state,
-            ready_at=row.ready_at,
-            created_at=row.created_at,
-            busy=row.id in busy,
-            error=row.error,
-        )
-        for row in session.execute(
-            select(*_TASK_COLUMNS).where(Container.service_id == service.id).order_by(Container.id)
-        )
-    )
+    tasks = _TASK_VIEWS.read(session, service.id, busy)
     # Only the hosts its tasks are on: `decide` looks no other up. When a host was last seen
     # only matters once it is unreachable; leaving it out otherwise keeps the prober's rounds
     # from making a snapshot stale.
@@ -361,7 +344,9 @@ def _snapshot(session: Session, service: Service, *, settings: Settings) -> Snap
     )
 
 
-_TASK_COLUMNS = (
+# A task's view columns as stored: the two datetimes undecoded (the only columns whose values
+# Python converts), so that comparing a row with the one a view was made from is cheap.
+_RAW_TASK_COLUMNS = (
     Container.id,
     Container.slot,
     Container.revision,
@@ -370,10 +355,102 @@ _TASK_COLUMNS = (
     Container.health,
     Container.exit_code,
     Container.desired_state,
-    Container.ready_at,
-    Container.created_at,
+    type_coerce(Container.ready_at, NullType()).label("raw_ready_at"),
+    type_coerce(Container.created_at, NullType()).label("raw_created_at"),
     Container.error,
 )
+_RawTask = tuple[Any, ...]
+
+
+class _TaskViewCache:
+    """Each service's task views as the passes made them, with the stored row each was made
+    from. A pass reads every task's row as stored (no conversion), reuses the view of each row
+    that is the same as before, and reads and converts only the rows that changed (or are new)
+    since: a pass over a service of thousands of replicas of which a few changed costs a
+    comparison per replica, not a conversion and a new view.
+
+    A view is reused only for a row equal, column for column, to the one it was made from, so
+    it is always the view a fresh read would make: the cache cannot go stale, only miss. Views
+    are immutable; a service's entry is replaced whole, so passes in other threads read either
+    the old entry or the new one."""
+
+    def __init__(self, services: int) -> None:
+        self._services = services
+        self._views: dict[str, dict[str, tuple[_RawTask, TaskView]]] = {}
+
+    def read(self, session: Session, service_id: str, busy: set[str]) -> tuple[TaskView, ...]:
+        """The service's task views, in id order, as its rows are now."""
+        known = self._views.get(service_id, {})
+        # Through the connection: rows as tuples, without the ORM's per-row work.
+        stored = [
+            tuple(row)
+            for row in session.connection()
+            .execute(
+                select(*_RAW_TASK_COLUMNS)
+                .where(Container.service_id == service_id)
+                .order_by(Container.id)
+            )
+            .all()
+        ]
+        changed = {row[0] for row in stored if known.get(row[0], _UNKNOWN)[0] != row}
+        converted = (
+            self._convert(session, service_id, changed, every=len(stored)) if changed else {}
+        )
+        views: dict[str, tuple[_RawTask, TaskView]] = {}
+        for row in stored:
+            # A changed row gone by the second read was deleted meanwhile: left out, as a read
+            # after the deletion would.
+            entry = converted.get(row[0]) if row[0] in changed else known[row[0]]
+            if entry is not None:
+                views[row[0]] = entry
+        for task_id, (raw, view) in views.items():
+            if view.busy != (task_id in busy):
+                # Kept as it now is: a replica is busy for several passes in a row.
+                views[task_id] = (raw, replace(view, busy=not view.busy))
+        if service_id not in self._views and len(self._views) >= self._services:
+            self._views.pop(next(iter(self._views)), None)  # the service cached longest ago
+        self._views[service_id] = views
+        return tuple(view for _, view in views.values())
+
+    @staticmethod
+    def _convert(
+        session: Session, service_id: str, task_ids: set[str], *, every: int
+    ) -> dict[str, tuple[_RawTask, TaskView]]:
+        """The views of `task_ids`, read again with their datetimes converted. Each is keyed by
+        the row this read saw (on PostgreSQL it may be newer than the first read's): a view and
+        its key always come from the same row."""
+        statement = select(*_RAW_TASK_COLUMNS, Container.ready_at, Container.created_at)
+        if len(task_ids) * 2 > every:  # most of them (a first pass): the service's rows
+            statement = statement.where(Container.service_id == service_id)
+        else:
+            statement = statement.where(Container.id.in_(task_ids))
+        converted = {}
+        for *stored, ready_at, created_at in session.connection().execute(statement).all():
+            raw = tuple(stored)
+            converted[raw[0]] = (raw, _task_view(raw, ready_at=ready_at, created_at=created_at))
+        return converted
+
+
+def _task_view(raw: _RawTask, *, ready_at: datetime | None, created_at: datetime) -> TaskView:
+    task_id, slot, revision, host_id, state, health, exit_code, desired, _, _, error = raw
+    return TaskView(
+        id=task_id,
+        slot=slot or 0,
+        revision=revision,
+        host_id=host_id,
+        state=state,
+        health=health,
+        exit_code=exit_code,
+        desired_state=desired,
+        ready_at=ready_at,
+        created_at=created_at,
+        error=error,
+    )
+
+
+_UNKNOWN: tuple[None, None] = (None, None)
+# Services whose views are kept: each costs a few hundred bytes per replica.
+_TASK_VIEWS = _TaskViewCache(services=64)
 
 
 def apply(session: Session, *, service: Service, plan: Plan, max_attempts: int) -> None:

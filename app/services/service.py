@@ -30,7 +30,7 @@ from app.projects.models import Project
 from app.projects.quotas import replicas_usage
 from app.security.roles import DEFAULT_PROJECT_ID
 from app.services import update_available
-from app.services.decide import is_ready
+from app.services.decide import ready
 from app.services.diff import changes
 from app.services.models import Service, ServiceRevision, ServiceStatus
 from app.services.schemas import (
@@ -40,7 +40,6 @@ from app.services.schemas import (
     ServiceAccepted,
     ServiceRead,
     ServiceSpec,
-    Task,
     UpdateAvailable,
 )
 
@@ -156,15 +155,27 @@ def to_read(session: Session, service: Service) -> ServiceRead:
 
 
 def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]:
-    """The services as read, with their tasks: one query for a whole page, whatever its size.
-    A task is read as the columns its answer shows, not as a Container: a list of services
-    with thousands of replicas would otherwise decode every replica's spec and labels."""
+    """The services as read, with their tasks (`read_dicts`), as models."""
+    return [ServiceRead.model_validate(item) for item in read_dicts(session, services)]
+
+
+def read_dicts(session: Session, services: Sequence[Service]) -> list[dict[str, Any]]:
+    """The services as the API shows them (`ServiceRead` as JSON), with their tasks: one query
+    for a whole page, whatever its size. A task is read as the columns its answer shows, not as
+    a Container, and shown as a plain dict, not a model: a page with thousands of replicas
+    would otherwise decode every replica's spec and labels, then validate and serialize a model
+    per replica."""
     if not services:
         return []
-    tasks: dict[str | None, list[Task]] = defaultdict(list)
+    tasks: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
     # A replica on a host that does not answer is not known to run, whatever it last said.
-    reachable: set[str] = set()
-    rows = session.execute(
+    counts: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])  # running, healthy
+    current: dict[str | None, int] = {service.id: service.revision for service in services}
+    specs = {service.id: ServiceSpec.model_validate(service.spec) for service in services}
+    checked: dict[str | None, bool] = {
+        service_id: spec.healthcheck is not None for service_id, spec in specs.items()
+    }
+    rows = session.connection().execute(
         select(
             Container.service_id,
             Container.slot,
@@ -179,54 +190,58 @@ def to_reads(session: Session, services: Sequence[Service]) -> list[ServiceRead]
         )
         .outerjoin(Host, Host.id == Container.host_id)
         .where(
-            Container.service_id.in_([s.id for s in services]),
+            Container.service_id.in_(list(current)),
             Container.desired_state != "removed",
         )
         .order_by(Container.slot, Container.id)
     )
     # Unpacked rather than read by name (a Row's attribute lookup is Python per column); `on`
-    # is the status of the task's host.
+    # is the status of the task's host. Keys in `Task`'s order.
     for service_id, slot, task_id, host_id, state, health, revision, desired, error, on in rows:
         tasks[service_id].append(
-            Task(
-                slot=slot,
-                container_id=task_id,
-                host_id=host_id,
-                state=state,
-                health=health,
-                revision=revision,
-                desired_state=desired,
-                error=error,
-            )
+            {
+                "slot": slot,
+                "container_id": task_id,
+                "host_id": host_id,
+                "state": state,
+                "health": health,
+                "revision": revision,
+                "desired_state": desired,
+                "error": error,
+            }
         )
-        if on == "ready":
-            reachable.add(host_id)
+        if on == "ready" and revision == current[service_id] and state == "running":
+            count = counts[service_id]
+            count[0] += 1
+            count[1] += ready(state, desired, health, checked=checked[service_id])
     updates = update_available.find(session, services)
     names = projects.names(session, {service.project_id for service in services})
-    return [
-        _read(
+    items = []
+    for service in services:
+        running, healthy = counts[service.id]
+        item = _read(
             service,
-            tasks[service.id],
-            reachable,
+            specs[service.id],
+            running,
+            healthy,
             updates.get(service.id),
             project=names[service.project_id],
-        )
-        for service in services
-    ]
+        ).model_dump(mode="json")
+        item["tasks"] = tasks[service.id]  # in its place: the key is there, empty
+        items.append(item)
+    return items
 
 
 def _read(
     service: Service,
-    tasks: list[Task],
-    reachable: set[str],
+    spec: ServiceSpec,
+    running: int,
+    healthy: int,
     update: UpdateAvailable | None,
     *,
     project: str,
 ) -> ServiceRead:
-    spec = ServiceSpec.model_validate(service.spec)
-    current = [t for t in tasks if t.revision == service.revision and t.host_id in reachable]
-    running = sum(1 for t in current if t.state == "running")
-    healthy = sum(1 for t in current if is_ready(t, spec))
+    """The service without its tasks."""
     return ServiceRead(
         id=service.id,
         name=service.name,
@@ -238,7 +253,7 @@ def _read(
         status_detail=service.status_detail,
         replicas=ReplicaCounts(desired=service.replicas, running=running, healthy=healthy),
         rollout=service.rollout,
-        tasks=tasks,
+        tasks=[],
         update_available=update,
         created_at=service.created_at,
         updated_at=service.updated_at,

@@ -83,3 +83,27 @@ def test_a_pass_counts_the_ports_it_placed(db: Database) -> None:
         blocked = placer.place(web, [], spread=spread)
         assert blocked.host is None
         assert set(blocked.reasons.values()) == {"host port 8080/tcp already published"}
+
+
+def test_a_spread_the_caller_changed_otherwise_is_ranked_again(db: Database) -> None:
+    # The placer keeps its candidates ranked between placements; a replica the caller gives
+    # up (its count in `spread` falls) must make that host the first choice again.
+    ids = add_ready_hosts(db, "a", "b", "c")
+    spec = ContainerSpec(image="x")
+    with db.session(write=False) as session:
+        placer = Placer(session)
+        spread: dict[str, int] = {}
+        for _ in range(3):
+            placement = placer.place(spec, [], spread=spread)
+            assert placement.host is not None
+            spread[placement.host.id] = spread.get(placement.host.id, 0) + 1
+        spread[ids["b"]] = 0
+        placement = placer.place(spec, [], spread=spread, max_per_host=1)
+        assert placement.host is not None and placement.host.name == "b"
+        spread[ids["b"]] = 1
+        # Full everywhere: every host says why, in the hosts' order.
+        full = placer.place(spec, [], spread=spread, max_per_host=1)
+        assert full.host is None
+        assert list(full.reasons.items()) == [
+            (name, "max_per_host 1 reached") for name in ("a", "b", "c")
+        ]

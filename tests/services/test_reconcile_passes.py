@@ -18,8 +18,9 @@ from app.core.db import Database, utcnow
 from app.hosts.models import Host
 from app.operations.models import Operation
 from app.runtime import ENCRYPTED_COLUMNS
+from app.services.decide import TaskView
 from app.services.models import Service, ServiceStatus
-from app.services.reconciler import commit_pass, read_pass, reconcile
+from app.services.reconciler import Plan, commit_pass, read_pass, reconcile
 from app.services.schemas import ServiceSpec
 
 
@@ -46,16 +47,8 @@ def add_service(db: Database, spec: ServiceSpec, **columns: object) -> tuple[str
         return host.id, service.id
 
 
-def tasks(db: Database, service_id: str) -> int:
-    with db.session(write=False) as session:
-        return session.execute(
-            select(func.count()).select_from(Container).where(Container.service_id == service_id)
-        ).scalar_one()
-
-
-def test_a_converged_pass_does_not_wait_for_the_write_lock(
-    context: AppContext, db: Database
-) -> None:
+def add_converged(db: Database) -> str:
+    """A running service of 3 replicas, all ready for minutes: its id."""
     spec = ServiceSpec(image="busybox", replicas=3)
     host_id, service_id = add_service(db, spec, status=ServiceStatus.RUNNING)
     with db.session() as session:
@@ -73,6 +66,20 @@ def test_a_converged_pass_does_not_wait_for_the_write_lock(
             )
             for slot in (1, 2, 3)
         )
+    return service_id
+
+
+def tasks(db: Database, service_id: str) -> int:
+    with db.session(write=False) as session:
+        return session.execute(
+            select(func.count()).select_from(Container).where(Container.service_id == service_id)
+        ).scalar_one()
+
+
+def test_a_converged_pass_does_not_wait_for_the_write_lock(
+    context: AppContext, db: Database
+) -> None:
+    service_id = add_converged(db)
     held, release = threading.Event(), threading.Event()
 
     def hold_the_write_lock() -> None:
@@ -145,3 +152,51 @@ def test_a_placement_on_a_host_that_filled_up_meanwhile_is_not_written(
         assert service is not None
         assert service.status == ServiceStatus.DEGRADED
         assert "not enough CPU" in (service.status_detail or "")
+
+
+def test_a_pass_converts_only_the_task_rows_changed_since_the_last(
+    context: AppContext, db: Database
+) -> None:
+    service_id = add_converged(db)
+    with db.session(write=False) as session:
+        first, second, third = session.execute(
+            select(Container.id).where(Container.service_id == service_id).order_by(Container.id)
+        ).scalars()
+
+    def views() -> dict[str, TaskView]:
+        plan = read_pass_now(context, service_id)
+        return {task.id: task for task in plan.snapshot.tasks}
+
+    before = views()
+    again = views()
+    # Nothing changed: the same views, not new ones made from the same rows.
+    assert all(again[task_id] is before[task_id] for task_id in before)
+
+    ready_at = utcnow()
+    with db.session() as session:
+        changed = session.get_one(Container, first)
+        changed.state, changed.ready_at = "exited", ready_at
+        session.delete(session.get_one(Container, second))
+        session.add(
+            Operation(
+                kind="container.stop",
+                status="queued",
+                target_type="container",
+                target_id=third,
+                created_by="test",
+            )
+        )
+    after = views()
+    # What a read from scratch gives: the changed row as it is now, the deleted one gone, the
+    # one with an operation in flight busy.
+    assert after.keys() == {first, third}
+    assert (after[first].state, after[first].ready_at) == ("exited", ready_at)
+    assert after[third].busy and not before[third].busy
+    assert after[third].created_at == before[third].created_at
+
+
+def read_pass_now(context: AppContext, service_id: str) -> Plan:
+    with context.db.session(write=False) as session:
+        plan = read_pass(session, service_id, settings=context.settings, now=utcnow())
+    assert plan is not None
+    return plan

@@ -159,7 +159,7 @@ class HostView:
     last_seen_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskView:
     """A replica as the watcher last saw it."""
 

@@ -17,6 +17,7 @@ views again and applies: a pass costs the lock in proportion to what it writes.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -99,6 +100,10 @@ def reconcile(app: AppContext, service_id: str, *, lease: leases.Fence | None = 
     for _ in range(_OPTIMISTIC_TRIES):
         with app.db.session(write=False) as session:
             plan = read_pass(session, service_id, settings=settings, now=utcnow())
+        if plan is not None and plan.changes_nothing and plan.settled:
+            # Its views are kept for the passes of a service that is changing: a settled one's
+            # next pass is a sweep's, and thousands of idle replicas' views would only weigh.
+            _TASK_VIEWS.forget(service_id)
         if plan is None or plan.changes_nothing or commit_pass(app, plan, lease=lease):
             return
     # Its placements went stale every time (hosts filling up under other writers): decide and
@@ -157,6 +162,16 @@ class Plan:
     # The usage the placements were counted against, of the hosts they chose: checked again
     # when the replicas set resources aside (else a concurrent placement could overcommit).
     usage_seen: Mapping[str, scheduler.Usage]
+
+    @property
+    def settled(self) -> bool:
+        """Whether the service runs as asked, with no operation on any replica under way."""
+        snapshot = self.snapshot
+        return (
+            snapshot.service.status == ServiceStatus.RUNNING
+            and snapshot.service.rollout is None
+            and not any(task.busy for task in snapshot.tasks)
+        )
 
     @property
     def changes_nothing(self) -> bool:
@@ -412,6 +427,9 @@ class _TaskViewCache:
         self._views[service_id] = views
         return tuple(view for _, view in views.values())
 
+    def forget(self, service_id: str) -> None:
+        self._views.pop(service_id, None)
+
     @staticmethod
     def _convert(
         session: Session, service_id: str, task_ids: set[str], *, every: int
@@ -426,7 +444,7 @@ class _TaskViewCache:
             statement = statement.where(Container.id.in_(task_ids))
         converted = {}
         for *stored, ready_at, created_at in session.connection().execute(statement).all():
-            raw = tuple(stored)
+            raw = _shared(tuple(stored))
             converted[raw[0]] = (raw, _task_view(raw, ready_at=ready_at, created_at=created_at))
         return converted
 
@@ -448,6 +466,28 @@ def _task_view(raw: _RawTask, *, ready_at: datetime | None, created_at: datetime
     )
 
 
+def _shared(raw: _RawTask) -> _RawTask:
+    """The row with one string object for each value many replicas repeat (their host, state,
+    health and desired state), as their views are kept: megabytes at 10,000 replicas."""
+    return tuple(
+        sys.intern(value) if index in _REPEATED and isinstance(value, str) else value
+        for index, value in enumerate(raw)
+    )
+
+
+_REPEATED = frozenset(
+    index
+    for index, column in enumerate(_RAW_TASK_COLUMNS)
+    if any(
+        column is repeated
+        for repeated in (
+            Container.host_id,
+            Container.state,
+            Container.health,
+            Container.desired_state,
+        )
+    )
+)
 _UNKNOWN: tuple[None, None] = (None, None)
 # Services whose views are kept: each costs a few hundred bytes per replica.
 _TASK_VIEWS = _TaskViewCache(services=64)

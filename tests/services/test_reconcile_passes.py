@@ -200,3 +200,48 @@ def read_pass_now(context: AppContext, service_id: str) -> Plan:
         plan = read_pass(session, service_id, settings=context.settings, now=utcnow())
     assert plan is not None
     return plan
+
+
+def test_a_settled_services_views_are_not_kept(context: AppContext, db: Database) -> None:
+    spec = ServiceSpec(image="busybox", replicas=1)
+    host_id, service_id = add_service(db, spec, status=ServiceStatus.RUNNING)
+    with db.session() as session:
+        task = Container(
+            name="web.1",
+            host_id=host_id,
+            service_id=service_id,
+            slot=1,
+            revision=1,
+            spec={"image": "busybox"},
+            image="busybox",
+            state="running",
+            ready_at=utcnow() - timedelta(minutes=5),
+        )
+        session.add(task)
+        session.flush()
+        task_id = task.id
+        busy = Operation(
+            kind="container.stop",
+            status="queued",
+            target_type="container",
+            target_id=task_id,
+            created_by="test",
+        )
+        session.add(busy)
+        session.flush()
+        operation_id = busy.id
+
+    def view() -> TaskView:
+        (only,) = read_pass_now(context, service_id).snapshot.tasks
+        return only
+
+    # An operation on a replica under way: the service is not settled, its views are kept.
+    kept = view()
+    reconcile(context, service_id)
+    assert view() is kept
+    with db.session() as session:
+        session.get_one(Operation, operation_id).status = "succeeded"
+    settled = view()
+    reconcile(context, service_id)
+    # Running as asked, nothing under way: a pass that changes nothing lets its views go.
+    assert view() is not settled and view() == settled

@@ -427,16 +427,6 @@ class DockerEngine:
             history: list[dict[str, Any]] = self.api.history(reference)  # type: ignore[no-untyped-call]
         return history
 
-    def containers_by_image(self) -> dict[str, int]:
-        """How many containers (running or not) use each image id."""
-        with translate_errors("list containers"):
-            containers: list[dict[str, Any]] = self.api.containers(all=True)
-        counts: dict[str, int] = {}
-        for container in containers:
-            image_id = str(container.get("ImageID", ""))
-            counts[image_id] = counts.get(image_id, 0) + 1
-        return counts
-
     def pull(
         self,
         repository: str,

@@ -81,8 +81,6 @@ class Engine(Protocol):
 
     def image_history(self, reference: str) -> list[dict[str, Any]]: ...
 
-    def containers_by_image(self) -> dict[str, int]: ...
-
     def pull(
         self,
         repository: str,

@@ -137,7 +137,7 @@ def sync_host(db: Database, engine: Engine, host_id: str) -> int:
     """Make the database's images of one host match the engine. Returns how many it holds."""
     listed_at = utcnow()
     summaries = engine.list_images()
-    usage = engine.containers_by_image()
+    usage = count_by_image(engine.list_containers())
     with db.session(write=False) as session:
         known = set(
             session.execute(select(Image.docker_id).where(Image.host_id == host_id)).scalars()

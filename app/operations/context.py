@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.core.context import AppContext
 from app.engine.protocol import Engine
 from app.operations import queue
-from app.operations.models import RUNNING, Operation
+from app.operations.models import Operation
 from app.operations.queue import Claim
 
 
@@ -124,16 +124,10 @@ class OperationContext:
         """`session`, with its lease check in the same round trip as `statement`: a read of
         the row the transaction will change, locked with this operation's row as `session`
         locks it. Yields the row found, or None when there is none while the lease holds."""
-        held = (
-            (Operation.id == self.claim.id)
-            & (Operation.lease_epoch == self.claim.epoch)
-            & (Operation.status == RUNNING)
-            & Operation.deferred_until.is_(None)
-        )
         with self.app.db.session() as session:
             # On the session's connection: the ORM's handling of a statement costs more than
             # the statement, and there are no objects to load.
-            locking = statement.join(Operation, held).with_for_update()
+            locking = statement.join(Operation, queue.lease_held(self.claim)).with_for_update()
             found = session.connection().execute(locking).first()
             # Nothing found: the row is gone, or the lease is. Only then a second look.
             if found is None and not queue.verify_lease(session, self.claim):

@@ -25,10 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Integer,
     Select,
     String,
     Text,
+    and_,
     bindparam,
     case,
     event,
@@ -595,18 +597,22 @@ def set_progress(db: Database, claim_: Claim, progress: dict[str, Any]) -> bool:
     return updated is not None
 
 
+def lease_held(claim_: Claim) -> ColumnElement[bool]:
+    """The condition on the operation's row under which this claim still owns it."""
+    return and_(
+        Operation.id == claim_.id,
+        Operation.lease_epoch == claim_.epoch,
+        Operation.status == RUNNING,
+        Operation.deferred_until.is_(None),
+    )
+
+
 def verify_lease(session: Session, claim_: Claim) -> bool:
     """Inside the caller's transaction: lock the row and check this claim still owns it."""
-    epoch = session.execute(
-        select(Operation.lease_epoch)
-        .where(
-            Operation.id == claim_.id,
-            Operation.status == RUNNING,
-            Operation.deferred_until.is_(None),
-        )
-        .with_for_update()
+    owned = session.execute(
+        select(Operation.id).where(lease_held(claim_)).with_for_update()
     ).scalar_one_or_none()
-    return epoch == claim_.epoch
+    return owned is not None
 
 
 def append_logs(
